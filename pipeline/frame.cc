@@ -1,0 +1,194 @@
+// Frame encoding and decoding; layout in docs/archive-format.md.
+#include "pipeline/frame.h"
+
+#include <zstd.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "pipeline/endian.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+namespace ferry::pipeline {
+namespace {
+
+constexpr size_t kRecordHeaderSize = 12;  // u32 len + u64 end_pos
+
+}  // namespace
+
+absl::string_view StreamKindName(StreamKind kind) {
+  switch (kind) {
+    case StreamKind::kPgWal:
+      return "pg-wal";
+    case StreamKind::kPgChanges:
+      return "pg-changes";
+    case StreamKind::kRedisCommands:
+      return "redis-commands";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<StreamKind> ParseStreamKind(absl::string_view name) {
+  for (StreamKind k : {StreamKind::kPgWal, StreamKind::kPgChanges, StreamKind::kRedisCommands}) {
+    if (StreamKindName(k) == name) return k;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown stream kind \"", name, "\""));
+}
+
+uint64_t Checksum64(absl::string_view bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
+
+absl::StatusOr<FrameHeader> EncodeFrame(const FrameInput& input, int zstd_level, std::string* out) {
+  size_t raw_len = 0;
+  FrameHeader h;
+  h.epoch = input.epoch;
+  h.start_pos = input.start_pos;
+  h.end_pos = input.start_pos;
+  h.arrival_us = input.arrival_us;
+  for (const Record& r : input.records) {
+    raw_len += kRecordHeaderSize + r.payload.size();
+    h.end_pos = r.end_pos;
+    if (r.data_ts != 0) {
+      if (h.first_data_ts == 0) h.first_data_ts = r.data_ts;
+      h.last_data_ts = r.data_ts;
+    }
+  }
+  if (raw_len > kMaxFramePayload) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("frame payload of ", raw_len, " bytes exceeds the limit of ", kMaxFramePayload));
+  }
+  h.record_count = static_cast<uint32_t>(input.records.size());
+  h.raw_len = static_cast<uint32_t>(raw_len);
+
+  // Serialise records into a raw buffer (the one memcpy per byte), then compress it straight
+  // into *out behind the header.
+  std::string raw;
+  raw.resize(raw_len);
+  char* p = raw.data();
+  for (const Record& r : input.records) {
+    PutLe32(p, static_cast<uint32_t>(r.payload.size()));
+    PutLe64(p + 4, r.end_pos);
+    std::memcpy(p + kRecordHeaderSize, r.payload.data(), r.payload.size());
+    p += kRecordHeaderSize + r.payload.size();
+  }
+
+  const size_t header_at = out->size();
+  out->resize(header_at + kFrameHeaderSize);
+  if (zstd_level > 0) {
+    h.codec = Codec::kZstd;
+    const size_t bound = ZSTD_compressBound(raw_len);
+    out->resize(header_at + kFrameHeaderSize + bound);
+    size_t n = ZSTD_compress(out->data() + header_at + kFrameHeaderSize, bound, raw.data(),
+                             raw.size(), zstd_level);
+    if (ZSTD_isError(n)) {
+      out->resize(header_at);
+      return absl::InternalError(absl::StrCat("zstd compress: ", ZSTD_getErrorName(n)));
+    }
+    h.stored_len = static_cast<uint32_t>(n);
+  } else {
+    h.codec = Codec::kNone;
+    out->append(raw);
+    h.stored_len = h.raw_len;
+  }
+  out->resize(header_at + kFrameHeaderSize + h.stored_len);
+  h.payload_checksum = Checksum64(
+      absl::string_view(out->data() + header_at + kFrameHeaderSize, h.stored_len));
+
+  char* hp = out->data() + header_at;
+  PutLe32(hp + 0, kFrameMagic);
+  hp[4] = static_cast<char>(h.codec);
+  hp[5] = 0;  // flags, reserved
+  PutLe16(hp + 6, 0);
+  PutLe32(hp + 8, h.record_count);
+  PutLe32(hp + 12, h.raw_len);
+  PutLe32(hp + 16, h.stored_len);
+  PutLe32(hp + 20, h.epoch);
+  PutLe64(hp + 24, h.start_pos);
+  PutLe64(hp + 32, h.end_pos);
+  PutLe64(hp + 40, static_cast<uint64_t>(h.arrival_us));
+  PutLe64(hp + 48, static_cast<uint64_t>(h.first_data_ts));
+  PutLe64(hp + 56, static_cast<uint64_t>(h.last_data_ts));
+  PutLe64(hp + 64, h.payload_checksum);
+  PutLe64(hp + 72, Checksum64(absl::string_view(hp, 72)));
+  return h;
+}
+
+absl::StatusOr<FrameHeader> DecodeFrameHeader(absl::string_view bytes) {
+  if (bytes.size() < kFrameHeaderSize) {
+    return absl::DataLossError(absl::StrCat("frame header truncated: ", bytes.size(), " of ",
+                                            kFrameHeaderSize, " bytes"));
+  }
+  const char* p = bytes.data();
+  if (GetLe32(p) != kFrameMagic) return absl::DataLossError("bad frame magic");
+  if (GetLe64(p + 72) != Checksum64(absl::string_view(p, 72))) {
+    return absl::DataLossError("frame header checksum mismatch");
+  }
+  FrameHeader h;
+  const uint8_t codec = static_cast<uint8_t>(p[4]);
+  if (codec > static_cast<uint8_t>(Codec::kZstd)) {
+    return absl::DataLossError(absl::StrCat("unknown frame codec ", codec));
+  }
+  h.codec = static_cast<Codec>(codec);
+  h.record_count = GetLe32(p + 8);
+  h.raw_len = GetLe32(p + 12);
+  h.stored_len = GetLe32(p + 16);
+  h.epoch = GetLe32(p + 20);
+  h.start_pos = GetLe64(p + 24);
+  h.end_pos = GetLe64(p + 32);
+  h.arrival_us = static_cast<UnixMicros>(GetLe64(p + 40));
+  h.first_data_ts = static_cast<UnixMicros>(GetLe64(p + 48));
+  h.last_data_ts = static_cast<UnixMicros>(GetLe64(p + 56));
+  h.payload_checksum = GetLe64(p + 64);
+  if (h.raw_len > kMaxFramePayload || h.stored_len > ZSTD_compressBound(kMaxFramePayload) ||
+      h.end_pos < h.start_pos) {
+    return absl::DataLossError("frame header has impossible sizes or positions");
+  }
+  return h;
+}
+
+absl::StatusOr<std::vector<RecordView>> DecodeFramePayload(const FrameHeader& h,
+                                                           absl::string_view stored,
+                                                           std::string* scratch) {
+  if (stored.size() != h.stored_len) {
+    return absl::DataLossError(
+        absl::StrCat("frame payload is ", stored.size(), " bytes, header says ", h.stored_len));
+  }
+  if (Checksum64(stored) != h.payload_checksum) {
+    return absl::DataLossError("frame payload checksum mismatch");
+  }
+  absl::string_view raw;
+  if (h.codec == Codec::kZstd) {
+    scratch->resize(h.raw_len);
+    size_t n = ZSTD_decompress(scratch->data(), scratch->size(), stored.data(), stored.size());
+    if (ZSTD_isError(n) || n != h.raw_len) {
+      return absl::DataLossError(absl::StrCat(
+          "frame payload does not decompress to ", h.raw_len, " bytes: ",
+          ZSTD_isError(n) ? ZSTD_getErrorName(n) : absl::StrCat("got ", n).c_str()));
+    }
+    raw = *scratch;
+  } else {
+    if (h.raw_len != h.stored_len) return absl::DataLossError("uncompressed frame sizes differ");
+    raw = stored;
+  }
+  std::vector<RecordView> records;
+  records.reserve(h.record_count);
+  size_t at = 0;
+  uint64_t last_pos = h.start_pos;
+  for (uint32_t i = 0; i < h.record_count; ++i) {
+    if (raw.size() - at < kRecordHeaderSize) return absl::DataLossError("record header truncated");
+    const uint32_t len = GetLe32(raw.data() + at);
+    const uint64_t end_pos = GetLe64(raw.data() + at + 4);
+    at += kRecordHeaderSize;
+    if (raw.size() - at < len) return absl::DataLossError("record payload truncated");
+    if (end_pos < last_pos) return absl::DataLossError("record positions go backwards");
+    records.push_back(RecordView{end_pos, raw.substr(at, len)});
+    at += len;
+    last_pos = end_pos;
+  }
+  if (at != raw.size()) return absl::DataLossError("trailing bytes after the last record");
+  if (last_pos != h.end_pos) return absl::DataLossError("last record does not end at end_pos");
+  return records;
+}
+
+}  // namespace ferry::pipeline
