@@ -49,13 +49,32 @@ class WalDecoder {
   uint64_t records_verified() const { return records_verified_; }
 
  private:
-  // Implementation state (page-header buffer, partial record buffer, skip counters, ...)
-  // goes here.
+  enum class Mode {
+    kSync,        // ignoring bytes until the next page header
+    kSkipCont,    // skipping the continuation of a record that began before the resync
+    kRecord,      // collecting a record (or about to start one)
+    kSkipSwitch,  // after XLOG_SWITCH: the rest of the segment holds no records
+  };
+
+  absl::Status OnPageHeader();
+  absl::Status OnRecordComplete(std::vector<CommitInfo>* commits);
+  absl::Status Fail(pipeline::Lsn at, absl::string_view what) const;
+  size_t PageHeaderSize(uint64_t page_start) const;
+
   uint64_t segment_bytes_;
   uint64_t system_id_;
   pipeline::Lsn position_;
   pipeline::Lsn last_record_end_;
   uint64_t records_verified_ = 0;
+
+  Mode mode_ = Mode::kSync;
+  char page_header_[40];
+  uint32_t last_page_tli_ = 0;
+  uint64_t skip_ = 0;            // bytes still to skip in kSkipCont / padding
+  std::string record_;           // the record being collected, page headers removed
+  uint32_t record_len_ = 0;      // xl_tot_len once known (0: not yet)
+  pipeline::Lsn record_start_;   // LSN of the record's first byte
+  pipeline::Lsn prev_record_start_;  // for the xl_prev chain; invalid after a resync
 };
 
 // CRC-32C (Castagnoli), as PostgreSQL computes it: crc = Crc32cExtend(0xFFFFFFFF, ...) over

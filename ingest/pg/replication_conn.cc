@@ -1,0 +1,334 @@
+// libpq replication connection. Message layouts: ../shared/PROTOCOLS.md A.2 to A.6.
+#include "ingest/pg/replication_conn.h"
+
+#include <libpq-fe.h>
+#include <poll.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/ascii.h"
+#include "pipeline/check.h"
+#include "pipeline/endian.h"
+
+namespace ferry::ingest::pg {
+
+using pipeline::GetBe64;
+using pipeline::Lsn;
+using pipeline::TimelineId;
+
+namespace {
+
+struct ResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using Result = std::unique_ptr<PGresult, ResultDeleter>;
+
+// libpq messages end with a newline and may span lines; keep one line for logs.
+std::string OneLine(const char* msg) {
+  std::string s = msg == nullptr ? "" : msg;
+  for (char& c : s) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return std::string(absl::StripTrailingAsciiWhitespace(s));
+}
+
+int64_t PgNowMicros() { return pipeline::NowUnixMicros() - pipeline::kPgEpochUnixMicros; }
+
+absl::StatusOr<uint64_t> ParseSize(absl::string_view text) {
+  // SHOW wal_segment_size answers like "16MB" or "1GB".
+  uint64_t n = 0;
+  size_t i = 0;
+  while (i < text.size() && absl::ascii_isdigit(text[i])) n = n * 10 + (text[i++] - '0');
+  absl::string_view unit = text.substr(i);
+  if (unit == "kB") return n << 10;
+  if (unit == "MB") return n << 20;
+  if (unit == "GB") return n << 30;
+  if (unit.empty() || unit == "B") return n;
+  return absl::FailedPreconditionError(absl::StrCat("unexpected wal_segment_size \"", text, "\""));
+}
+
+}  // namespace
+
+struct ReplicationConnection::Impl {
+  PGconn* conn = nullptr;
+  char* copy_buf = nullptr;
+  ~Impl() {
+    if (copy_buf != nullptr) PQfreemem(copy_buf);
+    if (conn != nullptr) PQfinish(conn);
+  }
+
+  absl::Status Error(absl::string_view what) const {
+    const std::string msg = absl::StrCat(what, ": ", OneLine(PQerrorMessage(conn)));
+    if (PQstatus(conn) != CONNECTION_OK) return absl::UnavailableError(msg);
+    return absl::FailedPreconditionError(msg);
+  }
+
+  absl::StatusOr<Result> Exec(const std::string& sql, ExecStatusType want) {
+    Result r(PQexec(conn, sql.c_str()));
+    if (r == nullptr || PQresultStatus(r.get()) != want) {
+      return Error(sql);
+    }
+    return r;
+  }
+};
+
+ReplicationConnection::ReplicationConnection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ReplicationConnection::~ReplicationConnection() = default;
+
+absl::StatusOr<std::unique_ptr<ReplicationConnection>> ReplicationConnection::Connect(
+    const std::string& conninfo, const std::string& application_name) {
+  // Keyword arrays let the user's conninfo (or URI) be expanded while ferry's replication
+  // and application_name settings take precedence.
+  const char* keys[] = {"dbname", "replication", "application_name", nullptr};
+  const char* values[] = {conninfo.c_str(), "true", application_name.c_str(), nullptr};
+  auto impl = std::make_unique<Impl>();
+  impl->conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+  if (impl->conn == nullptr || PQstatus(impl->conn) != CONNECTION_OK) {
+    return absl::UnavailableError(absl::StrCat("connect to postgres (", conninfo,
+                                               "): ", OneLine(PQerrorMessage(impl->conn))));
+  }
+  std::unique_ptr<ReplicationConnection> c(new ReplicationConnection(std::move(impl)));
+  c->server_name_ = absl::StrCat(PQhost(c->impl_->conn), ":", PQport(c->impl_->conn));
+  return c;
+}
+
+absl::StatusOr<SystemInfo> ReplicationConnection::IdentifySystem() {
+  FERRY_ASSIGN_OR_RETURN(Result r, impl_->Exec("IDENTIFY_SYSTEM", PGRES_TUPLES_OK));
+  if (PQntuples(r.get()) != 1 || PQnfields(r.get()) < 3) {
+    return absl::FailedPreconditionError("IDENTIFY_SYSTEM returned an unexpected shape");
+  }
+  SystemInfo info;
+  uint32_t tli = 0;
+  if (!absl::SimpleAtoi(PQgetvalue(r.get(), 0, 0), &info.system_id) ||
+      !absl::SimpleAtoi(PQgetvalue(r.get(), 0, 1), &tli)) {
+    return absl::FailedPreconditionError("IDENTIFY_SYSTEM returned a bad system id or timeline");
+  }
+  info.timeline = TimelineId(tli);
+  FERRY_ASSIGN_OR_RETURN(info.xlogpos, Lsn::Parse(PQgetvalue(r.get(), 0, 2)));
+  FERRY_ASSIGN_OR_RETURN(Result s, impl_->Exec("SHOW wal_segment_size", PGRES_TUPLES_OK));
+  FERRY_ASSIGN_OR_RETURN(info.segment_bytes, ParseSize(PQgetvalue(s.get(), 0, 0)));
+  return info;
+}
+
+absl::StatusOr<SlotInfo> ReplicationConnection::ReadSlot(const std::string& slot) {
+  FERRY_ASSIGN_OR_RETURN(Result r,
+                         impl_->Exec(absl::StrCat("READ_REPLICATION_SLOT ", slot), PGRES_TUPLES_OK));
+  SlotInfo info;
+  if (PQntuples(r.get()) != 1 || PQgetisnull(r.get(), 0, 0)) return info;  // no such slot
+  info.exists = true;
+  if (std::strcmp(PQgetvalue(r.get(), 0, 0), "physical") != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("replication slot \"", slot, "\" is not a physical slot"));
+  }
+  if (!PQgetisnull(r.get(), 0, 1)) {
+    FERRY_ASSIGN_OR_RETURN(info.restart_lsn, Lsn::Parse(PQgetvalue(r.get(), 0, 1)));
+    uint32_t tli = 0;
+    if (!absl::SimpleAtoi(PQgetvalue(r.get(), 0, 2), &tli)) {
+      return absl::FailedPreconditionError("READ_REPLICATION_SLOT returned a bad timeline");
+    }
+    info.restart_tli = TimelineId(tli);
+  }
+  return info;
+}
+
+absl::Status ReplicationConnection::CreatePhysicalSlot(const std::string& slot) {
+  return impl_
+      ->Exec(absl::StrCat("CREATE_REPLICATION_SLOT ", slot, " PHYSICAL (RESERVE_WAL)"),
+             PGRES_TUPLES_OK)
+      .status();
+}
+
+absl::StatusOr<TimelineHistoryFile> ReplicationConnection::TimelineHistory(TimelineId tli) {
+  FERRY_ASSIGN_OR_RETURN(
+      Result r, impl_->Exec(absl::StrCat("TIMELINE_HISTORY ", tli.value()), PGRES_TUPLES_OK));
+  if (PQntuples(r.get()) != 1 || PQnfields(r.get()) != 2) {
+    return absl::FailedPreconditionError("TIMELINE_HISTORY returned an unexpected shape");
+  }
+  return TimelineHistoryFile{PQgetvalue(r.get(), 0, 0),
+                             std::string(PQgetvalue(r.get(), 0, 1), PQgetlength(r.get(), 0, 1))};
+}
+
+absl::StatusOr<absl::optional<TimelineEnd>> ReplicationConnection::StartPhysical(
+    const std::string& slot, Lsn start, TimelineId tli) {
+  const std::string cmd = absl::StrCat("START_REPLICATION SLOT ", slot, " PHYSICAL ",
+                                       start.ToString(), " TIMELINE ", tli.value());
+  if (PQsendQuery(impl_->conn, cmd.c_str()) != 1) return impl_->Error(cmd);
+  Result r(PQgetResult(impl_->conn));
+  if (r == nullptr) return impl_->Error(cmd);
+  const ExecStatusType st = PQresultStatus(r.get());
+  if (st == PGRES_COPY_BOTH) {
+    if (PQsetnonblocking(impl_->conn, 1) != 0) return impl_->Error("set non-blocking");
+    return absl::optional<TimelineEnd>();
+  }
+  if (st == PGRES_TUPLES_OK) {
+    // The start is exactly the end of a historic timeline: the server answers with the next
+    // timeline at once, without COPY.
+    TimelineEnd end;
+    uint32_t next = 0;
+    if (PQntuples(r.get()) != 1 || !absl::SimpleAtoi(PQgetvalue(r.get(), 0, 0), &next)) {
+      return absl::FailedPreconditionError("unexpected reply to START_REPLICATION");
+    }
+    end.next_tli = TimelineId(next);
+    FERRY_ASSIGN_OR_RETURN(end.next_start, Lsn::Parse(PQgetvalue(r.get(), 0, 1)));
+    while (Result more{PQgetResult(impl_->conn)}) {
+    }
+    return absl::optional<TimelineEnd>(end);
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat(cmd, ": ", OneLine(PQresultErrorMessage(r.get()))));
+}
+
+absl::StatusOr<CopyMessage> ReplicationConnection::ReadMessage() {
+  if (impl_->copy_buf != nullptr) {
+    PQfreemem(impl_->copy_buf);
+    impl_->copy_buf = nullptr;
+  }
+  CopyMessage m;
+  int n = PQgetCopyData(impl_->conn, &impl_->copy_buf, /*async=*/1);
+  if (n == 0) {
+    if (PQconsumeInput(impl_->conn) != 1) return impl_->Error("read from postgres");
+    n = PQgetCopyData(impl_->conn, &impl_->copy_buf, 1);
+    if (n == 0) return m;
+  }
+  if (n == -1) {
+    m.kind = CopyMessage::Kind::kCopyDone;
+    return m;
+  }
+  if (n == -2) return impl_->Error("read from postgres");
+  const char* p = impl_->copy_buf;
+  const size_t len = static_cast<size_t>(n);
+  if (p[0] == 'w') {
+    if (len < 25) return absl::DataLossError(absl::StrCat("XLogData message of ", len, " bytes"));
+    m.kind = CopyMessage::Kind::kXLogData;
+    m.data_start = Lsn(GetBe64(p + 1));
+    m.wal_end = Lsn(GetBe64(p + 9));
+    m.payload = absl::string_view(p + 25, len - 25);
+    return m;
+  }
+  if (p[0] == 'k') {
+    if (len < 18) return absl::DataLossError(absl::StrCat("keepalive message of ", len, " bytes"));
+    m.kind = CopyMessage::Kind::kKeepalive;
+    m.wal_end = Lsn(GetBe64(p + 1));
+    m.reply_requested = p[17] != 0;
+    return m;
+  }
+  return absl::DataLossError(
+      absl::StrCat("unknown replication message type 0x", absl::Hex(static_cast<uint8_t>(p[0]))));
+}
+
+absl::StatusOr<bool> ReplicationConnection::Wait(int timeout_ms, int extra_fd1, int extra_fd2) {
+  pollfd fds[3];
+  fds[0] = {PQsocket(impl_->conn), POLLIN, 0};
+  if (PQflush(impl_->conn) == 1) fds[0].events |= POLLOUT;
+  fds[1] = {extra_fd1, POLLIN, 0};
+  fds[2] = {extra_fd2, POLLIN, 0};
+  int rc = poll(fds, 3, timeout_ms);
+  if (rc < 0 && errno != EINTR) {
+    return absl::InternalError(absl::StrCat("poll: ", std::strerror(errno)));
+  }
+  return rc > 0 && ((fds[1].revents & POLLIN) != 0 || (fds[2].revents & POLLIN) != 0);
+}
+
+absl::Status ReplicationConnection::SendStatus(Lsn write, Lsn flush, Lsn apply,
+                                               bool reply_requested) {
+  char msg[34];
+  msg[0] = 'r';
+  pipeline::PutBe64(msg + 1, write.value());
+  pipeline::PutBe64(msg + 9, flush.value());
+  pipeline::PutBe64(msg + 17, apply.value());
+  pipeline::PutBe64(msg + 25, static_cast<uint64_t>(PgNowMicros()));
+  msg[33] = reply_requested ? 1 : 0;
+  if (PQputCopyData(impl_->conn, msg, sizeof(msg)) != 1 || PQflush(impl_->conn) < 0) {
+    return impl_->Error("send standby status");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TimelineEnd> ReplicationConnection::FinishTimeline() {
+  // libpq reports COPY_IN until we close our half of the CopyBoth (PROTOCOLS.md H.1).
+  if (PQputCopyEnd(impl_->conn, nullptr) != 1) return impl_->Error("end copy");
+  PQsetnonblocking(impl_->conn, 0);
+  absl::optional<TimelineEnd> end;
+  while (Result r{PQgetResult(impl_->conn)}) {
+    const ExecStatusType st = PQresultStatus(r.get());
+    if (st == PGRES_TUPLES_OK && PQntuples(r.get()) == 1) {
+      TimelineEnd e;
+      uint32_t next = 0;
+      if (!absl::SimpleAtoi(PQgetvalue(r.get(), 0, 0), &next)) {
+        return absl::FailedPreconditionError("bad next timeline from the server");
+      }
+      e.next_tli = TimelineId(next);
+      FERRY_ASSIGN_OR_RETURN(e.next_start, Lsn::Parse(PQgetvalue(r.get(), 0, 1)));
+      end = e;
+    } else if (st == PGRES_FATAL_ERROR) {
+      return absl::UnavailableError(
+          absl::StrCat("end of timeline: ", OneLine(PQresultErrorMessage(r.get()))));
+    }
+  }
+  if (!end.has_value()) {
+    return absl::UnavailableError("server ended streaming without naming the next timeline");
+  }
+  return *end;
+}
+
+absl::Status ReplicationConnection::EndCopy() {
+  if (PQputCopyEnd(impl_->conn, nullptr) != 1) return impl_->Error("end copy");
+  PQsetnonblocking(impl_->conn, 0);
+  // Drain: the server answers our CopyDone with its own, then the command results.
+  char* buf = nullptr;
+  while (PQgetCopyData(impl_->conn, &buf, 0) > 0) PQfreemem(buf);
+  while (Result r{PQgetResult(impl_->conn)}) {
+  }
+  return absl::OkStatus();
+}
+
+std::string WalFileName(TimelineId tli, uint64_t segno, uint64_t segment_bytes) {
+  const uint64_t per_id = 0x100000000ull / segment_bytes;
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%08X%08X%08X", tli.value(),
+                static_cast<uint32_t>(segno / per_id), static_cast<uint32_t>(segno % per_id));
+  return buf;
+}
+
+bool ParseWalFileName(absl::string_view name, uint64_t segment_bytes, TimelineId* tli,
+                      uint64_t* segno) {
+  if (name.size() != 24) return false;
+  for (char c : name) {
+    if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'))) return false;
+  }
+  uint32_t t = 0, hi = 0, lo = 0;
+  if (!absl::SimpleHexAtoi(name.substr(0, 8), &t) || !absl::SimpleHexAtoi(name.substr(8, 8), &hi) ||
+      !absl::SimpleHexAtoi(name.substr(16, 8), &lo)) {
+    return false;
+  }
+  const uint64_t per_id = 0x100000000ull / segment_bytes;
+  if (lo >= per_id) return false;
+  *tli = TimelineId(t);
+  *segno = static_cast<uint64_t>(hi) * per_id + lo;
+  return true;
+}
+
+absl::StatusOr<std::vector<HistoryEntry>> ParseTimelineHistory(absl::string_view content) {
+  std::vector<HistoryEntry> entries;
+  for (absl::string_view line : absl::StrSplit(content, '\n')) {
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty() || line[0] == '#') continue;
+    std::vector<absl::string_view> f = absl::StrSplit(line, absl::ByAnyChar("\t "), absl::SkipEmpty());
+    uint32_t tli = 0;
+    if (f.size() < 2 || !absl::SimpleAtoi(f[0], &tli)) {
+      return absl::DataLossError(absl::StrCat("bad timeline history line \"", line, "\""));
+    }
+    auto lsn = Lsn::Parse(f[1]);
+    if (!lsn.ok()) return absl::DataLossError(absl::StrCat("bad timeline history line \"", line, "\""));
+    entries.push_back({TimelineId(tli), *lsn});
+  }
+  return entries;
+}
+
+}  // namespace ferry::ingest::pg

@@ -1,0 +1,114 @@
+// A PostgreSQL replication-protocol connection (libpq, replication=true): the commands a
+// physical WAL receiver needs and the CopyBoth message loop. Protocol facts:
+// ../shared/PROTOCOLS.md section A. No libpq type appears outside ingest/.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/optional.h"
+#include "pipeline/position.h"
+
+namespace ferry::ingest::pg {
+
+struct SystemInfo {
+  uint64_t system_id = 0;
+  pipeline::TimelineId timeline;
+  pipeline::Lsn xlogpos;
+  uint64_t segment_bytes = 0;  // SHOW wal_segment_size
+};
+
+struct SlotInfo {
+  bool exists = false;
+  pipeline::Lsn restart_lsn;        // invalid (0/0) when WAL is not reserved
+  pipeline::TimelineId restart_tli;
+};
+
+struct TimelineHistoryFile {
+  std::string filename;  // e.g. "00000002.history"
+  std::string content;
+};
+
+// Where a historic timeline ended: the server's reply after its CopyDone.
+struct TimelineEnd {
+  pipeline::TimelineId next_tli;
+  pipeline::Lsn next_start;
+};
+
+// One message read from the CopyBoth stream.
+struct CopyMessage {
+  enum class Kind { kNone, kXLogData, kKeepalive, kCopyDone } kind = Kind::kNone;
+  pipeline::Lsn data_start;  // XLogData
+  pipeline::Lsn wal_end;     // XLogData and keepalive
+  bool reply_requested = false;
+  absl::string_view payload;  // XLogData bytes; valid until the next ReadMessage
+};
+
+// Not thread-safe. Errors: kUnavailable for a lost or refused connection (retry),
+// kFailedPrecondition for what an operator must fix (permissions, missing slot, wrong mode).
+class ReplicationConnection {
+ public:
+  // Connects with replication=true and the given application_name (what
+  // synchronous_standby_names matches).
+  static absl::StatusOr<std::unique_ptr<ReplicationConnection>> Connect(
+      const std::string& conninfo, const std::string& application_name);
+  ~ReplicationConnection();
+
+  absl::StatusOr<SystemInfo> IdentifySystem();
+  absl::StatusOr<SlotInfo> ReadSlot(const std::string& slot);
+  absl::Status CreatePhysicalSlot(const std::string& slot);
+  absl::StatusOr<TimelineHistoryFile> TimelineHistory(pipeline::TimelineId tli);
+
+  // START_REPLICATION SLOT s PHYSICAL pos TIMELINE tli. kFailedPrecondition when the server
+  // refuses (e.g. the position is not in its history), with the server's words.
+  // absl::nullopt-free variant: an immediate end of timeline (start == switch point) is
+  // returned as a TimelineEnd.
+  absl::StatusOr<absl::optional<TimelineEnd>> StartPhysical(const std::string& slot,
+                                                           pipeline::Lsn start,
+                                                           pipeline::TimelineId tli);
+
+  // Reads the next complete message without blocking (Kind::kNone when none is buffered).
+  // Malformed messages are kDataLoss naming the message type.
+  absl::StatusOr<CopyMessage> ReadMessage();
+  // Waits up to timeout_ms for the socket, or for extra_fd (may be -1) to become readable.
+  // Returns true if extra_fd is readable.
+  absl::StatusOr<bool> Wait(int timeout_ms, int extra_fd1, int extra_fd2);
+
+  // Standby status update 'r' (write / flush / apply are byte positions + 1).
+  absl::Status SendStatus(pipeline::Lsn write, pipeline::Lsn flush, pipeline::Lsn apply,
+                          bool reply_requested);
+
+  // After the server's CopyDone at the end of a historic timeline: closes our half of the copy
+  // and reads the next timeline (PROTOCOLS.md A.6.3).
+  absl::StatusOr<TimelineEnd> FinishTimeline();
+  // Client-initiated stop: CopyDone, then drain the results.
+  absl::Status EndCopy();
+
+  const std::string& server_name() const { return server_name_; }
+
+ private:
+  struct Impl;
+  explicit ReplicationConnection(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  std::string server_name_;
+};
+
+// PostgreSQL's segment file name for `lsn` on `tli`: "%08X%08X%08X".
+std::string WalFileName(pipeline::TimelineId tli, uint64_t segno, uint64_t segment_bytes);
+// Parses a segment file name; false if it is not one (history, partial, backup files).
+bool ParseWalFileName(absl::string_view name, uint64_t segment_bytes, pipeline::TimelineId* tli,
+                      uint64_t* segno);
+
+// One line of a timeline history file: `tli` ended at `switch_lsn`.
+struct HistoryEntry {
+  pipeline::TimelineId tli;
+  pipeline::Lsn switch_lsn;
+};
+// Parses a .history file (comments and blank lines skipped). kDataLoss on a malformed line.
+absl::StatusOr<std::vector<HistoryEntry>> ParseTimelineHistory(absl::string_view content);
+
+}  // namespace ferry::ingest::pg

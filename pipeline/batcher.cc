@@ -1,0 +1,176 @@
+#include "pipeline/batcher.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "pipeline/check.h"
+
+namespace ferry::pipeline {
+
+Batcher::Batcher(FrameConsumer* consumer, AckPolicy policy, BatcherOptions options)
+    : consumer_(consumer), options_(options), progress_(policy) {
+  worker_ = std::thread([this] { Run(); });
+}
+
+Batcher::~Batcher() { (void)Stop(); }
+
+absl::Status Batcher::Append(uint32_t epoch, uint64_t start_pos, Record record) {
+  const size_t bytes = record.payload.size() + 64;
+  const uint64_t end = record.end_pos;
+  absl::MutexLock lock(&mu_);
+  // Back-pressure: wait for room, but always admit into an empty queue so one record larger
+  // than the limit cannot deadlock.
+  mu_.Await(absl::Condition(
+      +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
+        return !b->error_.ok() || b->stopping_ ||
+               b->queued_bytes_ < b->options_.max_queued_bytes || b->queue_.empty();
+      },
+      this));
+  if (!error_.ok()) return error_;
+  if (stopping_) return absl::CancelledError("stream sink is stopping");
+  queued_bytes_ += bytes;
+  queue_.push_back(Item{epoch, start_pos, std::move(record), false, {}});
+  progress_.SetReceived(end);
+  return absl::OkStatus();
+}
+
+void Batcher::Resume(uint32_t epoch, uint64_t end_pos) {
+  absl::MutexLock lock(&mu_);
+  have_tail_ = have_last_ = true;
+  tail_epoch_ = last_epoch_ = epoch;
+  tail_end_ = last_end_ = end_pos;
+  progress_.Reset(end_pos);
+}
+
+absl::Status Batcher::PutFile(absl::string_view name, absl::string_view contents) {
+  absl::MutexLock lock(&mu_);
+  if (!error_.ok()) return error_;
+  Item item;
+  item.is_file = true;
+  item.file_name = std::string(name);
+  item.record.payload = std::string(contents);
+  queue_.push_back(std::move(item));
+  return absl::OkStatus();
+}
+
+absl::Status Batcher::Drain() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
+        return !b->error_.ok() || (b->queue_.empty() && !b->busy_);
+      },
+      this));
+  return error_;
+}
+
+absl::Status Batcher::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (worker_.joinable()) worker_.join();
+  absl::MutexLock lock(&mu_);
+  return error_;
+}
+
+void Batcher::Run() {
+  std::deque<Item> batch;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
+            return !b->queue_.empty() || b->stopping_;
+          },
+          this));
+      if (queue_.empty()) return;  // stopping and drained
+      // Take everything that queued while the last batch was syncing, up to the batch limit:
+      // that is the group commit.
+      size_t taken = 0;
+      while (!queue_.empty() && (batch.empty() || taken < options_.max_batch_bytes)) {
+        taken += queue_.front().record.payload.size() + 64;
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      queued_bytes_ -= std::min(queued_bytes_, taken);
+      busy_ = true;
+    }
+    absl::Status status = WriteBatch(batch);
+    batch.clear();
+    absl::MutexLock lock(&mu_);
+    busy_ = false;
+    if (!status.ok()) {
+      error_ = status;
+      queue_.clear();
+      progress_.Notify();
+      return;
+    }
+  }
+}
+
+absl::Status Batcher::WriteBatch(std::deque<Item>& batch) {
+  EncodedFrames frames;
+  std::vector<Record> pending;
+  uint32_t pending_epoch = 0;
+  uint64_t pending_start = 0;
+  size_t pending_bytes = 0;
+
+  auto close_frame = [&]() -> absl::Status {
+    if (pending.empty()) return absl::OkStatus();
+    FrameInput input{pending_epoch, pending_start, NowUnixMicros(), pending};
+    FERRY_ASSIGN_OR_RETURN(FrameHeader h, EncodeFrame(input, options_.zstd_level, &frames.bytes));
+    frames.headers.push_back(h);
+    pending.clear();
+    pending_bytes = 0;
+    return absl::OkStatus();
+  };
+  // Frames go to the consumer before any side file that was queued after them, and each
+  // epoch change is a frame boundary.
+  auto flush = [&]() -> absl::Status {
+    FERRY_RETURN_IF_ERROR(close_frame());
+    if (frames.headers.empty()) return absl::OkStatus();
+    FERRY_RETURN_IF_ERROR(consumer_->Write(frames));
+    for (const FrameHeader& h : frames.headers) {
+      if (!have_last_ || h.epoch != last_epoch_) {
+        // A new epoch (timeline) may restart below the old one's end: the acknowledged
+        // position follows the new epoch, never the dead branch.
+        progress_.Reset(h.start_pos);
+      }
+      have_last_ = true;
+      last_epoch_ = h.epoch;
+      last_end_ = h.end_pos;
+    }
+    progress_.SetWritten(last_end_);
+    progress_.SetSynced(last_end_);
+    frames.bytes.clear();
+    frames.headers.clear();
+    return absl::OkStatus();
+  };
+
+  for (Item& item : batch) {
+    if (item.is_file) {
+      FERRY_RETURN_IF_ERROR(flush());
+      FERRY_RETURN_IF_ERROR(consumer_->PutFile(item.file_name, item.record.payload));
+      continue;
+    }
+    if (have_tail_ && item.epoch == tail_epoch_ && item.start_pos != tail_end_) {
+      return absl::DataLossError(absl::StrCat("stream gap in epoch ", item.epoch,
+                                              ": record starts at ", item.start_pos,
+                                              " but the stream ends at ", tail_end_));
+    }
+    if (!pending.empty() && item.epoch != pending_epoch) FERRY_RETURN_IF_ERROR(close_frame());
+    if (pending.empty()) {
+      pending_epoch = item.epoch;
+      pending_start = item.start_pos;
+    }
+    have_tail_ = true;
+    tail_epoch_ = item.epoch;
+    tail_end_ = item.record.end_pos;
+    pending_bytes += item.record.payload.size();
+    pending.push_back(std::move(item.record));
+    if (pending_bytes >= options_.max_frame_raw_bytes) FERRY_RETURN_IF_ERROR(close_frame());
+  }
+  return flush();
+}
+
+}  // namespace ferry::pipeline

@@ -1,0 +1,80 @@
+// Batcher: the group-commit engine between a source and its FrameConsumer. Records queue up
+// while the previous batch is being written and synced; the next batch takes them all. A frame
+// closes on size, or as soon as the writer is idle, so a lone synchronous commit never waits
+// for company.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "pipeline/sink.h"
+
+namespace ferry::pipeline {
+
+struct BatcherOptions {
+  size_t max_frame_raw_bytes = 1 << 20;   // a frame closes when its payload reaches this
+  size_t max_batch_bytes = 16 << 20;      // one group commit writes at most this much payload
+  size_t max_queued_bytes = 64 << 20;     // Append blocks above this (back-pressure)
+  int zstd_level = 1;                     // 0 = store uncompressed
+};
+
+// Thread-safe as a StreamSink for one producer. Owns a worker thread that calls
+// consumer->Write; *consumer must outlive the Batcher. Stop() (or the destructor) drains.
+class Batcher final : public StreamSink {
+ public:
+  Batcher(FrameConsumer* consumer, AckPolicy policy, BatcherOptions options);
+  ~Batcher() override;
+
+  absl::Status Append(uint32_t epoch, uint64_t start_pos, Record record) override;
+  absl::Status PutFile(absl::string_view name, absl::string_view contents) override;
+  absl::Status Drain() override;
+  StreamProgress& progress() override { return progress_; }
+
+  // Declares where the stream already ends durably (the archive's tail) before the first
+  // Append: a record of the same epoch that does not start there is reported as a gap.
+  void Resume(uint32_t epoch, uint64_t end_pos);
+
+  // Drains what is queued, then stops the worker. Returns the sink's error, if any.
+  absl::Status Stop();
+
+ private:
+  struct Item {
+    uint32_t epoch = 0;
+    uint64_t start_pos = 0;
+    Record record;
+    bool is_file = false;  // record.payload holds contents, file_name the name
+    std::string file_name;
+  };
+
+  void Run();
+  absl::Status WriteBatch(std::deque<Item>& batch);
+
+  FrameConsumer* const consumer_;
+  const BatcherOptions options_;
+  StreamProgress progress_;
+
+  absl::Mutex mu_;
+  std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;  // the worker holds a batch
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+
+  // Worker state (set by Resume before the first Append, then only by the worker): where the
+  // stream ends as appended (tail_, for gap checks) and as synced (last_, for epoch changes).
+  bool have_tail_ = false;
+  uint32_t tail_epoch_ = 0;
+  uint64_t tail_end_ = 0;
+  bool have_last_ = false;
+  uint32_t last_epoch_ = 0;
+  uint64_t last_end_ = 0;
+
+  std::thread worker_;
+};
+
+}  // namespace ferry::pipeline

@@ -1,0 +1,50 @@
+// The two interfaces where sources and sinks meet. A source writes records into a StreamSink;
+// the Batcher (batcher.h) turns them into frames for a FrameConsumer (the archive, Kafka).
+// A source never sees a FrameConsumer and a consumer never sees a source.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "pipeline/frame.h"
+#include "pipeline/progress.h"
+
+namespace ferry::pipeline {
+
+// Where a source hands its stream. One producer thread per sink.
+class StreamSink {
+ public:
+  virtual ~StreamSink() = default;
+
+  // Queues one record that begins at start_pos (for byte streams, the previous record's
+  // end_pos in the same epoch). Blocks while the queue is full (back-pressure). Returns the
+  // sink's first error once it has failed: the source must stop, nothing more will be synced.
+  virtual absl::Status Append(uint32_t epoch, uint64_t start_pos, Record record) = 0;
+
+  // Stores a small named side file of the stream (a timeline history file) durably before
+  // returning. Ordered after every record appended before it.
+  virtual absl::Status PutFile(absl::string_view name, absl::string_view contents) = 0;
+
+  // Waits until everything appended so far is synced, or returns the sink's error.
+  virtual absl::Status Drain() = 0;
+
+  virtual StreamProgress& progress() = 0;
+};
+
+// Encoded frames of one stream, back to back in one buffer, ready for a single write.
+struct EncodedFrames {
+  std::string bytes;
+  std::vector<FrameHeader> headers;  // in order; header i covers frame_size() bytes
+};
+
+// Receives frames in stream order. Write returns only once the frames are durable (synced).
+class FrameConsumer {
+ public:
+  virtual ~FrameConsumer() = default;
+  virtual absl::Status Write(const EncodedFrames& frames) = 0;
+  virtual absl::Status PutFile(absl::string_view name, absl::string_view contents) = 0;
+};
+
+}  // namespace ferry::pipeline

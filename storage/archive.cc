@@ -1,0 +1,163 @@
+#include "storage/archive.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "pipeline/check.h"
+#include "storage/segment_format.h"
+
+namespace ferry::storage {
+namespace {
+
+constexpr char kVersionFile[] = "FERRY-ARCHIVE";
+constexpr char kIdentityFile[] = "SOURCE";
+
+bool IsDir(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::vector<std::string> ListDirs(const std::string& path) {
+  std::vector<std::string> names;
+  DIR* d = opendir(path.c_str());
+  if (d == nullptr) return names;
+  while (dirent* e = readdir(d)) {
+    std::string name = e->d_name;
+    if (name[0] != '.' && IsDir(path + "/" + name)) names.push_back(name);
+  }
+  closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace
+
+absl::Status ValidateSourceName(absl::string_view name) {
+  bool ok = !name.empty() && name.size() <= 64;
+  for (char c : name) {
+    ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-');
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bad source name \"", name, "\": use 1 to 64 letters, digits, '_' or '-'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Archive>> Archive::Open(const std::string& path,
+                                                       const ArchiveOptions& options) {
+  std::unique_ptr<Archive> a(new Archive(path, options));
+  const std::string version_path = absl::StrCat(path, "/", kVersionFile);
+  auto version = ReadWholeFile(version_path);
+  if (!version.ok()) {
+    if (!absl::IsNotFound(version.status()) || !options.writable) {
+      if (absl::IsNotFound(version.status())) {
+        return absl::NotFoundError(absl::StrCat(
+            "no ferry archive at ", path, ": check --archive (or [archive] path in the config)"));
+      }
+      return version.status();
+    }
+    if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
+      return ErrnoStatus("create archive directory", path, errno);
+    }
+    FERRY_RETURN_IF_ERROR(WriteFileAtomically(path, kVersionFile,
+                                              absl::StrCat("ferry archive ", kArchiveVersion, "\n")));
+  } else if (absl::StripSuffix(*version, "\n") != absl::StrCat("ferry archive ", kArchiveVersion)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        version_path, " says \"", absl::StripSuffix(*version, "\n"),
+        "\": this ferry reads \"ferry archive ", kArchiveVersion, "\""));
+  }
+  if (options.writable) {
+    const std::string lock_path = path + "/LOCK";
+    a->lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (a->lock_fd_ < 0) return ErrnoStatus("open", lock_path, errno);
+    if (flock(a->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "archive ", path, " is locked by another ferry process: stop it or use another archive"));
+    }
+    const std::string pid = absl::StrCat(getpid(), "\n");
+    if (ftruncate(a->lock_fd_, 0) != 0 || pwrite(a->lock_fd_, pid.data(), pid.size(), 0) < 0) {
+      return ErrnoStatus("write", lock_path, errno);
+    }
+    if (mkdir((path + "/streams").c_str(), 0755) != 0 && errno != EEXIST) {
+      return ErrnoStatus("create directory", path + "/streams", errno);
+    }
+  }
+  return a;
+}
+
+Archive::~Archive() {
+  streams_.clear();
+  if (lock_fd_ >= 0) close(lock_fd_);
+}
+
+std::string Archive::SourceDir(absl::string_view source) const {
+  return absl::StrCat(path_, "/streams/", source);
+}
+
+absl::StatusOr<StreamLog*> Archive::Stream(absl::string_view source, pipeline::StreamKind kind) {
+  FERRY_RETURN_IF_ERROR(ValidateSourceName(source));
+  const std::string key = absl::StrCat(source, "/", pipeline::StreamKindName(kind));
+  auto it = streams_.find(key);
+  if (it != streams_.end()) return it->second.get();
+  const std::string dir = absl::StrCat(SourceDir(source), "/", pipeline::StreamKindName(kind));
+  if (!options_.writable && !IsDir(dir)) {
+    return absl::NotFoundError(absl::StrCat("archive ", path_, " has no stream ",
+                                            pipeline::StreamKindName(kind), " for source \"",
+                                            source, "\"; ferry ls lists what it has"));
+  }
+  StreamLogOptions o;
+  o.writer = options_.writer;
+  o.segment_bytes = options_.segment_bytes;
+  o.read_only = !options_.writable;
+  FERRY_ASSIGN_OR_RETURN(auto log, StreamLog::Open(dir, kind, o));
+  StreamLog* raw = log.get();
+  streams_[key] = std::move(log);
+  return raw;
+}
+
+std::vector<std::string> Archive::Sources() const { return ListDirs(path_ + "/streams"); }
+
+std::vector<pipeline::StreamKind> Archive::Streams(absl::string_view source) const {
+  std::vector<pipeline::StreamKind> kinds;
+  for (const std::string& name : ListDirs(SourceDir(source))) {
+    auto kind = pipeline::ParseStreamKind(name);
+    if (kind.ok()) kinds.push_back(*kind);
+  }
+  return kinds;
+}
+
+absl::StatusOr<SourceIdentity> Archive::GetIdentity(absl::string_view source) const {
+  FERRY_ASSIGN_OR_RETURN(std::string text,
+                         ReadWholeFile(absl::StrCat(SourceDir(source), "/", kIdentityFile)));
+  SourceIdentity id;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(line, absl::MaxSplits('=', 1));
+    id[kv.first] = kv.second;
+  }
+  return id;
+}
+
+absl::Status Archive::SetIdentity(absl::string_view source, const SourceIdentity& identity) {
+  FERRY_CHECK(options_.writable);
+  FERRY_RETURN_IF_ERROR(ValidateSourceName(source));
+  const std::string dir = SourceDir(source);
+  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return ErrnoStatus("create directory", dir, errno);
+  }
+  std::string text;
+  for (const auto& [k, v] : identity) absl::StrAppend(&text, k, "=", v, "\n");
+  return WriteFileAtomically(dir, kIdentityFile, text);
+}
+
+}  // namespace ferry::storage

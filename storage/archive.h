@@ -1,0 +1,60 @@
+// Archive: the directory that holds every stream of every source, its version marker, the
+// lock that keeps two writers apart, and each source's identity. Layout:
+// docs/archive-format.md ("Directory layout").
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "pipeline/frame.h"
+#include "storage/stream_log.h"
+
+namespace ferry::storage {
+
+struct ArchiveOptions {
+  bool writable = false;  // create if missing, take the lock, repair torn tails
+  WriterKind writer = WriterKind::kIoUring;
+  uint64_t segment_bytes = 64 << 20;
+};
+
+// Key/value facts that tie a source to the archive (e.g. system_id, wal_segment_size).
+using SourceIdentity = std::map<std::string, std::string>;
+
+// Not thread-safe; StreamLogs it hands out live as long as the Archive.
+class Archive {
+ public:
+  // Read-only: kNotFound "no ferry archive at DIR" when it is not one. Writable: creates it,
+  // then takes an exclusive lock; kFailedPrecondition if another process holds it.
+  static absl::StatusOr<std::unique_ptr<Archive>> Open(const std::string& path,
+                                                       const ArchiveOptions& options);
+  ~Archive();
+
+  // Opens a stream (created when writable). Read-only: kNotFound if it has no such stream.
+  absl::StatusOr<StreamLog*> Stream(absl::string_view source, pipeline::StreamKind kind);
+
+  std::vector<std::string> Sources() const;
+  std::vector<pipeline::StreamKind> Streams(absl::string_view source) const;
+
+  // kNotFound when the source has none yet.
+  absl::StatusOr<SourceIdentity> GetIdentity(absl::string_view source) const;
+  absl::Status SetIdentity(absl::string_view source, const SourceIdentity& identity);
+
+  const std::string& path() const { return path_; }
+  std::string SourceDir(absl::string_view source) const;
+
+ private:
+  Archive(std::string path, ArchiveOptions options) : path_(std::move(path)), options_(options) {}
+
+  const std::string path_;
+  const ArchiveOptions options_;
+  int lock_fd_ = -1;
+  std::map<std::string, std::unique_ptr<StreamLog>> streams_;
+};
+
+// Checks that `name` can be a source name (letters, digits, '_', '-'; 1..64 chars).
+absl::Status ValidateSourceName(absl::string_view name);
+
+}  // namespace ferry::storage

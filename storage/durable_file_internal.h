@@ -1,0 +1,18 @@
+// Pieces shared by the two DurableFile implementations; not part of the storage API.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "storage/durable_file.h"
+
+namespace ferry::storage {
+
+absl::StatusOr<int> OpenForWrite(const std::string& path, bool create);
+std::unique_ptr<DurableFile> NewPosixFile(int fd, const std::string& path);
+// Takes ownership of fd (closes it on failure too).
+absl::StatusOr<std::unique_ptr<DurableFile>> NewUringFile(int fd, const std::string& path);
+[[noreturn]] void AbortOnSyncFailure(const std::string& path, int err);
+
+}  // namespace ferry::storage

@@ -1,0 +1,167 @@
+// The POSIX DurableFile (pwrite + fdatasync) and the file helpers shared by both writers.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "pipeline/check.h"
+#include "storage/durable_file.h"
+#include "storage/durable_file_internal.h"
+
+namespace ferry::storage {
+
+absl::Status ErrnoStatus(absl::string_view op, absl::string_view path, int err) {
+  std::string msg = absl::StrCat(op, " ", path, ": ", std::strerror(err));
+  switch (err) {
+    case ENOSPC:
+    case EDQUOT:
+      return absl::ResourceExhaustedError(msg);
+    case ENOENT:
+      return absl::NotFoundError(msg);
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      return absl::PermissionDeniedError(msg);
+    case EEXIST:
+      return absl::AlreadyExistsError(msg);
+    case EIO:
+      return absl::DataLossError(msg);
+    case EAGAIN:
+      return absl::UnavailableError(msg);
+    default:
+      return absl::InternalError(msg);
+  }
+}
+
+absl::StatusOr<WriterKind> ParseWriterKind(absl::string_view name) {
+  if (name == "io_uring") return WriterKind::kIoUring;
+  if (name == "posix") return WriterKind::kPosix;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown writer \"", name, "\": use \"io_uring\" or \"posix\""));
+}
+
+absl::string_view WriterKindName(WriterKind kind) {
+  return kind == WriterKind::kIoUring ? "io_uring" : "posix";
+}
+
+void AbortOnSyncFailure(const std::string& path, int err) {
+  // Never retried: after a failed fdatasync the page cache may have dropped the data, so a
+  // later success would be a lie. Crash; recovery truncates what was not durably written.
+  std::fprintf(stderr, "ferry: fatal: fdatasync %s: %s; aborting so that nothing unsynced is acknowledged\n",
+               path.c_str(), std::strerror(err));
+  std::abort();
+}
+
+namespace {
+
+class PosixFile final : public DurableFile {
+ public:
+  PosixFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  ~PosixFile() override { close(fd_); }
+
+  absl::Status WriteAt(uint64_t offset, absl::string_view data) override {
+    size_t done = 0;
+    while (done < data.size()) {
+      ssize_t n = pwrite(fd_, data.data() + done, data.size() - done, offset + done);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoStatus("write", path_, errno);
+      }
+      done += static_cast<size_t>(n);  // a short write continues at the exact offset
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Sync() override {
+    if (fdatasync(fd_) != 0) AbortOnSyncFailure(path_, errno);
+    return absl::OkStatus();
+  }
+
+  absl::Status WriteDurably(uint64_t offset, absl::string_view data) override {
+    FERRY_RETURN_IF_ERROR(WriteAt(offset, data));
+    return Sync();
+  }
+
+  absl::Status Truncate(uint64_t size) override {
+    if (ftruncate(fd_, static_cast<off_t>(size)) != 0) return ErrnoStatus("truncate", path_, errno);
+    return Sync();
+  }
+
+  const std::string& path() const override { return path_; }
+
+ private:
+  int fd_;
+  std::string path_;
+};
+
+}  // namespace
+
+absl::StatusOr<int> OpenForWrite(const std::string& path, bool create) {
+  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
+  if (fd < 0) return ErrnoStatus("open", path, errno);
+  return fd;
+}
+
+std::unique_ptr<DurableFile> NewPosixFile(int fd, const std::string& path) {
+  return std::make_unique<PosixFile>(fd, path);
+}
+
+absl::StatusOr<std::unique_ptr<DurableFile>> OpenDurableFile(const std::string& path,
+                                                             WriterKind kind, bool create) {
+  FERRY_ASSIGN_OR_RETURN(int fd, OpenForWrite(path, create));
+  if (kind == WriterKind::kPosix) return NewPosixFile(fd, path);
+  return NewUringFile(fd, path);
+}
+
+absl::Status SyncDirectory(const std::string& dir) {
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open directory", dir, errno);
+  int rc = fsync(fd);
+  int err = errno;
+  close(fd);
+  if (rc != 0) AbortOnSyncFailure(dir, err);
+  return absl::OkStatus();
+}
+
+absl::Status WriteFileAtomically(const std::string& dir, const std::string& name,
+                                 absl::string_view contents) {
+  const std::string tmp = absl::StrCat(dir, "/.", name, ".tmp");
+  const std::string final_path = absl::StrCat(dir, "/", name);
+  {
+    FERRY_ASSIGN_OR_RETURN(int fd, OpenForWrite(tmp, true));
+    PosixFile file(fd, tmp);
+    FERRY_RETURN_IF_ERROR(file.Truncate(0));
+    FERRY_RETURN_IF_ERROR(file.WriteDurably(0, contents));
+  }
+  if (rename(tmp.c_str(), final_path.c_str()) != 0) {
+    return ErrnoStatus("rename", final_path, errno);
+  }
+  return SyncDirectory(dir);
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open", path, errno);
+  std::string out;
+  char buf[1 << 16];
+  while (true) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      close(fd);
+      return ErrnoStatus("read", path, err);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return out;
+}
+
+}  // namespace ferry::storage

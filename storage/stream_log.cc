@@ -1,0 +1,397 @@
+// StreamLog: segment files of frames, recovery of the tail, index files, verification.
+#include "storage/stream_log.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "pipeline/check.h"
+#include "pipeline/endian.h"
+#include "storage/segment_format.h"
+
+namespace ferry::storage {
+namespace {
+
+using pipeline::FrameHeader;
+
+absl::Status MakeDirs(const std::string& path) {
+  std::string cur;
+  for (size_t i = 0; i <= path.size(); ++i) {
+    if (i == path.size() || path[i] == '/') {
+      if (!cur.empty() && mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) {
+        return ErrnoStatus("create directory", cur, errno);
+      }
+    }
+    if (i < path.size()) cur.push_back(path[i]);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadRange(const std::string& path, uint64_t offset, size_t len) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open", path, errno);
+  std::string out(len, '\0');
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd, out.data() + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = n < 0 ? errno : 0;
+      close(fd);
+      if (err != 0) return ErrnoStatus("read", path, err);
+      return absl::DataLossError(absl::StrCat("read ", path, ": unexpected end of file at offset ",
+                                              offset + done));
+    }
+    done += static_cast<size_t>(n);
+  }
+  close(fd);
+  return out;
+}
+
+absl::StatusOr<uint64_t> FileSize(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return ErrnoStatus("stat", path, errno);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+// True when bytes[off..] holds a complete frame whose header and payload check out.
+bool ValidFrameAt(absl::string_view bytes, size_t off, FrameHeader* out) {
+  auto h = pipeline::DecodeFrameHeader(bytes.substr(off));
+  if (!h.ok() || bytes.size() - off < h->frame_size()) return false;
+  absl::string_view payload = bytes.substr(off + pipeline::kFrameHeaderSize, h->stored_len);
+  if (pipeline::Checksum64(payload) != h->payload_checksum) return false;
+  *out = *h;
+  return true;
+}
+
+}  // namespace
+
+StreamLog::StreamLog(std::string dir, pipeline::StreamKind kind, StreamLogOptions options)
+    : dir_(std::move(dir)), kind_(kind), options_(options) {}
+
+StreamLog::~StreamLog() {
+  if (active_index_ != nullptr) (void)active_index_->Sync();
+}
+
+std::string StreamLog::SegmentPath(uint64_t seq) const {
+  return absl::StrCat(dir_, "/", SegmentFileName(seq));
+}
+
+absl::StatusOr<std::unique_ptr<StreamLog>> StreamLog::Open(const std::string& dir,
+                                                           pipeline::StreamKind kind,
+                                                           const StreamLogOptions& options) {
+  std::unique_ptr<StreamLog> log(new StreamLog(dir, kind, options));
+  FERRY_RETURN_IF_ERROR(log->Load());
+  return log;
+}
+
+absl::Status StreamLog::Load() {
+  if (!options_.read_only) FERRY_RETURN_IF_ERROR(MakeDirs(dir_ + "/files"));
+  DIR* d = opendir(dir_.c_str());
+  if (d == nullptr) return ErrnoStatus("open stream directory", dir_, errno);
+  while (dirent* e = readdir(d)) {
+    uint64_t seq;
+    if (ParseSegmentFileName(e->d_name, &seq)) segments_.push_back(seq);
+  }
+  closedir(d);
+  std::sort(segments_.begin(), segments_.end());
+
+  for (size_t i = 0; i < segments_.size(); ++i) {
+    const bool is_last = i + 1 == segments_.size();
+    if (is_last) {
+      FERRY_RETURN_IF_ERROR(ScanSegment(segments_[i], true, &frames_));
+    } else {
+      FERRY_RETURN_IF_ERROR(LoadSealedIndex(segments_[i], &frames_));
+    }
+  }
+  if (options_.read_only || segments_.empty()) return absl::OkStatus();
+
+  // Reopen the last segment for appending, and rewrite its index from the scan (the index of
+  // the active segment is never trusted after a restart).
+  active_seq_ = segments_.back();
+  FERRY_ASSIGN_OR_RETURN(active_, OpenDurableFile(SegmentPath(active_seq_), options_.writer, false));
+  FERRY_ASSIGN_OR_RETURN(active_size_, FileSize(SegmentPath(active_seq_)));
+  const std::string index_path = absl::StrCat(dir_, "/", IndexFileName(active_seq_));
+  FERRY_ASSIGN_OR_RETURN(active_index_, OpenDurableFile(index_path, WriterKind::kPosix, true));
+  FERRY_RETURN_IF_ERROR(active_index_->Truncate(0));
+  std::string entries;
+  for (const FrameLocation& f : frames_) {
+    if (f.segment_seq == active_seq_) entries += EncodeIndexEntry(f.offset, f.header);
+  }
+  FERRY_RETURN_IF_ERROR(active_index_->WriteAt(0, entries));
+  active_index_size_ = entries.size();
+  return absl::OkStatus();
+}
+
+absl::Status StreamLog::LoadSealedIndex(uint64_t seq, std::vector<FrameLocation>* out) {
+  const std::string seg_path = SegmentPath(seq);
+  FERRY_ASSIGN_OR_RETURN(uint64_t seg_size, FileSize(seg_path));
+  auto index = ReadWholeFile(absl::StrCat(dir_, "/", IndexFileName(seq)));
+  // The index is derived data: use it only if it is whole and ends where the segment ends;
+  // otherwise rebuild it from the segment (a crash before the index was synced).
+  if (index.ok() && index->size() % kIndexEntrySize == 0 && !index->empty()) {
+    std::vector<FrameLocation> entries;
+    uint64_t expect = kSegmentHeaderSize;
+    bool good = true;
+    for (size_t at = 0; at < index->size() && good; at += kIndexEntrySize) {
+      FrameLocation loc;
+      loc.segment_seq = seq;
+      good = DecodeIndexEntry(absl::string_view(*index).substr(at, kIndexEntrySize), &loc.offset,
+                              &loc.header) &&
+             loc.offset == expect;
+      expect = loc.offset + loc.header.frame_size();
+      entries.push_back(loc);
+    }
+    if (good && expect == seg_size) {
+      out->insert(out->end(), entries.begin(), entries.end());
+      return absl::OkStatus();
+    }
+  }
+  return ScanSegment(seq, false, out);
+}
+
+absl::Status StreamLog::ScanSegment(uint64_t seq, bool is_last, std::vector<FrameLocation>* out) {
+  const std::string path = SegmentPath(seq);
+  FERRY_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(path));
+  auto header = DecodeSegmentHeader(bytes);
+  if (!header.ok()) {
+    if (is_last && bytes.size() < kSegmentHeaderSize) {
+      // Crash while the segment was being created: no frame was ever in it.
+      repaired_bytes_ += bytes.size();
+      if (!options_.read_only) {
+        if (unlink(path.c_str()) != 0) return ErrnoStatus("remove torn segment", path, errno);
+        (void)unlink(absl::StrCat(dir_, "/", IndexFileName(seq)).c_str());
+        segments_.pop_back();
+      }
+      return absl::OkStatus();
+    }
+    return absl::DataLossError(absl::StrCat(path, " at offset 0: ", header.status().message()));
+  }
+  if (header->seq != seq || header->kind != kind_) {
+    return absl::DataLossError(absl::StrCat(path, " at offset 0: segment header names sequence ",
+                                            header->seq, " of another stream"));
+  }
+  size_t off = kSegmentHeaderSize;
+  while (off < bytes.size()) {
+    FrameHeader h;
+    if (ValidFrameAt(bytes, off, &h)) {
+      out->push_back(FrameLocation{seq, off, h});
+      off += h.frame_size();
+      continue;
+    }
+    std::string reason = "incomplete frame";
+    if (auto bad = pipeline::DecodeFrameHeader(absl::string_view(bytes).substr(off)); !bad.ok()) {
+      reason = std::string(bad.status().message());
+    } else if (bytes.size() - off >= bad->frame_size()) {
+      reason = "frame payload checksum mismatch";
+    }
+    // A torn tail is what a crash mid-write leaves: damage at the end of the last segment
+    // with no complete frame after it. Anything else is corruption of written data.
+    bool later_frame = false;
+    if (is_last) {
+      for (size_t probe = off + 1; probe + pipeline::kFrameHeaderSize <= bytes.size(); ++probe) {
+        if (pipeline::GetLe32(bytes.data() + probe) == pipeline::kFrameMagic &&
+            ValidFrameAt(bytes, probe, &h)) {
+          later_frame = true;
+          break;
+        }
+      }
+    }
+    if (!is_last || later_frame) {
+      return absl::DataLossError(absl::StrCat(path, " at offset ", off, ": ", reason,
+                                              "; run ferry verify for a full report"));
+    }
+    repaired_bytes_ += bytes.size() - off;
+    if (!options_.read_only) {
+      FERRY_ASSIGN_OR_RETURN(auto file, OpenDurableFile(path, WriterKind::kPosix, false));
+      FERRY_RETURN_IF_ERROR(file->Truncate(off));
+    }
+    break;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StreamLog::StartSegment(uint64_t seq) {
+  const std::string path = SegmentPath(seq);
+  SegmentHeader h;
+  h.kind = kind_;
+  h.seq = seq;
+  h.created_us = pipeline::NowUnixMicros();
+  FERRY_ASSIGN_OR_RETURN(auto file, OpenDurableFile(path, options_.writer, true));
+  FERRY_RETURN_IF_ERROR(file->Truncate(0));
+  FERRY_RETURN_IF_ERROR(file->WriteDurably(0, EncodeSegmentHeader(h)));
+  FERRY_ASSIGN_OR_RETURN(
+      auto index, OpenDurableFile(absl::StrCat(dir_, "/", IndexFileName(seq)), WriterKind::kPosix, true));
+  FERRY_RETURN_IF_ERROR(index->Truncate(0));
+  // The new directory entry must survive a crash before any frame in it is acknowledged.
+  FERRY_RETURN_IF_ERROR(SyncDirectory(dir_));
+  active_ = std::move(file);
+  active_index_ = std::move(index);
+  active_seq_ = seq;
+  active_size_ = kSegmentHeaderSize;
+  active_index_size_ = 0;
+  segments_.push_back(seq);
+  return absl::OkStatus();
+}
+
+absl::Status StreamLog::SealActive() {
+  if (active_index_ != nullptr) FERRY_RETURN_IF_ERROR(active_index_->Sync());
+  active_.reset();
+  active_index_.reset();
+  return absl::OkStatus();
+}
+
+absl::Status StreamLog::Write(const pipeline::EncodedFrames& frames) {
+  FERRY_CHECK(!options_.read_only);
+  // Frames never span segments: runs of whole frames go to the active segment, which is
+  // sealed and replaced once the next frame would take it past segment_bytes.
+  size_t run_begin = 0;
+  size_t byte_begin = 0;
+  size_t run_bytes = 0;
+  auto flush_run = [&](size_t end) -> absl::Status {
+    if (end == run_begin) return absl::OkStatus();
+    FERRY_RETURN_IF_ERROR(WriteToActive(absl::string_view(frames.bytes).substr(byte_begin, run_bytes),
+                                        &frames.headers[run_begin], end - run_begin));
+    byte_begin += run_bytes;
+    run_bytes = 0;
+    run_begin = end;
+    return absl::OkStatus();
+  };
+  for (size_t i = 0; i < frames.headers.size(); ++i) {
+    const size_t size = frames.headers[i].frame_size();
+    const uint64_t filled = active_size_ + run_bytes;
+    if (active_ == nullptr ||
+        (filled > kSegmentHeaderSize && filled + size > options_.segment_bytes)) {
+      FERRY_RETURN_IF_ERROR(flush_run(i));
+      FERRY_RETURN_IF_ERROR(SealActive());
+      FERRY_RETURN_IF_ERROR(StartSegment(segments_.empty() ? 1 : segments_.back() + 1));
+    }
+    run_bytes += size;
+  }
+  return flush_run(frames.headers.size());
+}
+
+absl::Status StreamLog::WriteToActive(absl::string_view bytes, const FrameHeader* headers,
+                                      size_t count) {
+  const uint64_t at = active_size_;
+  absl::Status st = active_->WriteDurably(at, bytes);
+  if (!st.ok()) {
+    // Leave no partial frame behind as if it were good; if even that fails, recovery on the
+    // next open truncates the torn tail.
+    (void)active_->Truncate(at);
+    return st;
+  }
+  std::string entries;
+  uint64_t off = at;
+  for (size_t i = 0; i < count; ++i) {
+    frames_.push_back(FrameLocation{active_seq_, off, headers[i]});
+    entries += EncodeIndexEntry(off, headers[i]);
+    off += headers[i].frame_size();
+  }
+  active_size_ = off;
+  FERRY_RETURN_IF_ERROR(active_index_->WriteAt(active_index_size_, entries));
+  active_index_size_ += entries.size();
+  return absl::OkStatus();
+}
+
+absl::Status StreamLog::PutFile(absl::string_view name, absl::string_view contents) {
+  return WriteFileAtomically(dir_ + "/files", std::string(name), contents);
+}
+
+absl::StatusOr<std::string> StreamLog::GetFile(absl::string_view name) const {
+  return ReadWholeFile(absl::StrCat(dir_, "/files/", name));
+}
+
+std::vector<std::string> StreamLog::ListFiles() const {
+  std::vector<std::string> names;
+  DIR* d = opendir((dir_ + "/files").c_str());
+  if (d == nullptr) return names;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] != '.') names.emplace_back(e->d_name);
+  }
+  closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+absl::StatusOr<std::string> StreamLog::ReadFrameBytes(const FrameLocation& loc) const {
+  return ReadRange(SegmentPath(loc.segment_seq), loc.offset, loc.header.frame_size());
+}
+
+absl::StatusOr<std::vector<pipeline::RecordView>> StreamLog::ReadRecords(
+    const FrameLocation& loc, std::string* scratch) const {
+  FERRY_ASSIGN_OR_RETURN(std::string bytes, ReadFrameBytes(loc));
+  auto fail = [&](const absl::Status& st) {
+    return absl::DataLossError(absl::StrCat(SegmentPath(loc.segment_seq), " at offset ",
+                                            loc.offset, ": ", st.message()));
+  };
+  auto h = pipeline::DecodeFrameHeader(bytes);
+  if (!h.ok()) return fail(h.status());
+  // The payload must outlive the views when it is stored uncompressed: keep it in *scratch.
+  std::string stored = bytes.substr(pipeline::kFrameHeaderSize);
+  if (h->codec == pipeline::Codec::kNone) {
+    *scratch = std::move(stored);
+    auto records = pipeline::DecodeFramePayload(*h, *scratch, nullptr);
+    if (!records.ok()) return fail(records.status());
+    return records;
+  }
+  auto records = pipeline::DecodeFramePayload(*h, stored, scratch);
+  if (!records.ok()) return fail(records.status());
+  return records;
+}
+
+uint64_t StreamLog::Verify(std::vector<Damage>* damage) const {
+  uint64_t digest = 0;
+  bool have_prev = false;
+  FrameHeader prev;
+  std::string scratch;
+  for (const FrameLocation& loc : frames_) {
+    const std::string file = SegmentPath(loc.segment_seq);
+    auto bytes = ReadFrameBytes(loc);
+    if (!bytes.ok()) {
+      damage->push_back({file, loc.offset, std::string(bytes.status().message())});
+      continue;
+    }
+    auto h = pipeline::DecodeFrameHeader(*bytes);
+    absl::Status st = h.status();
+    if (h.ok()) {
+      st = pipeline::DecodeFramePayload(*h, absl::string_view(*bytes).substr(pipeline::kFrameHeaderSize),
+                                        &scratch)
+               .status();
+    }
+    if (!st.ok()) {
+      damage->push_back({file, loc.offset, std::string(st.message())});
+      continue;
+    }
+    if (have_prev && h->epoch == prev.epoch && h->start_pos != prev.end_pos) {
+      damage->push_back({file, loc.offset,
+                         absl::StrCat(h->start_pos > prev.end_pos ? "gap" : "overlap",
+                                      ": frame starts at ", h->start_pos,
+                                      ", previous frame ended at ", prev.end_pos)});
+    }
+    char chain[8 + pipeline::kFrameHeaderSize];
+    pipeline::PutLe64(chain, digest);
+    std::memcpy(chain + 8, bytes->data(), pipeline::kFrameHeaderSize);
+    digest = pipeline::Checksum64(absl::string_view(chain, sizeof(chain)));
+    prev = *h;
+    have_prev = true;
+  }
+  return digest;
+}
+
+uint64_t StreamLog::total_bytes() const {
+  uint64_t total = 0;
+  for (uint64_t seq : segments_) {
+    auto size = FileSize(SegmentPath(seq));
+    if (size.ok()) total += *size;
+  }
+  return total;
+}
+
+}  // namespace ferry::storage

@@ -1,0 +1,107 @@
+// StreamLog: one append-only log of frames for one (source, stream kind), stored as numbered
+// segment files plus per-segment index files. Directory layout and crash semantics:
+// docs/archive-format.md.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "pipeline/frame.h"
+#include "pipeline/sink.h"
+#include "storage/durable_file.h"
+
+namespace ferry::storage {
+
+struct StreamLogOptions {
+  WriterKind writer = WriterKind::kIoUring;
+  uint64_t segment_bytes = 64 << 20;  // a segment is sealed once it holds at least this much
+  bool read_only = true;              // read-only never modifies files (a torn tail is ignored)
+};
+
+// Where a frame lives. The header here carries the index fields (positions, epoch, times,
+// size); ReadFrame returns the complete header from the segment.
+struct FrameLocation {
+  uint64_t segment_seq = 0;
+  uint64_t offset = 0;
+  pipeline::FrameHeader header;
+};
+
+// A damaged spot found by Verify or at open.
+struct Damage {
+  std::string file;
+  uint64_t offset = 0;
+  std::string reason;
+};
+
+// Thread-compatible: one writer (the batcher's worker thread) and no concurrent readers in the
+// same object; other processes may read the files while it writes.
+class StreamLog final : public pipeline::FrameConsumer {
+ public:
+  // Opens the stream in `dir` (created when writable). Recovery: an incomplete or damaged
+  // last frame in the last segment, with no valid frame after it, is a torn tail from a crash
+  // mid-write and is truncated (writable) or ignored (read-only). Any other damage is
+  // kDataLoss naming file and offset.
+  static absl::StatusOr<std::unique_ptr<StreamLog>> Open(const std::string& dir,
+                                                         pipeline::StreamKind kind,
+                                                         const StreamLogOptions& options);
+  ~StreamLog() override;
+
+  // FrameConsumer: appends the frames durably (data fdatasync'ed; a new segment's directory
+  // entry fsync'ed) before returning. A write error truncates the partial write away and is
+  // returned; nothing of the failed call counts as written.
+  absl::Status Write(const pipeline::EncodedFrames& frames) override;
+  // Side files (timeline histories) in dir/files/, written atomically.
+  absl::Status PutFile(absl::string_view name, absl::string_view contents) override;
+  absl::StatusOr<std::string> GetFile(absl::string_view name) const;  // kNotFound if absent
+  std::vector<std::string> ListFiles() const;
+
+  // Every frame in stream order (the index, in memory).
+  const std::vector<FrameLocation>& frames() const { return frames_; }
+  bool empty() const { return frames_.empty(); }
+  // Bytes of the torn tail truncated (or ignored) at open.
+  uint64_t repaired_bytes() const { return repaired_bytes_; }
+
+  // Reads and checks one frame, decoding its records into views of *scratch.
+  absl::StatusOr<std::vector<pipeline::RecordView>> ReadRecords(const FrameLocation& loc,
+                                                                std::string* scratch) const;
+  // Reads one frame's raw bytes (header + stored payload) as they are on disk.
+  absl::StatusOr<std::string> ReadFrameBytes(const FrameLocation& loc) const;
+
+  // Checks every frame's checksums and decodes it; positions must be contiguous within an
+  // epoch. Appends what is wrong to *damage. Returns a digest (XXH3-64 chained over every
+  // frame's bytes) that two byte-identical streams share.
+  uint64_t Verify(std::vector<Damage>* damage) const;
+
+  const std::string& dir() const { return dir_; }
+  std::string SegmentPath(uint64_t seq) const;
+  uint64_t total_bytes() const;
+
+ private:
+  StreamLog(std::string dir, pipeline::StreamKind kind, StreamLogOptions options);
+  absl::Status Load();
+  absl::Status LoadSealedIndex(uint64_t seq, std::vector<FrameLocation>* out);
+  absl::Status ScanSegment(uint64_t seq, bool is_last, std::vector<FrameLocation>* out);
+  absl::Status StartSegment(uint64_t seq);
+  absl::Status SealActive();
+  absl::Status WriteToActive(absl::string_view bytes, const pipeline::FrameHeader* headers,
+                             size_t count);
+
+  const std::string dir_;
+  const pipeline::StreamKind kind_;
+  const StreamLogOptions options_;
+  std::vector<uint64_t> segments_;  // sequence numbers, ascending
+  std::vector<FrameLocation> frames_;
+  uint64_t repaired_bytes_ = 0;
+
+  // The segment being appended (writable logs only).
+  std::unique_ptr<DurableFile> active_;
+  std::unique_ptr<DurableFile> active_index_;
+  uint64_t active_seq_ = 0;
+  uint64_t active_size_ = 0;
+  uint64_t active_index_size_ = 0;
+};
+
+}  // namespace ferry::storage

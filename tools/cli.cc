@@ -1,0 +1,96 @@
+#include "tools/cli.h"
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "tools/commands.h"
+
+namespace ferry::tools {
+
+int Fail(const std::string& command, const absl::Status& status) {
+  std::fprintf(stderr, "ferry %s: %s\n", command.c_str(), std::string(status.message()).c_str());
+  return absl::IsInvalidArgument(status) ? 2 : 1;
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+int RunCli(int argc, char** argv) {
+  CLI::App app{"ferry: continuous WAL and AOF streaming replicator"};
+  app.require_subcommand(1);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ level=%l %v", spdlog::pattern_time_type::utc);
+
+  std::string config, archive, source, name, dest, dir;
+  bool json = false;
+  bool keep = false;
+  int seconds = 30;
+
+  CLI::App* run = app.add_subcommand("run", "Run the replication service for one region");
+  run->add_option("--config", config, "TOML config file")->required();
+  run->footer("Example: ferry run --config /etc/ferry/ferry.toml");
+
+  CLI::App* fetch = app.add_subcommand(
+      "wal-fetch", "Materialise a WAL file from the archive (PostgreSQL restore_command)");
+  fetch->add_option("--archive", archive, "archive directory")->required();
+  fetch->add_option("--source", source, "source name")->required();
+  fetch->add_option("walfile", name, "requested file (%f)")->required();
+  fetch->add_option("dest", dest, "destination path (%p)")->required();
+  fetch->footer(
+      "Exit 0 when the file was written, 1 when it is not in the archive.\n"
+      "Example: restore_command = 'ferry wal-fetch --archive /var/lib/ferry/archive --source main %f %p'");
+
+  CLI::App* verify = app.add_subcommand("verify", "Check every frame checksum and position continuity");
+  verify->add_option("--archive", archive, "archive directory")->required();
+  verify->add_option("--source", source, "only this source");
+  verify->add_flag("--json", json, "machine-readable output with per-stream digests");
+  verify->footer("Exit 1 naming file and offset of each damaged frame.\nExample: ferry verify --archive /var/lib/ferry/archive --json");
+
+  CLI::App* ls = app.add_subcommand("ls", "List sources, streams and restorable windows");
+  ls->add_option("--archive", archive, "archive directory")->required();
+  ls->add_flag("--json", json, "machine-readable output");
+  ls->footer("Example: ferry ls --archive /var/lib/ferry/archive");
+
+  CLI::App* sandbox = app.add_subcommand(
+      "sandbox", "Local PostgreSQL + ferry + pgbench load, then verify and a restore");
+  sandbox->add_option("--dir", dir, "working directory (default: a new temp dir)");
+  sandbox->add_option("--seconds", seconds, "seconds of pgbench load")->check(CLI::Range(1, 3600));
+  sandbox->add_flag("--keep", keep, "keep the working directory and servers' files");
+  sandbox->footer("Example: ferry sandbox --seconds 20");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    (void)app.exit(e);
+    return 2;
+  }
+  if (run->parsed()) return CmdRun(config);
+  if (fetch->parsed()) return CmdWalFetch(archive, source, name, dest);
+  if (verify->parsed()) return CmdVerify(archive, source, json);
+  if (ls->parsed()) return CmdLs(archive, json);
+  if (sandbox->parsed()) return CmdSandbox(dir, seconds, keep);
+  return 2;
+}
+
+}  // namespace ferry::tools

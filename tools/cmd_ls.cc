@@ -1,0 +1,81 @@
+// ferry ls: sources, streams and the restorable window of each.
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "pipeline/position.h"
+#include "storage/archive.h"
+#include "tools/commands.h"
+
+namespace ferry::tools {
+
+namespace {
+
+std::string FormatPos(pipeline::StreamKind kind, uint64_t pos) {
+  if (kind == pipeline::StreamKind::kRedisCommands) return absl::StrCat(pos);
+  return pipeline::Lsn(pos).ToString();
+}
+
+}  // namespace
+
+int CmdLs(const std::string& archive_path, bool json) {
+  auto archive = storage::Archive::Open(archive_path, storage::ArchiveOptions{});
+  if (!archive.ok()) return Fail("ls", archive.status());
+  std::string out = "{\"archive\":" + JsonString(archive_path) + ",\"sources\":[";
+  bool first_source = true;
+  for (const std::string& src : (*archive)->Sources()) {
+    auto id = (*archive)->GetIdentity(src);
+    storage::SourceIdentity identity = id.ok() ? *id : storage::SourceIdentity{};
+    absl::StrAppend(&out, first_source ? "" : ",", "{\"name\":", JsonString(src),
+                    ",\"kind\":", JsonString(identity["kind"]),
+                    ",\"system_id\":", JsonString(identity["system_id"]), ",\"streams\":[");
+    first_source = false;
+    if (!json) std::printf("source %s (%s, system id %s)\n", src.c_str(), identity["kind"].c_str(), identity["system_id"].c_str());
+    bool first_stream = true;
+    for (pipeline::StreamKind kind : (*archive)->Streams(src)) {
+      auto log = (*archive)->Stream(src, kind);
+      if (!log.ok()) return Fail("ls", log.status());
+      const auto& frames = (*log)->frames();
+      uint64_t start = 0, end = 0;
+      pipeline::UnixMicros first_ts = 0, last_ts = 0, first_arrival = 0, last_arrival = 0;
+      uint32_t epoch = 0;
+      if (!frames.empty()) {
+        start = frames.front().header.start_pos;
+        end = frames.back().header.end_pos;
+        epoch = frames.back().header.epoch;
+        first_arrival = frames.front().header.arrival_us;
+        last_arrival = frames.back().header.arrival_us;
+      }
+      for (const auto& f : frames) {
+        if (first_ts == 0 && f.header.first_data_ts != 0) first_ts = f.header.first_data_ts;
+        if (f.header.last_data_ts != 0) last_ts = f.header.last_data_ts;
+      }
+      const std::string name(pipeline::StreamKindName(kind));
+      absl::StrAppend(&out, first_stream ? "" : ",", "{\"stream\":", JsonString(name),
+                      ",\"frames\":", frames.size(), ",\"bytes\":", (*log)->total_bytes(),
+                      ",\"epoch\":", epoch, ",\"start\":", JsonString(FormatPos(kind, start)),
+                      ",\"end\":", JsonString(FormatPos(kind, end)),
+                      ",\"first_data_time\":", JsonString(pipeline::FormatUnixMicros(first_ts)),
+                      ",\"last_data_time\":", JsonString(pipeline::FormatUnixMicros(last_ts)),
+                      ",\"first_arrival\":", JsonString(pipeline::FormatUnixMicros(first_arrival)),
+                      ",\"last_arrival\":", JsonString(pipeline::FormatUnixMicros(last_arrival)),
+                      ",\"files\":[");
+      first_stream = false;
+      const auto files = (*log)->ListFiles();
+      for (size_t i = 0; i < files.size(); ++i) absl::StrAppend(&out, i ? "," : "", JsonString(files[i]));
+      out += "]}";
+      if (!json) {
+        std::printf("  %-14s timeline/epoch %u  %s .. %s  frames=%zu bytes=%llu\n", name.c_str(), epoch,
+                    FormatPos(kind, start).c_str(), FormatPos(kind, end).c_str(), frames.size(),
+                    static_cast<unsigned long long>((*log)->total_bytes()));
+        std::printf("  %-14s commits %s .. %s (restorable window)\n", "",
+                    pipeline::FormatUnixMicros(first_ts).c_str(), pipeline::FormatUnixMicros(last_ts).c_str());
+      }
+    }
+    out += "]}";
+  }
+  out += "]}";
+  if (json) std::printf("%s\n", out.c_str());
+  return 0;
+}
+
+}  // namespace ferry::tools

@@ -1,0 +1,44 @@
+// ferry run: the long-running service; SIGTERM/SIGINT stop it gracefully (sync, final
+// feedback, exit 0).
+#include <pthread.h>
+#include <signal.h>
+
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "tools/commands.h"
+#include "tools/service/config.h"
+#include "tools/service/service.h"
+
+namespace ferry::tools {
+
+int CmdRun(const std::string& config_path) {
+  auto config = LoadConfig(config_path);
+  if (!config.ok()) return Fail("run", config.status());
+  // Signals go to one watcher thread, never to the streaming threads (block before spawning).
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGUSR1);  // used only to wake the watcher at exit
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  auto service = Service::Create(*config);
+  if (!service.ok()) return Fail("run", service.status());
+  std::thread watcher([&] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    if (sig != SIGUSR1) spdlog::info("event=signal signal={} action=draining", sig);
+    (*service)->Stop();
+  });
+  spdlog::info("event=start archive={} sources={}", config->archive_path, config->sources.size());
+  absl::Status st = (*service)->Run();
+  pthread_kill(watcher.native_handle(), SIGUSR1);
+  watcher.join();
+  if (!st.ok()) return Fail("run", st);
+  spdlog::info("event=exit status=ok");
+  return 0;
+}
+
+}  // namespace ferry::tools

@@ -1,0 +1,147 @@
+// ferry sandbox: a local PostgreSQL (as the unprivileged postgres user), the ferry service as
+// its synchronous standby, pgbench load, then ls, verify and a restore compared with the
+// primary. Prints what a user would want to know: TPS, RPO, RTO, identical or not.
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "pipeline/check.h"
+#include "pipeline/position.h"
+#include "tools/commands.h"
+#include "tools/sandbox/local_postgres.h"
+#include "tools/sandbox/pg_steps.h"
+#include "tools/sandbox/process.h"
+#include "tools/service/service.h"
+
+namespace ferry::tools {
+namespace {
+
+const std::vector<std::string> kPgbenchTables = {"pgbench_accounts", "pgbench_branches",
+                                                 "pgbench_tellers", "pgbench_history"};
+
+double SecondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+absl::Status RunSandbox(const std::string& dir, int seconds) {
+  std::printf("sandbox: working in %s\n", dir.c_str());
+  LocalPostgresOptions po;
+  po.base_dir = dir + "/primary";
+  // ferry is the synchronous standby: a commit returns only once it is durable in the archive.
+  po.settings = {"synchronous_standby_names = 'ferry_main'"};
+  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::Create(po));
+  std::printf("sandbox: PostgreSQL 15 on 127.0.0.1:%d (synchronous_standby_names = 'ferry_main')\n", pg->port());
+
+  const std::string archive = dir + "/archive";
+  const std::string config_text = absl::StrCat(
+      "region = \"sandbox\"\n[archive]\npath = \"", archive, "\"\nwriter = \"io_uring\"\n\n",
+      "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"", pg->Conninfo(), "\"\n");
+  std::ofstream(dir + "/ferry.toml") << config_text;
+  FERRY_ASSIGN_OR_RETURN(Config config, ParseConfig(config_text, dir + "/ferry.toml"));
+  absl::StatusOr<std::unique_ptr<Service>> service = Service::Create(config);
+  if (!service.ok() && absl::IsFailedPrecondition(service.status())) {
+    config.writer = storage::WriterKind::kPosix;  // io_uring blocked here: use the fallback
+    service = Service::Create(config);
+  }
+  FERRY_RETURN_IF_ERROR(service.status());
+  absl::Status service_result;
+  std::thread runner([&] { service_result = (*service)->Run(); });
+  auto stop_service = [&] {
+    (*service)->Stop();
+    if (runner.joinable()) runner.join();
+  };
+
+  absl::Status st = [&]() -> absl::Status {
+    for (int i = 0; i < 300; ++i) {
+      auto s = pg->Query("select sync_state from pg_stat_replication where application_name = 'ferry_main'");
+      if (s.ok() && *s == "sync") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    std::printf("sandbox: ferry streaming into %s\n", archive.c_str());
+    auto pgbench = [&](std::vector<std::string> args) -> absl::StatusOr<CommandResult> {
+      std::vector<std::string> argv = {"pgbench", "-h", "127.0.0.1", "-p", std::to_string(pg->port()), "-U", "postgres"};
+      argv.insert(argv.end(), args.begin(), args.end());
+      argv.push_back("postgres");
+      FERRY_ASSIGN_OR_RETURN(CommandResult r, pg->RunTool(argv));
+      if (r.exit_code != 0) return absl::InternalError(absl::StrCat("pgbench: ", r.err));
+      return r;
+    };
+    FERRY_RETURN_IF_ERROR(pgbench({"-i", "-s", "5", "-q"}).status());
+    FERRY_RETURN_IF_ERROR(TakeBaseBackupWithoutWal(*pg, dir + "/base"));
+    std::printf("sandbox: base backup taken (without WAL); running pgbench for %d s...\n", seconds);
+    FERRY_ASSIGN_OR_RETURN(CommandResult load, pgbench({"-T", std::to_string(seconds), "-c", "4", "-j", "2"}));
+    for (absl::string_view line : absl::StrSplit(load.out, '\n')) {
+      if (absl::StrContains(line, "tps =") || absl::StrContains(line, "latency average")) {
+        std::printf("sandbox:   %s\n", std::string(line).c_str());
+      }
+    }
+    return absl::OkStatus();
+  }();
+  if (!st.ok()) {
+    stop_service();
+    return st;
+  }
+  FERRY_ASSIGN_OR_RETURN(std::string primary_end, pg->Query("select pg_current_wal_flush_lsn()"));
+  FERRY_ASSIGN_OR_RETURN(std::string flushed, pg->Query("select flush_lsn from pg_stat_replication where application_name = 'ferry_main'"));
+  FERRY_ASSIGN_OR_RETURN(std::string sums, TableChecksums(*pg, kPgbenchTables));
+  FERRY_ASSIGN_OR_RETURN(pipeline::Lsn a, pipeline::Lsn::Parse(primary_end));
+  FERRY_ASSIGN_OR_RETURN(pipeline::Lsn b, pipeline::Lsn::Parse(flushed));
+  std::printf("sandbox: primary WAL ends at %s, ferry has synced %s: RPO %lld bytes\n", primary_end.c_str(),
+              flushed.c_str(), static_cast<long long>(a.value() > b.value() ? a.value() - b.value() : 0));
+  stop_service();
+  FERRY_RETURN_IF_ERROR(service_result);
+  FERRY_RETURN_IF_ERROR(pg->Stop());
+
+  std::printf("\nsandbox: ferry ls --archive %s\n", archive.c_str());
+  CmdLs(archive, false);
+  std::printf("\nsandbox: ferry verify --archive %s\n", archive.c_str());
+  if (CmdVerify(archive, "", false) != 0) return absl::DataLossError("verify found damage");
+
+  std::printf("\nsandbox: restoring the base backup with restore_command = ferry wal-fetch ...\n");
+  const auto t0 = std::chrono::steady_clock::now();
+  FERRY_ASSIGN_OR_RETURN(auto restored, RecoverFromArchive(dir + "/base", dir + "/restored", SelfExecutable(),
+                                                           archive, "main", 600));
+  const double rto = SecondsSince(t0);
+  FERRY_ASSIGN_OR_RETURN(std::string restored_sums, TableChecksums(*restored, kPgbenchTables));
+  FERRY_RETURN_IF_ERROR(restored->Stop());
+  if (restored_sums != sums) {
+    return absl::DataLossError(absl::StrCat("restored tables differ from the primary:\nprimary:\n", sums,
+                                            "restored:\n", restored_sums));
+  }
+  std::printf("sandbox: restored server reached the end of the archive in %.1f s (RTO); all %zu pgbench tables identical to the primary\n",
+              rto, kPgbenchTables.size());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int CmdSandbox(const std::string& dir_flag, int seconds, bool keep) {
+  std::string dir = dir_flag;
+  if (dir.empty()) {
+    char tmpl[] = "/tmp/ferry-sandbox-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return Fail("sandbox", absl::InternalError("mkdtemp failed"));
+    dir = tmpl;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  // The postgres user runs the servers and ferry wal-fetch: it must be able to read the dir.
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                        std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                                        std::filesystem::perms::others_exec, ec);
+  absl::Status st = RunSandbox(dir, seconds);
+  if (!keep && st.ok()) std::filesystem::remove_all(dir, ec);
+  if (!st.ok()) {
+    std::fprintf(stderr, "sandbox: files kept in %s\n", dir.c_str());
+    return Fail("sandbox", st);
+  }
+  std::printf("sandbox: ok\n");
+  return 0;
+}
+
+}  // namespace ferry::tools

@@ -1,0 +1,25 @@
+// One function per subcommand (each in tools/cmd_<name>.cc). Each returns the process exit
+// code: 0 ok, 1 failure, 2 usage; errors are printed as one line on stderr.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace ferry::tools {
+
+int CmdRun(const std::string& config_path);
+int CmdWalFetch(const std::string& archive, const std::string& source, const std::string& name,
+                const std::string& dest);
+int CmdVerify(const std::string& archive, const std::string& source, bool json);
+int CmdLs(const std::string& archive, bool json);
+int CmdSandbox(const std::string& dir, int seconds, bool keep);
+
+// Prints "ferry <command>: <message>" and returns the exit code for the status
+// (kInvalidArgument: 2, anything else: 1).
+int Fail(const std::string& command, const absl::Status& status);
+
+// JSON string escaping for the --json outputs.
+std::string JsonString(const std::string& s);
+
+}  // namespace ferry::tools

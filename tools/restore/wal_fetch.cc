@@ -1,0 +1,122 @@
+#include "tools/restore/wal_fetch.h"
+
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "ingest/pg/replication_conn.h"
+#include "pipeline/check.h"
+#include "storage/durable_file.h"
+
+namespace ferry::tools {
+namespace {
+
+using pipeline::TimelineId;
+
+absl::Status WriteDest(const std::string& dest, absl::string_view bytes) {
+  // Write beside the destination, then rename: PostgreSQL never sees a half-written file.
+  const std::string tmp = dest + ".ferry-tmp";
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr) return storage::ErrnoStatus("create", tmp, errno);
+  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+  const int err = errno;
+  if (std::fclose(f) != 0 || !ok) {
+    std::remove(tmp.c_str());
+    return storage::ErrnoStatus("write", tmp, ok ? errno : err);
+  }
+  if (std::rename(tmp.c_str(), dest.c_str()) != 0) return storage::ErrnoStatus("rename", dest, errno);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status FetchWalFile(storage::Archive& archive, const std::string& source,
+                          const std::string& name, const std::string& dest) {
+  FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log, archive.Stream(source, pipeline::StreamKind::kPgWal));
+  if (absl::EndsWith(name, ".history")) {
+    auto contents = log->GetFile(name);
+    if (!contents.ok()) {
+      if (absl::IsNotFound(contents.status())) return absl::NotFoundError(absl::StrCat(name, " is not in the archive"));
+      return contents.status();
+    }
+    return WriteDest(dest, *contents);
+  }
+  FERRY_ASSIGN_OR_RETURN(storage::SourceIdentity id, archive.GetIdentity(source));
+  uint64_t seg_bytes = 0;
+  if (!absl::SimpleAtoi(id["wal_segment_size"], &seg_bytes) || seg_bytes == 0) {
+    return absl::DataLossError(absl::StrCat("archive source \"", source, "\" has no wal_segment_size"));
+  }
+  TimelineId tli;
+  uint64_t segno = 0;
+  if (!ingest::pg::ParseWalFileName(name, seg_bytes, &tli, &segno)) {
+    // .partial and .backup files are never needed for recovery.
+    return absl::NotFoundError(absl::StrCat(name, " is not a WAL segment ferry archives"));
+  }
+  const uint64_t seg_lo = segno * seg_bytes;
+  const uint64_t seg_hi = seg_lo + seg_bytes;
+
+  // Which timeline owns each position: the history of `tli` lists where each ancestor ended.
+  std::vector<ingest::pg::HistoryEntry> history;
+  if (tli.value() > 1) {
+    char hist_name[32];
+    std::snprintf(hist_name, sizeof(hist_name), "%08X.history", tli.value());
+    auto text = log->GetFile(hist_name);
+    if (text.ok()) {
+      FERRY_ASSIGN_OR_RETURN(history, ingest::pg::ParseTimelineHistory(*text));
+    }
+  }
+  auto owner = [&](uint64_t pos, uint64_t* until) {
+    for (const auto& h : history) {
+      if (pos < h.switch_lsn.value()) {
+        *until = h.switch_lsn.value();
+        return h.tli.value();
+      }
+    }
+    *until = UINT64_MAX;
+    return tli.value();
+  };
+
+  std::string out(seg_bytes, '\0');
+  uint64_t covered = seg_lo;  // bytes [seg_lo, covered) are filled
+  std::string scratch;
+  while (covered < seg_hi) {
+    uint64_t until = 0;
+    const uint32_t epoch = owner(covered, &until);
+    const uint64_t piece_hi = std::min(seg_hi, until);
+    const uint64_t before = covered;
+    for (const storage::FrameLocation& f : log->frames()) {
+      if (f.header.epoch != epoch || f.header.end_pos <= covered || f.header.start_pos > covered) continue;
+      FERRY_ASSIGN_OR_RETURN(auto records, log->ReadRecords(f, &scratch));
+      for (const pipeline::RecordView& r : records) {
+        const uint64_t r_lo = r.end_pos - r.payload.size();
+        if (r.end_pos <= covered || r_lo > covered) continue;
+        const uint64_t hi = std::min(r.end_pos, piece_hi);
+        std::memcpy(out.data() + (covered - seg_lo), r.payload.data() + (covered - r_lo), hi - covered);
+        covered = hi;
+        if (covered == piece_hi) break;
+      }
+      if (covered == piece_hi) break;
+    }
+    if (covered == before) break;  // nothing more in the archive for this position
+  }
+  if (covered == seg_lo) return absl::NotFoundError(absl::StrCat(name, " is not in the archive"));
+  if (covered < seg_hi) {
+    // Serve a partial segment only at the very end of the archive's stream for that timeline;
+    // anywhere else a missing range is a gap, reported, never papered over with zeros.
+    uint64_t ignored;
+    const uint32_t epoch = owner(covered, &ignored);
+    for (const storage::FrameLocation& f : log->frames()) {
+      if (f.header.epoch == epoch && f.header.end_pos > covered) {
+        return absl::DataLossError(absl::StrCat(
+            "gap in the archive of source \"", source, "\": ", name, " has bytes up to ",
+            pipeline::Lsn(covered).ToString(), " but the stream continues at ",
+            pipeline::Lsn(f.header.start_pos).ToString(), "; run ferry verify"));
+      }
+    }
+  }
+  return WriteDest(dest, out);
+}
+
+}  // namespace ferry::tools

@@ -1,0 +1,72 @@
+#include "tools/sandbox/pg_steps.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "pipeline/check.h"
+
+namespace ferry::tools {
+
+absl::StatusOr<std::string> TableChecksums(const LocalPostgres& pg,
+                                           const std::vector<std::string>& tables) {
+  std::string all;
+  for (const std::string& t : tables) {
+    FERRY_ASSIGN_OR_RETURN(
+        std::string sum,
+        pg.Query(absl::StrCat("select count(*) || ':' || coalesce(md5(string_agg(x::text, ',' "
+                              "order by x::text)), '') from ",
+                              t, " x")));
+    absl::StrAppend(&all, t, "=", sum, "\n");
+  }
+  return all;
+}
+
+absl::Status TakeBaseBackupWithoutWal(const LocalPostgres& pg, const std::string& dir) {
+  FERRY_ASSIGN_OR_RETURN(
+      CommandResult r,
+      pg.RunTool({"pg_basebackup", "-h", "127.0.0.1", "-p", std::to_string(pg.port()), "-U",
+                  "postgres", "-D", dir, "-X", "none", "--checkpoint=fast", "--no-sync"}));
+  if (r.exit_code != 0) {
+    return absl::InternalError(absl::StrCat("pg_basebackup into ", dir, ": ", r.err));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<LocalPostgres>> RecoverFromArchive(
+    const std::string& backup, const std::string& target, const std::string& ferry_binary,
+    const std::string& archive, const std::string& source, int timeout_seconds) {
+  std::error_code ec;
+  std::filesystem::copy(backup, target, std::filesystem::copy_options::recursive, ec);
+  if (ec) return absl::InternalError(absl::StrCat("copy ", backup, " to ", target, ": ", ec.message()));
+  std::ofstream(target + "/recovery.signal").close();
+  std::ofstream conf(target + "/postgresql.auto.conf", std::ios::app);
+  // A clone must not archive into anyone's archive or wait for a synchronous standby.
+  conf << "restore_command = '" << ferry_binary << " wal-fetch --archive " << archive
+       << " --source " << source << " %f %p'\n"
+       << "recovery_target_timeline = 'latest'\n"
+       << "archive_mode = off\n"
+       << "synchronous_standby_names = ''\n";
+  conf.close();
+  if (!conf) return absl::InternalError(absl::StrCat("write ", target, "/postgresql.auto.conf"));
+  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::StartExisting(target));
+  for (int i = 0; i < timeout_seconds * 10; ++i) {
+    auto r = pg->Query("select pg_is_in_recovery()");
+    if (r.ok() && *r == "f") return pg;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("recovery of ", target, " did not finish within ", timeout_seconds, " s"));
+}
+
+std::string SelfExecutable() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "ferry";
+}
+
+}  // namespace ferry::tools

@@ -1,0 +1,265 @@
+#include "tools/service/config.h"
+
+#include <set>
+
+// Debian's shared toml++ is built with exceptions; exceptions must not cross into ferry, so
+// use the header-only, exception-free build of the same library in this one file.
+#undef TOML_HEADER_ONLY
+#undef TOML_SHARED_LIB
+#define TOML_HEADER_ONLY 1
+#define TOML_EXCEPTIONS 0
+#include <toml++/toml.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "pipeline/check.h"
+#include "storage/archive.h"
+#include "storage/durable_file.h"
+
+namespace ferry::tools {
+namespace {
+
+// Reads typed values out of one TOML table, remembering which keys were consumed so that
+// anything left over is reported as unknown.
+class TableReader {
+ public:
+  TableReader(const toml::table& table, std::string path, absl::string_view origin)
+      : table_(table), path_(std::move(path)), origin_(origin) {}
+
+  absl::Status Error(absl::string_view key, absl::string_view what) const {
+    return absl::InvalidArgumentError(absl::StrCat(origin_, ": ", Qualified(key), ": ", what));
+  }
+
+  std::string Qualified(absl::string_view key) const {
+    return path_.empty() ? std::string(key) : absl::StrCat(path_, ".", key);
+  }
+
+  absl::Status String(absl::string_view key, std::string* out, bool required = false) {
+    seen_.insert(std::string(key));
+    const toml::node* n = table_.get(std::string_view(key.data(), key.size()));
+    if (n == nullptr) return required ? Error(key, "missing (required)") : absl::OkStatus();
+    auto v = n->value<std::string>();
+    if (!v.has_value()) return Error(key, "expected a string");
+    *out = *v;
+    return absl::OkStatus();
+  }
+
+  absl::Status Bool(absl::string_view key, bool* out) {
+    seen_.insert(std::string(key));
+    const toml::node* n = table_.get(std::string_view(key.data(), key.size()));
+    if (n == nullptr) return absl::OkStatus();
+    auto v = n->value<bool>();
+    if (!v.has_value() || !n->is_boolean()) return Error(key, "expected true or false");
+    *out = *v;
+    return absl::OkStatus();
+  }
+
+  absl::Status Int(absl::string_view key, int64_t lo, int64_t hi, int64_t* out) {
+    seen_.insert(std::string(key));
+    const toml::node* n = table_.get(std::string_view(key.data(), key.size()));
+    if (n == nullptr) return absl::OkStatus();
+    auto v = n->value<int64_t>();
+    if (!v.has_value() || !n->is_integer() || *v < lo || *v > hi) {
+      return Error(key, absl::StrCat("expected an integer from ", lo, " to ", hi));
+    }
+    *out = *v;
+    return absl::OkStatus();
+  }
+
+  absl::Status Duration(absl::string_view key, absl::Duration* out) {
+    std::string text;
+    FERRY_RETURN_IF_ERROR(String(key, &text));
+    if (text.empty()) return absl::OkStatus();
+    auto d = ParseDuration(text);
+    if (!d.ok()) return Error(key, d.status().message());
+    *out = *d;
+    return absl::OkStatus();
+  }
+
+  void Skip(absl::string_view key) { seen_.insert(std::string(key)); }
+
+  absl::Status CheckUnknown() const {
+    for (const auto& [k, v] : table_) {
+      if (seen_.count(std::string(k.str())) == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            origin_, ": unknown key \"", Qualified(std::string(k.str())), "\""));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const toml::table& table_;
+  std::string path_;
+  std::string origin_;
+  std::set<std::string> seen_;
+};
+
+absl::Status SubTable(const toml::table& root, absl::string_view name, absl::string_view origin,
+                      const toml::table** out) {
+  *out = nullptr;
+  const toml::node* n = root.get(std::string_view(name.data(), name.size()));
+  if (n == nullptr) return absl::OkStatus();
+  if (!n->is_table()) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": ", name, ": expected a table [", name, "]"));
+  }
+  *out = n->as_table();
+  return absl::OkStatus();
+}
+
+absl::Status ParseSource(const toml::table& t, size_t index, absl::string_view origin,
+                         SourceConfig* s) {
+  TableReader r(t, absl::StrCat("source[", index, "]"), origin);
+  FERRY_RETURN_IF_ERROR(r.String("name", &s->name, true));
+  if (absl::Status st = storage::ValidateSourceName(s->name); !st.ok()) {
+    return r.Error("name", st.message());
+  }
+  FERRY_RETURN_IF_ERROR(r.String("kind", &s->kind, true));
+  std::string ack = "local";
+  FERRY_RETURN_IF_ERROR(r.String("ack", &ack));
+  if (ack == "local") {
+    s->ack = pipeline::AckPolicy::kLocal;
+  } else if (ack == "local+kafka") {
+    s->ack = pipeline::AckPolicy::kLocalAndKafka;
+  } else {
+    return r.Error("ack", absl::StrCat("expected \"local\" or \"local+kafka\", got \"", ack, "\""));
+  }
+  if (s->kind == "postgres") {
+    FERRY_RETURN_IF_ERROR(r.String("conninfo", &s->conninfo, true));
+    s->physical_slot = absl::StrCat("ferry_", s->name);
+    s->application_name = absl::StrCat("ferry_", s->name);
+    FERRY_RETURN_IF_ERROR(r.String("physical_slot", &s->physical_slot));
+    FERRY_RETURN_IF_ERROR(r.String("application_name", &s->application_name));
+    FERRY_RETURN_IF_ERROR(r.Bool("create_slot", &s->create_slot));
+    FERRY_RETURN_IF_ERROR(r.String("logical_slot", &s->logical_slot));
+    FERRY_RETURN_IF_ERROR(r.String("publication", &s->publication));
+    FERRY_RETURN_IF_ERROR(r.Duration("full_backup_every", &s->full_backup_every));
+    FERRY_RETURN_IF_ERROR(r.Duration("incremental_every", &s->incremental_every));
+    int64_t interval = s->status_interval_ms;
+    FERRY_RETURN_IF_ERROR(r.Int("status_interval_ms", 100, 3600 * 1000, &interval));
+    s->status_interval_ms = static_cast<int>(interval);
+    for (char c : s->physical_slot) {
+      if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '_')) {
+        return r.Error("physical_slot", absl::StrCat("\"", s->physical_slot,
+                       "\" is not a valid slot name (lower-case letters, digits and '_'; "
+                       "the default is ferry_<name> with '-' not allowed)"));
+      }
+    }
+  } else if (s->kind == "redis") {
+    FERRY_RETURN_IF_ERROR(r.String("address", &s->address, true));
+    FERRY_RETURN_IF_ERROR(r.Duration("snapshot_every", &s->snapshot_every));
+  } else {
+    return r.Error("kind", absl::StrCat("expected \"postgres\" or \"redis\", got \"", s->kind, "\""));
+  }
+  return r.CheckUnknown();
+}
+
+}  // namespace
+
+absl::StatusOr<absl::Duration> ParseDuration(absl::string_view text) {
+  size_t i = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+  int64_t n = 0;
+  if (i == 0 || !absl::SimpleAtoi(text.substr(0, i), &n)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad duration \"", text, "\": expected a number and a unit (ms, s, m, h, d)"));
+  }
+  absl::string_view unit = text.substr(i);
+  if (unit == "ms") return absl::Milliseconds(n);
+  if (unit == "s") return absl::Seconds(n);
+  if (unit == "m") return absl::Minutes(n);
+  if (unit == "h") return absl::Hours(n);
+  if (unit == "d") return absl::Hours(24 * n);
+  return absl::InvalidArgumentError(
+      absl::StrCat("bad duration \"", text, "\": unit must be ms, s, m, h or d"));
+}
+
+absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view origin) {
+  toml::parse_result parsed = toml::parse(std::string_view(text.data(), text.size()));
+  if (!parsed) {
+    const auto& err = parsed.error();
+    return absl::InvalidArgumentError(absl::StrCat(origin, ":", err.source().begin.line, ":",
+                                                   err.source().begin.column, ": ",
+                                                   std::string(err.description())));
+  }
+  const toml::table& root = parsed.table();
+  Config c;
+  TableReader top(root, "", origin);
+  FERRY_RETURN_IF_ERROR(top.String("region", &c.region));
+
+  const toml::table* t = nullptr;
+  top.Skip("archive");
+  FERRY_RETURN_IF_ERROR(SubTable(root, "archive", origin, &t));
+  if (t == nullptr) return top.Error("archive", "missing [archive] table with path = \"...\"");
+  {
+    TableReader r(*t, "archive", origin);
+    FERRY_RETURN_IF_ERROR(r.String("path", &c.archive_path, true));
+    std::string writer = "io_uring";
+    FERRY_RETURN_IF_ERROR(r.String("writer", &writer));
+    auto kind = storage::ParseWriterKind(writer);
+    if (!kind.ok()) return r.Error("writer", kind.status().message());
+    c.writer = *kind;
+    int64_t seg_mb = static_cast<int64_t>(c.segment_bytes >> 20);
+    FERRY_RETURN_IF_ERROR(r.Int("segment_mb", 1, 4096, &seg_mb));
+    c.segment_bytes = static_cast<uint64_t>(seg_mb) << 20;
+    int64_t level = c.zstd_level;
+    FERRY_RETURN_IF_ERROR(r.Int("zstd_level", 0, 19, &level));
+    c.zstd_level = static_cast<int>(level);
+    FERRY_RETURN_IF_ERROR(r.CheckUnknown());
+  }
+  top.Skip("retention");
+  FERRY_RETURN_IF_ERROR(SubTable(root, "retention", origin, &t));
+  if (t != nullptr) {
+    TableReader r(*t, "retention", origin);
+    FERRY_RETURN_IF_ERROR(r.Duration("full", &c.retention_full));
+    FERRY_RETURN_IF_ERROR(r.Duration("incremental", &c.retention_incremental));
+    FERRY_RETURN_IF_ERROR(r.Duration("wal", &c.retention_wal));
+    FERRY_RETURN_IF_ERROR(r.Duration("redis_snapshots", &c.retention_redis_snapshots));
+    FERRY_RETURN_IF_ERROR(r.CheckUnknown());
+  }
+  top.Skip("http");
+  FERRY_RETURN_IF_ERROR(SubTable(root, "http", origin, &t));
+  if (t != nullptr) {
+    TableReader r(*t, "http", origin);
+    FERRY_RETURN_IF_ERROR(r.String("listen", &c.http_listen));
+    FERRY_RETURN_IF_ERROR(r.CheckUnknown());
+  }
+  top.Skip("kafka");
+  FERRY_RETURN_IF_ERROR(SubTable(root, "kafka", origin, &t));
+  if (t != nullptr) {
+    TableReader r(*t, "kafka", origin);
+    FERRY_RETURN_IF_ERROR(r.String("brokers", &c.kafka_brokers, true));
+    FERRY_RETURN_IF_ERROR(r.String("topic_prefix", &c.kafka_topic_prefix));
+    FERRY_RETURN_IF_ERROR(r.CheckUnknown());
+  }
+  top.Skip("source");
+  if (const toml::node* n = root.get("source"); n != nullptr) {
+    const toml::array* arr = n->as_array();
+    if (arr == nullptr) return top.Error("source", "expected [[source]] tables");
+    std::set<std::string> names;
+    for (size_t i = 0; i < arr->size(); ++i) {
+      const toml::table* st = arr->get(i)->as_table();
+      if (st == nullptr) return top.Error("source", "expected [[source]] tables");
+      SourceConfig s;
+      FERRY_RETURN_IF_ERROR(ParseSource(*st, i, origin, &s));
+      if (!names.insert(s.name).second) {
+        return top.Error(absl::StrCat("source[", i, "].name"),
+                         absl::StrCat("duplicate source name \"", s.name, "\""));
+      }
+      c.sources.push_back(std::move(s));
+    }
+  }
+  FERRY_RETURN_IF_ERROR(top.CheckUnknown());
+  return c;
+}
+
+absl::StatusOr<Config> LoadConfig(const std::string& path) {
+  auto text = storage::ReadWholeFile(path);
+  if (!text.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("read config ", path, ": ", text.status().message()));
+  }
+  return ParseConfig(*text, path);
+}
+
+}  // namespace ferry::tools

@@ -1,0 +1,60 @@
+// The service configuration (TOML, DESIGN.md "Configuration"): loading, defaults, validation.
+// Unknown keys and bad values are errors that name the key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "pipeline/progress.h"
+#include "storage/durable_file.h"
+
+namespace ferry::tools {
+
+struct SourceConfig {
+  std::string name;
+  std::string kind;  // "postgres" (issue 2); "redis" later
+  // postgres
+  std::string conninfo;
+  std::string physical_slot;     // default "ferry_<name>"
+  std::string application_name;  // default "ferry_<name>"
+  bool create_slot = true;
+  std::string logical_slot;
+  std::string publication;
+  absl::Duration full_backup_every = absl::Hours(24);
+  absl::Duration incremental_every = absl::Hours(1);
+  int status_interval_ms = 10000;
+  // redis
+  std::string address;
+  absl::Duration snapshot_every = absl::Hours(6);
+  // both
+  pipeline::AckPolicy ack = pipeline::AckPolicy::kLocal;
+};
+
+struct Config {
+  std::string region;
+  std::string archive_path;
+  storage::WriterKind writer = storage::WriterKind::kIoUring;
+  uint64_t segment_bytes = 64ull << 20;
+  int zstd_level = 1;
+  absl::Duration retention_full = absl::Hours(24 * 30);
+  absl::Duration retention_incremental = absl::Hours(24 * 7);
+  absl::Duration retention_wal = absl::Hours(72);
+  absl::Duration retention_redis_snapshots = absl::Hours(24 * 7);
+  std::string http_listen;
+  std::string kafka_brokers;
+  std::string kafka_topic_prefix;
+  std::vector<SourceConfig> sources;
+};
+
+// Parses TOML text; `origin` (a file name) prefixes every error:
+// "ferry.toml: source[0].ack: expected \"local\" or \"local+kafka\", got \"both\"".
+absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view origin);
+absl::StatusOr<Config> LoadConfig(const std::string& path);
+
+// "30d", "72h", "15m", "10s", "500ms".
+absl::StatusOr<absl::Duration> ParseDuration(absl::string_view text);
+
+}  // namespace ferry::tools

@@ -1,0 +1,182 @@
+#include "tools/service/service.h"
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "ingest/pg/physical_source.h"
+#include "pipeline/batcher.h"
+#include "pipeline/check.h"
+
+namespace ferry::tools {
+
+using pipeline::Lsn;
+
+struct Service::SourceRunner {
+  const SourceConfig* config = nullptr;
+  std::thread thread;
+  absl::Status result;
+  absl::Mutex mu;
+  ingest::pg::PgPhysicalSource* active ABSL_GUARDED_BY(mu) = nullptr;
+  bool stop ABSL_GUARDED_BY(mu) = false;
+};
+
+Service::Service(Config config) : config_(std::move(config)) {}
+
+absl::StatusOr<std::unique_ptr<Service>> Service::Create(const Config& config) {
+  std::unique_ptr<Service> s(new Service(config));
+  storage::ArchiveOptions o;
+  o.writable = true;
+  o.writer = config.writer;
+  o.segment_bytes = config.segment_bytes;
+  FERRY_ASSIGN_OR_RETURN(s->archive_, storage::Archive::Open(config.archive_path, o));
+  for (const SourceConfig& sc : s->config_.sources) {
+    if (sc.kind != "postgres") {
+      return absl::UnimplementedError(absl::StrCat(
+          "source \"", sc.name, "\": kind \"", sc.kind, "\" is not supported by this build yet"));
+    }
+    auto r = std::make_unique<SourceRunner>();
+    r->config = &sc;
+    s->runners_.push_back(std::move(r));
+  }
+  if (s->runners_.empty()) {
+    return absl::InvalidArgumentError("config has no [[source]]: nothing to stream");
+  }
+  return s;
+}
+
+Service::~Service() {
+  Stop();
+  for (auto& r : runners_) {
+    if (r->thread.joinable()) r->thread.join();
+  }
+}
+
+void Service::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  for (auto& r : runners_) {
+    absl::MutexLock lock(&r->mu);
+    r->stop = true;
+    if (r->active != nullptr) r->active->RequestStop();
+  }
+}
+
+absl::Status Service::Run() {
+  for (auto& r : runners_) {
+    SourceRunner* raw = r.get();
+    raw->thread = std::thread([this, raw] {
+      raw->result = RunPostgres(raw);
+      if (!raw->result.ok()) {
+        spdlog::error("source={} event=stopped error=\"{}\"", raw->config->name,
+                      raw->result.ToString());
+      }
+    });
+  }
+  absl::Status first;
+  for (auto& r : runners_) {
+    r->thread.join();
+    if (first.ok() && !r->result.ok()) first = r->result;
+  }
+  return first;
+}
+
+absl::Status Service::RunPostgres(SourceRunner* runner) {
+  const SourceConfig& sc = *runner->config;
+  FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log,
+                         archive_->Stream(sc.name, pipeline::StreamKind::kPgWal));
+  if (log->repaired_bytes() > 0) {
+    spdlog::warn("source={} event=torn_tail_repaired bytes={}", sc.name, log->repaired_bytes());
+  }
+  pipeline::BatcherOptions bo;
+  bo.zstd_level = config_.zstd_level;
+  pipeline::Batcher batcher(log, sc.ack, bo);
+  if (!log->empty()) {
+    const auto& last = log->frames().back().header;
+    batcher.Resume(last.epoch, last.end_pos);
+  }
+
+  ingest::pg::PgPhysicalOptions po;
+  po.conninfo = sc.conninfo;
+  po.slot = sc.physical_slot;
+  po.application_name = sc.application_name;
+  po.create_slot = sc.create_slot;
+  po.status_interval_ms = sc.status_interval_ms;
+
+  absl::Duration backoff = absl::Milliseconds(500);
+  bool was_down = false;
+  while (true) {
+    {
+      absl::MutexLock lock(&runner->mu);
+      if (runner->stop) break;
+    }
+    ingest::pg::PgPhysicalSource source(po, &batcher);
+    absl::Status st;
+    auto sys = source.Connect();
+    if (sys.ok()) {
+      // The archive belongs to one PostgreSQL system: refuse to mix in another's WAL.
+      auto identity = archive_->GetIdentity(sc.name);
+      const std::string sysid = absl::StrCat(sys->system_id);
+      if (identity.ok()) {
+        if ((*identity)["system_id"] != sysid) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "source \"", sc.name, "\": server system id ", sysid, " differs from the archive's ",
+              (*identity)["system_id"], " (", archive_->path(),
+              "): point the source at the right server or use a new archive"));
+        }
+      } else if (absl::IsNotFound(identity.status())) {
+        FERRY_RETURN_IF_ERROR(archive_->SetIdentity(
+            sc.name, {{"kind", "postgres"},
+                      {"system_id", sysid},
+                      {"wal_segment_size", absl::StrCat(sys->segment_bytes)}}));
+      } else {
+        return identity.status();
+      }
+      // Resume from what is durable: wait for anything still queued from a lost connection.
+      FERRY_RETURN_IF_ERROR(batcher.Drain());
+      ingest::pg::ResumePoint resume;
+      if (!log->empty()) {
+        const auto& last = log->frames().back().header;
+        resume.empty = false;
+        resume.timeline = pipeline::TimelineId(last.epoch);
+        resume.end = Lsn(last.end_pos);
+      }
+      {
+        absl::MutexLock lock(&runner->mu);
+        if (runner->stop) break;
+        runner->active = &source;
+      }
+      spdlog::info("source={} event=streaming server_timeline={} archive_end={} slot={}", sc.name,
+                   sys->timeline.value(), resume.empty ? "empty" : resume.end.ToString(), po.slot);
+      if (was_down) spdlog::info("source={} event=reconnected", sc.name);
+      was_down = false;
+      backoff = absl::Milliseconds(500);
+      st = source.Stream(resume);
+      absl::MutexLock lock(&runner->mu);
+      runner->active = nullptr;
+    } else {
+      st = sys.status();
+    }
+    if (st.ok()) break;  // stopped on request, drained and acknowledged
+    if (!absl::IsUnavailable(st)) {
+      (void)batcher.Stop();
+      return st;
+    }
+    // Connection trouble: log once per state change, retry with capped exponential backoff.
+    if (!was_down) spdlog::warn("source={} event=disconnected error=\"{}\"", sc.name, std::string(st.message()));
+    was_down = true;
+    absl::MutexLock lock(&runner->mu);
+    runner->mu.AwaitWithTimeout(absl::Condition(&runner->stop), backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(30));
+  }
+  FERRY_RETURN_IF_ERROR(batcher.Stop());
+  spdlog::info("source={} event=stopped synced={}", sc.name,
+               Lsn(batcher.progress().synced()).ToString());
+  return absl::OkStatus();
+}
+
+}  // namespace ferry::tools

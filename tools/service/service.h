@@ -1,0 +1,42 @@
+// The long-running service (`ferry run`): one supervised streaming thread per source, each
+// wired source -> Batcher -> archive StreamLog, with acknowledgements flowing back.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "storage/archive.h"
+#include "tools/service/config.h"
+
+namespace ferry::tools {
+
+// Thread-safe: Stop may be called from any thread (the signal watcher) while Run runs.
+class Service {
+ public:
+  // Opens (creating) the archive and takes its lock. kFailedPrecondition if it is locked.
+  static absl::StatusOr<std::unique_ptr<Service>> Create(const Config& config);
+  ~Service();
+
+  // Streams every source until Stop (OK) or until every source has stopped; returns the first
+  // fatal error of any source. Connection loss is retried with backoff, not fatal.
+  absl::Status Run();
+  void Stop();
+
+ private:
+  struct SourceRunner;
+  explicit Service(Config config);
+  absl::Status RunPostgres(SourceRunner* runner);
+
+  const Config config_;
+  std::unique_ptr<storage::Archive> archive_;
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::unique_ptr<SourceRunner>> runners_;
+};
+
+}  // namespace ferry::tools
