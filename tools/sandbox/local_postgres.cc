@@ -41,22 +41,28 @@ absl::StatusOr<int> FreeLoopbackPort() {
   return ntohs(addr.sin_port);
 }
 
-// PostgreSQL refuses to run as root: hand the directory to the postgres user.
+}  // namespace
+
 absl::Status GiveToServerUser(const std::string& path) {
   if (!RunningAsRoot()) return absl::OkStatus();
   passwd* pw = getpwnam(kUser);
   if (pw == nullptr) {
     return absl::FailedPreconditionError("no 'postgres' OS user: install postgresql-15 (scripts/install-deps.sh)");
   }
-  for (auto it = std::filesystem::recursive_directory_iterator(path);
-       it != std::filesystem::recursive_directory_iterator(); ++it) {
-    (void)lchown(it->path().c_str(), pw->pw_uid, pw->pw_gid);
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    for (auto it = std::filesystem::recursive_directory_iterator(path, ec);
+         it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+      (void)lchown(it->path().c_str(), pw->pw_uid, pw->pw_gid);
+    }
   }
   if (chown(path.c_str(), pw->pw_uid, pw->pw_gid) != 0) {
     return absl::InternalError(absl::StrCat("chown ", path, " to postgres"));
   }
   return absl::OkStatus();
 }
+
+namespace {
 
 std::string Tail(const std::string& path) {
   std::ifstream in(path);
@@ -118,7 +124,7 @@ absl::StatusOr<std::unique_ptr<LocalPostgres>> LocalPostgres::Create(const Local
 absl::StatusOr<std::unique_ptr<LocalPostgres>> LocalPostgres::StartExisting(const std::string& data_dir) {
   std::unique_ptr<LocalPostgres> pg(new LocalPostgres());
   pg->data_dir_ = data_dir;
-  pg->base_dir_ = std::filesystem::path(data_dir).parent_path().string();
+  pg->base_dir_ = data_dir;  // its socket goes in the data dir: the parent may be root's
   pg->log_path_ = data_dir + ".log";
   std::filesystem::remove(data_dir + "/postmaster.pid");
   chmod(data_dir.c_str(), 0700);

@@ -53,4 +53,8 @@ class LocalPostgres {
 
 std::string PgBinDir();
 
+// PostgreSQL refuses to run as root: when we are root, chown `path` (recursively) to the
+// postgres user so the server and its tools can write there. No-op otherwise.
+absl::Status GiveToServerUser(const std::string& path);
+
 }  // namespace ferry::tools

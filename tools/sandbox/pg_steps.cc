@@ -27,6 +27,10 @@ absl::StatusOr<std::string> TableChecksums(const LocalPostgres& pg,
 }
 
 absl::Status TakeBaseBackupWithoutWal(const LocalPostgres& pg, const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("create ", dir, ": ", ec.message()));
+  FERRY_RETURN_IF_ERROR(GiveToServerUser(dir));
   FERRY_ASSIGN_OR_RETURN(
       CommandResult r,
       pg.RunTool({"pg_basebackup", "-h", "127.0.0.1", "-p", std::to_string(pg.port()), "-U",
