@@ -86,7 +86,7 @@ void BM_WriterGroupCommit(benchmark::State& state) {
   std::filesystem::remove_all(dir);
 }
 BENCHMARK(BM_WriterGroupCommit)
-    ->ArgNames({"writer_posix", "bytes"})
+    ->ArgNames({"posix", "bytes"})
     ->Args({0, 8 << 10})->Args({1, 8 << 10})
     ->Args({0, 1 << 20})->Args({1, 1 << 20})
     ->UseRealTime();
