@@ -156,6 +156,7 @@ absl::Status WalDecoder::Feed(absl::string_view bytes, std::vector<CommitInfo>* 
       position_ = Lsn(pos + take);
       continue;
     }
+    if (mode_ == Mode::kSync) mode_ = Mode::kSyncHeader;  // at a page boundary now
     if (in_page < hsize) {  // inside a page header
       const size_t take = static_cast<size_t>(std::min<uint64_t>(n, hsize - in_page));
       std::memcpy(page_header_ + in_page, p, take);
@@ -248,7 +249,7 @@ absl::Status WalDecoder::OnPageHeader() {
     }
   }
   const bool cont = (info & kFirstIsContRecord) != 0;
-  if (mode_ == Mode::kSync) {
+  if (mode_ == Mode::kSyncHeader) {
     mode_ = cont ? Mode::kSkipCont : Mode::kRecord;
     skip_ = cont ? rem_len : 0;
     if (!cont) record_.clear();

@@ -51,6 +51,7 @@ class WalDecoder {
  private:
   enum class Mode {
     kSync,        // ignoring bytes until the next page header
+    kSyncHeader,  // reading the page header to resynchronise from
     kSkipCont,    // skipping the continuation of a record that began before the resync
     kRecord,      // collecting a record (or about to start one)
     kSkipSwitch,  // after XLOG_SWITCH: the rest of the segment holds no records
