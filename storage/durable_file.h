@@ -44,6 +44,10 @@ class DurableFile {
 absl::StatusOr<std::unique_ptr<DurableFile>> OpenDurableFile(const std::string& path,
                                                              WriterKind kind, bool create);
 
+// Start-up check of a writer in `dir`: opens a scratch file with it, writes and syncs 4 KiB,
+// removes it. kFailedPrecondition (naming the fix) when io_uring is blocked on this machine.
+absl::Status ProbeWriter(WriterKind kind, const std::string& dir);
+
 // fsyncs a directory so that a created or renamed entry in it survives a crash.
 absl::Status SyncDirectory(const std::string& dir);
 

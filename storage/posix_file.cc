@@ -118,6 +118,17 @@ absl::StatusOr<std::unique_ptr<DurableFile>> OpenDurableFile(const std::string& 
   return NewUringFile(fd, path);
 }
 
+absl::Status ProbeWriter(WriterKind kind, const std::string& dir) {
+  const std::string path = dir + "/.writer-probe";
+  absl::Status st;
+  {
+    auto file = OpenDurableFile(path, kind, true);
+    st = file.ok() ? (*file)->WriteDurably(0, std::string(4096, '\0')) : file.status();
+  }
+  unlink(path.c_str());
+  return st;
+}
+
 absl::Status SyncDirectory(const std::string& dir) {
   int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open directory", dir, errno);

@@ -45,7 +45,9 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
   std::ofstream(dir + "/ferry.toml") << config_text;
   FERRY_ASSIGN_OR_RETURN(Config config, ParseConfig(config_text, dir + "/ferry.toml"));
   absl::StatusOr<std::unique_ptr<Service>> service = Service::Create(config);
-  if (!service.ok() && absl::IsFailedPrecondition(service.status())) {
+  if (!service.ok() && absl::IsFailedPrecondition(service.status()) &&
+      config.writer == storage::WriterKind::kIoUring) {
+    std::printf("sandbox: %s; using writer = \"posix\"\n", std::string(service.status().message()).c_str());
     config.writer = storage::WriterKind::kPosix;  // io_uring blocked here: use the fallback
     service = Service::Create(config);
   }

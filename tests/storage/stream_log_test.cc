@@ -21,6 +21,14 @@ namespace {
 using pipeline::EncodedFrames;
 using pipeline::Record;
 
+StreamLogOptions Writable(WriterKind kind = WriterKind::kPosix, uint64_t segment_bytes = 64 << 20) {
+  StreamLogOptions o;
+  o.writer = kind;
+  o.segment_bytes = segment_bytes;
+  o.read_only = false;
+  return o;
+}
+
 std::string TempDir() {
   char tmpl[] = "/tmp/ferry-test-XXXXXX";
   char* d = mkdtemp(tmpl);
@@ -72,10 +80,7 @@ TEST_P(StreamLogWriterTest, MatchesModelAcrossReopensAndRolls) {
   std::mt19937 rng(7);
   std::string model;
   uint64_t pos = 1000;
-  StreamLogOptions o;
-  o.writer = GetParam();
-  o.segment_bytes = 16 << 10;  // small, so rolls happen often
-  o.read_only = false;
+  const StreamLogOptions o = Writable(GetParam(), 16 << 10);  // small: rolls happen often
   for (int round = 0; round < 6; ++round) {
     auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, o);
     ASSERT_TRUE(log.ok()) << log.status();
@@ -113,10 +118,7 @@ Written WriteSome(int frames) {
   w.dir = TempDir();
   std::mt19937 rng(11);
   uint64_t pos = 0;
-  StreamLogOptions o;
-  o.writer = WriterKind::kPosix;
-  o.read_only = false;
-  auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, o);
+  auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, Writable());
   EXPECT_TRUE(log.ok());
   EXPECT_TRUE((*log)->Write(MakeFrames(frames, &pos, &rng, &w.model)).ok());
   w.end = pos;
@@ -137,10 +139,7 @@ TEST(StreamLogRecoveryTest, TornTailIsTruncatedOnWritableOpen) {
   const auto& last = w.frames.back();
   // A crash mid-write: the last frame is only partly on disk.
   ASSERT_EQ(truncate(seg.c_str(), static_cast<off_t>(last.offset + 30)), 0);
-  StreamLogOptions o;
-  o.read_only = false;
-  o.writer = WriterKind::kPosix;
-  auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, o);
+  auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, Writable());
   ASSERT_TRUE(log.ok()) << log.status();
   EXPECT_EQ((*log)->frames().size(), 4u);
   EXPECT_EQ((*log)->repaired_bytes(), 30u);
@@ -175,9 +174,7 @@ TEST(StreamLogRecoveryTest, FlippedByteMidSegmentIsDataLossNamingFileAndOffset) 
   c ^= 0x40;
   ASSERT_EQ(pwrite(fd, &c, 1, at), 1);
   close(fd);
-  StreamLogOptions o;
-  o.read_only = false;
-  auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, o);
+  auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, Writable());
   ASSERT_FALSE(log.ok());
   EXPECT_EQ(log.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(log.status().message().find(seg), absl::string_view::npos) << log.status();
@@ -194,10 +191,7 @@ TEST(StreamLogRecoveryTest, VerifyReportsDamageInSealedSegment) {
   std::mt19937 rng(3);
   std::string model;
   uint64_t pos = 0;
-  StreamLogOptions o;
-  o.writer = WriterKind::kPosix;
-  o.segment_bytes = 8 << 10;
-  o.read_only = false;
+  const StreamLogOptions o = Writable(WriterKind::kPosix, 8 << 10);
   {
     auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, o);
     ASSERT_TRUE(log.ok());
@@ -222,10 +216,7 @@ TEST(StreamLogRecoveryTest, VerifyReportsDamageInSealedSegment) {
 // The batcher over a real StreamLog: synced follows what is durable, gaps are refused.
 TEST(BatcherTest, SyncedFollowsDurableFramesAndGapsAreRefused) {
   const std::string dir = TempDir();
-  StreamLogOptions o;
-  o.writer = WriterKind::kPosix;
-  o.read_only = false;
-  auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, o);
+  auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, Writable());
   ASSERT_TRUE(log.ok());
   pipeline::Batcher batcher(log->get(), pipeline::AckPolicy::kLocal, {});
   batcher.Resume(1, 100);
