@@ -260,3 +260,58 @@ TEST(SpineDamageTest, CorruptByteIsNamedAndBadConfigExitsTwo) {
 
 }  // namespace
 }  // namespace ferry::testing
+
+namespace ferry::testing {
+namespace {
+
+// ferry streams from a standby that is then promoted: it follows the server to timeline 2,
+// archives 00000002.history, and a restore through wal-fetch (which stitches the segment of
+// the fork from both timelines) has every row from before and after the promotion.
+TEST(SpineTimelineTest, FollowsPromotionToTheNextTimeline) {
+  auto primary = LocalPostgres::Create({});
+  ASSERT_TRUE(primary.ok()) << primary.status();
+  Q(**primary, "create table t (id int primary key, tl int)");
+  Q(**primary, "insert into t select g, 1 from generate_series(1, 1000) g");
+  const std::string dir = MakeTempDir("ferry-tl");
+  const std::string standby_dir = dir + "/standby";
+  ASSERT_TRUE(tools::GiveToServerUser(dir).ok());  // pg_basebackup runs as postgres
+  auto r = (*primary)->RunTool({"pg_basebackup", "-h", "127.0.0.1", "-p", std::to_string((*primary)->port()), "-U",
+                                "postgres", "-D", standby_dir, "-X", "stream", "-R", "--checkpoint=fast"});
+  ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->err : r.status().ToString());
+  auto standby = LocalPostgres::StartExisting(standby_dir);
+  ASSERT_TRUE(standby.ok()) << standby.status();
+  ASSERT_TRUE(WaitFor([&] { return (*standby)->Query("select count(*) from t").value_or("") == "1000"; }, 60));
+
+  const std::string archive = dir + "/archive";
+  FerryService ferry(WriteConfig(dir, archive, (*standby)->Conninfo(), "io_uring"), dir + "/ferry.log");
+  ASSERT_TRUE(ferry.Start().ok());
+  ASSERT_TRUE(WaitFor([&] { return FerryFlush(**standby).valid(); }, 30)) << ferry.Log();
+  const std::string backup = dir + "/base";
+  ASSERT_TRUE(tools::TakeBaseBackupWithoutWal(**primary, backup).ok());
+  Q(**primary, "insert into t select g, 1 from generate_series(1001, 2000) g");
+  ASSERT_TRUE(WaitFor([&] { return (*standby)->Query("select count(*) from t").value_or("") == "2000"; }, 60));
+  ASSERT_TRUE((*primary)->Stop().ok());
+
+  Q(**standby, "select pg_promote()");
+  ASSERT_TRUE(WaitFor([&] { return (*standby)->Query("select pg_is_in_recovery()").value_or("") == "f"; }, 60));
+  Q(**standby, "insert into t select g, 2 from generate_series(2001, 3000) g");
+  WaitUntilArchived(**standby);
+  auto code = ferry.Terminate();
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, 0) << ferry.Log();
+
+  auto ls = RunFerry({"ls", "--archive", archive, "--json"});
+  ASSERT_TRUE(ls.ok());
+  EXPECT_NE(ls->out.find("\"epoch\":2"), std::string::npos) << ls->out;
+  EXPECT_NE(ls->out.find("00000002.history"), std::string::npos) << ls->out;
+  auto verify = RunFerry({"verify", "--archive", archive});
+  ASSERT_TRUE(verify.ok());
+  EXPECT_EQ(verify->exit_code, 0) << verify->out << verify->err;
+
+  auto restored = tools::RecoverFromArchive(backup, dir + "/restored", FERRY_BINARY, archive, "main", 180);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_EQ(Q(**restored, "select count(*) || '/' || sum(tl) from t"), "3000/4000");
+}
+
+}  // namespace
+}  // namespace ferry::testing
