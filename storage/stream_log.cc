@@ -320,6 +320,20 @@ std::vector<std::string> StreamLog::ListFiles() const {
   return names;
 }
 
+const FrameLocation* StreamLog::FirstFrameAfter(uint32_t epoch, uint64_t pos) const {
+  auto it = std::lower_bound(frames_.begin(), frames_.end(), std::make_pair(epoch, pos),
+                             [](const FrameLocation& f, const std::pair<uint32_t, uint64_t>& key) {
+                               return f.header.epoch < key.first ||
+                                      (f.header.epoch == key.first && f.header.end_pos <= key.second);
+                             });
+  return it != frames_.end() && it->header.epoch == epoch ? &*it : nullptr;
+}
+
+const FrameLocation* StreamLog::FindFrame(uint32_t epoch, uint64_t pos) const {
+  const FrameLocation* f = FirstFrameAfter(epoch, pos);
+  return f != nullptr && f->header.start_pos <= pos ? f : nullptr;
+}
+
 absl::StatusOr<std::string> StreamLog::ReadFrameBytes(const FrameLocation& loc) const {
   return ReadRange(SegmentPath(loc.segment_seq), loc.offset, loc.header.frame_size());
 }

@@ -61,6 +61,12 @@ class StreamLog final : public pipeline::FrameConsumer {
   // Every frame in stream order (the index, in memory).
   const std::vector<FrameLocation>& frames() const { return frames_; }
   bool empty() const { return frames_.empty(); }
+  // The frame of `epoch` whose records cover position `pos` (start_pos <= pos < end_pos), found
+  // by binary search: frames are ordered by (epoch, position) because epochs (timelines) only
+  // grow within a stream. Null when the archive has no such byte.
+  const FrameLocation* FindFrame(uint32_t epoch, uint64_t pos) const;
+  // The first frame of `epoch` that ends after `pos`, or null.
+  const FrameLocation* FirstFrameAfter(uint32_t epoch, uint64_t pos) const;
   // Bytes of the torn tail truncated (or ignored) at open.
   uint64_t repaired_bytes() const { return repaired_bytes_; }
 

@@ -132,6 +132,23 @@ off_t SizeOf(const std::string& path) {
   return st.st_size;
 }
 
+TEST(StreamLogTest, FindFrameSeeksByEpochAndPosition) {
+  Written w = WriteSome(20);
+  auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, StreamLogOptions{});
+  ASSERT_TRUE(log.ok());
+  for (const FrameLocation& f : w.frames) {
+    for (uint64_t pos : {f.header.start_pos, f.header.end_pos - 1}) {
+      const FrameLocation* found = (*log)->FindFrame(1, pos);
+      ASSERT_NE(found, nullptr) << pos;
+      EXPECT_EQ(found->offset, f.offset);
+    }
+  }
+  EXPECT_EQ((*log)->FindFrame(1, w.end), nullptr);
+  EXPECT_EQ((*log)->FindFrame(2, 0), nullptr);
+  EXPECT_EQ((*log)->FirstFrameAfter(1, w.end), nullptr);
+  std::filesystem::remove_all(w.dir);
+}
+
 TEST(StreamLogRecoveryTest, TornTailIsTruncatedOnWritableOpen) {
   Written w = WriteSome(5);
   const std::string seg = w.dir + "/" + SegmentFileName(1);

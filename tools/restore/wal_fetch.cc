@@ -85,35 +85,34 @@ absl::Status FetchWalFile(storage::Archive& archive, const std::string& source,
     uint64_t until = 0;
     const uint32_t epoch = owner(covered, &until);
     const uint64_t piece_hi = std::min(seg_hi, until);
+    const storage::FrameLocation* f = log->FindFrame(epoch, covered);
+    if (f == nullptr) break;  // the archive has nothing more for this position
+    FERRY_ASSIGN_OR_RETURN(auto records, log->ReadRecords(*f, &scratch));
     const uint64_t before = covered;
-    for (const storage::FrameLocation& f : log->frames()) {
-      if (f.header.epoch != epoch || f.header.end_pos <= covered || f.header.start_pos > covered) continue;
-      FERRY_ASSIGN_OR_RETURN(auto records, log->ReadRecords(f, &scratch));
-      for (const pipeline::RecordView& r : records) {
-        const uint64_t r_lo = r.end_pos - r.payload.size();
-        if (r.end_pos <= covered || r_lo > covered) continue;
-        const uint64_t hi = std::min(r.end_pos, piece_hi);
-        std::memcpy(out.data() + (covered - seg_lo), r.payload.data() + (covered - r_lo), hi - covered);
-        covered = hi;
-        if (covered == piece_hi) break;
-      }
+    for (const pipeline::RecordView& r : records) {
+      const uint64_t r_lo = r.end_pos - r.payload.size();
+      if (r.end_pos <= covered || r_lo > covered) continue;
+      const uint64_t hi = std::min(r.end_pos, piece_hi);
+      std::memcpy(out.data() + (covered - seg_lo), r.payload.data() + (covered - r_lo), hi - covered);
+      covered = hi;
       if (covered == piece_hi) break;
     }
-    if (covered == before) break;  // nothing more in the archive for this position
+    if (covered == before) {
+      return absl::DataLossError(absl::StrCat("frame at ", log->SegmentPath(f->segment_seq), " offset ", f->offset,
+                                              " claims ", pipeline::Lsn(covered).ToString(),
+                                              " but its records do not hold it; run ferry verify"));
+    }
   }
   if (covered == seg_lo) return absl::NotFoundError(absl::StrCat(name, " is not in the archive"));
   if (covered < seg_hi) {
     // Serve a partial segment only at the very end of the archive's stream for that timeline;
     // anywhere else a missing range is a gap, reported, never papered over with zeros.
     uint64_t ignored;
-    const uint32_t epoch = owner(covered, &ignored);
-    for (const storage::FrameLocation& f : log->frames()) {
-      if (f.header.epoch == epoch && f.header.end_pos > covered) {
-        return absl::DataLossError(absl::StrCat(
-            "gap in the archive of source \"", source, "\": ", name, " has bytes up to ",
-            pipeline::Lsn(covered).ToString(), " but the stream continues at ",
-            pipeline::Lsn(f.header.start_pos).ToString(), "; run ferry verify"));
-      }
+    if (const storage::FrameLocation* f = log->FirstFrameAfter(owner(covered, &ignored), covered)) {
+      return absl::DataLossError(absl::StrCat(
+          "gap in the archive of source \"", source, "\": ", name, " has bytes up to ",
+          pipeline::Lsn(covered).ToString(), " but the stream continues at ",
+          pipeline::Lsn(f->header.start_pos).ToString(), "; run ferry verify"));
     }
   }
   return WriteDest(dest, out);

@@ -1,90 +1,302 @@
+// fork/exec with stdout and stderr read through poll, so neither pipe can fill and block the
+// child while we wait on the other.
 #include "tools/sandbox/process.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+extern char** environ;
 
 namespace ferry::tools {
+namespace {
+
+// Closes a file descriptor when it goes out of scope.
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { Reset(); }
+  int get() const { return fd_; }
+  void Reset() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_;
+};
+
+// What the child reports through the exec-error pipe when it cannot become the command.
+struct ChildFailure {
+  int step;  // kStepChdir or kStepExec
+  int error;
+};
+constexpr int kStepChdir = 1;
+constexpr int kStepExec = 2;
+
+absl::Status MakePipe(int fds[2], absl::string_view what) {
+  if (pipe2(fds, O_CLOEXEC) != 0) return absl::ErrnoToStatus(errno, absl::StrCat("pipe for ", what));
+  return absl::OkStatus();
+}
+
+// Resolves a program name the way execvp would, but in the parent, so that "not installed"
+// is an error naming the program rather than exit code 127.
+absl::StatusOr<std::string> ResolveProgram(const std::string& name, const std::string& path_var) {
+  if (absl::StrContains(name, '/')) return name;
+  for (absl::string_view dir : absl::StrSplit(path_var, ':', absl::SkipEmpty())) {
+    std::string candidate = absl::StrCat(dir, "/", name);
+    struct stat st;
+    if (stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(candidate.c_str(), X_OK) == 0) {
+      return candidate;
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("run ", name, ": no such program in PATH ", path_var));
+}
+
+// Our environment with `extra` KEY=VALUE entries added or replacing same-named ones.
+std::vector<std::string> ChildEnvironment(const std::vector<std::string>& extra) {
+  std::vector<std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) env.emplace_back(*e);
+  for (const std::string& kv : extra) {
+    const std::string key = kv.substr(0, kv.find('=') + 1);
+    std::erase_if(env, [&](const std::string& e) { return absl::StartsWith(e, key); });
+    env.push_back(kv);
+  }
+  return env;
+}
+
+std::string EnvValue(const std::vector<std::string>& env, absl::string_view key) {
+  const std::string prefix = absl::StrCat(key, "=");
+  for (const std::string& e : env) {
+    if (absl::StartsWith(e, prefix)) return e.substr(prefix.size());
+  }
+  return "";
+}
+
+std::vector<char*> CStrings(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  for (std::string& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+// Reads what is available without blocking; closes the fd at EOF.
+void ReadAvailable(int& fd, std::string& into) {
+  char buf[65536];
+  while (fd >= 0) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n > 0) {
+      into.append(buf, static_cast<size_t>(n));
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && errno == EAGAIN) {
+      return;
+    } else {  // EOF, or an error no retry would fix
+      close(fd);
+      fd = -1;
+    }
+  }
+}
+
+int ExitCode(int wait_status) {
+  if (WIFEXITED(wait_status)) return WEXITSTATUS(wait_status);
+  if (WIFSIGNALED(wait_status)) return 128 + WTERMSIG(wait_status);
+  return 255;
+}
+
+std::string LastLine(const std::string& text) {
+  std::string s(absl::StripTrailingAsciiWhitespace(text));
+  size_t nl = s.rfind('\n');
+  return nl == std::string::npos ? s : s.substr(nl + 1);
+}
+
+}  // namespace
 
 bool RunningAsRoot() { return geteuid() == 0; }
 
+std::string ShellQuote(absl::string_view word) {
+  const bool plain = !word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || std::strchr("@%_-+=:,./", c) != nullptr;
+  });
+  if (plain) return std::string(word);
+  std::string out = "'";
+  for (char c : word) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  out += "'";
+  return out;
+}
+
+std::string ShellJoin(const std::vector<std::string>& argv) {
+  std::string out;
+  for (const std::string& a : argv) {
+    if (!out.empty()) out += ' ';
+    out += ShellQuote(a);
+  }
+  return out;
+}
+
 absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv_in,
                                          const RunOptions& options) {
+  if (argv_in.empty()) return absl::InvalidArgumentError("run command: empty argv");
+  const std::string shown = ShellJoin(argv_in);
+  std::vector<std::string> env = ChildEnvironment(options.env);
+  const std::string path_var = EnvValue(env, "PATH").empty() ? "/usr/local/bin:/usr/bin:/bin" : EnvValue(env, "PATH");
+
   std::vector<std::string> argv;
-  if (!options.as_user.empty() && RunningAsRoot()) {
+  std::string cwd = options.cwd;
+  const bool switch_user = !options.as_user.empty() && RunningAsRoot();
+  if (switch_user) {
     argv = {"runuser", "-u", options.as_user, "--"};
+    if (cwd.empty()) cwd = "/";
+    // runuser execs the command through PATH itself; check here for a clear error.
+    auto target = ResolveProgram(argv_in[0], path_var);
+    if (!target.ok()) return target.status();
   }
   argv.insert(argv.end(), argv_in.begin(), argv_in.end());
-  const std::string shown = absl::StrJoin(argv_in, " ");
-  int out_pipe[2], err_pipe[2];
-  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
-    return absl::InternalError(absl::StrCat("pipe for ", shown, ": ", std::strerror(errno)));
-  }
-  pid_t pid = fork();
-  if (pid < 0) return absl::InternalError(absl::StrCat("fork for ", shown, ": ", std::strerror(errno)));
+  auto program = ResolveProgram(argv[0], path_var);
+  if (!program.ok()) return program.status();
+
+  // Everything the child needs is built before fork: after fork in a multi-threaded process
+  // only async-signal-safe calls are allowed (no malloc).
+  std::vector<char*> c_argv = CStrings(argv);
+  std::vector<char*> c_env = CStrings(env);
+  const char* c_program = program->c_str();
+  const char* c_cwd = cwd.empty() ? nullptr : cwd.c_str();
+
+  int out_fds[2], err_fds[2], fail_fds[2];
+  if (absl::Status s = MakePipe(out_fds, shown); !s.ok()) return s;
+  Fd out_read(out_fds[0]), out_write(out_fds[1]);
+  if (absl::Status s = MakePipe(err_fds, shown); !s.ok()) return s;
+  Fd err_read(err_fds[0]), err_write(err_fds[1]);
+  if (absl::Status s = MakePipe(fail_fds, shown); !s.ok()) return s;
+  Fd fail_read(fail_fds[0]), fail_write(fail_fds[1]);
+
+  const pid_t pid = fork();
+  if (pid < 0) return absl::ErrnoToStatus(errno, absl::StrCat("fork for ", shown));
   if (pid == 0) {
     setpgid(0, 0);
-    dup2(out_pipe[1], 1);
-    dup2(err_pipe[1], 2);
+    // A blocked or ignored signal survives exec: give the command the defaults it expects.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    signal(SIGPIPE, SIG_DFL);
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0) dup2(devnull, 0);
-    std::vector<char*> args;
-    for (std::string& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
+    dup2(out_write.get(), 1);
+    dup2(err_write.get(), 2);
+    // Whatever else we hold open (archive files, sockets) must not leak into a server that
+    // outlives us. Best effort: kernels before 5.11 lack the flag.
+    syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+    ChildFailure failure{0, 0};
+    if (c_cwd != nullptr && chdir(c_cwd) != 0) {
+      failure = {kStepChdir, errno};
+    } else {
+      execve(c_program, c_argv.data(), c_env.data());
+      failure = {kStepExec, errno};
+    }
+    (void)!write(fail_write.get(), &failure, sizeof(failure));
     _exit(127);
   }
-  close(out_pipe[1]);
-  close(err_pipe[1]);
-  CommandResult result;
+  setpgid(pid, pid);  // also here: the timeout must be able to kill the group from now on
+  out_write.Reset();
+  err_write.Reset();
+  fail_write.Reset();
+
+  // The exec-error pipe closes on a successful exec (O_CLOEXEC) or carries why it failed.
+  ChildFailure failure{0, 0};
+  ssize_t n;
+  do {
+    n = read(fail_read.get(), &failure, sizeof(failure));
+  } while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(sizeof(failure))) {
+    int status;
+    waitpid(pid, &status, 0);
+    return absl::ErrnoToStatus(failure.error, failure.step == kStepChdir
+                                                  ? absl::StrCat("run ", shown, ": chdir ", cwd)
+                                                  : absl::StrCat("run ", shown, ": exec ", *program));
+  }
+
+  // A pidfd becomes readable when the child exits, so one poll waits for output and exit
+  // alike. Without one (kernel < 5.3), poll in short slices and ask waitpid.
+  Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  int out_fd = out_read.get(), err_fd = err_read.get();
+  fcntl(out_fd, F_SETFL, O_NONBLOCK);
+  fcntl(err_fd, F_SETFL, O_NONBLOCK);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(options.timeout_seconds);
-  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
-  int open_fds = 2;
-  bool timed_out = false;
-  while (open_fds > 0) {
-    int wait_ms = -1;
+  CommandResult result;
+  int wait_status = 0;
+  bool exited = false;
+  while (!exited) {
+    int wait_ms = pidfd.get() >= 0 ? -1 : 20;
     if (options.timeout_seconds > 0) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
-      if (left <= 0) {
-        timed_out = true;
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
         kill(-pid, SIGKILL);
-        break;
+        waitpid(pid, &wait_status, 0);
+        return absl::DeadlineExceededError(absl::StrCat(
+            "run ", shown, ": still running after ", options.timeout_seconds,
+            " s; killed its process group; last stderr line: ", LastLine(result.err)));
       }
-      wait_ms = static_cast<int>(left);
+      wait_ms = wait_ms < 0 ? static_cast<int>(left.count()) : std::min<int>(wait_ms, left.count());
     }
-    if (poll(fds, 2, wait_ms) < 0 && errno != EINTR) break;
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
-      char buf[65536];
-      ssize_t n = read(fds[i].fd, buf, sizeof(buf));
-      if (n > 0) {
-        (i == 0 ? result.out : result.err).append(buf, static_cast<size_t>(n));
-      } else if (n == 0 || errno != EINTR) {
-        close(fds[i].fd);
-        fds[i].fd = -1;
-        --open_fds;
-      }
+    pollfd fds[3] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}, {pidfd.get(), POLLIN, 0}};
+    if (poll(fds, 3, wait_ms) < 0 && errno != EINTR) {
+      return absl::ErrnoToStatus(errno, absl::StrCat("poll output of ", shown));
     }
+    ReadAvailable(out_fd, result.out);
+    ReadAvailable(err_fd, result.err);
+    pid_t r = waitpid(pid, &wait_status, WNOHANG);
+    exited = r == pid || (r < 0 && errno == ECHILD);
   }
-  for (auto& f : fds) {
-    if (f.fd >= 0) close(f.fd);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (timed_out) {
-    return absl::DeadlineExceededError(absl::StrCat(shown, ": no result within ", options.timeout_seconds, " s"));
-  }
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  // Whatever the child wrote before exiting is in the pipes now. A daemon it started may
+  // hold the write ends for hours; its later output is not ours to wait for.
+  ReadAvailable(out_fd, result.out);
+  ReadAvailable(err_fd, result.err);
+  if (out_fd < 0) out_read = Fd();  // already closed by ReadAvailable: forget, don't re-close
+  if (err_fd < 0) err_read = Fd();
+  result.exit_code = ExitCode(wait_status);
   return result;
+}
+
+absl::StatusOr<int> FindFreeLoopbackPort() {
+  Fd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) return absl::ErrnoToStatus(errno, "find a free port: socket");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return absl::ErrnoToStatus(errno, "find a free port: bind 127.0.0.1:0");
+  }
+  socklen_t len = sizeof(addr);
+  if (getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return absl::ErrnoToStatus(errno, "find a free port: getsockname");
+  }
+  return static_cast<int>(ntohs(addr.sin_port));
 }
 
 }  // namespace ferry::tools
