@@ -79,12 +79,33 @@ absl::Status Service::Run() {
       }
     });
   }
+  std::thread reporter([this] { ReportProgress(absl::Seconds(30)); });
   absl::Status first;
   for (auto& r : runners_) {
     r->thread.join();
     if (first.ok() && !r->result.ok()) first = r->result;
   }
+  {
+    absl::MutexLock lock(&mu_);
+    sources_done_ = true;
+  }
+  reporter.join();
   return first;
+}
+
+void Service::ReportProgress(absl::Duration every) {
+  absl::MutexLock lock(&mu_);
+  while (!mu_.AwaitWithTimeout(absl::Condition(&sources_done_), every)) {
+    for (auto& r : runners_) {
+      absl::MutexLock source_lock(&r->mu);
+      if (r->active == nullptr) continue;
+      const auto& st = r->active->stats();
+      spdlog::info("source={} event=progress timeline={} received={} flushed={} records_verified={} bytes={}",
+                   r->config->name, st.timeline.load(), Lsn(st.received_lsn.load()).ToString(),
+                   Lsn(st.reported_flush_lsn.load()).ToString(), st.records_verified.load(),
+                   st.bytes_received.load());
+    }
+  }
 }
 
 absl::Status Service::RunPostgres(SourceRunner* runner) {

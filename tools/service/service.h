@@ -31,11 +31,14 @@ class Service {
   struct SourceRunner;
   explicit Service(Config config);
   absl::Status RunPostgres(SourceRunner* runner);
+  // Logs one progress line per source every `every` until the sources are done.
+  void ReportProgress(absl::Duration every);
 
   const Config config_;
   std::unique_ptr<storage::Archive> archive_;
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool sources_done_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::unique_ptr<SourceRunner>> runners_;
 };
 
