@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's two commands:
 #   scripts/dev.sh sandbox [ferry sandbox flags]   install, build, run `ferry sandbox`
-#   scripts/dev.sh test                            install, build, run the whole test suite
+#   scripts/dev.sh test                            install, build, run unit then integration tests
+# FERRY_BUILD_DIR overrides the build directory (default: build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +14,13 @@ case "$cmd" in
 esac
 
 bash scripts/install-deps.sh
+
 BUILD="${FERRY_BUILD_DIR:-build}"
 if [ ! -f "$BUILD/build.ninja" ]; then
+  if [ -f "$BUILD/CMakeCache.txt" ]; then
+    echo "dev.sh: $BUILD was configured with another generator; remove it or set FERRY_BUILD_DIR" >&2
+    exit 1
+  fi
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 fi
 ninja -C "$BUILD" -j2
@@ -23,11 +29,35 @@ if [ "$cmd" = sandbox ]; then
   exec "$BUILD/tools/ferry" sandbox "$@"
 fi
 
-# Unit tests in parallel; integration tests (real PostgreSQL servers, pgbench) one at a time.
+# Unit tests in parallel; integration tests (real PostgreSQL servers, pgbench) one at a time
+# because they are CPU-heavy. Both always run; either failing fails the script.
+summary=()
+run_ctest() {
+  local label=$1 jobs=$2 log rc
+  log="$(mktemp)"
+  echo "dev.sh: ctest -L $label -j$jobs"
+  set +e
+  ctest --test-dir "$BUILD" -L "$label" -j"$jobs" --output-on-failure --no-tests=error 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  # ctest's own summary: "N% tests passed, M tests failed out of K", the time, failed names.
+  summary+=("== $label (exit $rc)")
+  mapfile -t -O "${#summary[@]}" summary < <(
+    grep -E 'tests passed|tests failed|No tests were found|Total Test time|^[[:space:]]+[0-9]+ - ' "$log" || true)
+  rm -f "$log"
+  return "$rc"
+}
+
 status=0
-ctest --test-dir "$BUILD" -L unit -j2 --output-on-failure || status=1
-ctest --test-dir "$BUILD" -L integration -j1 --output-on-failure || status=1
+run_ctest unit 2 || status=1
+run_ctest integration 1 || status=1
+
+echo
+echo "dev.sh test summary:"
+printf '  %s\n' "${summary[@]}"
 if [ $status -ne 0 ]; then
   echo "dev.sh test: FAILED" >&2
+else
+  echo "dev.sh test: passed"
 fi
 exit $status

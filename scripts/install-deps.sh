@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package ferry's build, tests and sandbox need. Idempotent: only
-# runs apt-get when something is missing. Works without a terminal (CI=true, stdin closed).
+# Installs every Debian 12 package ferry's build, tests and sandbox need. Idempotent: runs
+# apt-get only when a package is missing. Works without a terminal (CI=true, stdin closed).
 set -euo pipefail
 
 PACKAGES=(
@@ -9,25 +9,54 @@ PACKAGES=(
   libpq-dev libhiredis-dev liburing-dev libzstd-dev librdkafka-dev libabsl-dev
   libbenchmark-dev libgtest-dev libgmock-dev libcli11-dev libtomlplusplus-dev
   libspdlog-dev libfmt-dev libcpp-httplib-dev libxxhash-dev
-  # servers and tools the tests and the sandbox run
+  # servers and tools the tests and the sandbox run (runuser is in util-linux, pgrep in procps)
   postgresql-15 postgresql-client-15 redis-server redis-tools kcat zstd
   util-linux procps
 )
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$p")
-  fi
-done
+if ! command -v dpkg-query >/dev/null 2>&1; then
+  echo "install-deps: dpkg-query not found; this script installs Debian 12 packages: ${PACKAGES[*]}" >&2
+  exit 1
+fi
+
+missing_packages() {
+  local p
+  for p in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+      echo "$p"
+    fi
+  done
+}
+
+mapfile -t missing < <(missing_packages)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
   exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  if ! command -v sudo >/dev/null 2>&1; then
+    echo "install-deps: missing ${missing[*]}; run as root or install sudo" >&2
+    exit 1
+  fi
+  # -n: fail instead of prompting for a password nobody can type in CI.
+  SUDO=(sudo -n)
+fi
+
+# sudo resets the environment, so the frontend goes through env(1), not export. The package
+# scripts start a "main" PostgreSQL cluster on 5432 and redis-server on 6379; ferry's tests
+# don't use them (they start their own servers on free ports).
+APT=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y
+     -o DPkg::Lock::Timeout=300
+     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
 echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq </dev/null
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+"${APT[@]}" update </dev/null
+"${APT[@]}" install --no-install-recommends "${missing[@]}" </dev/null
+
+mapfile -t still_missing < <(missing_packages)
+if [ ${#still_missing[@]} -ne 0 ]; then
+  echo "install-deps: still missing after apt-get install: ${still_missing[*]}" >&2
+  exit 1
+fi
+echo "install-deps: installed ${#missing[@]} packages"

@@ -1,218 +1,490 @@
+// LocalPostgres: initdb, pg_ctl and psql driven as subprocesses, as the postgres user when root.
 #include "tools/sandbox/local_postgres.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
-#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "pipeline/check.h"
 
 namespace ferry::tools {
 namespace {
 
-constexpr char kUser[] = "postgres";
+namespace fs = std::filesystem;
 
-absl::StatusOr<int> FreeLoopbackPort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::InternalError("socket");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    return absl::InternalError("bind a free loopback port");
+constexpr char kServerUser[] = "postgres";
+constexpr char kPgBinDir[] = "/usr/lib/postgresql/15/bin";
+constexpr int kStartTimeoutSeconds = 60;
+constexpr int kStopTimeoutSeconds = 60;
+// sun_path holds 108 bytes with the NUL; PostgreSQL appends "/.s.PGSQL.NNNNN" (15).
+constexpr size_t kMaxSocketDirLength = 107 - 15;
+
+// Multi-line tool output as one line, for error messages.
+std::string OneLine(absl::string_view text, size_t max_chars = 1200) {
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    line = absl::StripAsciiWhitespace(line);
+    if (!line.empty()) lines.emplace_back(line);
   }
-  close(fd);
-  return ntohs(addr.sin_port);
+  std::string s = absl::StrJoin(lines, " | ");
+  if (s.size() > max_chars) s = "..." + s.substr(s.size() - max_chars);
+  return s;
 }
 
-}  // namespace
-
-absl::Status GiveToServerUser(const std::string& path) {
-  if (!RunningAsRoot()) return absl::OkStatus();
-  passwd* pw = getpwnam(kUser);
+absl::StatusOr<passwd*> ServerUser() {
+  passwd* pw = getpwnam(kServerUser);
   if (pw == nullptr) {
-    return absl::FailedPreconditionError("no 'postgres' OS user: install postgresql-15 (scripts/install-deps.sh)");
+    return absl::FailedPreconditionError(
+        "no 'postgres' OS user to run PostgreSQL as (we are root): install the Debian package "
+        "postgresql-15 (scripts/install-deps.sh)");
   }
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    for (auto it = std::filesystem::recursive_directory_iterator(path, ec);
-         it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-      (void)lchown(it->path().c_str(), pw->pw_uid, pw->pw_gid);
+  return pw;
+}
+
+// When root, every directory above `path` must be searchable by the postgres user, or the
+// server and restore_command fail later with a bare "Permission denied".
+absl::Status CheckReachableByServerUser(const std::string& path) {
+  if (!RunningAsRoot()) return absl::OkStatus();
+  FERRY_ASSIGN_OR_RETURN(passwd * pw, ServerUser());
+  for (fs::path p = fs::absolute(path).parent_path(); !p.empty(); p = p.parent_path()) {
+    struct stat st;
+    if (stat(p.c_str(), &st) != 0) return absl::ErrnoToStatus(errno, absl::StrCat("stat ", p.string()));
+    const bool searchable = (st.st_mode & S_IXOTH) != 0 || (st.st_uid == pw->pw_uid && (st.st_mode & S_IXUSR)) ||
+                            (st.st_gid == pw->pw_gid && (st.st_mode & S_IXGRP));
+    if (!searchable) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "directory ", p.string(), " (mode ", absl::Dec(st.st_mode & 07777), ") is not searchable by the "
+          "postgres user the server runs as: chmod o+x it or use a directory under /tmp"));
     }
-  }
-  if (chown(path.c_str(), pw->pw_uid, pw->pw_gid) != 0) {
-    return absl::InternalError(absl::StrCat("chown ", path, " to postgres"));
+    if (p == p.root_path()) break;
   }
   return absl::OkStatus();
 }
 
-namespace {
-
-std::string Tail(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
-  if (s.size() > 1500) s = s.substr(s.size() - 1500);
-  return s;
+// True when `pid` exists and is not a zombie. A killed postmaster is not our child (pg_ctl
+// daemonized it), so its zombie lingers until init reaps it — it is gone for our purposes.
+bool ProcessAlive(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat;
+  if (!std::getline(in, stat)) return false;
+  size_t paren = stat.rfind(')');  // the command name may itself hold spaces and ')'
+  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z';
 }
 
-RunOptions AsServer() {
+// The processes whose parent is `pid` (from /proc/*/stat).
+std::vector<int> ChildrenOf(int pid) {
+  std::vector<int> children;
+  DIR* dir = opendir("/proc");
+  if (dir == nullptr) return children;
+  while (dirent* e = readdir(dir)) {
+    int child = 0;
+    if (!absl::SimpleAtoi(e->d_name, &child)) continue;
+    std::ifstream in(absl::StrCat("/proc/", child, "/stat"));
+    std::string stat;
+    if (!std::getline(in, stat)) continue;
+    size_t paren = stat.rfind(')');
+    if (paren == std::string::npos) continue;
+    std::vector<std::string> fields = absl::StrSplit(stat.substr(paren + 2), ' ');
+    int ppid = 0;
+    if (fields.size() > 1 && absl::SimpleAtoi(fields[1], &ppid) && ppid == pid) children.push_back(child);
+  }
+  closedir(dir);
+  return children;
+}
+
+bool PortAcceptsConnections(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool connected = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return connected;
+}
+
+RunOptions AsServerUser(int timeout_seconds) {
   RunOptions o;
-  o.as_user = kUser;
-  o.timeout_seconds = 600;
+  o.as_user = kServerUser;
+  o.timeout_seconds = timeout_seconds;
   return o;
+}
+
+absl::Status AppendToFile(const std::string& path, const std::string& text, bool truncate = false) {
+  std::ofstream out(path, truncate ? std::ios::trunc : std::ios::app);
+  out << text;
+  out.close();
+  if (!out) return absl::ErrnoToStatus(errno, absl::StrCat("write ", path));
+  return absl::OkStatus();
+}
+
+std::string QuoteConninfoValue(absl::string_view value) {
+  if (!value.empty() && value.find_first_of(" '\\") == absl::string_view::npos) return std::string(value);
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "'";
 }
 
 }  // namespace
 
-std::string PgBinDir() { return "/usr/lib/postgresql/15/bin"; }
+absl::StatusOr<std::string> PgBinDir() {
+  const std::string postgres = absl::StrCat(kPgBinDir, "/postgres");
+  if (access(postgres.c_str(), X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "PostgreSQL 15 is not installed (", postgres, ": ", std::strerror(errno),
+        "): install the Debian package postgresql-15 (scripts/install-deps.sh)"));
+  }
+  return std::string(kPgBinDir);
+}
+
+absl::Status GiveToServerUser(const std::string& path) {
+  if (!RunningAsRoot()) return absl::OkStatus();
+  FERRY_ASSIGN_OR_RETURN(passwd * pw, ServerUser());
+  auto give = [&](const fs::path& p) -> absl::Status {
+    if (lchown(p.c_str(), pw->pw_uid, pw->pw_gid) != 0) {
+      return absl::ErrnoToStatus(errno, absl::StrCat("chown ", p.string(), " to postgres"));
+    }
+    return absl::OkStatus();
+  };
+  FERRY_RETURN_IF_ERROR(give(path));
+  std::error_code ec;
+  if (!fs::is_directory(fs::symlink_status(path, ec))) return absl::OkStatus();
+  for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    FERRY_RETURN_IF_ERROR(give(it->path()));
+  }
+  if (ec) return absl::ErrnoToStatus(ec.value(), absl::StrCat("chown ", path, " to postgres: walk"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> MakeTempDir(absl::string_view prefix) {
+  const char* tmpdir = std::getenv("TMPDIR");
+  std::string tmpl = absl::StrCat(tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp", "/", prefix, "-XXXXXX");
+  if (mkdtemp(tmpl.data()) == nullptr) return absl::ErrnoToStatus(errno, absl::StrCat("create temp dir ", tmpl));
+  // mkdtemp makes 0700; the postgres user must be able to pass through.
+  if (chmod(tmpl.c_str(), 0755) != 0) return absl::ErrnoToStatus(errno, absl::StrCat("chmod 0755 ", tmpl));
+  return tmpl;
+}
 
 absl::StatusOr<std::unique_ptr<LocalPostgres>> LocalPostgres::Create(const LocalPostgresOptions& options) {
-  if (access((PgBinDir() + "/postgres").c_str(), X_OK) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "PostgreSQL 15 not found in ", PgBinDir(), ": install postgresql-15 (scripts/install-deps.sh)"));
-  }
+  FERRY_ASSIGN_OR_RETURN(const std::string bin, PgBinDir());
   std::unique_ptr<LocalPostgres> pg(new LocalPostgres());
-  pg->base_dir_ = options.base_dir;
-  if (pg->base_dir_.empty()) {
-    char tmpl[] = "/tmp/ferry-pg-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp");
-    pg->base_dir_ = tmpl;
-    pg->owns_base_dir_ = true;
+  std::string base = options.base_dir;
+  if (base.empty()) {
+    FERRY_ASSIGN_OR_RETURN(base, MakeTempDir("ferry-pg"));
+    pg->owned_dirs_.push_back(base);
+  } else {
+    base = fs::absolute(base).lexically_normal().string();
+    if (base.size() > 1 && base.back() == '/') base.pop_back();
+    std::error_code ec;
+    fs::create_directories(base, ec);
+    if (ec) return absl::ErrnoToStatus(ec.value(), absl::StrCat("create ", base));
+    if (chmod(base.c_str(), 0755) != 0) return absl::ErrnoToStatus(errno, absl::StrCat("chmod 0755 ", base));
   }
-  std::filesystem::create_directories(pg->base_dir_);
-  chmod(pg->base_dir_.c_str(), 0755);  // the postgres user must reach the data dir
-  pg->data_dir_ = pg->base_dir_ + "/data";
-  pg->log_path_ = pg->base_dir_ + "/postgres.log";
-  FERRY_RETURN_IF_ERROR(GiveToServerUser(pg->base_dir_));
-  FERRY_ASSIGN_OR_RETURN(CommandResult init,
-                         RunCommand({PgBinDir() + "/initdb", "-D", pg->data_dir_, "-U", kUser, "-A", "trust",
-                                     "--no-sync", "-E", "UTF8", "--locale=C"},
-                                    AsServer()));
-  if (init.exit_code != 0) return absl::InternalError(absl::StrCat("initdb ", pg->data_dir_, ": ", init.err));
-  std::ofstream conf(pg->data_dir_ + "/postgresql.conf", std::ios::app);
-  conf << "\n# ferry test/sandbox server\nlisten_addresses = '127.0.0.1'\nwal_level = logical\n"
-       << "max_wal_senders = 10\nmax_replication_slots = 10\nfsync = on\nshared_buffers = 64MB\n";
-  for (const std::string& s : options.settings) conf << s << "\n";
-  conf.close();
-  std::ofstream hba(pg->data_dir_ + "/pg_hba.conf");
-  hba << "local all all trust\nhost all all 127.0.0.1/32 trust\n"
-      << "local replication all trust\nhost replication all 127.0.0.1/32 trust\n";
-  hba.close();
-  FERRY_RETURN_IF_ERROR(GiveToServerUser(pg->base_dir_));
+  FERRY_RETURN_IF_ERROR(CheckReachableByServerUser(base + "/data"));
+  pg->data_dir_ = base + "/data";
+  pg->log_path_ = base + "/postgres.log";
+  if (base.size() <= kMaxSocketDirLength) {
+    pg->socket_dir_ = base;
+  } else {
+    FERRY_ASSIGN_OR_RETURN(pg->socket_dir_, MakeTempDir("ferry-pgsock"));
+    pg->owned_dirs_.push_back(pg->socket_dir_);
+  }
+  FERRY_RETURN_IF_ERROR(GiveToServerUser(base));
+  FERRY_RETURN_IF_ERROR(GiveToServerUser(pg->socket_dir_));
+  FERRY_ASSIGN_OR_RETURN(pg->port_, FindFreeLoopbackPort());
+
+  // --no-sync: a fresh cluster we can re-create; the server itself runs with fsync = on.
+  FERRY_ASSIGN_OR_RETURN(
+      CommandResult init,
+      RunCommand({bin + "/initdb", "-D", pg->data_dir_, "-U", kServerUser, "-A", "trust", "-E", "UTF8",
+                  "--locale=C", "--wal-segsize=16", "--no-sync", "--no-instructions"},
+                 AsServerUser(120)));
+  if (init.exit_code != 0) {
+    return absl::FailedPreconditionError(absl::StrCat("initdb ", pg->data_dir_, ": exit ", init.exit_code, ": ",
+                                                      OneLine(init.err.empty() ? init.out : init.err)));
+  }
+  std::string conf = absl::StrCat(
+      "\n# ferry: a local server for the tests and the sandbox (tools/sandbox/local_postgres.cc)\n",
+      "listen_addresses = '127.0.0.1'\n", "port = ", pg->port_, "\n", "unix_socket_directories = '",
+      pg->socket_dir_, "'\n", "wal_level = logical\n", "max_wal_senders = 10\n", "max_replication_slots = 10\n",
+      "fsync = on\n");
+  for (const std::string& line : options.settings) absl::StrAppend(&conf, line, "\n");
+  FERRY_RETURN_IF_ERROR(AppendToFile(pg->data_dir_ + "/postgresql.conf", conf));
+  FERRY_RETURN_IF_ERROR(AppendToFile(pg->data_dir_ + "/pg_hba.conf",
+                                     "# ferry: trust everyone local; the server listens on 127.0.0.1 only\n"
+                                     "local all all trust\n"
+                                     "host all all 127.0.0.1/32 trust\n"
+                                     "local replication all trust\n"
+                                     "host replication all 127.0.0.1/32 trust\n",
+                                     /*truncate=*/true));
   FERRY_RETURN_IF_ERROR(pg->Start());
   return pg;
 }
 
 absl::StatusOr<std::unique_ptr<LocalPostgres>> LocalPostgres::StartExisting(const std::string& data_dir) {
+  FERRY_RETURN_IF_ERROR(PgBinDir().status());
   std::unique_ptr<LocalPostgres> pg(new LocalPostgres());
-  pg->data_dir_ = data_dir;
-  pg->base_dir_ = data_dir;  // its socket goes in the data dir: the parent may be root's
-  pg->log_path_ = data_dir + ".log";
-  std::filesystem::remove(data_dir + "/postmaster.pid");
-  chmod(data_dir.c_str(), 0700);
-  FERRY_RETURN_IF_ERROR(GiveToServerUser(data_dir));
-  if (RunningAsRoot()) {
-    std::ofstream(pg->log_path_).close();
-    FERRY_RETURN_IF_ERROR(GiveToServerUser(pg->log_path_));
+  std::string dir = fs::absolute(data_dir).lexically_normal().string();
+  if (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  pg->data_dir_ = dir;
+  pg->log_path_ = dir + ".log";
+
+  std::ifstream version_file(dir + "/PG_VERSION");
+  std::string version;
+  std::getline(version_file, version);
+  if (absl::StripAsciiWhitespace(version) != "15") {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "start PostgreSQL in ", dir, ": not a PostgreSQL 15 data directory (PG_VERSION ",
+        version.empty() ? "missing" : absl::StrCat("is ", version), ")"));
   }
+  // A postmaster.pid naming a dead process (or one reused by something else) is what a
+  // crash leaves; PostgreSQL itself would refuse to start if the pid is alive at all.
+  if (absl::StatusOr<int> pid = pg->PostmasterPid(); pid.ok()) {
+    std::ifstream comm_file(absl::StrCat("/proc/", *pid, "/comm"));
+    std::string comm;
+    std::getline(comm_file, comm);
+    if (ProcessAlive(*pid) && comm == "postgres") {
+      return absl::FailedPreconditionError(absl::StrCat("start PostgreSQL in ", dir,
+                                                        ": already in use by the running postmaster pid ", *pid));
+    }
+    std::error_code ec;
+    fs::remove(dir + "/postmaster.pid", ec);
+  }
+  FERRY_RETURN_IF_ERROR(CheckReachableByServerUser(dir));
+  if (chmod(dir.c_str(), 0700) != 0) return absl::ErrnoToStatus(errno, absl::StrCat("chmod 0700 ", dir));
+  FERRY_RETURN_IF_ERROR(GiveToServerUser(dir));
+  // pg_ctl opens the log as the postgres user, who may not be able to create it here.
+  FERRY_RETURN_IF_ERROR(AppendToFile(pg->log_path_, ""));
+  FERRY_RETURN_IF_ERROR(GiveToServerUser(pg->log_path_));
+  FERRY_ASSIGN_OR_RETURN(pg->socket_dir_, MakeTempDir("ferry-pgsock"));
+  pg->owned_dirs_.push_back(pg->socket_dir_);
+  FERRY_RETURN_IF_ERROR(GiveToServerUser(pg->socket_dir_));
+  FERRY_ASSIGN_OR_RETURN(pg->port_, FindFreeLoopbackPort());
   FERRY_RETURN_IF_ERROR(pg->Start());
   return pg;
 }
 
 absl::Status LocalPostgres::Start() {
-  FERRY_ASSIGN_OR_RETURN(port_, FreeLoopbackPort());
-  // Port and socket directory on the command line: they beat whatever a copied data dir holds.
-  const std::string opts = absl::StrCat("-p ", port_, " -k ", base_dir_, " -c listen_addresses=127.0.0.1");
-  FERRY_ASSIGN_OR_RETURN(CommandResult r,
-                         RunCommand({PgBinDir() + "/pg_ctl", "-D", data_dir_, "-l", log_path_, "-o", opts, "-w",
-                                     "-t", "120", "start"},
-                                    AsServer()));
+  // The free port may be taken between FindFreeLoopbackPort and the postmaster's bind
+  // (another test starting a server): then try another one.
+  for (int attempt = 1;; ++attempt) {
+    absl::Status st = StartOnce();
+    if (st.ok() || attempt == 3 || !absl::StrContains(st.message(), "Address already in use")) return st;
+    FERRY_ASSIGN_OR_RETURN(port_, FindFreeLoopbackPort());
+  }
+}
+
+absl::Status LocalPostgres::StartOnce() {
+  FERRY_ASSIGN_OR_RETURN(const std::string bin, PgBinDir());
+  // pg_ctl hands -o to /bin/sh: quote. Command-line settings beat a copied postgresql.conf.
+  const std::string server_options =
+      absl::StrCat("-p ", port_, " -k ", ShellQuote(socket_dir_), " -c listen_addresses=127.0.0.1");
+  FERRY_ASSIGN_OR_RETURN(
+      CommandResult r,
+      RunCommand({bin + "/pg_ctl", "-D", data_dir_, "-l", log_path_, "-o", server_options, "-w", "-t",
+                  std::to_string(kStartTimeoutSeconds), "start"},
+                 AsServerUser(kStartTimeoutSeconds + 30)));
   if (r.exit_code != 0) {
-    return absl::InternalError(absl::StrCat("start PostgreSQL in ", data_dir_, ": ", r.out, r.err,
-                                            " server log: ", Tail(log_path_)));
+    // pg_ctl gives up waiting but leaves a slow server running: don't leak it.
+    if (absl::StatusOr<int> pid = PostmasterPid(); pid.ok() && ProcessAlive(*pid)) {
+      running_ = true;
+      (void)Kill();
+    }
+    return absl::FailedPreconditionError(absl::StrCat("start PostgreSQL 15 in ", data_dir_, " on 127.0.0.1:", port_,
+                                                      ": pg_ctl exit ", r.exit_code, ": ", OneLine(r.err),
+                                                      "; server log ", log_path_, ": ", LogTail()));
   }
   running_ = true;
-  return absl::OkStatus();
+  return WaitReady(kStartTimeoutSeconds);
 }
 
 LocalPostgres::~LocalPostgres() {
-  if (running_ && !Stop().ok()) (void)Kill();
-  const char* keep = getenv("FERRY_KEEP_TEST_DIRS");
-  if (owns_base_dir_ && (keep == nullptr || std::string(keep) != "1")) {
+  if (running_) {
+    absl::Status st = Stop();
+    if (!st.ok()) {
+      std::fprintf(stderr, "ferry: %s; killing it\n", std::string(st.message()).c_str());
+      (void)Kill();
+    }
+  }
+  const char* keep = std::getenv("FERRY_KEEP_TEST_DIRS");
+  const bool keep_dirs = keep != nullptr && std::string(keep) == "1";
+  for (const std::string& dir : owned_dirs_) {
+    if (keep_dirs) {
+      std::fprintf(stderr, "ferry: keeping %s (FERRY_KEEP_TEST_DIRS=1)\n", dir.c_str());
+      continue;
+    }
     std::error_code ec;
-    std::filesystem::remove_all(base_dir_, ec);
+    fs::remove_all(dir, ec);
   }
 }
 
 std::string LocalPostgres::Conninfo(absl::string_view dbname) const {
-  return absl::StrCat("host=127.0.0.1 port=", port_, " user=postgres dbname=", dbname);
+  return absl::StrCat("host=127.0.0.1 port=", port_, " user=postgres dbname=", QuoteConninfoValue(dbname));
 }
 
-absl::StatusOr<std::string> LocalPostgres::Query(absl::string_view sql) const {
+absl::StatusOr<std::string> LocalPostgres::Query(absl::string_view sql, absl::string_view dbname) const {
+  FERRY_ASSIGN_OR_RETURN(const std::string bin, PgBinDir());
+  // psql runs as we are (trust auth as user postgres): no runuser round trip per query.
+  RunOptions o;
+  o.timeout_seconds = 600;
   FERRY_ASSIGN_OR_RETURN(CommandResult r,
-                         RunCommand({PgBinDir() + "/psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h",
-                                     "127.0.0.1", "-p", std::to_string(port_), "-U", "postgres", "-d", "postgres",
-                                     "-c", std::string(sql)},
-                                    AsServer()));
+                         RunCommand({bin + "/psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h",
+                                     "127.0.0.1", "-p", std::to_string(port_), "-U", kServerUser, "-d",
+                                     std::string(dbname), "-c", std::string(sql)},
+                                    o));
   if (r.exit_code != 0) {
-    return absl::InternalError(absl::StrCat("psql on port ", port_, ": ", absl::StripAsciiWhitespace(r.err)));
+    const std::string message = absl::StrCat("query on 127.0.0.1:", port_, "/", dbname, ": ", OneLine(r.err));
+    // psql exits 2 when the connection failed or was lost; 1 (or 3 for a script) when the
+    // server rejected a statement.
+    if (r.exit_code == 2) return absl::UnavailableError(message);
+    return absl::InvalidArgumentError(message);
   }
   return std::string(absl::StripAsciiWhitespace(r.out));
 }
 
-absl::StatusOr<CommandResult> LocalPostgres::RunTool(std::vector<std::string> argv) const {
-  argv[0] = PgBinDir() + "/" + argv[0];
-  return RunCommand(argv, AsServer());
+absl::StatusOr<CommandResult> LocalPostgres::RunTool(const std::vector<std::string>& argv) const {
+  if (argv.empty()) return absl::InvalidArgumentError("run PostgreSQL tool: empty argv");
+  FERRY_ASSIGN_OR_RETURN(const std::string bin, PgBinDir());
+  std::vector<std::string> resolved = argv;
+  if (!absl::StrContains(resolved[0], '/')) resolved[0] = absl::StrCat(bin, "/", resolved[0]);
+  RunOptions o = AsServerUser(1800);
+  o.env = {"PGHOST=127.0.0.1", absl::StrCat("PGPORT=", port_), "PGUSER=postgres"};
+  return RunCommand(resolved, o);
 }
 
 absl::Status LocalPostgres::Stop() {
   if (!running_) return absl::OkStatus();
+  FERRY_ASSIGN_OR_RETURN(const std::string bin, PgBinDir());
   FERRY_ASSIGN_OR_RETURN(CommandResult r,
-                         RunCommand({PgBinDir() + "/pg_ctl", "-D", data_dir_, "-m", "fast", "-w", "-t", "60", "stop"},
-                                    AsServer()));
-  if (r.exit_code != 0) return absl::InternalError(absl::StrCat("stop PostgreSQL in ", data_dir_, ": ", r.err));
+                         RunCommand({bin + "/pg_ctl", "-D", data_dir_, "-m", "fast", "-w", "-t",
+                                     std::to_string(kStopTimeoutSeconds), "stop"},
+                                    AsServerUser(kStopTimeoutSeconds + 30)));
+  if (r.exit_code != 0) {
+    // Already gone (killed behind our back): nothing to stop.
+    absl::StatusOr<int> pid = PostmasterPid();
+    if (!pid.ok() || !ProcessAlive(*pid)) {
+      running_ = false;
+      return absl::OkStatus();
+    }
+    return absl::UnavailableError(absl::StrCat("stop PostgreSQL in ", data_dir_, ": pg_ctl exit ", r.exit_code,
+                                               ": ", OneLine(r.err), "; server log: ", LogTail()));
+  }
   running_ = false;
   return absl::OkStatus();
 }
 
 absl::Status LocalPostgres::Kill() {
-  if (!running_) return absl::OkStatus();
-  std::ifstream pidfile(data_dir_ + "/postmaster.pid");
-  std::string line;
-  std::getline(pidfile, line);
-  int pid = 0;
-  if (!absl::SimpleAtoi(line, &pid) || pid <= 0) {
-    return absl::InternalError(absl::StrCat("no postmaster pid in ", data_dir_));
+  absl::StatusOr<int> pid = PostmasterPid();
+  if (!pid.ok() || !ProcessAlive(*pid)) {
+    running_ = false;
+    return absl::OkStatus();
   }
-  // The postmaster's children die with it; wait until the whole group is gone.
-  kill(pid, SIGKILL);
-  for (int i = 0; i < 300 && kill(pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  RunCommand({"pkill", "-9", "-f", absl::StrCat("-D ", data_dir_)}).IgnoreError();
-  for (int i = 0; i < 300; ++i) {
-    auto r = RunCommand({"pgrep", "-f", absl::StrCat("-D ", data_dir_)});
-    if (r.ok() && r->exit_code != 0) break;
+  // Stopped, the postmaster cannot fork another backend between our listing its children
+  // and killing them. Every child leads its own process group (the postmaster setsid()s
+  // them), which also holds what it runs, e.g. restore_command: kill the groups.
+  kill(*pid, SIGSTOP);
+  std::vector<int> children = ChildrenOf(*pid);
+  kill(*pid, SIGKILL);
+  for (int child : children) {
+    kill(-child, SIGKILL);
+    kill(child, SIGKILL);
+  }
+  // A new postmaster on this data dir refuses to start while any old process still holds
+  // the shared memory, so wait for every one of them, and for the port to close.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  auto all_gone = [&] {
+    if (ProcessAlive(*pid)) return false;
+    for (int child : children) {
+      if (ProcessAlive(child)) return false;
+    }
+    return !PortAcceptsConnections(port_);
+  };
+  while (!all_gone()) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("kill PostgreSQL in ", data_dir_, ": postmaster ", *pid, " or its children still alive after 30 s"));
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   running_ = false;
   return absl::OkStatus();
+}
+
+absl::Status LocalPostgres::WaitReady(int timeout_seconds) {
+  FERRY_ASSIGN_OR_RETURN(const std::string bin, PgBinDir());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
+  for (;;) {
+    // pg_isready exits 0 when the server accepts connections, 1 while it rejects them
+    // (starting up, or in recovery before consistency), 2 when nothing answers.
+    RunOptions o;
+    o.timeout_seconds = 30;
+    FERRY_ASSIGN_OR_RETURN(CommandResult r, RunCommand({bin + "/pg_isready", "-q", "-h", "127.0.0.1", "-p",
+                                                        std::to_string(port_), "-U", kServerUser, "-t", "2"},
+                                                       o));
+    if (r.exit_code == 0) return absl::OkStatus();
+    absl::StatusOr<int> pid = PostmasterPid();
+    if (!pid.ok() || !ProcessAlive(*pid)) {
+      running_ = false;
+      return absl::FailedPreconditionError(
+          absl::StrCat("PostgreSQL in ", data_dir_, " exited before accepting connections; server log: ", LogTail()));
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("PostgreSQL on 127.0.0.1:", port_, " (", data_dir_,
+                                                      ") not accepting connections after ", timeout_seconds,
+                                                      " s; server log: ", LogTail()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+absl::StatusOr<int> LocalPostgres::PostmasterPid() const {
+  const std::string path = data_dir_ + "/postmaster.pid";
+  std::ifstream in(path);
+  std::string line;
+  int pid = 0;
+  if (!std::getline(in, line) || !absl::SimpleAtoi(line, &pid) || pid <= 0) {
+    return absl::NotFoundError(absl::StrCat("no postmaster pid in ", path));
+  }
+  return pid;
+}
+
+std::string LocalPostgres::LogTail() const {
+  std::ifstream in(log_path_, std::ios::binary);
+  if (!in) return "(no log)";
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string text = ss.str();
+  // The last few lines say why; earlier ones are the previous start's.
+  std::vector<absl::string_view> lines = absl::StrSplit(text, '\n', absl::SkipWhitespace());
+  const size_t first = lines.size() > 8 ? lines.size() - 8 : 0;
+  std::string tail;
+  for (size_t i = first; i < lines.size(); ++i) absl::StrAppend(&tail, lines[i], "\n");
+  return OneLine(tail);
 }
 
 }  // namespace ferry::tools

@@ -14,11 +14,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -99,11 +101,11 @@ std::vector<char*> CStrings(std::vector<std::string>& strings) {
   return out;
 }
 
-// Reads what is available without blocking; closes the fd at EOF.
-void ReadAvailable(int& fd, std::string& into) {
+// Reads what a non-blocking pipe holds; closes it at EOF.
+void ReadAvailable(Fd& fd, std::string& into) {
   char buf[65536];
-  while (fd >= 0) {
-    ssize_t n = read(fd, buf, sizeof(buf));
+  while (fd.get() >= 0) {
+    ssize_t n = read(fd.get(), buf, sizeof(buf));
     if (n > 0) {
       into.append(buf, static_cast<size_t>(n));
     } else if (n < 0 && errno == EINTR) {
@@ -111,8 +113,7 @@ void ReadAvailable(int& fd, std::string& into) {
     } else if (n < 0 && errno == EAGAIN) {
       return;
     } else {  // EOF, or an error no retry would fix
-      close(fd);
-      fd = -1;
+      fd.Reset();
     }
   }
 }
@@ -121,6 +122,14 @@ int ExitCode(int wait_status) {
   if (WIFEXITED(wait_status)) return WEXITSTATUS(wait_status);
   if (WIFSIGNALED(wait_status)) return 128 + WTERMSIG(wait_status);
   return 255;
+}
+
+// SIGKILLs the child's process group and reaps the child.
+void KillGroup(pid_t pid) {
+  kill(-pid, SIGKILL);
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
 }
 
 std::string LastLine(const std::string& text) {
@@ -167,11 +176,10 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv_in
   const std::string path_var = EnvValue(env, "PATH").empty() ? "/usr/local/bin:/usr/bin:/bin" : EnvValue(env, "PATH");
 
   std::vector<std::string> argv;
-  std::string cwd = options.cwd;
   const bool switch_user = !options.as_user.empty() && RunningAsRoot();
+  const std::string cwd = !options.cwd.empty() ? options.cwd : std::string(switch_user ? "/" : "");
   if (switch_user) {
     argv = {"runuser", "-u", options.as_user, "--"};
-    if (cwd.empty()) cwd = "/";
     // runuser execs the command through PATH itself; check here for a clear error.
     auto target = ResolveProgram(argv_in[0], path_var);
     if (!target.ok()) return target.status();
@@ -243,9 +251,8 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv_in
   // A pidfd becomes readable when the child exits, so one poll waits for output and exit
   // alike. Without one (kernel < 5.3), poll in short slices and ask waitpid.
   Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
-  int out_fd = out_read.get(), err_fd = err_read.get();
-  fcntl(out_fd, F_SETFL, O_NONBLOCK);
-  fcntl(err_fd, F_SETFL, O_NONBLOCK);
+  fcntl(out_read.get(), F_SETFL, O_NONBLOCK);
+  fcntl(err_read.get(), F_SETFL, O_NONBLOCK);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(options.timeout_seconds);
   CommandResult result;
   int wait_status = 0;
@@ -255,29 +262,29 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv_in
     if (options.timeout_seconds > 0) {
       const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) {
-        kill(-pid, SIGKILL);
-        waitpid(pid, &wait_status, 0);
+        KillGroup(pid);
         return absl::DeadlineExceededError(absl::StrCat(
             "run ", shown, ": still running after ", options.timeout_seconds,
             " s; killed its process group; last stderr line: ", LastLine(result.err)));
       }
-      wait_ms = wait_ms < 0 ? static_cast<int>(left.count()) : std::min<int>(wait_ms, left.count());
+      const int left_ms = static_cast<int>(std::min<int64_t>(left.count(), 1 << 30));
+      wait_ms = wait_ms < 0 ? left_ms : std::min(wait_ms, left_ms);
     }
-    pollfd fds[3] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}, {pidfd.get(), POLLIN, 0}};
+    pollfd fds[3] = {{out_read.get(), POLLIN, 0}, {err_read.get(), POLLIN, 0}, {pidfd.get(), POLLIN, 0}};
     if (poll(fds, 3, wait_ms) < 0 && errno != EINTR) {
-      return absl::ErrnoToStatus(errno, absl::StrCat("poll output of ", shown));
+      const int error = errno;
+      KillGroup(pid);
+      return absl::ErrnoToStatus(error, absl::StrCat("poll output of ", shown));
     }
-    ReadAvailable(out_fd, result.out);
-    ReadAvailable(err_fd, result.err);
+    ReadAvailable(out_read, result.out);
+    ReadAvailable(err_read, result.err);
     pid_t r = waitpid(pid, &wait_status, WNOHANG);
     exited = r == pid || (r < 0 && errno == ECHILD);
   }
   // Whatever the child wrote before exiting is in the pipes now. A daemon it started may
   // hold the write ends for hours; its later output is not ours to wait for.
-  ReadAvailable(out_fd, result.out);
-  ReadAvailable(err_fd, result.err);
-  if (out_fd < 0) out_read = Fd();  // already closed by ReadAvailable: forget, don't re-close
-  if (err_fd < 0) err_read = Fd();
+  ReadAvailable(out_read, result.out);
+  ReadAvailable(err_read, result.err);
   result.exit_code = ExitCode(wait_status);
   return result;
 }
