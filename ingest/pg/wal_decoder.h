@@ -16,9 +16,9 @@ namespace ferry::ingest::pg {
 
 // A commit (or commit-prepared) record found in the stream.
 struct CommitInfo {
-  pipeline::Lsn end_lsn;           // first byte after the commit record
+  pipeline::Lsn end_lsn;                 // first byte after the commit record
   pipeline::UnixMicros commit_time = 0;  // xact_time converted to Unix microseconds
-  uint32_t xid = 0;                // xl_xid of the record
+  uint32_t xid = 0;                      // xl_xid of the record
 };
 
 // Not thread-safe: one decoder per stream, fed in stream order.
@@ -44,23 +44,30 @@ class WalDecoder {
 
   // The LSN of the next byte Feed expects.
   pipeline::Lsn position() const { return position_; }
-  // End of the last complete, verified record (0/0 before the first one).
+  // End of the last complete, verified record: the byte after it, not MAXALIGNed (0/0 before
+  // the first one). An XLOG_SWITCH record counts as reaching the segment end once its zero
+  // filler has been fed, as in PostgreSQL's xlogreader. Reset(last_record_end(), true) resumes.
   pipeline::Lsn last_record_end() const { return last_record_end_; }
   uint64_t records_verified() const { return records_verified_; }
 
  private:
   enum class Mode {
-    kSync,        // ignoring bytes until the next page header
-    kSyncHeader,  // reading the page header to resynchronise from
-    kSkipCont,    // skipping the continuation of a record that began before the resync
-    kRecord,      // collecting a record (or about to start one)
-    kSkipSwitch,  // after XLOG_SWITCH: the rest of the segment holds no records
+    kSync,        // resynchronising: ignoring bytes until the next page boundary
+    kSyncHeader,  // resynchronising: reading the page header to start from
+    kSkipCont,    // resynchronising: skipping the tail of a record that began earlier
+    kRecord,      // between records (skipping padding) or inside one
+    kSkipSwitch,  // after XLOG_SWITCH: zeros, page headers included, up to the segment end
   };
 
-  absl::Status OnPageHeader();
-  absl::Status OnRecordComplete(std::vector<CommitInfo>* commits);
-  absl::Status Fail(pipeline::Lsn at, absl::string_view what) const;
+  // Consumes record bytes from p[0, n), all on the current page, and sets *used.
+  absl::Status RecordBytes(const char* p, size_t n, size_t* used, std::vector<CommitInfo>* commits);
+  absl::Status CheckRecordLength(uint32_t len) const;
+  absl::Status CheckRecordHeader(const char* header) const;
+  absl::Status OnRecordComplete(const char* header, uint32_t body_crc, absl::string_view body,
+                                std::vector<CommitInfo>* commits);
+  absl::Status OnPageHeader(uint64_t page_start);
   size_t PageHeaderSize(uint64_t page_start) const;
+  void ClearRecord();
 
   uint64_t segment_bytes_;
   uint64_t system_id_;
@@ -69,13 +76,26 @@ class WalDecoder {
   uint64_t records_verified_ = 0;
 
   Mode mode_ = Mode::kSync;
-  char page_header_[40];
+  char page_header_[40];  // a page header being read (it may arrive in pieces)
   uint32_t last_page_tli_ = 0;
-  uint64_t skip_ = 0;            // bytes still to skip in kSkipCont / padding
-  std::string record_;           // the record being collected, page headers removed
-  uint32_t record_len_ = 0;      // xl_tot_len once known (0: not yet)
-  pipeline::Lsn record_start_;   // LSN of the record's first byte
-  pipeline::Lsn prev_record_start_;  // for the xl_prev chain; invalid after a resync
+  uint64_t skip_ = 0;  // kSkipCont: continuation bytes left; kRecord: padding left
+
+  // The record in progress. Its body is checksummed as it streams past; a body is copied
+  // only when its contents are needed (commits, XLOG_OVERWRITE_CONTRECORD) and it arrives
+  // in pieces.
+  pipeline::Lsn record_start_;
+  char record_header_[24];
+  uint32_t header_have_ = 0;  // bytes of record_header_ read; 0: no record in progress
+  uint32_t record_len_ = 0;   // xl_tot_len, once its 4 bytes are in
+  uint32_t record_have_ = 0;  // bytes of the record read, header included
+  uint32_t body_crc_ = 0;     // running CRC-32C of the body (bytes 24..xl_tot_len)
+  bool keep_body_ = false;
+  std::string body_;
+
+  pipeline::Lsn prev_record_start_;  // for the xl_prev chain; invalid after a Reset
+  // A record cut short by XLP_FIRST_IS_OVERWRITE_CONTRECORD: the next record must be the
+  // XLOG_OVERWRITE_CONTRECORD naming it.
+  pipeline::Lsn aborted_record_start_;
 };
 
 // CRC-32C (Castagnoli), as PostgreSQL computes it: crc = Crc32cExtend(0xFFFFFFFF, ...) over
