@@ -126,9 +126,9 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
 int CmdSandbox(const std::string& dir_flag, int seconds, bool keep) {
   std::string dir = dir_flag;
   if (dir.empty()) {
-    char tmpl[] = "/tmp/ferry-sandbox-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) return Fail("sandbox", absl::InternalError("mkdtemp failed"));
-    dir = tmpl;
+    auto made = MakeTempDir("ferry-sandbox");
+    if (!made.ok()) return Fail("sandbox", made.status());
+    dir = *made;
   }
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);

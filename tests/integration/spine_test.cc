@@ -79,7 +79,9 @@ Cluster StartCluster(const std::string& writer, std::vector<std::string> setting
   EXPECT_TRUE(pg.ok()) << pg.status();  // a missing server is a failed setup, never a skip
   if (!pg.ok()) return c;
   c.pg = std::move(*pg);
-  c.dir = MakeTempDir("ferry-it");
+  auto dir = tools::MakeTempDir("ferry-it");  // 0755: the postgres user reads the archive
+  EXPECT_TRUE(dir.ok()) << dir.status();
+  c.dir = dir.value_or("/nonexistent");
   c.archive = c.dir + "/archive";
   c.config = WriteConfig(c.dir, c.archive, c.pg->Conninfo(), writer);
   c.ferry = std::make_unique<FerryService>(c.config, c.dir + "/ferry.log");
@@ -272,7 +274,9 @@ TEST(SpineTimelineTest, FollowsPromotionToTheNextTimeline) {
   ASSERT_TRUE(primary.ok()) << primary.status();
   Q(**primary, "create table t (id int primary key, tl int)");
   Q(**primary, "insert into t select g, 1 from generate_series(1, 1000) g");
-  const std::string dir = MakeTempDir("ferry-tl");
+  auto made = tools::MakeTempDir("ferry-tl");
+  ASSERT_TRUE(made.ok()) << made.status();
+  const std::string dir = *made;
   const std::string standby_dir = dir + "/standby";
   ASSERT_TRUE(tools::GiveToServerUser(dir).ok());  // pg_basebackup runs as postgres
   auto r = (*primary)->RunTool({"pg_basebackup", "-h", "127.0.0.1", "-p", std::to_string((*primary)->port()), "-U",
