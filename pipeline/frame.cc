@@ -61,11 +61,20 @@ absl::StatusOr<FrameHeader> EncodeFrame(const FrameInput& input, int zstd_level,
   h.record_count = static_cast<uint32_t>(input.records.size());
   h.raw_len = static_cast<uint32_t>(raw_len);
 
-  // Serialise records into a raw buffer (the one memcpy per byte), then compress it straight
-  // into *out behind the header.
+  // Records are serialised once (the one memcpy per byte): straight behind the header when
+  // stored uncompressed, else into a scratch buffer that zstd compresses behind the header.
+  const size_t header_at = out->size();
+  const size_t payload_at = header_at + kFrameHeaderSize;
   std::string raw;
-  raw.resize(raw_len);
-  char* p = raw.data();
+  char* p;
+  if (zstd_level > 0) {
+    raw.resize(raw_len);
+    p = raw.data();
+    out->resize(payload_at);
+  } else {
+    out->resize(payload_at + raw_len);
+    p = out->data() + payload_at;
+  }
   for (const Record& r : input.records) {
     PutLe32(p, static_cast<uint32_t>(r.payload.size()));
     PutLe64(p + 4, r.end_pos);
@@ -73,14 +82,11 @@ absl::StatusOr<FrameHeader> EncodeFrame(const FrameInput& input, int zstd_level,
     p += kRecordHeaderSize + r.payload.size();
   }
 
-  const size_t header_at = out->size();
-  out->resize(header_at + kFrameHeaderSize);
   if (zstd_level > 0) {
     h.codec = Codec::kZstd;
     const size_t bound = ZSTD_compressBound(raw_len);
-    out->resize(header_at + kFrameHeaderSize + bound);
-    size_t n = ZSTD_compress(out->data() + header_at + kFrameHeaderSize, bound, raw.data(),
-                             raw.size(), zstd_level);
+    out->resize(payload_at + bound);
+    size_t n = ZSTD_compress(out->data() + payload_at, bound, raw.data(), raw.size(), zstd_level);
     if (ZSTD_isError(n)) {
       out->resize(header_at);
       return absl::InternalError(absl::StrCat("zstd compress: ", ZSTD_getErrorName(n)));
@@ -88,7 +94,6 @@ absl::StatusOr<FrameHeader> EncodeFrame(const FrameInput& input, int zstd_level,
     h.stored_len = static_cast<uint32_t>(n);
   } else {
     h.codec = Codec::kNone;
-    out->append(raw);
     h.stored_len = h.raw_len;
   }
   out->resize(header_at + kFrameHeaderSize + h.stored_len);

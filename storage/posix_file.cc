@@ -144,9 +144,10 @@ absl::Status WriteFileAtomically(const std::string& dir, const std::string& name
   const std::string tmp = absl::StrCat(dir, "/.", name, ".tmp");
   const std::string final_path = absl::StrCat(dir, "/", name);
   {
+    // A leftover temp file from a crash is removed rather than truncated: one sync, not two.
+    if (unlink(tmp.c_str()) != 0 && errno != ENOENT) return ErrnoStatus("remove", tmp, errno);
     FERRY_ASSIGN_OR_RETURN(int fd, OpenForWrite(tmp, true));
     PosixFile file(fd, tmp);
-    FERRY_RETURN_IF_ERROR(file.Truncate(0));
     FERRY_RETURN_IF_ERROR(file.WriteDurably(0, contents));
   }
   if (rename(tmp.c_str(), final_path.c_str()) != 0) {
