@@ -8,7 +8,7 @@ PACKAGES=(
   g++ cmake ninja-build ccache pkg-config
   libpq-dev libhiredis-dev liburing-dev libzstd-dev librdkafka-dev libabsl-dev
   libbenchmark-dev libgtest-dev libgmock-dev libcli11-dev libtomlplusplus-dev
-  libspdlog-dev libfmt-dev libcpp-httplib-dev libxxhash-dev
+  libspdlog-dev libfmt-dev libcpp-httplib-dev libxxhash-dev libssl-dev rapidjson-dev
   # servers and tools the tests and the sandbox run (runuser is in util-linux, pgrep in procps)
   postgresql-15 postgresql-client-15 redis-server redis-tools kcat zstd
   util-linux procps

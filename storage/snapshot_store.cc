@@ -1,0 +1,601 @@
+#include "storage/snapshot_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "pipeline/check.h"
+#include "pipeline/compress.h"
+#include "pipeline/endian.h"
+#include "pipeline/frame.h"
+
+namespace ferry::storage {
+namespace {
+
+using pipeline::GetLe32;
+using pipeline::GetLe64;
+using pipeline::PutLe32;
+using pipeline::PutLe64;
+
+constexpr char kPackMagic[8] = {'F', 'E', 'R', 'R', 'Y', 'P', 'A', 'K'};
+constexpr uint32_t kPackVersion = 1;
+constexpr size_t kPackHeaderBytes = 16;
+constexpr char kChunkMagic[4] = {'F', 'C', 'H', 'K'};
+constexpr size_t kChunkHeaderBytes = 64;
+constexpr uint8_t kCodecRaw = 0;
+constexpr uint8_t kCodecZstd = 1;
+constexpr int kChunkZstdLevel = 3;
+constexpr uint64_t kPackTargetBytes = 256ull << 20;  // a new pack once a pack holds this much
+constexpr size_t kPackBufferBytes = 8 << 20;          // written to the file in pieces this big
+constexpr char kManifestMagic[] = "ferry-snapshot 1";
+constexpr char kManifestSuffix[] = ".snap";
+
+// Bytes outside printable ASCII, space and '%' become %XX so that every field is one token.
+std::string Escape(absl::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c <= 0x20 || c >= 0x7f || c == '%') {
+      absl::StrAppend(&out, "%", absl::Hex(c, absl::kZeroPad2));
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
+bool Unescape(absl::string_view s, std::string* out) {
+  out->clear();
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out->push_back(s[i]);
+      continue;
+    }
+    if (i + 2 >= s.size() || !absl::ascii_isxdigit(s[i + 1]) ||
+        !absl::ascii_isxdigit(s[i + 2])) {
+      return false;
+    }
+    out->push_back(absl::HexStringToBytes(s.substr(i + 1, 2))[0]);
+    i += 2;
+  }
+  return true;
+}
+
+bool ParseChunkId(absl::string_view hex, ChunkId* id) {
+  if (hex.size() != 64) return false;
+  for (char c : hex) {
+    if (!absl::ascii_isxdigit(c)) return false;
+  }
+  const std::string bytes = absl::HexStringToBytes(hex);
+  std::memcpy(id->data(), bytes.data(), 32);
+  return true;
+}
+
+std::string IdForTime(int64_t unix_seconds) {
+  const time_t t = static_cast<time_t>(unix_seconds);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  char buf[32];
+  strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+  return buf;
+}
+
+std::vector<std::string> ListNames(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return names;
+  while (dirent* e = readdir(d)) names.push_back(e->d_name);
+  closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+bool ParseOctal(absl::string_view s, uint32_t* v) {
+  if (s.empty() || s.size() > 11) return false;
+  *v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '7') return false;
+    *v = *v * 8 + (c - '0');
+  }
+  return true;
+}
+
+struct FdCloser {
+  int fd;
+  ~FdCloser() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+}  // namespace
+
+size_t ChunkIdHash::operator()(const ChunkId& id) const {
+  uint64_t v;
+  std::memcpy(&v, id.data(), 8);
+  return static_cast<size_t>(v);
+}
+
+ChunkId Sha256(absl::string_view bytes) {
+  ChunkId id;
+  unsigned int len = 0;
+  EVP_Digest(bytes.data(), bytes.size(), id.data(), &len, EVP_sha256(), nullptr);
+  return id;
+}
+
+std::string ChunkIdHex(const ChunkId& id) {
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(id.data()), id.size()));
+}
+
+std::string SnapshotManifest::Get(const std::string& key) const {
+  auto it = meta.find(key);
+  return it == meta.end() ? "" : it->second;
+}
+
+uint64_t SnapshotManifest::StoredBytes() const {
+  uint64_t n = 0;
+  for (const auto& e : entries) {
+    for (const auto& c : e.chunks) n += c.stored_len + kChunkHeaderBytes;
+  }
+  return n;
+}
+
+uint64_t SnapshotManifest::RawBytes() const {
+  uint64_t n = 0;
+  for (const auto& e : entries) n += e.size;
+  return n;
+}
+
+// ---- manifest text ----
+
+std::string SerializeSnapshotManifest(const SnapshotManifest& m) {
+  std::string out = absl::StrCat(kManifestMagic, "\nid ", m.id, "\n");
+  for (const auto& [key, value] : m.meta) {
+    absl::StrAppend(&out, "meta ", Escape(key), " ", Escape(value), "\n");
+  }
+  for (const auto& e : m.entries) {
+    if (e.type == SnapshotEntry::Type::kDir) {
+      absl::StrAppend(&out, "dir ", Escape(e.path), " ", absl::StrFormat("%o", e.mode), " ",
+                      e.mtime, "\n");
+      continue;
+    }
+    absl::StrAppend(&out, "file ", Escape(e.path), " ", absl::StrFormat("%o", e.mode), " ",
+                    e.mtime, " ", e.size, " ", e.chunks.size(), "\n");
+    for (const auto& c : e.chunks) {
+      absl::StrAppend(&out, "chunk ", ChunkIdHex(c.id), " ", c.pack, " ", c.offset, " ",
+                      c.stored_len, " ", c.raw_len, "\n");
+    }
+  }
+  absl::StrAppend(&out, "checksum ", absl::Hex(pipeline::Checksum64(out), absl::kZeroPad16),
+                  "\n");
+  return out;
+}
+
+absl::StatusOr<SnapshotManifest> ParseSnapshotManifest(absl::string_view text,
+                                                       absl::string_view what) {
+  SnapshotManifest m;
+  size_t line_no = 0;
+  auto bad = [&](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat("snapshot manifest ", what, " line ", line_no, ": ",
+                                            why, "; the snapshot is damaged, take a new backup"));
+  };
+  const size_t sum_at = text.rfind("checksum ");
+  if (sum_at == absl::string_view::npos || (sum_at > 0 && text[sum_at - 1] != '\n')) {
+    line_no = 0;
+    return bad("no checksum line (truncated?)");
+  }
+  uint64_t want = 0;
+  absl::string_view sum_text = absl::StripSuffix(text.substr(sum_at + 9), "\n");
+  if (!absl::SimpleHexAtoi(sum_text, &want) ||
+      want != pipeline::Checksum64(text.substr(0, sum_at))) {
+    return bad("checksum does not match its contents");
+  }
+  size_t chunks_left = 0;
+  std::string scratch;
+  for (absl::string_view line : absl::StrSplit(text.substr(0, sum_at), '\n')) {
+    ++line_no;
+    if (line.empty()) continue;
+    std::vector<absl::string_view> f = absl::StrSplit(line, ' ');
+    if (line_no == 1) {
+      if (line != kManifestMagic) return bad(absl::StrCat("expected \"", kManifestMagic, "\""));
+      continue;
+    }
+    if (chunks_left > 0) {
+      ChunkRef c;
+      if (f.size() != 6 || f[0] != "chunk" || !ParseChunkId(f[1], &c.id) ||
+          !absl::SimpleAtoi(f[2], &c.pack) || !absl::SimpleAtoi(f[3], &c.offset) ||
+          !absl::SimpleAtoi(f[4], &c.stored_len) || !absl::SimpleAtoi(f[5], &c.raw_len)) {
+        return bad("malformed chunk line");
+      }
+      m.entries.back().chunks.push_back(c);
+      --chunks_left;
+      continue;
+    }
+    if (f[0] == "id" && f.size() == 2) {
+      m.id = std::string(f[1]);
+    } else if (f[0] == "meta" && f.size() == 3) {
+      std::string key, value;
+      if (!Unescape(f[1], &key) || !Unescape(f[2], &value)) return bad("bad escape");
+      m.meta[key] = value;
+    } else if ((f[0] == "dir" && f.size() == 4) || (f[0] == "file" && f.size() == 6)) {
+      SnapshotEntry e;
+      e.type = f[0] == "dir" ? SnapshotEntry::Type::kDir : SnapshotEntry::Type::kFile;
+      if (!Unescape(f[1], &e.path) || !ParseOctal(f[2], &e.mode) ||
+          !absl::SimpleAtoi(f[3], &e.mtime)) {
+        return bad("malformed entry");
+      }
+      if (e.type == SnapshotEntry::Type::kFile &&
+          (!absl::SimpleAtoi(f[4], &e.size) || !absl::SimpleAtoi(f[5], &chunks_left))) {
+        return bad("malformed file entry");
+      }
+      m.entries.push_back(std::move(e));
+    } else {
+      return bad(absl::StrCat("unexpected \"", f[0], "\""));
+    }
+  }
+  if (chunks_left > 0) return bad("file lists fewer chunks than it says");
+  if (m.id.empty()) return bad("no id");
+  for (const auto& e : m.entries) {
+    uint64_t sum = 0;
+    for (const auto& c : e.chunks) sum += c.raw_len;
+    if (sum != e.size) return bad(absl::StrCat("chunks of ", e.path, " do not add up to its size"));
+  }
+  return m;
+}
+
+// ---- store ----
+
+absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::Open(const std::string& dir,
+                                                                   bool writable,
+                                                                   WriterKind writer) {
+  (void)writer;
+  std::unique_ptr<SnapshotStore> s(new SnapshotStore(dir));
+  if (writable) {
+    for (const std::string& d : {dir, dir + "/packs"}) {
+      if (mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) {
+        return ErrnoStatus("create snapshot directory", d, errno);
+      }
+    }
+  }
+  FERRY_RETURN_IF_ERROR(s->Load());
+  return s;
+}
+
+absl::Status SnapshotStore::Load() {
+  snapshots_.clear();
+  chunks_.clear();
+  for (const std::string& name : ListNames(dir_)) {
+    if (!absl::EndsWith(name, kManifestSuffix)) continue;
+    const std::string path = absl::StrCat(dir_, "/", name);
+    FERRY_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path));
+    FERRY_ASSIGN_OR_RETURN(SnapshotManifest m, ParseSnapshotManifest(text, path));
+    Committed(std::move(m));
+  }
+  return absl::OkStatus();
+}
+
+void SnapshotStore::Committed(SnapshotManifest manifest) {
+  for (const auto& e : manifest.entries) {
+    for (const auto& c : e.chunks) chunks_.emplace(c.id, c);
+  }
+  auto at = std::upper_bound(
+      snapshots_.begin(), snapshots_.end(), manifest.id,
+      [](const std::string& id, const SnapshotManifest& m) { return id < m.id; });
+  snapshots_.insert(at, std::move(manifest));
+}
+
+const SnapshotManifest* SnapshotStore::Find(absl::string_view id) const {
+  for (const auto& m : snapshots_) {
+    if (m.id == id) return &m;
+  }
+  return nullptr;
+}
+
+std::string SnapshotStore::PackPath(uint32_t pack) const {
+  return absl::StrCat(dir_, "/packs/", absl::Dec(pack, absl::kZeroPad8), ".pack");
+}
+
+std::vector<uint32_t> SnapshotStore::PackNumbers() const {
+  std::vector<uint32_t> packs;
+  for (const std::string& name : ListNames(dir_ + "/packs")) {
+    uint32_t n;
+    if (absl::EndsWith(name, ".pack") &&
+        absl::SimpleAtoi(absl::StripSuffix(name, ".pack"), &n)) {
+      packs.push_back(n);
+    }
+  }
+  return packs;
+}
+
+uint64_t SnapshotStore::PackBytes() const {
+  uint64_t total = 0;
+  for (uint32_t p : PackNumbers()) {
+    struct stat st;
+    if (stat(PackPath(p).c_str(), &st) == 0) total += st.st_size;
+  }
+  return total;
+}
+
+absl::StatusOr<int> SnapshotStore::Lock() const {
+  const std::string path = dir_ + "/LOCK";
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus("open", path, errno);
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    close(fd);
+    if (err == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "another backup or retention run holds ", path, "; wait for it to finish"));
+    }
+    return ErrnoStatus("lock", path, err);
+  }
+  return fd;
+}
+
+absl::StatusOr<std::unique_ptr<SnapshotWriter>> SnapshotStore::Begin(
+    int64_t start_unix_seconds, std::map<std::string, std::string> meta) {
+  FERRY_ASSIGN_OR_RETURN(int fd, Lock());
+  // Another process may have committed snapshots since we loaded: dedup against them too.
+  absl::Status loaded = Load();
+  if (!loaded.ok()) {
+    close(fd);
+    return loaded;
+  }
+  std::vector<uint32_t> packs = PackNumbers();
+  const uint32_t first_pack = packs.empty() ? 1 : packs.back() + 1;
+  std::unique_ptr<SnapshotWriter> w(new SnapshotWriter(this, fd, first_pack, WriterKind::kPosix));
+  std::string id = IdForTime(start_unix_seconds);
+  for (int n = 1; Find(id) != nullptr; ++n) id = absl::StrCat(IdForTime(start_unix_seconds), "-", n);
+  w->manifest_.id = id;
+  w->manifest_.meta = std::move(meta);
+  return w;
+}
+
+absl::Status SnapshotStore::ReadFile(
+    const SnapshotEntry& entry, const std::function<absl::Status(absl::string_view)>& sink) const {
+  std::map<uint32_t, int> fds;
+  struct Closer {
+    std::map<uint32_t, int>* fds;
+    ~Closer() {
+      for (auto& [p, fd] : *fds) close(fd);
+    }
+  } closer{&fds};
+  std::string stored, raw;
+  for (const ChunkRef& c : entry.chunks) {
+    const std::string path = PackPath(c.pack);
+    auto it = fds.find(c.pack);
+    if (it == fds.end()) {
+      int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        return absl::DataLossError(absl::StrCat("chunk ", ChunkIdHex(c.id), " of ", entry.path,
+                                                ": cannot open ", path, ": ", strerror(errno)));
+      }
+      it = fds.emplace(c.pack, fd).first;
+    }
+    auto where = [&](absl::string_view why) {
+      return absl::DataLossError(absl::StrCat(path, " offset ", c.offset, " (chunk of ",
+                                              entry.path, "): ", why));
+    };
+    stored.resize(kChunkHeaderBytes + c.stored_len);
+    const ssize_t n = pread(it->second, stored.data(), stored.size(), c.offset);
+    if (n != static_cast<ssize_t>(stored.size())) return where("short read (truncated pack?)");
+    const char* h = stored.data();
+    if (std::memcmp(h, kChunkMagic, 4) != 0) return where("bad chunk magic");
+    if (GetLe64(h + 56) != pipeline::Checksum64(absl::string_view(h, 56))) {
+      return where("chunk header checksum mismatch");
+    }
+    if (GetLe32(h + 8) != c.raw_len || GetLe32(h + 12) != c.stored_len ||
+        std::memcmp(h + 24, c.id.data(), 32) != 0) {
+      return where("chunk header does not match the manifest");
+    }
+    const absl::string_view body(stored.data() + kChunkHeaderBytes, c.stored_len);
+    if (GetLe64(h + 16) != pipeline::Checksum64(body)) return where("chunk checksum mismatch");
+    absl::string_view data = body;
+    if (static_cast<uint8_t>(h[4]) == kCodecZstd) {
+      FERRY_RETURN_IF_ERROR(pipeline::DecompressZstd(body, c.raw_len, path, &raw));
+      data = raw;
+    } else if (static_cast<uint8_t>(h[4]) != kCodecRaw) {
+      return where("unknown codec");
+    }
+    if (Sha256(data) != c.id) return where("SHA-256 of the chunk does not match its id");
+    FERRY_RETURN_IF_ERROR(sink(data));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotStore::Remove(absl::string_view id) {
+  FERRY_ASSIGN_OR_RETURN(int fd, Lock());
+  FdCloser closer{fd};
+  const std::string path = absl::StrCat(dir_, "/", id, kManifestSuffix);
+  if (unlink(path.c_str()) != 0) return ErrnoStatus("remove", path, errno);
+  FERRY_RETURN_IF_ERROR(SyncDirectory(dir_));
+  return Load();
+}
+
+absl::StatusOr<std::vector<std::string>> SnapshotStore::CollectGarbage(bool dry_run) {
+  FERRY_ASSIGN_OR_RETURN(int fd, Lock());
+  FdCloser closer{fd};
+  FERRY_RETURN_IF_ERROR(Load());
+  std::set<uint32_t> used;
+  for (const auto& m : snapshots_) {
+    for (const auto& e : m.entries) {
+      for (const auto& c : e.chunks) used.insert(c.pack);
+    }
+  }
+  std::vector<std::string> gone;
+  for (uint32_t p : PackNumbers()) {
+    if (used.count(p) > 0) continue;
+    const std::string path = PackPath(p);
+    if (!dry_run && unlink(path.c_str()) != 0) return ErrnoStatus("remove", path, errno);
+    gone.push_back(path);
+  }
+  if (!dry_run && !gone.empty()) FERRY_RETURN_IF_ERROR(SyncDirectory(dir_ + "/packs"));
+  return gone;
+}
+
+// ---- writer ----
+
+SnapshotWriter::SnapshotWriter(SnapshotStore* store, int lock_fd, uint32_t first_pack,
+                               WriterKind writer)
+    : store_(store), lock_fd_(lock_fd), writer_(writer), pack_(first_pack) {}
+
+SnapshotWriter::~SnapshotWriter() {
+  if (lock_fd_ >= 0) close(lock_fd_);
+}
+
+absl::Status SnapshotWriter::AddDir(absl::string_view path, uint32_t mode, int64_t mtime) {
+  FERRY_CHECK(!in_file_);
+  SnapshotEntry e;
+  e.type = SnapshotEntry::Type::kDir;
+  e.path = std::string(path);
+  e.mode = mode;
+  e.mtime = mtime;
+  manifest_.entries.push_back(std::move(e));
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotWriter::BeginFile(absl::string_view path, uint32_t mode, int64_t mtime) {
+  FERRY_CHECK(!in_file_);
+  SnapshotEntry e;
+  e.path = std::string(path);
+  e.mode = mode;
+  e.mtime = mtime;
+  manifest_.entries.push_back(std::move(e));
+  in_file_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotWriter::Write(absl::string_view bytes) {
+  FERRY_CHECK(in_file_);
+  chunker_.Add(bytes);
+  absl::string_view chunk;
+  while (chunker_.Next(false, &chunk)) {
+    ChunkRef ref;
+    FERRY_RETURN_IF_ERROR(PutChunk(chunk, &ref));
+    manifest_.entries.back().chunks.push_back(ref);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotWriter::EndFile() {
+  FERRY_CHECK(in_file_);
+  absl::string_view chunk;
+  SnapshotEntry& e = manifest_.entries.back();
+  while (chunker_.Next(true, &chunk)) {
+    ChunkRef ref;
+    FERRY_RETURN_IF_ERROR(PutChunk(chunk, &ref));
+    e.chunks.push_back(ref);
+  }
+  e.size = 0;
+  for (const auto& c : e.chunks) e.size += c.raw_len;
+  in_file_ = false;
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotWriter::PutChunk(absl::string_view raw, ChunkRef* ref) {
+  stats_.raw_bytes += raw.size();
+  ++stats_.chunks;
+  const ChunkId id = Sha256(raw);
+  if (auto it = store_->chunks_.find(id); it != store_->chunks_.end()) {
+    *ref = it->second;
+    return absl::OkStatus();
+  }
+  if (auto it = written_.find(id); it != written_.end()) {
+    *ref = it->second;
+    return absl::OkStatus();
+  }
+  if (pack_file_ == nullptr) FERRY_RETURN_IF_ERROR(OpenPack());
+  FERRY_RETURN_IF_ERROR(pipeline::CompressZstd(raw, kChunkZstdLevel, &compressed_));
+  uint8_t codec = kCodecZstd;
+  absl::string_view body = compressed_;
+  if (compressed_.size() >= raw.size()) {  // incompressible: store as is
+    codec = kCodecRaw;
+    body = raw;
+  }
+  char h[kChunkHeaderBytes] = {};
+  std::memcpy(h, kChunkMagic, 4);
+  h[4] = static_cast<char>(codec);
+  PutLe32(h + 8, static_cast<uint32_t>(raw.size()));
+  PutLe32(h + 12, static_cast<uint32_t>(body.size()));
+  PutLe64(h + 16, pipeline::Checksum64(body));
+  std::memcpy(h + 24, id.data(), 32);
+  PutLe64(h + 56, pipeline::Checksum64(absl::string_view(h, 56)));
+  ref->id = id;
+  ref->pack = pack_;
+  ref->offset = pack_size_;
+  ref->stored_len = static_cast<uint32_t>(body.size());
+  ref->raw_len = static_cast<uint32_t>(raw.size());
+  pack_buffer_.append(h, kChunkHeaderBytes);
+  pack_buffer_.append(body.data(), body.size());
+  pack_size_ += kChunkHeaderBytes + body.size();
+  written_.emplace(id, *ref);
+  ++stats_.new_chunks;
+  stats_.new_stored_bytes += kChunkHeaderBytes + body.size();
+  if (pack_buffer_.size() >= kPackBufferBytes) FERRY_RETURN_IF_ERROR(FlushPackBuffer());
+  if (pack_size_ >= kPackTargetBytes) {
+    // Seal this pack (synced now, so Commit only syncs the last one) and start the next.
+    FERRY_RETURN_IF_ERROR(FlushPackBuffer());
+    FERRY_RETURN_IF_ERROR(pack_file_->Sync());
+    pack_file_.reset();
+    ++pack_;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotWriter::OpenPack() {
+  FERRY_ASSIGN_OR_RETURN(pack_file_, OpenDurableFile(store_->PackPath(pack_), writer_, true));
+  FERRY_RETURN_IF_ERROR(pack_file_->Truncate(0));  // a leftover of a crashed writer, never referenced
+  packs_written_.push_back(pack_);
+  char h[kPackHeaderBytes] = {};
+  std::memcpy(h, kPackMagic, 8);
+  PutLe32(h + 8, kPackVersion);
+  PutLe32(h + 12, pack_);
+  pack_buffer_.assign(h, kPackHeaderBytes);
+  pack_size_ = kPackHeaderBytes;
+  flushed_ = 0;
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotWriter::FlushPackBuffer() {
+  if (pack_file_ == nullptr || pack_buffer_.empty()) return absl::OkStatus();
+  FERRY_RETURN_IF_ERROR(pack_file_->WriteAt(flushed_, pack_buffer_));
+  flushed_ += pack_buffer_.size();
+  pack_buffer_.clear();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SnapshotManifest> SnapshotWriter::Commit() {
+  FERRY_CHECK(!in_file_);
+  FERRY_CHECK(lock_fd_ >= 0);
+  if (pack_file_ != nullptr) {
+    FERRY_RETURN_IF_ERROR(FlushPackBuffer());
+    FERRY_RETURN_IF_ERROR(pack_file_->Sync());
+    pack_file_.reset();
+  }
+  // Packs (and their directory entries) are durable before the manifest that names them
+  // appears: a crash in between leaves unreferenced chunks, never a dangling manifest.
+  if (!packs_written_.empty()) FERRY_RETURN_IF_ERROR(SyncDirectory(store_->dir() + "/packs"));
+  FERRY_RETURN_IF_ERROR(WriteFileAtomically(store_->dir(), manifest_.id + kManifestSuffix,
+                                            SerializeSnapshotManifest(manifest_)));
+  store_->Committed(manifest_);
+  close(lock_fd_);
+  lock_fd_ = -1;
+  return manifest_;
+}
+
+}  // namespace ferry::storage
