@@ -47,4 +47,15 @@ class FrameConsumer {
   virtual absl::Status PutFile(absl::string_view name, absl::string_view contents) = 0;
 };
 
+// Where a source hands a snapshot (a base backup's files, an RDB image): directories and
+// files one at a time, each file's bytes in order. The storage side chunks and stores them.
+class SnapshotSink {
+ public:
+  virtual ~SnapshotSink() = default;
+  virtual absl::Status AddDir(absl::string_view path, uint32_t mode, int64_t mtime) = 0;
+  virtual absl::Status BeginFile(absl::string_view path, uint32_t mode, int64_t mtime) = 0;
+  virtual absl::Status Write(absl::string_view bytes) = 0;
+  virtual absl::Status EndFile() = 0;
+};
+
 }  // namespace ferry::pipeline

@@ -44,6 +44,8 @@ class Archive {
 
   const std::string& path() const { return path_; }
   std::string SourceDir(absl::string_view source) const;
+  // Where the source's SnapshotStore lives (snapshot_store.h).
+  std::string SnapshotDir(absl::string_view source) const { return SourceDir(source) + "/snapshots"; }
 
  private:
   Archive(std::string path, ArchiveOptions options) : path_(std::move(path)), options_(options) {}

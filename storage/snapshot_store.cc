@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,6 +23,7 @@
 #include "pipeline/compress.h"
 #include "pipeline/endian.h"
 #include "pipeline/frame.h"
+#include "pipeline/sha256.h"
 
 namespace ferry::storage {
 namespace {
@@ -128,13 +128,6 @@ size_t ChunkIdHash::operator()(const ChunkId& id) const {
   uint64_t v;
   std::memcpy(&v, id.data(), 8);
   return static_cast<size_t>(v);
-}
-
-ChunkId Sha256(absl::string_view bytes) {
-  ChunkId id;
-  unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), id.data(), &len, EVP_sha256(), nullptr);
-  return id;
 }
 
 std::string ChunkIdHex(const ChunkId& id) {
@@ -412,7 +405,7 @@ absl::Status SnapshotStore::ReadFile(
     } else if (static_cast<uint8_t>(h[4]) != kCodecRaw) {
       return where("unknown codec");
     }
-    if (Sha256(data) != c.id) return where("SHA-256 of the chunk does not match its id");
+    if (pipeline::Sha256(data) != c.id) return where("SHA-256 of the chunk does not match its id");
     FERRY_RETURN_IF_ERROR(sink(data));
   }
   return absl::OkStatus();
@@ -510,7 +503,7 @@ absl::Status SnapshotWriter::EndFile() {
 absl::Status SnapshotWriter::PutChunk(absl::string_view raw, ChunkRef* ref) {
   stats_.raw_bytes += raw.size();
   ++stats_.chunks;
-  const ChunkId id = Sha256(raw);
+  const ChunkId id = pipeline::Sha256(raw);
   if (auto it = store_->chunks_.find(id); it != store_->chunks_.end()) {
     *ref = it->second;
     return absl::OkStatus();

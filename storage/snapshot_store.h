@@ -15,12 +15,14 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "pipeline/sha256.h"
+#include "pipeline/sink.h"
 #include "storage/chunker.h"
 #include "storage/durable_file.h"
 
 namespace ferry::storage {
 
-using ChunkId = std::array<uint8_t, 32>;  // SHA-256 of the chunk's raw bytes
+using ChunkId = pipeline::Sha256Digest;  // SHA-256 of the chunk's raw bytes
 
 struct ChunkIdHash {
   size_t operator()(const ChunkId& id) const;  // the first 8 bytes: already uniform
@@ -73,13 +75,13 @@ class SnapshotStore;
 // readers until Commit, which syncs the packs and then renames the manifest into place; a
 // writer destroyed without Commit (or a crash) leaves only unreferenced chunks in packs,
 // which retention removes. Not thread-safe.
-class SnapshotWriter {
+class SnapshotWriter final : public pipeline::SnapshotSink {
  public:
-  ~SnapshotWriter();
-  absl::Status AddDir(absl::string_view path, uint32_t mode, int64_t mtime);
-  absl::Status BeginFile(absl::string_view path, uint32_t mode, int64_t mtime);
-  absl::Status Write(absl::string_view bytes);
-  absl::Status EndFile();
+  ~SnapshotWriter() override;
+  absl::Status AddDir(absl::string_view path, uint32_t mode, int64_t mtime) override;
+  absl::Status BeginFile(absl::string_view path, uint32_t mode, int64_t mtime) override;
+  absl::Status Write(absl::string_view bytes) override;
+  absl::Status EndFile() override;
   // Metadata keys set here are added to (or override) those given to Begin.
   void SetMeta(const std::string& key, const std::string& value) { manifest_.meta[key] = value; }
   absl::StatusOr<SnapshotManifest> Commit();
@@ -166,6 +168,5 @@ absl::StatusOr<SnapshotManifest> ParseSnapshotManifest(absl::string_view text,
                                                        absl::string_view what);
 
 std::string ChunkIdHex(const ChunkId& id);
-ChunkId Sha256(absl::string_view bytes);
 
 }  // namespace ferry::storage

@@ -75,6 +75,33 @@ int RunCli(int argc, char** argv) {
   sandbox->add_flag("--keep", keep, "keep the working directory and servers' files");
   sandbox->footer("Example: ferry sandbox --seconds 20");
 
+  CLI::App* backup = app.add_subcommand("backup", "Take a PostgreSQL base backup into the archive now");
+  backup->add_option("--config", config, "TOML config file")->required();
+  backup->add_option("--source", source, "source name")->required();
+  backup->add_flag("--json", json, "machine-readable output");
+  backup->footer(
+      "Runs BASE_BACKUP on a connection of its own while `ferry run` keeps streaming WAL; stores\n"
+      "only chunks the archive does not have yet. Example: ferry backup --config ferry.toml --source main");
+
+  CLI::App* restore = app.add_subcommand("restore", "Restore a source to a point in time");
+  restore->require_subcommand(1);
+  PgRestoreArgs pr;
+  CLI::App* restore_pg = restore->add_subcommand("postgres", "Restore PostgreSQL into a new data directory");
+  restore_pg->add_option("--archive", pr.archive, "archive directory")->required();
+  restore_pg->add_option("--source", pr.source, "source name")->required();
+  restore_pg->add_option("--time", pr.time, "RFC 3339 time: stop before the first commit after it");
+  restore_pg->add_option("--lsn", pr.lsn, "stop at this WAL position (X/Y)");
+  restore_pg->add_option("--xid", pr.xid, "stop after this transaction's commit");
+  restore_pg->add_flag("--latest", pr.latest, "replay every archived commit");
+  restore_pg->add_option("--to", pr.to, "new (or empty) data directory")->required();
+  restore_pg->add_flag("--start", pr.start, "start the server and wait until recovery has finished");
+  restore_pg->add_option("--port", pr.port, "port for --start (default: a free one)")->check(CLI::Range(1, 65535));
+  restore_pg->add_option("--timeout", pr.timeout_seconds, "seconds to wait for recovery with --start")
+      ->check(CLI::Range(1, 86400));
+  restore_pg->footer(
+      "Example: ferry restore postgres --archive /var/lib/ferry/archive --source main \\\n"
+      "           --time 2026-11-24T10:00:00Z --to /var/lib/pg-restore --start");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -90,6 +117,8 @@ int RunCli(int argc, char** argv) {
   if (verify->parsed()) return CmdVerify(archive, source, json);
   if (ls->parsed()) return CmdLs(archive, json);
   if (sandbox->parsed()) return CmdSandbox(dir, seconds, keep);
+  if (backup->parsed()) return CmdBackup(config, source, json);
+  if (restore_pg->parsed()) return CmdRestorePostgres(pr);
   return 2;
 }
 

@@ -4,7 +4,9 @@
 #include "absl/strings/str_cat.h"
 #include "pipeline/position.h"
 #include "storage/archive.h"
+#include "storage/snapshot_store.h"
 #include "tools/commands.h"
+#include "tools/restore/pg_restore.h"
 
 namespace ferry::tools {
 
@@ -67,11 +69,48 @@ int CmdLs(const std::string& archive_path, bool json) {
         std::printf("  %-14s timeline/epoch %u  %s .. %s  frames=%zu bytes=%llu\n", name.c_str(), epoch,
                     FormatPos(kind, start).c_str(), FormatPos(kind, end).c_str(), frames.size(),
                     static_cast<unsigned long long>((*log)->total_bytes()));
-        std::printf("  %-14s commits %s .. %s (restorable window)\n", "",
+        std::printf("  %-14s commits %s .. %s\n", "",
                     pipeline::FormatUnixMicros(first_ts).c_str(), pipeline::FormatUnixMicros(last_ts).c_str());
       }
     }
-    out += "]}";
+    out += "]";
+    // Snapshots and, for PostgreSQL, the window a restore can reach.
+    auto store = storage::SnapshotStore::Open((*archive)->SnapshotDir(src), false);
+    if (!store.ok()) return Fail("ls", store.status());
+    out += ",\"snapshots\":[";
+    bool first_snap = true;
+    for (const auto& m : (*store)->snapshots()) {
+      absl::StrAppend(&out, first_snap ? "" : ",", "{\"id\":", JsonString(m.id),
+                      ",\"kind\":", JsonString(m.Get("kind")), ",\"class\":", JsonString(m.Get("class")),
+                      ",\"start_lsn\":", JsonString(m.Get("start_lsn")),
+                      ",\"end_lsn\":", JsonString(m.Get("end_lsn")),
+                      ",\"end_time\":", JsonString(m.Get("end_time")), ",\"bytes\":", m.RawBytes(), "}");
+      first_snap = false;
+      if (!json) {
+        std::printf("  snapshot %-20s %-11s WAL %s .. %s  ended %s  %.1f MiB\n", m.id.c_str(),
+                    m.Get("class").c_str(), m.Get("start_lsn").c_str(), m.Get("end_lsn").c_str(),
+                    m.Get("end_time").c_str(), static_cast<double>(m.RawBytes()) / (1 << 20));
+      }
+    }
+    out += "]";
+    if (identity["kind"] == "postgres") {
+      auto wal = (*archive)->Stream(src, pipeline::StreamKind::kPgWal);
+      if (wal.ok()) {
+        const PgWindow w = RestorableWindow(**wal, **store);
+        if (w.valid) {
+          absl::StrAppend(&out, ",\"restorable\":{\"earliest\":", JsonString(pipeline::FormatUnixMicros(w.earliest)),
+                          ",\"latest\":", JsonString(pipeline::FormatUnixMicros(w.latest)), "}");
+          if (!json) {
+            std::printf("  restorable %s .. %s (--time inside it; --latest reaches the last commit)\n",
+                        pipeline::FormatUnixMicros(w.earliest).c_str(), pipeline::FormatUnixMicros(w.latest).c_str());
+          }
+        } else {
+          absl::StrAppend(&out, ",\"restorable\":null,\"not_restorable_because\":", JsonString(w.why_not));
+          if (!json) std::printf("  restorable: nothing yet (%s)\n", w.why_not.c_str());
+        }
+      }
+    }
+    out += "}";
   }
   out += "]}";
   if (json) std::printf("%s\n", out.c_str());

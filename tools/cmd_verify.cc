@@ -5,6 +5,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "storage/archive.h"
+#include "storage/snapshot_store.h"
+#include "tools/backup/pg_backup.h"
 #include "tools/commands.h"
 
 namespace ferry::tools {
@@ -54,6 +56,25 @@ int CmdVerify(const std::string& archive_path, const std::string& only_source, b
       if (!json) {
         std::printf("%-16s %-16s frames=%zu digest=%016llx %s\n", src.c_str(), stream.c_str(), frames,
                     static_cast<unsigned long long>(digest), damage.empty() ? "ok" : "DAMAGED");
+      }
+    }
+    out += "],\"snapshots\":[";
+    // Snapshots: every chunk, and PostgreSQL's own manifest checksums for base backups.
+    auto store = storage::SnapshotStore::Open((*archive)->SnapshotDir(src), false);
+    std::vector<std::pair<std::string, absl::Status>> results;
+    if (!store.ok()) {
+      results.emplace_back("(manifests)", store.status());
+    } else {
+      for (const auto& m : (*store)->snapshots()) results.emplace_back(m.id, VerifySnapshot(**store, m));
+    }
+    for (size_t i = 0; i < results.size(); ++i) {
+      const auto& [id, st] = results[i];
+      ok = ok && st.ok();
+      absl::StrAppend(&out, i ? "," : "", "{\"id\":", JsonString(id), ",\"ok\":", st.ok() ? "true" : "false",
+                      ",\"reason\":", JsonString(std::string(st.message())), "}");
+      if (!json) {
+        if (!st.ok()) std::fprintf(stderr, "ferry verify: damaged: %s\n", std::string(st.message()).c_str());
+        std::printf("%-16s snapshot %-20s %s\n", src.c_str(), id.c_str(), st.ok() ? "ok" : "DAMAGED");
       }
     }
     out += "]}";

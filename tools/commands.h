@@ -13,6 +13,17 @@ int CmdWalFetch(const std::string& archive, const std::string& source, const std
                 const std::string& dest);
 int CmdVerify(const std::string& archive, const std::string& source, bool json);
 int CmdLs(const std::string& archive, bool json);
+int CmdBackup(const std::string& config_path, const std::string& source, bool json);
+
+struct PgRestoreArgs {
+  std::string archive, source, to;
+  std::string time, lsn, xid;  // at most one set (or latest)
+  bool latest = false;
+  bool start = false;
+  int port = 0;
+  int timeout_seconds = 3600;
+};
+int CmdRestorePostgres(const PgRestoreArgs& args);
 int CmdSandbox(const std::string& dir, int seconds, bool keep);
 
 // Prints "ferry <command>: <message>" and returns the exit code for the status

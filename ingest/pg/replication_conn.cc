@@ -116,6 +116,91 @@ absl::StatusOr<SystemInfo> ReplicationConnection::IdentifySystem() {
   return info;
 }
 
+absl::StatusOr<BackupPoints> ReplicationConnection::BaseBackup(
+    const std::string& label, const std::function<absl::Status(const BackupPoints&)>& on_start,
+    const std::function<absl::Status(absl::string_view)>& on_copy_data) {
+  PGconn* conn = impl_->conn;
+  // The label is a string literal in the command: escape quotes the SQL way.
+  std::string quoted;
+  for (char c : label) {
+    quoted += c;
+    if (c == '\'') quoted += c;
+  }
+  const std::string cmd = absl::StrCat(
+      "BASE_BACKUP ( LABEL '", quoted, "', PROGRESS, CHECKPOINT 'fast', WAL false, ",
+      "WAIT false, MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C' )");
+  // PQexec would keep only the last result: the command answers with several.
+  if (PQsendQuery(conn, cmd.c_str()) != 1) return impl_->Error("BASE_BACKUP");
+  BackupPoints points;
+  int tuple_sets = 0;
+  absl::Status failure;  // the first error; the remaining results are still drained
+  auto parse_point = [&](PGresult* r, Lsn* lsn, TimelineId* tli) -> absl::Status {
+    uint32_t t = 0;
+    if (PQntuples(r) != 1 || PQnfields(r) < 2 || !absl::SimpleAtoi(PQgetvalue(r, 0, 1), &t)) {
+      return absl::DataLossError("BASE_BACKUP sent a malformed WAL position result");
+    }
+    FERRY_ASSIGN_OR_RETURN(*lsn, Lsn::Parse(PQgetvalue(r, 0, 0)));
+    *tli = TimelineId(t);
+    return absl::OkStatus();
+  };
+  while (PGresult* raw = PQgetResult(conn)) {
+    Result r(raw);
+    const ExecStatusType st = PQresultStatus(r.get());
+    if (st == PGRES_COPY_OUT) {
+      // Read the copy to its end even after a failure (we cancelled; the server stops soon):
+      // libpq hands out the next result only then.
+      for (;;) {
+        char* buf = nullptr;
+        const int n = PQgetCopyData(conn, &buf, 0);
+        if (n == -1) break;  // end of copy; its result follows
+        if (n == -2) {
+          if (failure.ok()) failure = impl_->Error("BASE_BACKUP copy");
+          break;
+        }
+        if (failure.ok()) {
+          failure = on_copy_data(absl::string_view(buf, n));
+          if (!failure.ok()) PQrequestCancel(conn);
+        }
+        PQfreemem(buf);
+      }
+      continue;
+    }
+    if (!failure.ok()) continue;
+    if (st == PGRES_TUPLES_OK) {
+      ++tuple_sets;
+      if (tuple_sets == 1) {
+        failure = parse_point(r.get(), &points.start, &points.start_tli);
+      } else if (tuple_sets == 2) {
+        for (int i = 0; i < PQntuples(r.get()); ++i) {
+          if (!PQgetisnull(r.get(), i, 1)) {
+            failure = absl::FailedPreconditionError(absl::StrCat(
+                "the server has a tablespace at ", PQgetvalue(r.get(), i, 1),
+                "; ferry backs up only clusters without extra tablespaces for now"));
+          } else if (!PQgetisnull(r.get(), i, 2)) {
+            // The size column is in kilobytes.
+            uint64_t kb = 0;
+            if (absl::SimpleAtoi(PQgetvalue(r.get(), i, 2), &kb)) points.estimated_bytes += kb << 10;
+          }
+        }
+        if (failure.ok()) failure = on_start(points);
+        if (!failure.ok()) PQrequestCancel(conn);
+      } else {
+        failure = parse_point(r.get(), &points.end, &points.end_tli);
+      }
+    } else if (st != PGRES_COMMAND_OK) {
+      failure = absl::FailedPreconditionError(
+          absl::StrCat("BASE_BACKUP: ", OneLine(PQresultErrorMessage(r.get()))));
+      if (PQstatus(conn) != CONNECTION_OK) failure = absl::UnavailableError(failure.message());
+    }
+  }
+  FERRY_RETURN_IF_ERROR(failure);
+  if (tuple_sets != 3) {
+    return absl::DataLossError(
+        absl::StrCat("BASE_BACKUP ended after ", tuple_sets, " of 3 result sets"));
+  }
+  return points;
+}
+
 absl::StatusOr<SlotInfo> ReplicationConnection::ReadSlot(const std::string& slot) {
   FERRY_ASSIGN_OR_RETURN(Result r,
                          impl_->Exec(absl::StrCat("READ_REPLICATION_SLOT ", slot), PGRES_TUPLES_OK));

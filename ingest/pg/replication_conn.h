@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,6 +49,15 @@ struct CopyMessage {
   absl::string_view payload;  // XLogData bytes; valid until the next ReadMessage
 };
 
+// The WAL positions of a base backup: replay from `start` must reach `end` to be consistent.
+struct BackupPoints {
+  pipeline::Lsn start;
+  pipeline::TimelineId start_tli;
+  pipeline::Lsn end;
+  pipeline::TimelineId end_tli;
+  uint64_t estimated_bytes = 0;  // the server's size estimate (PROGRESS), 0 if none
+};
+
 // Not thread-safe. Errors: kUnavailable for a lost or refused connection (retry),
 // kFailedPrecondition for what an operator must fix (permissions, missing slot, wrong mode).
 class ReplicationConnection {
@@ -77,6 +87,16 @@ class ReplicationConnection {
   // Waits up to timeout_ms for the socket, or for extra_fd (may be -1) to become readable.
   // Returns true if extra_fd is readable.
   absl::StatusOr<bool> Wait(int timeout_ms, int extra_fd1, int extra_fd2);
+
+  // BASE_BACKUP with PostgreSQL 15's options: fast checkpoint, no WAL (the WAL archive has
+  // it), a manifest with CRC32C checksums (PROTOCOLS.md B.1 to B.3). Each CopyData payload
+  // (its type byte first: 'n' new archive, 'd' data, 'p' progress, 'm' manifest) goes to
+  // on_copy_data, in order; an error from it cancels the backup and is returned. `on_start`
+  // runs once the start point and the tablespace list are known. Tablespaces outside the
+  // data directory are kFailedPrecondition (not supported yet).
+  absl::StatusOr<BackupPoints> BaseBackup(
+      const std::string& label, const std::function<absl::Status(const BackupPoints&)>& on_start,
+      const std::function<absl::Status(absl::string_view)>& on_copy_data);
 
   // Standby status update 'r' (write / flush / apply are byte positions + 1).
   absl::Status SendStatus(pipeline::Lsn write, pipeline::Lsn flush, pipeline::Lsn apply,

@@ -15,6 +15,7 @@
 #include "ingest/pg/replication_conn.h"
 #include "pipeline/position.h"
 #include "tests/fixtures/ferry_process.h"
+#include "tests/fixtures/pg_cluster.h"
 #include "tools/sandbox/local_postgres.h"
 #include "tools/sandbox/pg_steps.h"
 
@@ -24,72 +25,6 @@ namespace {
 using pipeline::Lsn;
 using tools::LocalPostgres;
 
-const std::vector<std::string> kTables = {"pgbench_accounts", "pgbench_branches",
-                                          "pgbench_tellers", "pgbench_history"};
-
-template <typename F>
-bool WaitFor(F f, int seconds) {
-  for (int i = 0; i < seconds * 10; ++i) {
-    if (f()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
-}
-
-std::string Q(const LocalPostgres& pg, const std::string& sql) {
-  auto r = pg.Query(sql);
-  EXPECT_TRUE(r.ok()) << sql << ": " << r.status();
-  return r.ok() ? *r : "";
-}
-
-std::string TableChecksums(const LocalPostgres& pg) {
-  auto sums = tools::TableChecksums(pg, kTables);
-  EXPECT_TRUE(sums.ok()) << sums.status();
-  return sums.ok() ? *sums : "";
-}
-
-Lsn FerryFlush(const LocalPostgres& pg) {
-  auto r = pg.Query("select coalesce(flush_lsn, '0/0') from pg_stat_replication where application_name = 'ferry_main'");
-  if (!r.ok() || r->empty()) return Lsn(0);
-  auto l = Lsn::Parse(*r);
-  return l.ok() ? *l : Lsn(0);
-}
-
-// Waits until ferry reports as flushed (= synced in the archive) everything the primary has.
-void WaitUntilArchived(const LocalPostgres& pg) {
-  auto target = Lsn::Parse(Q(pg, "select pg_current_wal_flush_lsn()"));
-  ASSERT_TRUE(target.ok());
-  ASSERT_TRUE(WaitFor([&] { return FerryFlush(pg) >= *target; }, 60))
-      << "ferry flush " << FerryFlush(pg).ToString() << " never reached " << target->ToString();
-}
-
-struct Cluster {
-  std::unique_ptr<LocalPostgres> pg;
-  std::string dir;
-  std::string archive;
-  std::string config;
-  std::unique_ptr<FerryService> ferry;
-};
-
-Cluster StartCluster(const std::string& writer, std::vector<std::string> settings = {}) {
-  Cluster c;
-  tools::LocalPostgresOptions o;
-  o.settings = std::move(settings);
-  auto pg = LocalPostgres::Create(o);
-  EXPECT_TRUE(pg.ok()) << pg.status();  // a missing server is a failed setup, never a skip
-  if (!pg.ok()) return c;
-  c.pg = std::move(*pg);
-  auto dir = tools::MakeTempDir("ferry-it");  // 0755: the postgres user reads the archive
-  EXPECT_TRUE(dir.ok()) << dir.status();
-  c.dir = dir.value_or("/nonexistent");
-  c.archive = c.dir + "/archive";
-  c.config = WriteConfig(c.dir, c.archive, c.pg->Conninfo(), writer);
-  c.ferry = std::make_unique<FerryService>(c.config, c.dir + "/ferry.log");
-  EXPECT_TRUE(c.ferry->Start().ok());
-  EXPECT_TRUE(WaitFor([&] { return FerryFlush(*c.pg).valid(); }, 30))
-      << "ferry never connected; log:\n" << c.ferry->Log();
-  return c;
-}
 
 std::string TakeBaseBackup(const Cluster& c) {
   const std::string backup = c.dir + "/base";
@@ -102,15 +37,6 @@ std::unique_ptr<LocalPostgres> Restore(const Cluster& c, const std::string& back
   auto restored = tools::RecoverFromArchive(backup, c.dir + "/" + name, FERRY_BINARY, c.archive, "main", 180);
   EXPECT_TRUE(restored.ok()) << restored.status();
   return restored.ok() ? std::move(*restored) : nullptr;
-}
-
-void Pgbench(const LocalPostgres& pg, std::vector<std::string> args) {
-  std::vector<std::string> argv = {"pgbench", "-h", "127.0.0.1", "-p", std::to_string(pg.port()), "-U", "postgres"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  argv.push_back("postgres");
-  auto r = pg.RunTool(argv);
-  ASSERT_TRUE(r.ok()) << r.status();
-  ASSERT_EQ(r->exit_code, 0) << r->err;
 }
 
 class SpineTest : public ::testing::TestWithParam<std::string> {};

@@ -246,7 +246,8 @@ absl::StatusOr<std::unique_ptr<LocalPostgres>> LocalPostgres::Create(const Local
   return pg;
 }
 
-absl::StatusOr<std::unique_ptr<LocalPostgres>> LocalPostgres::StartExisting(const std::string& data_dir) {
+absl::StatusOr<std::unique_ptr<LocalPostgres>> LocalPostgres::StartExisting(const std::string& data_dir,
+                                                                            int port) {
   FERRY_RETURN_IF_ERROR(PgBinDir().status());
   std::unique_ptr<LocalPostgres> pg(new LocalPostgres());
   std::string dir = fs::absolute(data_dir).lexically_normal().string();
@@ -284,7 +285,12 @@ absl::StatusOr<std::unique_ptr<LocalPostgres>> LocalPostgres::StartExisting(cons
   FERRY_ASSIGN_OR_RETURN(pg->socket_dir_, MakeTempDir("ferry-pgsock"));
   pg->owned_dirs_.push_back(pg->socket_dir_);
   FERRY_RETURN_IF_ERROR(GiveToServerUser(pg->socket_dir_));
-  FERRY_ASSIGN_OR_RETURN(pg->port_, FindFreeLoopbackPort());
+  if (port > 0) {
+    pg->port_ = port;
+    pg->fixed_port_ = true;
+  } else {
+    FERRY_ASSIGN_OR_RETURN(pg->port_, FindFreeLoopbackPort());
+  }
   FERRY_RETURN_IF_ERROR(pg->Start());
   return pg;
 }
@@ -294,7 +300,7 @@ absl::Status LocalPostgres::Start() {
   // (another test starting a server): then try another one.
   for (int attempt = 1;; ++attempt) {
     absl::Status st = StartOnce();
-    if (st.ok() || attempt == 3 || !absl::StrContains(st.message(), "Address already in use")) return st;
+    if (st.ok() || attempt == 3 || fixed_port_ || !absl::StrContains(st.message(), "Address already in use")) return st;
     FERRY_ASSIGN_OR_RETURN(port_, FindFreeLoopbackPort());
   }
 }

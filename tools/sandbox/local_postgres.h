@@ -44,7 +44,16 @@ class LocalPostgres {
   // directory 0700 and hands it to the postgres user first. A postmaster.pid left by a
   // killed server is removed; one naming a live postgres process is kFailedPrecondition.
   // Returns once the server accepts connections (for archive recovery: once consistent).
-  static absl::StatusOr<std::unique_ptr<LocalPostgres>> StartExisting(const std::string& data_dir);
+  // With port > 0 the server listens there (no retry on another port when it is taken).
+  static absl::StatusOr<std::unique_ptr<LocalPostgres>> StartExisting(const std::string& data_dir,
+                                                                      int port = 0);
+
+  // Leaves the server running (and its socket dir in place) when this object goes away:
+  // for `ferry restore --start`, whose server outlives ferry.
+  void Detach() {
+    running_ = false;
+    owned_dirs_.clear();
+  }
 
   ~LocalPostgres();
   LocalPostgres(const LocalPostgres&) = delete;
@@ -93,6 +102,7 @@ class LocalPostgres {
   std::string log_path_;
   std::vector<std::string> owned_dirs_;  // temp dirs we made; removed by the destructor
   bool running_ = false;
+  bool fixed_port_ = false;
   int port_ = 0;
 };
 

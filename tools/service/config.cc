@@ -136,6 +136,7 @@ absl::Status ParseSource(const toml::table& t, size_t index, absl::string_view o
     FERRY_RETURN_IF_ERROR(r.String("publication", &s->publication));
     FERRY_RETURN_IF_ERROR(r.Duration("full_backup_every", &s->full_backup_every));
     FERRY_RETURN_IF_ERROR(r.Duration("incremental_every", &s->incremental_every));
+    FERRY_RETURN_IF_ERROR(r.Bool("scheduled_backups", &s->scheduled_backups));
     int64_t interval = s->status_interval_ms;
     FERRY_RETURN_IF_ERROR(r.Int("status_interval_ms", 100, 3600 * 1000, &interval));
     s->status_interval_ms = static_cast<int>(interval);

@@ -1,6 +1,7 @@
 #include "tools/service/service.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include <spdlog/spdlog.h>
 
@@ -9,6 +10,8 @@
 #include "ingest/pg/physical_source.h"
 #include "pipeline/batcher.h"
 #include "pipeline/check.h"
+#include "storage/snapshot_store.h"
+#include "tools/backup/pg_backup.h"
 
 namespace ferry::tools {
 
@@ -17,6 +20,8 @@ using pipeline::Lsn;
 struct Service::SourceRunner {
   const SourceConfig* config = nullptr;
   std::thread thread;
+  std::thread backup_thread;
+  std::atomic<bool> cancel_backup{false};
   absl::Status result;
   absl::Mutex mu;
   ingest::pg::PgPhysicalSource* active ABSL_GUARDED_BY(mu) = nullptr;
@@ -53,6 +58,7 @@ Service::~Service() {
   Stop();
   for (auto& r : runners_) {
     if (r->thread.joinable()) r->thread.join();
+    if (r->backup_thread.joinable()) r->backup_thread.join();
   }
 }
 
@@ -64,6 +70,7 @@ void Service::Stop() {
   for (auto& r : runners_) {
     absl::MutexLock lock(&r->mu);
     r->stop = true;
+    r->cancel_backup = true;
     if (r->active != nullptr) r->active->RequestStop();
   }
 }
@@ -78,11 +85,20 @@ absl::Status Service::Run() {
                       raw->result.ToString());
       }
     });
+    if (raw->config->scheduled_backups) {
+      raw->backup_thread = std::thread([this, raw] { RunBackupSchedule(raw); });
+    }
   }
   std::thread reporter([this] { ReportProgress(absl::Seconds(30)); });
   absl::Status first;
   for (auto& r : runners_) {
     r->thread.join();
+    {
+      absl::MutexLock lock(&r->mu);  // the source is done: so is its schedule
+      r->stop = true;
+      r->cancel_backup = true;
+    }
+    if (r->backup_thread.joinable()) r->backup_thread.join();
     if (first.ok() && !r->result.ok()) first = r->result;
   }
   {
@@ -105,6 +121,44 @@ void Service::ReportProgress(absl::Duration every) {
                    Lsn(st.reported_flush_lsn.load()).ToString(), st.records_verified.load(),
                    st.bytes_received.load());
     }
+  }
+}
+
+void Service::RunBackupSchedule(SourceRunner* runner) {
+  const SourceConfig& sc = *runner->config;
+  absl::Time next_try = absl::Now();
+  while (true) {
+    {
+      absl::MutexLock lock(&runner->mu);
+      if (runner->mu.AwaitWithTimeout(absl::Condition(&runner->stop), absl::Seconds(2))) return;
+      // A backup is restorable only with its WAL: start none until the stream is flowing.
+      if (runner->active == nullptr) continue;
+    }
+    if (absl::Now() < next_try) continue;
+    auto store = storage::SnapshotStore::Open(archive_->SnapshotDir(sc.name), false);
+    if (!store.ok()) {
+      spdlog::error("source={} event=backup_failed error=\"{}\"", sc.name, std::string(store.status().message()));
+      next_try = absl::Now() + absl::Minutes(5);
+      continue;
+    }
+    const auto due = DueBackup(**store, sc, pipeline::NowUnixMicros());
+    if (!due.has_value()) {
+      next_try = absl::Now() + absl::Seconds(30);
+      continue;
+    }
+    spdlog::info("source={} event=backup_started class={}", sc.name, *due);
+    auto outcome = TakePostgresBackup(config_.archive_path, sc, *due, &runner->cancel_backup, nullptr);
+    if (!outcome.ok()) {
+      if (absl::IsCancelled(outcome.status())) return;
+      spdlog::error("source={} event=backup_failed error=\"{}\" retry_in=5m", sc.name,
+                    std::string(outcome.status().message()));
+      next_try = absl::Now() + absl::Minutes(5);
+      continue;
+    }
+    spdlog::info("source={} event=backup_done id={} class={} start_lsn={} end_lsn={} bytes={} new_bytes={}",
+                 sc.name, outcome->manifest.id, *due, outcome->manifest.Get("start_lsn"),
+                 outcome->manifest.Get("end_lsn"), outcome->stats.raw_bytes,
+                 outcome->stats.new_stored_bytes);
   }
 }
 

@@ -31,6 +31,9 @@ class Service {
   struct SourceRunner;
   explicit Service(Config config);
   absl::Status RunPostgres(SourceRunner* runner);
+  // Takes the source's base backups when due (full_backup_every, incremental_every), on a
+  // connection of its own so streaming never waits for it. Failures are logged and retried.
+  void RunBackupSchedule(SourceRunner* runner);
   // Logs one progress line per source every `every` until the sources are done.
   void ReportProgress(absl::Duration every);
 

@@ -1,0 +1,44 @@
+// Taking a PostgreSQL base backup into the archive as a snapshot, and deciding when one is
+// due (DESIGN.md "snapshots"). Used by `ferry backup` and by the service's scheduler.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/types/optional.h"
+#include "pipeline/position.h"
+#include "storage/snapshot_store.h"
+#include "tools/service/config.h"
+
+namespace ferry::tools {
+
+struct PgBackupOutcome {
+  storage::SnapshotManifest manifest;
+  storage::SnapshotWriteStats stats;
+};
+
+// Backs up `source` into the archive at `archive_path` on a replication connection of its
+// own (so it runs beside a streaming `ferry run`). The archive must already hold the
+// source's WAL stream: a backup is only restorable with the WAL from its start on, so
+// without it this refuses (kFailedPrecondition) rather than store an unusable snapshot.
+// `snapshot_class` is "full" or "incremental" (retention classes; storage is deduplicated
+// either way). progress(done, total) in bytes.
+absl::StatusOr<PgBackupOutcome> TakePostgresBackup(
+    const std::string& archive_path, const SourceConfig& source, const std::string& snapshot_class,
+    const std::atomic<bool>* cancel, const std::function<void(uint64_t, uint64_t)>& progress);
+
+// Which backup is due at `now` given the source's snapshots: "full" when there is none or
+// the newest full one is full_backup_every old, "incremental" when the newest backup is
+// incremental_every old, nullopt when none is due.
+absl::optional<std::string> DueBackup(const storage::SnapshotStore& snapshots,
+                                      const SourceConfig& source, pipeline::UnixMicros now);
+
+// Reads every chunk of a snapshot (checking chunk checksums and ids) and, for a PostgreSQL
+// base backup, checks every file against the backup_manifest stored with it. kDataLoss
+// naming the first damage.
+absl::Status VerifySnapshot(const storage::SnapshotStore& store,
+                            const storage::SnapshotManifest& snapshot);
+
+}  // namespace ferry::tools

@@ -1,0 +1,366 @@
+#include "tools/restore/pg_restore.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "ingest/pg/wal_decoder.h"
+#include "pipeline/check.h"
+
+namespace ferry::tools {
+namespace {
+
+using pipeline::Lsn;
+using storage::FrameLocation;
+using storage::SnapshotManifest;
+
+Lsn MetaLsn(const SnapshotManifest& m, const std::string& key) {
+  auto lsn = Lsn::Parse(m.Get(key));
+  return lsn.ok() ? *lsn : Lsn();
+}
+
+uint32_t MetaTli(const SnapshotManifest& m, const std::string& key) {
+  uint32_t v = 0;
+  return absl::SimpleAtoi(m.Get(key), &v) ? v : 0;
+}
+
+pipeline::UnixMicros MetaTime(const SnapshotManifest& m, const std::string& key) {
+  auto t = pipeline::ParseRfc3339(m.Get(key));
+  return t.ok() ? *t : 0;
+}
+
+// PostgreSQL's recovery_target_time wants its own timestamp syntax, not RFC 3339's 'T'/'Z'.
+std::string PgTimestamp(pipeline::UnixMicros t) {
+  std::string s = pipeline::FormatUnixMicros(t);  // 2026-11-24T10:00:00.123456Z
+  for (char& c : s) {
+    if (c == 'T') c = ' ';
+  }
+  if (!s.empty() && s.back() == 'Z') s.replace(s.size() - 1, 1, "+00");
+  return s;
+}
+
+bool IsPgBackup(const SnapshotManifest& m) { return m.Get("kind") == "pg-base-backup"; }
+
+// Index of the frame holding the backup's first WAL byte, or -1.
+int64_t StartFrame(const storage::StreamLog& wal, const SnapshotManifest& m) {
+  const FrameLocation* f =
+      wal.FindFrame(MetaTli(m, "start_tli"), MetaLsn(m, "start_lsn").value());
+  return f == nullptr ? -1 : f - wal.frames().data();
+}
+
+// Frames are in (timeline, position) order and positions grow across a timeline switch
+// (a new timeline starts at or before the old one's end), so a hole is a frame that starts
+// after its predecessor ended.
+absl::Status CheckContiguous(const storage::StreamLog& wal, int64_t from, int64_t to) {
+  const auto& frames = wal.frames();
+  for (int64_t i = from + 1; i <= to; ++i) {
+    const auto& prev = frames[i - 1].header;
+    const auto& cur = frames[i].header;
+    if (cur.start_pos > prev.end_pos) {
+      return absl::DataLossError(absl::StrCat(
+          "the archive has no WAL from ", Lsn(prev.end_pos).ToString(), " (timeline ", prev.epoch,
+          ") to ", Lsn(cur.start_pos).ToString(), " (timeline ", cur.epoch,
+          "): recovery cannot replay across that gap; pick a target before it or after a "
+          "backup taken after it"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StartNotArchived(const SnapshotManifest& m) {
+  return absl::DataLossError(absl::StrCat("the WAL at the start of backup ", m.id, " (",
+                                          m.Get("start_lsn"), ", timeline ", m.Get("start_tli"),
+                                          ") is not in the archive"));
+}
+
+// The newest backup whose end is at or before `limit` (an LSN the replay must reach).
+const SnapshotManifest* NewestEndingBy(const storage::SnapshotStore& snapshots, Lsn limit) {
+  const SnapshotManifest* best = nullptr;
+  for (const auto& m : snapshots.snapshots()) {
+    if (!IsPgBackup(m) || MetaLsn(m, "end_lsn") > limit) continue;
+    if (best == nullptr || MetaLsn(m, "end_lsn") >= MetaLsn(*best, "end_lsn")) best = &m;
+  }
+  return best;
+}
+
+absl::Status BeforeOldest(const storage::SnapshotStore& snapshots, absl::string_view what) {
+  std::string oldest = "there is no base backup yet: run ferry backup";
+  for (const auto& m : snapshots.snapshots()) {
+    if (IsPgBackup(m)) {
+      oldest = absl::StrCat("the oldest backup (", m.id, ") ends at ", m.Get("end_time"), ", ",
+                            m.Get("end_lsn"));
+      break;
+    }
+  }
+  return absl::OutOfRangeError(
+      absl::StrCat("target ", what, " is before the restorable window: ", oldest));
+}
+
+// Decodes the WAL from frame `from` (starting at `start`, a record boundary) and returns the
+// commit of `xid`, kNotFound if the archive has none.
+absl::StatusOr<ingest::pg::CommitInfo> FindCommit(const storage::StreamLog& wal, int64_t from,
+                                                  Lsn start, uint32_t xid, uint64_t segment_bytes,
+                                                  uint64_t system_id) {
+  ingest::pg::WalDecoder decoder(segment_bytes, system_id);
+  decoder.Reset(start, true);
+  std::vector<ingest::pg::CommitInfo> commits;
+  std::string scratch;
+  uint32_t epoch = wal.frames()[from].header.epoch;
+  for (size_t i = from; i < wal.frames().size(); ++i) {
+    const FrameLocation& loc = wal.frames()[i];
+    if (loc.header.epoch != epoch) {  // a timeline switch: the new timeline starts at a record
+      epoch = loc.header.epoch;
+      decoder.Reset(Lsn(loc.header.start_pos), true);
+    }
+    FERRY_ASSIGN_OR_RETURN(auto records, wal.ReadRecords(loc, &scratch));
+    uint64_t pos = loc.header.start_pos;
+    for (const auto& r : records) {
+      const uint64_t begin = pos;
+      pos = r.end_pos;
+      if (r.end_pos <= decoder.position().value()) continue;
+      if (begin > decoder.position().value()) {
+        return absl::DataLossError(absl::StrCat("the archive has no WAL at ",
+                                                decoder.position().ToString()));
+      }
+      commits.clear();
+      FERRY_RETURN_IF_ERROR(
+          decoder.Feed(r.payload.substr(decoder.position().value() - begin), &commits));
+      for (const auto& c : commits) {
+        if (c.xid == xid) return c;
+      }
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("transaction ", xid, " has no commit record in the archive "
+                                          "(still running, aborted, or older than every backup)"));
+}
+
+}  // namespace
+
+absl::StatusOr<PgRestorePlan> PlanPgRestore(const storage::StreamLog& wal,
+                                            const storage::SnapshotStore& snapshots,
+                                            const PgTarget& target, uint64_t segment_bytes,
+                                            uint64_t system_id) {
+  const auto& frames = wal.frames();
+  if (frames.empty()) return absl::OutOfRangeError("the archive has no WAL for this source yet");
+  PgRestorePlan plan;
+  int64_t last = static_cast<int64_t>(frames.size()) - 1;  // the frame replay must reach
+  const Lsn archive_end(frames.back().header.end_pos);
+  switch (target.kind) {
+    case PgTarget::Kind::kLatest: {
+      for (const auto& m : snapshots.snapshots()) {
+        if (IsPgBackup(m)) plan.snapshot = &m;
+      }
+      if (plan.snapshot == nullptr) return BeforeOldest(snapshots, "latest");
+      plan.description = "latest";
+      plan.replay_to = archive_end;
+      if (MetaLsn(*plan.snapshot, "end_lsn") > archive_end) {
+        return absl::OutOfRangeError(absl::StrCat(
+            "backup ", plan.snapshot->id, " ends at ", plan.snapshot->Get("end_lsn"),
+            " but the archive's WAL ends at ", archive_end.ToString(),
+            ": wait until ferry run has archived it"));
+      }
+      break;
+    }
+    case PgTarget::Kind::kTime: {
+      // Recovery stops before the first commit later than the target, so one must exist.
+      const std::string when = pipeline::FormatUnixMicros(target.time);
+      int64_t first_after = -1;
+      pipeline::UnixMicros last_commit = 0;
+      for (size_t i = 0; i < frames.size(); ++i) {
+        last_commit = std::max(last_commit, frames[i].header.last_data_ts);
+        if (first_after < 0 && frames[i].header.last_data_ts > target.time) first_after = i;
+      }
+      if (first_after < 0) {
+        return absl::OutOfRangeError(absl::StrCat(
+            "target ", when, " is after the latest synced commit (",
+            pipeline::FormatUnixMicros(last_commit), "): use --latest to restore everything"));
+      }
+      last = first_after;
+      plan.snapshot = NewestEndingBy(snapshots, Lsn(frames[last].header.start_pos));
+      if (plan.snapshot == nullptr) return BeforeOldest(snapshots, when);
+      plan.description = absl::StrCat("time ", when);
+      plan.target_setting = absl::StrCat("recovery_target_time = '", PgTimestamp(target.time), "'");
+      plan.replay_to = Lsn(frames[last].header.start_pos);
+      break;
+    }
+    case PgTarget::Kind::kLsn: {
+      if (target.lsn >= archive_end) {
+        return absl::OutOfRangeError(absl::StrCat("target LSN ", target.lsn.ToString(),
+                                                  " is at or after the end of the archived WAL (",
+                                                  archive_end.ToString(), ")"));
+      }
+      while (last > 0 && frames[last].header.start_pos > target.lsn.value()) --last;
+      plan.snapshot = NewestEndingBy(snapshots, target.lsn);
+      if (plan.snapshot == nullptr) return BeforeOldest(snapshots, target.lsn.ToString());
+      plan.description = absl::StrCat("lsn ", target.lsn.ToString());
+      plan.target_setting = absl::StrCat("recovery_target_lsn = '", target.lsn.ToString(), "'");
+      plan.replay_to = target.lsn;
+      break;
+    }
+    case PgTarget::Kind::kXid: {
+      // Decode from the oldest backup whose start is archived: the commit's LSN picks the backup.
+      const SnapshotManifest* oldest = nullptr;
+      int64_t from = -1;
+      for (const auto& m : snapshots.snapshots()) {
+        if (IsPgBackup(m) && (from = StartFrame(wal, m)) >= 0) {
+          oldest = &m;
+          break;
+        }
+      }
+      if (oldest == nullptr) return BeforeOldest(snapshots, absl::StrCat("xid ", target.xid));
+      FERRY_ASSIGN_OR_RETURN(ingest::pg::CommitInfo commit,
+                             FindCommit(wal, from, MetaLsn(*oldest, "start_lsn"), target.xid,
+                                        segment_bytes, system_id));
+      while (last > 0 && frames[last].header.start_pos >= commit.end_lsn.value()) --last;
+      plan.snapshot = NewestEndingBy(snapshots, Lsn(commit.end_lsn.value() - 1));
+      if (plan.snapshot == nullptr) return BeforeOldest(snapshots, absl::StrCat("xid ", target.xid));
+      plan.description = absl::StrCat("xid ", target.xid, " (committed ",
+                                      pipeline::FormatUnixMicros(commit.commit_time), ")");
+      plan.target_setting = absl::StrCat("recovery_target_xid = '", target.xid, "'");
+      plan.replay_to = commit.end_lsn;
+      break;
+    }
+  }
+  const int64_t first = StartFrame(wal, *plan.snapshot);
+  if (first < 0) return StartNotArchived(*plan.snapshot);
+  FERRY_RETURN_IF_ERROR(CheckContiguous(wal, first, std::max(first, last)));
+  return plan;
+}
+
+PgWindow RestorableWindow(const storage::StreamLog& wal, const storage::SnapshotStore& snapshots) {
+  PgWindow w;
+  w.why_not = "no base backup yet";
+  const auto& frames = wal.frames();
+  for (const auto& m : snapshots.snapshots()) {
+    if (!IsPgBackup(m)) continue;
+    const int64_t first = StartFrame(wal, m);
+    if (first < 0) {
+      w.why_not = std::string(StartNotArchived(m).message());
+      continue;
+    }
+    absl::Status st = CheckContiguous(wal, first, static_cast<int64_t>(frames.size()) - 1);
+    if (!st.ok()) {
+      w.why_not = std::string(st.message());
+      continue;
+    }
+    if (MetaLsn(m, "end_lsn").value() > frames.back().header.end_pos) {
+      w.why_not = absl::StrCat("backup ", m.id, " is not consistent until WAL ", m.Get("end_lsn"),
+                               " is archived");
+      continue;
+    }
+    w.valid = true;
+    w.earliest = MetaTime(m, "end_time");
+    for (size_t i = first; i < frames.size(); ++i) {
+      w.latest = std::max(w.latest, frames[i].header.last_data_ts);
+    }
+    w.latest = std::max(w.latest, w.earliest);
+    w.why_not.clear();
+    return w;
+  }
+  return w;
+}
+
+absl::Status CheckEmptyTarget(const std::string& target) {
+  DIR* d = opendir(target.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return storage::ErrnoStatus("open target directory", target, errno);
+  }
+  bool empty = true;
+  while (dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") empty = false;
+  }
+  closedir(d);
+  if (!empty) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "target directory ", target, " is not empty: restore into a new or empty directory"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MaterialiseSnapshot(const storage::SnapshotStore& store,
+                                 const SnapshotManifest& snapshot, const std::string& target,
+                                 const std::function<void(uint64_t, uint64_t)>& progress) {
+  FERRY_RETURN_IF_ERROR(CheckEmptyTarget(target));
+  if (mkdir(target.c_str(), 0700) != 0 && errno != EEXIST) {
+    return storage::ErrnoStatus("create", target, errno);
+  }
+  const uint64_t total = snapshot.RawBytes();
+  uint64_t done = 0;
+  auto write_all = [&]() -> absl::Status {
+    for (const auto& e : snapshot.entries) {
+      const std::string path = absl::StrCat(target, "/", e.path);
+      if (e.type == storage::SnapshotEntry::Type::kDir) {
+        // Owner-writable while we fill it; PostgreSQL wants 0700 anyway.
+        if (mkdir(path.c_str(), (e.mode & 07777) | 0700) != 0 && errno != EEXIST) {
+          return storage::ErrnoStatus("create", path, errno);
+        }
+        continue;
+      }
+      const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (e.mode & 0777) | 0600);
+      if (fd < 0) return storage::ErrnoStatus("create", path, errno);
+      absl::Status st = store.ReadFile(e, [&](absl::string_view bytes) -> absl::Status {
+        while (!bytes.empty()) {
+          const ssize_t n = write(fd, bytes.data(), bytes.size());
+          if (n < 0) {
+            if (errno == EINTR) continue;
+            return storage::ErrnoStatus("write", path, errno);
+          }
+          bytes.remove_prefix(static_cast<size_t>(n));
+          done += static_cast<uint64_t>(n);
+        }
+        if (progress) progress(done, total);
+        return absl::OkStatus();
+      });
+      if (close(fd) != 0 && st.ok()) st = storage::ErrnoStatus("close", path, errno);
+      FERRY_RETURN_IF_ERROR(st);
+      const struct timespec times[2] = {{e.mtime, 0}, {e.mtime, 0}};
+      (void)utimensat(AT_FDCWD, path.c_str(), times, 0);  // cosmetic: keep the server's mtimes
+    }
+    return absl::OkStatus();
+  };
+  absl::Status st = write_all();
+  if (!st.ok()) {
+    // Leave nothing half-restored that could be mistaken for a good copy.
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(target, ec)) {
+      std::filesystem::remove_all(entry.path(), ec);
+    }
+  }
+  return st;
+}
+
+absl::Status WriteRecoverySettings(const std::string& target, const std::string& ferry_binary,
+                                   const std::string& archive, const std::string& source,
+                                   const std::string& target_setting) {
+  const std::string abs_archive = std::filesystem::absolute(archive).lexically_normal().string();
+  std::ofstream signal(target + "/recovery.signal");
+  signal.close();
+  if (!signal) return absl::InternalError(absl::StrCat("create ", target, "/recovery.signal"));
+  std::ofstream conf(target + "/postgresql.auto.conf", std::ios::app);
+  // Later lines win over the ones the backup brought along. A clone must neither archive
+  // into anyone's archive nor wait for a synchronous standby.
+  conf << "\n# ferry restore\n"
+       << "restore_command = '" << ferry_binary << " wal-fetch --archive " << abs_archive
+       << " --source " << source << " %f %p'\n"
+       << "recovery_target_timeline = 'latest'\n";
+  if (!target_setting.empty()) {
+    conf << target_setting << "\n"
+         << "recovery_target_action = 'promote'\n";
+  }
+  conf << "archive_mode = off\n"
+       << "synchronous_standby_names = ''\n";
+  conf.close();
+  if (!conf) return absl::InternalError(absl::StrCat("write ", target, "/postgresql.auto.conf"));
+  return absl::OkStatus();
+}
+
+}  // namespace ferry::tools

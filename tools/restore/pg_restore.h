@@ -1,0 +1,70 @@
+// PostgreSQL point-in-time restore: choose the snapshot and check that the WAL from it to
+// the target is all in the archive (before anything is written), materialise the snapshot,
+// and write the recovery settings that replay archived WAL through `ferry wal-fetch`.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "pipeline/position.h"
+#include "storage/snapshot_store.h"
+#include "storage/stream_log.h"
+
+namespace ferry::tools {
+
+struct PgTarget {
+  enum class Kind { kLatest, kTime, kLsn, kXid } kind = Kind::kLatest;
+  pipeline::UnixMicros time = 0;
+  pipeline::Lsn lsn;
+  uint32_t xid = 0;
+};
+
+struct PgRestorePlan {
+  const storage::SnapshotManifest* snapshot = nullptr;
+  // What recovery stops at: the recovery_target_* line (empty for kLatest).
+  std::string target_setting;
+  // The archive position that must be reached (kLatest: the end of the archive).
+  pipeline::Lsn replay_to;
+  std::string description;  // "time 2026-...Z", "lsn 0/3000000", "xid 1234", "latest"
+};
+
+// The newest snapshot that ends before the target, with every WAL byte from its start to
+// the target in `wal`. kOutOfRange when the target is outside the window (before the oldest
+// usable snapshot, after the latest synced commit) and kDataLoss for a WAL gap, each naming
+// what is missing. `segment_bytes` and `system_id` are the source's (for --xid decoding).
+absl::StatusOr<PgRestorePlan> PlanPgRestore(const storage::StreamLog& wal,
+                                            const storage::SnapshotStore& snapshots,
+                                            const PgTarget& target, uint64_t segment_bytes,
+                                            uint64_t system_id);
+
+// The restorable window of a source: from the end of the oldest snapshot whose WAL is
+// complete up to the archive's end, to the last archived commit. `valid` false when nothing
+// can be restored yet (no snapshot, or its WAL is incomplete).
+struct PgWindow {
+  bool valid = false;
+  pipeline::UnixMicros earliest = 0;
+  pipeline::UnixMicros latest = 0;  // the last commit; --latest reaches it
+  std::string why_not;              // when !valid
+};
+PgWindow RestorableWindow(const storage::StreamLog& wal, const storage::SnapshotStore& snapshots);
+
+// Writes the snapshot's files into `target`, which must not exist or be empty
+// (kFailedPrecondition otherwise, before anything is written). progress(done, total) in bytes.
+absl::Status MaterialiseSnapshot(const storage::SnapshotStore& store,
+                                 const storage::SnapshotManifest& snapshot,
+                                 const std::string& target,
+                                 const std::function<void(uint64_t, uint64_t)>& progress);
+
+// Appends the recovery settings to target/postgresql.auto.conf and creates recovery.signal:
+// restore_command on `ferry_binary wal-fetch`, the target line (if any), promotion at the
+// target, the latest timeline, and no archiving or synchronous standby in the clone.
+absl::Status WriteRecoverySettings(const std::string& target, const std::string& ferry_binary,
+                                   const std::string& archive, const std::string& source,
+                                   const std::string& target_setting);
+
+// Refuses a target directory that exists and is not empty.
+absl::Status CheckEmptyTarget(const std::string& target);
+
+}  // namespace ferry::tools
