@@ -216,8 +216,12 @@ TEST(SpineTimelineTest, FollowsPromotionToTheNextTimeline) {
   FerryService ferry(WriteConfig(dir, archive, (*standby)->Conninfo(), "io_uring"), dir + "/ferry.log");
   ASSERT_TRUE(ferry.Start().ok());
   ASSERT_TRUE(WaitFor([&] { return FerryFlush(**standby).valid(); }, 30)) << ferry.Log();
-  const std::string backup = dir + "/base";
-  ASSERT_TRUE(tools::TakeBaseBackupWithoutWal(**primary, backup).ok());
+  // The backup is taken from the standby ferry follows, into the archive (BASE_BACKUP on a
+  // standby), and the restore below crosses the promotion on that backup's WAL.
+  const std::string config = dir + "/ferry.toml";
+  auto backup = RunFerry({"backup", "--config", config, "--source", "main"});
+  ASSERT_TRUE(backup.ok());
+  ASSERT_EQ(backup->exit_code, 0) << backup->err;
   Q(**primary, "insert into t select g, 1 from generate_series(1001, 2000) g");
   ASSERT_TRUE(WaitFor([&] { return (*standby)->Query("select count(*) from t").value_or("") == "2000"; }, 60));
   ASSERT_TRUE((*primary)->Stop().ok());
@@ -225,6 +229,11 @@ TEST(SpineTimelineTest, FollowsPromotionToTheNextTimeline) {
   Q(**standby, "select pg_promote()");
   ASSERT_TRUE(WaitFor([&] { return (*standby)->Query("select pg_is_in_recovery()").value_or("") == "f"; }, 60));
   Q(**standby, "insert into t select g, 2 from generate_series(2001, 3000) g");
+  usleep(200000);
+  const std::string on_new_timeline = Q(**standby,
+      "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
+  usleep(200000);
+  Q(**standby, "insert into t select g, 2 from generate_series(3001, 3500) g");
   WaitUntilArchived(**standby);
   auto code = ferry.Terminate();
   ASSERT_TRUE(code.ok());
@@ -238,8 +247,16 @@ TEST(SpineTimelineTest, FollowsPromotionToTheNextTimeline) {
   ASSERT_TRUE(verify.ok());
   EXPECT_EQ(verify->exit_code, 0) << verify->out << verify->err;
 
-  auto restored = tools::RecoverFromArchive(backup, dir + "/restored", FERRY_BINARY, archive, "main", 180);
+  // A time on timeline 2, from a backup taken on timeline 1.
+  const std::string to = dir + "/restored";
+  auto restore = RunFerry({"restore", "postgres", "--archive", archive, "--source", "main", "--time",
+                           on_new_timeline, "--to", to});
+  ASSERT_TRUE(restore.ok());
+  ASSERT_EQ(restore->exit_code, 0) << restore->err;
+  auto restored = LocalPostgres::StartExisting(to);
   ASSERT_TRUE(restored.ok()) << restored.status();
+  ASSERT_TRUE(WaitFor([&] { return (*restored)->Query("select pg_is_in_recovery()").value_or("") == "f"; }, 120))
+      << "recovery did not finish; see " << (*restored)->log_path();
   EXPECT_EQ(Q(**restored, "select count(*) || '/' || sum(tl) from t"), "3000/4000");
 }
 
