@@ -83,6 +83,14 @@ int RunCli(int argc, char** argv) {
       "Runs BASE_BACKUP on a connection of its own while `ferry run` keeps streaming WAL; stores\n"
       "only chunks the archive does not have yet. Example: ferry backup --config ferry.toml --source main");
 
+  bool dry_run = false;
+  CLI::App* retention = app.add_subcommand("retention", "Expire snapshots, WAL and chunks per [retention]");
+  retention->add_option("--config", config, "TOML config file")->required();
+  retention->add_flag("--dry-run", dry_run, "list what would be deleted, delete nothing");
+  retention->footer(
+      "Keeps the newest backup and everything the kept backups need to restore to any point up\n"
+      "to the archive's end. Example: ferry retention --config ferry.toml --dry-run");
+
   CLI::App* restore = app.add_subcommand("restore", "Restore a source to a point in time");
   restore->require_subcommand(1);
   PgRestoreArgs pr;
@@ -118,6 +126,7 @@ int RunCli(int argc, char** argv) {
   if (ls->parsed()) return CmdLs(archive, json);
   if (sandbox->parsed()) return CmdSandbox(dir, seconds, keep);
   if (backup->parsed()) return CmdBackup(config, source, json);
+  if (retention->parsed()) return CmdRetention(config, dry_run);
   if (restore_pg->parsed()) return CmdRestorePostgres(pr);
   return 2;
 }

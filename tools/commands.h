@@ -24,6 +24,7 @@ struct PgRestoreArgs {
   int timeout_seconds = 3600;
 };
 int CmdRestorePostgres(const PgRestoreArgs& args);
+int CmdRetention(const std::string& config_path, bool dry_run);
 int CmdSandbox(const std::string& dir, int seconds, bool keep);
 
 // Prints "ferry <command>: <message>" and returns the exit code for the status

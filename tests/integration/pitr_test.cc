@@ -192,5 +192,65 @@ TEST(PitrTest, BackupsDedupAndRestoreToTimesLsnAndXid) {
   EXPECT_FALSE(std::filesystem::exists(c.dir + "/gap"));
 }
 
+// Retention with second-long durations: the older backup and the WAL only it needed go, the
+// newest backup stays restorable to the end, and a time before it is now out of the window.
+TEST(PitrTest, RetentionExpiresWhatNoKeptBackupNeeds) {
+  Cluster c = StartCluster("posix");
+  ASSERT_NE(c.pg, nullptr);
+  c.config = WriteConfig(c.dir, c.archive, c.pg->Conninfo(), "posix",
+                         "scheduled_backups = false\n[retention]\nfull = \"1s\"\n"
+                         "incremental = \"1s\"\nwal = \"1s\"\n");
+  Q(*c.pg, "create table t (id int primary key, v text)");
+  Q(*c.pg, "insert into t select g, 'a' from generate_series(1, 1000) g");
+  Backup(c);
+  const std::string before_second = Now(*c.pg);
+  // WAL that only the first backup needs, spread over several archive segments.
+  Q(*c.pg, "create table junk as select g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) "
+           "from generate_series(1, 400000) g");
+  Q(*c.pg, "checkpoint");
+  WaitUntilArchived(*c.pg);
+  sleep(2);
+  const std::string second = Backup(c).out;
+  Q(*c.pg, "update t set v = 'b' where id <= 10");
+  const std::string sum = Q(*c.pg, kSum);
+  Q(*c.pg, "select pg_switch_wal()");
+  WaitUntilArchived(*c.pg);
+  sleep(2);
+
+  const std::string wal_dir = c.archive + "/streams/main/pg-wal";
+  auto count_segs = [&] {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(wal_dir)) n += e.path().extension() == ".seg";
+    return n;
+  };
+  const int segs_before = count_segs();
+  auto dry = RunFerry({"retention", "--config", c.config, "--dry-run"});
+  ASSERT_TRUE(dry.ok());
+  ASSERT_EQ(dry->exit_code, 0) << dry->err;
+  EXPECT_NE(dry->out.find("would delete snapshot"), std::string::npos) << dry->out;
+  EXPECT_EQ(count_segs(), segs_before) << "a dry run deletes nothing";
+
+  auto run = RunFerry({"retention", "--config", c.config});
+  ASSERT_TRUE(run.ok());
+  ASSERT_EQ(run->exit_code, 0) << run->err;
+  EXPECT_NE(run->out.find("deleted snapshot"), std::string::npos) << run->out;
+  EXPECT_NE(run->out.find(".seg"), std::string::npos) << "old WAL should go: " << run->out;
+  EXPECT_LT(count_segs(), segs_before);
+  auto ls = RunFerry({"ls", "--archive", c.archive, "--json"});
+  ASSERT_TRUE(ls.ok());
+  EXPECT_EQ(ls->out.find("\"id\":", ls->out.find("\"id\":") + 1), std::string::npos)
+      << "one snapshot should remain: " << ls->out;
+  auto verify = RunFerry({"verify", "--archive", c.archive});
+  ASSERT_TRUE(verify.ok());
+  EXPECT_EQ(verify->exit_code, 0) << verify->out << verify->err;
+
+  auto early = RunFerry({"restore", "postgres", "--archive", c.archive, "--source", "main", "--time",
+                         before_second, "--to", c.dir + "/early"});
+  ASSERT_TRUE(early.ok());
+  EXPECT_EQ(early->exit_code, 1);
+  EXPECT_NE(early->err.find("before the restorable window"), std::string::npos) << early->err;
+  EXPECT_EQ(RestoreAndSum(c, "latest", {"--latest"}), sum);
+}
+
 }  // namespace
 }  // namespace ferry::testing

@@ -12,6 +12,7 @@
 #include "pipeline/check.h"
 #include "storage/snapshot_store.h"
 #include "tools/backup/pg_backup.h"
+#include "tools/backup/retention.h"
 
 namespace ferry::tools {
 
@@ -159,6 +160,18 @@ void Service::RunBackupSchedule(SourceRunner* runner) {
                  sc.name, outcome->manifest.id, *due, outcome->manifest.Get("start_lsn"),
                  outcome->manifest.Get("end_lsn"), outcome->stats.raw_bytes,
                  outcome->stats.new_stored_bytes);
+    // Retention on a read-only view of the archive: the streaming thread owns the writer.
+    auto view = storage::Archive::Open(config_.archive_path, storage::ArchiveOptions{});
+    auto expired = view.ok() ? ApplyRetention(**view, sc.name, PolicyOf(config_),
+                                              pipeline::NowUnixMicros(), false)
+                             : absl::StatusOr<RetentionResult>(view.status());
+    if (!expired.ok()) {
+      spdlog::error("source={} event=retention_failed error=\"{}\"", sc.name,
+                    std::string(expired.status().message()));
+    } else if (!expired->snapshots.empty() || !expired->files.empty()) {
+      spdlog::info("source={} event=retention snapshots_deleted={} files_deleted={}", sc.name,
+                   expired->snapshots.size(), expired->files.size());
+    }
   }
 }
 

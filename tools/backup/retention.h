@@ -1,0 +1,42 @@
+// Retention: expire snapshots by class and age, then delete WAL and packs that no kept
+// snapshot needs. Never touches what a kept snapshot or the window from the oldest kept
+// snapshot to the archive's end still needs (DESIGN.md "The archive").
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "pipeline/position.h"
+#include "storage/archive.h"
+
+namespace ferry::tools {
+
+struct RetentionPolicy {
+  absl::Duration full = absl::Hours(24 * 30);
+  absl::Duration incremental = absl::Hours(24 * 7);
+  absl::Duration wal = absl::Hours(72);
+};
+
+struct RetentionResult {
+  std::vector<std::string> snapshots;  // ids expired
+  std::vector<std::string> files;      // WAL segment and pack files deleted
+};
+
+// For one PostgreSQL source: a snapshot older than its class's limit goes, except the newest
+// (the source must stay restorable). Then WAL segments that end before the oldest kept
+// snapshot's start and arrived longer ago than `policy.wal` go (the segment being written
+// never does), then packs no kept snapshot references. A source without snapshots keeps all
+// its WAL (nothing could be restored without it). With dry_run nothing is deleted and the
+// result lists what would be. `archive` may be opened read-only: the service passes its
+// own read-only view so the streaming writer's index is never shared across threads.
+absl::StatusOr<RetentionResult> ApplyRetention(storage::Archive& archive, const std::string& source,
+                                               const RetentionPolicy& policy,
+                                               pipeline::UnixMicros now, bool dry_run);
+
+// The [retention] durations of a config.
+struct Config;
+RetentionPolicy PolicyOf(const Config& config);
+
+}  // namespace ferry::tools
