@@ -13,7 +13,9 @@
 #include "absl/strings/str_split.h"
 #include "pipeline/check.h"
 #include "pipeline/position.h"
+#include "tools/backup/pg_backup.h"
 #include "tools/commands.h"
+#include "tools/restore/pg_restore.h"
 #include "tools/sandbox/local_postgres.h"
 #include "tools/sandbox/pg_steps.h"
 #include "tools/sandbox/process.h"
@@ -41,7 +43,9 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
   const std::string archive = dir + "/archive";
   const std::string config_text = absl::StrCat(
       "region = \"sandbox\"\n[archive]\npath = \"", archive, "\"\nwriter = \"io_uring\"\n\n",
-      "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"", pg->Conninfo(), "\"\n");
+      "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"", pg->Conninfo(), "\"\n",
+      // The sandbox takes its backup itself, at a known moment, instead of on a schedule.
+      "scheduled_backups = false\n");
   std::ofstream(dir + "/ferry.toml") << config_text;
   FERRY_ASSIGN_OR_RETURN(Config config, ParseConfig(config_text, dir + "/ferry.toml"));
   absl::StatusOr<std::unique_ptr<Service>> service = Service::Create(config);
@@ -59,6 +63,8 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
     if (runner.joinable()) runner.join();
   };
 
+  std::string mid_sums;
+  pipeline::UnixMicros mid_time = 0;
   absl::Status st = [&]() -> absl::Status {
     for (int i = 0; i < 300; ++i) {
       auto s = pg->Query("select sync_state from pg_stat_replication where application_name = 'ferry_main'");
@@ -75,14 +81,29 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
       return r;
     };
     FERRY_RETURN_IF_ERROR(pgbench({"-i", "-s", "5", "-q"}).status());
-    FERRY_RETURN_IF_ERROR(TakeBaseBackupWithoutWal(*pg, dir + "/base"));
-    std::printf("sandbox: base backup taken (without WAL); running pgbench for %d s...\n", seconds);
-    FERRY_ASSIGN_OR_RETURN(CommandResult load, pgbench({"-T", std::to_string(seconds), "-c", "4", "-j", "2"}));
-    for (absl::string_view line : absl::StrSplit(load.out, '\n')) {
-      if (absl::StrContains(line, "tps =") || absl::StrContains(line, "latency average")) {
-        std::printf("sandbox:   %s\n", std::string(line).c_str());
+    FERRY_ASSIGN_OR_RETURN(PgBackupOutcome backup,
+                           TakePostgresBackup(archive, config.sources[0], "full", nullptr, nullptr));
+    std::printf("sandbox: base backup %s into the archive (%.1f MiB in %llu chunks, WAL %s .. %s)\n",
+                backup.manifest.id.c_str(), static_cast<double>(backup.stats.raw_bytes) / (1 << 20),
+                static_cast<unsigned long long>(backup.stats.chunks),
+                backup.manifest.Get("start_lsn").c_str(), backup.manifest.Get("end_lsn").c_str());
+    const int first_half = std::max(1, seconds / 2);
+    std::printf("sandbox: running pgbench for %d s, marking an instant, then %d s more...\n", first_half,
+                std::max(1, seconds - first_half));
+    auto report = [](const CommandResult& load) {
+      for (absl::string_view line : absl::StrSplit(load.out, '\n')) {
+        if (absl::StrContains(line, "tps =") || absl::StrContains(line, "latency average")) {
+          std::printf("sandbox:   %s\n", std::string(line).c_str());
+        }
       }
-    }
+    };
+    FERRY_ASSIGN_OR_RETURN(CommandResult load, pgbench({"-T", std::to_string(first_half), "-c", "4", "-j", "2"}));
+    report(load);
+    FERRY_ASSIGN_OR_RETURN(mid_sums, TableChecksums(*pg, kPgbenchTables));
+    mid_time = pipeline::NowUnixMicros();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // commits after it are later
+    FERRY_ASSIGN_OR_RETURN(load, pgbench({"-T", std::to_string(std::max(1, seconds - first_half)), "-c", "4", "-j", "2"}));
+    report(load);
     return absl::OkStatus();
   }();
   if (!st.ok()) {
@@ -105,19 +126,36 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
   std::printf("\nsandbox: ferry verify --archive %s\n", archive.c_str());
   if (CmdVerify(archive, "", false) != 0) return absl::DataLossError("verify found damage");
 
-  std::printf("\nsandbox: restoring the base backup with restore_command = ferry wal-fetch ...\n");
-  const auto t0 = std::chrono::steady_clock::now();
-  FERRY_ASSIGN_OR_RETURN(auto restored, RecoverFromArchive(dir + "/base", dir + "/restored", SelfExecutable(),
-                                                           archive, "main", 600));
-  const double rto = SecondsSince(t0);
-  FERRY_ASSIGN_OR_RETURN(std::string restored_sums, TableChecksums(*restored, kPgbenchTables));
-  FERRY_RETURN_IF_ERROR(restored->Stop());
-  if (restored_sums != sums) {
-    return absl::DataLossError(absl::StrCat("restored tables differ from the primary:\nprimary:\n", sums,
-                                            "restored:\n", restored_sums));
+  // Two restores from the archive alone: to the marked instant, and to the last commit.
+  struct Restore {
+    const char* name;
+    PgTarget target;
+    const std::string* want;
+  };
+  PgTarget at_mid;
+  at_mid.kind = PgTarget::Kind::kTime;
+  at_mid.time = mid_time;
+  for (const Restore& r : {Restore{"mid", at_mid, &mid_sums}, Restore{"latest", PgTarget{}, &sums}}) {
+    std::printf("\nsandbox: ferry restore postgres --%s%s --to %s/restored-%s --start\n",
+                r.target.kind == PgTarget::Kind::kTime ? "time " : "latest",
+                r.target.kind == PgTarget::Kind::kTime ? pipeline::FormatUnixMicros(mid_time).c_str() : "",
+                dir.c_str(), r.name);
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string to = absl::StrCat(dir, "/restored-", r.name);
+    FERRY_ASSIGN_OR_RETURN(std::string summary, RestorePostgresTo(archive, "main", r.target, to, SelfExecutable()));
+    std::printf("sandbox: %s\n", summary.c_str());
+    FERRY_ASSIGN_OR_RETURN(auto restored, LocalPostgres::StartExisting(to));
+    FERRY_RETURN_IF_ERROR(WaitForRecoveryEnd(*restored, 600));
+    const double rto = SecondsSince(t0);
+    FERRY_ASSIGN_OR_RETURN(std::string restored_sums, TableChecksums(*restored, kPgbenchTables));
+    FERRY_RETURN_IF_ERROR(restored->Stop());
+    if (restored_sums != *r.want) {
+      return absl::DataLossError(absl::StrCat("restore to ", r.name, ": tables differ from the primary's at that point:\nexpected:\n",
+                                              *r.want, "restored:\n", restored_sums));
+    }
+    std::printf("sandbox: restored and recovered in %.1f s (RTO); all %zu pgbench tables identical to the primary's at that point\n",
+                rto, kPgbenchTables.size());
   }
-  std::printf("sandbox: restored server reached the end of the archive in %.1f s (RTO); all %zu pgbench tables identical to the primary\n",
-              rto, kPgbenchTables.size());
   return absl::OkStatus();
 }
 

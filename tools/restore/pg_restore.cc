@@ -13,6 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "ingest/pg/wal_decoder.h"
 #include "pipeline/check.h"
+#include "storage/archive.h"
+#include "tools/progress_bar.h"
 
 namespace ferry::tools {
 namespace {
@@ -265,6 +267,35 @@ PgWindow RestorableWindow(const storage::StreamLog& wal, const storage::Snapshot
     return w;
   }
   return w;
+}
+
+absl::StatusOr<std::string> RestorePostgresTo(const std::string& archive_path,
+                                              const std::string& source, const PgTarget& target,
+                                              const std::string& to,
+                                              const std::string& ferry_binary) {
+  FERRY_ASSIGN_OR_RETURN(auto archive, storage::Archive::Open(archive_path, storage::ArchiveOptions{}));
+  FERRY_ASSIGN_OR_RETURN(storage::StreamLog * wal, archive->Stream(source, pipeline::StreamKind::kPgWal));
+  FERRY_ASSIGN_OR_RETURN(storage::SourceIdentity identity, archive->GetIdentity(source));
+  uint64_t segment_bytes = 0, system_id = 0;
+  if (!absl::SimpleAtoi(identity["wal_segment_size"], &segment_bytes) ||
+      !absl::SimpleAtoi(identity["system_id"], &system_id)) {
+    return absl::DataLossError(absl::StrCat("source \"", source, "\" has a damaged identity file"));
+  }
+  FERRY_ASSIGN_OR_RETURN(auto store, storage::SnapshotStore::Open(archive->SnapshotDir(source), false));
+  // Everything is checked before the target directory is touched.
+  FERRY_RETURN_IF_ERROR(CheckEmptyTarget(to));
+  FERRY_ASSIGN_OR_RETURN(PgRestorePlan plan,
+                         PlanPgRestore(*wal, *store, target, segment_bytes, system_id));
+  {
+    ProgressBar bar(absl::StrCat("restore ", plan.snapshot->id));
+    FERRY_RETURN_IF_ERROR(MaterialiseSnapshot(*store, *plan.snapshot, to,
+                                              [&](uint64_t d, uint64_t t) { bar.Update(d, t); }));
+  }
+  FERRY_RETURN_IF_ERROR(
+      WriteRecoverySettings(to, ferry_binary, archive_path, source, plan.target_setting));
+  return absl::StrCat("restored backup ", plan.snapshot->id, " (consistent at ",
+                      plan.snapshot->Get("end_lsn"), ") into ", to, "; recovery replays WAL to ",
+                      plan.description);
 }
 
 absl::Status CheckEmptyTarget(const std::string& target) {

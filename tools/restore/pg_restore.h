@@ -64,6 +64,14 @@ absl::Status WriteRecoverySettings(const std::string& target, const std::string&
                                    const std::string& archive, const std::string& source,
                                    const std::string& target_setting);
 
+// The whole restore as `ferry restore postgres` does it (without starting the server):
+// open the archive, plan (every check before anything is written), materialise with a
+// progress bar on a terminal, write the recovery settings. Returns a one-line summary.
+absl::StatusOr<std::string> RestorePostgresTo(const std::string& archive_path,
+                                              const std::string& source, const PgTarget& target,
+                                              const std::string& to,
+                                              const std::string& ferry_binary);
+
 // Refuses a target directory that exists and is not empty.
 absl::Status CheckEmptyTarget(const std::string& target);
 

@@ -58,13 +58,21 @@ absl::StatusOr<std::unique_ptr<LocalPostgres>> RecoverFromArchive(
   conf.close();
   if (!conf) return absl::InternalError(absl::StrCat("write ", target, "/postgresql.auto.conf"));
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::StartExisting(target));
+  FERRY_RETURN_IF_ERROR(WaitForRecoveryEnd(*pg, timeout_seconds));
+  return pg;
+}
+
+absl::Status WaitForRecoveryEnd(LocalPostgres& pg, int timeout_seconds) {
   for (int i = 0; i < timeout_seconds * 10; ++i) {
-    auto r = pg->Query("select pg_is_in_recovery()");
-    if (r.ok() && *r == "f") return pg;
+    auto r = pg.Query("select pg_is_in_recovery()");
+    if (r.ok() && *r == "f") return absl::OkStatus();
+    if (!r.ok() && absl::IsUnavailable(r.status())) {
+      FERRY_RETURN_IF_ERROR(pg.WaitReady(5));  // quotes the log if the postmaster has exited
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  return absl::DeadlineExceededError(
-      absl::StrCat("recovery of ", target, " did not finish within ", timeout_seconds, " s"));
+  return absl::DeadlineExceededError(absl::StrCat("recovery in ", pg.data_dir(), " did not finish within ",
+                                                  timeout_seconds, " s; see ", pg.log_path()));
 }
 
 std::string SelfExecutable() {

@@ -26,6 +26,10 @@ absl::StatusOr<std::unique_ptr<LocalPostgres>> RecoverFromArchive(
     const std::string& backup, const std::string& target, const std::string& ferry_binary,
     const std::string& archive, const std::string& source, int timeout_seconds);
 
+// Waits until a server started on a restored data directory has left recovery (promoted).
+// A server that exits meanwhile (recovery failed) is reported with its log.
+absl::Status WaitForRecoveryEnd(LocalPostgres& pg, int timeout_seconds);
+
 // The path of the running executable (for restore_command).
 std::string SelfExecutable();
 
