@@ -254,9 +254,7 @@ absl::StatusOr<SnapshotManifest> ParseSnapshotManifest(absl::string_view text,
 // ---- store ----
 
 absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::Open(const std::string& dir,
-                                                                   bool writable,
-                                                                   WriterKind writer) {
-  (void)writer;
+                                                                   bool writable) {
   std::unique_ptr<SnapshotStore> s(new SnapshotStore(dir));
   if (writable) {
     for (const std::string& d : {dir, dir + "/packs"}) {
@@ -351,7 +349,7 @@ absl::StatusOr<std::unique_ptr<SnapshotWriter>> SnapshotStore::Begin(
   }
   std::vector<uint32_t> packs = PackNumbers();
   const uint32_t first_pack = packs.empty() ? 1 : packs.back() + 1;
-  std::unique_ptr<SnapshotWriter> w(new SnapshotWriter(this, fd, first_pack, WriterKind::kPosix));
+  std::unique_ptr<SnapshotWriter> w(new SnapshotWriter(this, fd, first_pack));
   std::string id = IdForTime(start_unix_seconds);
   for (int n = 1; Find(id) != nullptr; ++n) id = absl::StrCat(IdForTime(start_unix_seconds), "-", n);
   w->manifest_.id = id;
@@ -443,9 +441,8 @@ absl::StatusOr<std::vector<std::string>> SnapshotStore::CollectGarbage(bool dry_
 
 // ---- writer ----
 
-SnapshotWriter::SnapshotWriter(SnapshotStore* store, int lock_fd, uint32_t first_pack,
-                               WriterKind writer)
-    : store_(store), lock_fd_(lock_fd), writer_(writer), pack_(first_pack) {}
+SnapshotWriter::SnapshotWriter(SnapshotStore* store, int lock_fd, uint32_t first_pack)
+    : store_(store), lock_fd_(lock_fd), pack_(first_pack) {}
 
 SnapshotWriter::~SnapshotWriter() {
   if (lock_fd_ >= 0) close(lock_fd_);
@@ -551,7 +548,9 @@ absl::Status SnapshotWriter::PutChunk(absl::string_view raw, ChunkRef* ref) {
 }
 
 absl::Status SnapshotWriter::OpenPack() {
-  FERRY_ASSIGN_OR_RETURN(pack_file_, OpenDurableFile(store_->PackPath(pack_), writer_, true));
+  // Packs are written in large buffered pieces and synced once at the end: the POSIX writer
+  // is the right tool (io_uring's gain is in many small synced appends).
+  FERRY_ASSIGN_OR_RETURN(pack_file_, OpenDurableFile(store_->PackPath(pack_), WriterKind::kPosix, true));
   FERRY_RETURN_IF_ERROR(pack_file_->Truncate(0));  // a leftover of a crashed writer, never referenced
   packs_written_.push_back(pack_);
   char h[kPackHeaderBytes] = {};

@@ -89,14 +89,13 @@ class SnapshotWriter final : public pipeline::SnapshotSink {
 
  private:
   friend class SnapshotStore;
-  SnapshotWriter(SnapshotStore* store, int lock_fd, uint32_t first_pack, WriterKind writer);
+  SnapshotWriter(SnapshotStore* store, int lock_fd, uint32_t first_pack);
   absl::Status PutChunk(absl::string_view raw, ChunkRef* ref);
   absl::Status FlushPackBuffer();
   absl::Status OpenPack();
 
   SnapshotStore* store_;
   int lock_fd_;
-  WriterKind writer_;
   SnapshotManifest manifest_;
   SnapshotWriteStats stats_;
   Chunker chunker_;
@@ -120,8 +119,7 @@ class SnapshotStore {
   // Opens (writable: creates) the store in `dir` (<archive>/streams/<source>/snapshots).
   // Reads every manifest; a damaged manifest is kDataLoss naming it.
   static absl::StatusOr<std::unique_ptr<SnapshotStore>> Open(const std::string& dir,
-                                                             bool writable,
-                                                             WriterKind writer = WriterKind::kPosix);
+                                                             bool writable);
 
   // Committed snapshots, oldest first (by id).
   const std::vector<SnapshotManifest>& snapshots() const { return snapshots_; }
