@@ -35,17 +35,6 @@ std::string Q(const LocalPostgres& pg, const std::string& sql) {
   return r.ok() ? *r : "<error>";
 }
 
-bool PortOpen(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  const bool open = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return open;
-}
-
 // A temp dir the postgres user may write into, removed at the end of the test.
 class ScratchDir {
  public:
@@ -75,7 +64,7 @@ TEST(LocalPostgresTest, CreateStartsAServerWithFerrysDefaultsAndSettings) {
   std::unique_ptr<LocalPostgres> pg = StartServer(options);
   ASSERT_NE(pg, nullptr);
   EXPECT_GT(pg->port(), 0);
-  EXPECT_TRUE(PortOpen(pg->port()));
+  EXPECT_TRUE(tools::PortAcceptsConnections(pg->port()));
   EXPECT_TRUE(std::filesystem::exists(pg->data_dir() + "/PG_VERSION"));
   EXPECT_EQ(Q(*pg, "select 1"), "1");
   EXPECT_EQ(Q(*pg, "show wal_level"), "logical");
@@ -133,7 +122,7 @@ TEST(LocalPostgresTest, KillClosesThePortAndTheDataDirRecovers) {
 
   absl::Status killed = pg->Kill();
   ASSERT_TRUE(killed.ok()) << killed;
-  EXPECT_FALSE(PortOpen(port));
+  EXPECT_FALSE(tools::PortAcceptsConnections(port));
   auto after = pg->Query("select 1");
   ASSERT_FALSE(after.ok());
   EXPECT_EQ(after.status().code(), absl::StatusCode::kUnavailable) << after.status();
@@ -186,7 +175,7 @@ TEST(LocalPostgresTest, StartExistingRunsABaseBackupCopyWithTheSameData) {
 
   absl::Status stopped = clone.Stop();
   EXPECT_TRUE(stopped.ok()) << stopped;
-  EXPECT_FALSE(PortOpen(clone.port()));
+  EXPECT_FALSE(tools::PortAcceptsConnections(clone.port()));
   EXPECT_FALSE(std::filesystem::exists(copy + "/postmaster.pid"));
 }
 

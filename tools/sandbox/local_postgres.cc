@@ -112,18 +112,6 @@ std::vector<int> ChildrenOf(int pid) {
   return children;
 }
 
-bool PortAcceptsConnections(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  const bool connected = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return connected;
-}
-
 RunOptions AsServerUser(int timeout_seconds) {
   RunOptions o;
   o.as_user = kServerUser;

@@ -51,6 +51,9 @@ std::string ShellJoin(const std::vector<std::string>& argv);
 // should treat "address in use" as retryable.
 absl::StatusOr<int> FindFreeLoopbackPort();
 
+// True when something accepts TCP connections on 127.0.0.1:port right now.
+bool PortAcceptsConnections(int port);
+
 bool RunningAsRoot();
 
 }  // namespace ferry::tools
