@@ -1,5 +1,6 @@
-// zstd, for what is compressed outside frames (snapshot chunks). zstd lives in pipeline/
-// (STYLE.md: each C library in one module); frames use the same library in frame.cc.
+// zstd for frames and snapshot chunks; zstd lives in pipeline/ (STYLE.md: each C library in
+// one module). Each thread keeps one compression and one decompression context: creating
+// them per call (ZSTD_compress / ZSTD_decompress) costs more than a small frame itself.
 #pragma once
 
 #include <string>
@@ -8,6 +9,9 @@
 #include "absl/strings/string_view.h"
 
 namespace ferry::pipeline {
+
+// Appends the zstd frame of `raw` at `level` to *out.
+absl::Status AppendZstd(absl::string_view raw, int level, std::string* out);
 
 // Replaces *out with the zstd frame of `raw` at `level`.
 absl::Status CompressZstd(absl::string_view raw, int level, std::string* out);

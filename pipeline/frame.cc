@@ -6,6 +6,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "pipeline/check.h"
+#include "pipeline/compress.h"
 #include "pipeline/endian.h"
 
 #define XXH_INLINE_ALL
@@ -65,7 +67,7 @@ absl::StatusOr<FrameHeader> EncodeFrame(const FrameInput& input, int zstd_level,
   // stored uncompressed, else into a scratch buffer that zstd compresses behind the header.
   const size_t header_at = out->size();
   const size_t payload_at = header_at + kFrameHeaderSize;
-  std::string raw;
+  thread_local std::string raw;  // reused: no allocation per frame
   char* p;
   if (zstd_level > 0) {
     raw.resize(raw_len);
@@ -84,14 +86,12 @@ absl::StatusOr<FrameHeader> EncodeFrame(const FrameInput& input, int zstd_level,
 
   if (zstd_level > 0) {
     h.codec = Codec::kZstd;
-    const size_t bound = ZSTD_compressBound(raw_len);
-    out->resize(payload_at + bound);
-    size_t n = ZSTD_compress(out->data() + payload_at, bound, raw.data(), raw.size(), zstd_level);
-    if (ZSTD_isError(n)) {
+    absl::Status st = AppendZstd(raw, zstd_level, out);
+    if (!st.ok()) {
       out->resize(header_at);
-      return absl::InternalError(absl::StrCat("zstd compress: ", ZSTD_getErrorName(n)));
+      return st;
     }
-    h.stored_len = static_cast<uint32_t>(n);
+    h.stored_len = static_cast<uint32_t>(out->size() - payload_at);
   } else {
     h.codec = Codec::kNone;
     h.stored_len = h.raw_len;
@@ -164,13 +164,7 @@ absl::StatusOr<std::vector<RecordView>> DecodeFramePayload(const FrameHeader& h,
   }
   absl::string_view raw;
   if (h.codec == Codec::kZstd) {
-    scratch->resize(h.raw_len);
-    size_t n = ZSTD_decompress(scratch->data(), scratch->size(), stored.data(), stored.size());
-    if (ZSTD_isError(n) || n != h.raw_len) {
-      return absl::DataLossError(absl::StrCat(
-          "frame payload does not decompress to ", h.raw_len, " bytes: ",
-          ZSTD_isError(n) ? ZSTD_getErrorName(n) : absl::StrCat("got ", n).c_str()));
-    }
+    FERRY_RETURN_IF_ERROR(DecompressZstd(stored, h.raw_len, "frame payload", scratch));
     raw = *scratch;
   } else {
     if (h.raw_len != h.stored_len) return absl::DataLossError("uncompressed frame sizes differ");

@@ -160,6 +160,9 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open", path, errno);
   std::string out;
+  // Sized from fstat (the file may still grow while we read: reading goes on to EOF).
+  struct stat st;
+  if (fstat(fd, &st) == 0 && st.st_size > 0) out.reserve(static_cast<size_t>(st.st_size));
   char buf[1 << 16];
   while (true) {
     ssize_t n = read(fd, buf, sizeof(buf));

@@ -33,13 +33,14 @@ absl::Status MakeDirs(const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ReadRange(const std::string& path, uint64_t offset, size_t len) {
+// Reads [offset, offset+len) of `path` into *out (resized; its capacity is reused).
+absl::Status ReadRangeInto(const std::string& path, uint64_t offset, size_t len, std::string* out) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open", path, errno);
-  std::string out(len, '\0');
+  out->resize(len);
   size_t done = 0;
   while (done < len) {
-    ssize_t n = pread(fd, out.data() + done, len - done, static_cast<off_t>(offset + done));
+    ssize_t n = pread(fd, out->data() + done, len - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       int err = n < 0 ? errno : 0;
@@ -51,6 +52,12 @@ absl::StatusOr<std::string> ReadRange(const std::string& path, uint64_t offset, 
     done += static_cast<size_t>(n);
   }
   close(fd);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadRange(const std::string& path, uint64_t offset, size_t len) {
+  std::string out;
+  FERRY_RETURN_IF_ERROR(ReadRangeInto(path, offset, len, &out));
   return out;
 }
 
@@ -104,10 +111,17 @@ absl::Status StreamLog::Load() {
 
   for (size_t i = 0; i < segments_.size(); ++i) {
     const bool is_last = i + 1 == segments_.size();
-    if (is_last) {
-      FERRY_RETURN_IF_ERROR(ScanSegment(segments_[i], true, &frames_));
-    } else {
+    if (!is_last) {
       FERRY_RETURN_IF_ERROR(LoadSealedIndex(segments_[i], &frames_));
+    } else if (options_.read_only) {
+      // A reader (wal-fetch runs once per WAL segment) takes the frames the active index
+      // lists and scans only what follows them; payload checksums are checked when a frame
+      // is read. The writer never trusts that index: it rescans the whole segment.
+      FERRY_ASSIGN_OR_RETURN(uint64_t size, FileSize(SegmentPath(segments_[i])));
+      const uint64_t from = IndexedPrefix(segments_[i], size, &frames_);
+      FERRY_RETURN_IF_ERROR(ScanSegment(segments_[i], true, from, &frames_));
+    } else {
+      FERRY_RETURN_IF_ERROR(ScanSegment(segments_[i], true, kSegmentHeaderSize, &frames_));
     }
   }
   if (options_.read_only || segments_.empty()) return absl::OkStatus();
@@ -129,41 +143,44 @@ absl::Status StreamLog::Load() {
   return absl::OkStatus();
 }
 
-absl::Status StreamLog::LoadSealedIndex(uint64_t seq, std::vector<FrameLocation>* out) {
-  const std::string seg_path = SegmentPath(seq);
-  FERRY_ASSIGN_OR_RETURN(uint64_t seg_size, FileSize(seg_path));
+uint64_t StreamLog::IndexedPrefix(uint64_t seq, uint64_t seg_size, std::vector<FrameLocation>* out) {
+  uint64_t expect = kSegmentHeaderSize;
   auto index = ReadWholeFile(absl::StrCat(dir_, "/", IndexFileName(seq)));
-  // The index is derived data: use it only if it is whole and ends where the segment ends;
-  // otherwise rebuild it from the segment (a crash before the index was synced).
-  if (index.ok() && index->size() % kIndexEntrySize == 0 && !index->empty()) {
-    std::vector<FrameLocation> entries;
-    uint64_t expect = kSegmentHeaderSize;
-    bool good = true;
-    for (size_t at = 0; at < index->size() && good; at += kIndexEntrySize) {
-      FrameLocation loc;
-      loc.segment_seq = seq;
-      good = DecodeIndexEntry(absl::string_view(*index).substr(at, kIndexEntrySize), &loc.offset,
-                              &loc.header) &&
-             loc.offset == expect;
-      expect = loc.offset + loc.header.frame_size();
-      entries.push_back(loc);
+  if (!index.ok()) return expect;
+  for (size_t at = 0; at + kIndexEntrySize <= index->size(); at += kIndexEntrySize) {
+    FrameLocation loc;
+    loc.segment_seq = seq;
+    if (!DecodeIndexEntry(absl::string_view(*index).substr(at, kIndexEntrySize), &loc.offset, &loc.header) ||
+        loc.offset != expect || loc.offset + loc.header.frame_size() > seg_size) {
+      break;
     }
-    if (good && expect == seg_size) {
-      out->insert(out->end(), entries.begin(), entries.end());
-      return absl::OkStatus();
-    }
+    expect = loc.offset + loc.header.frame_size();
+    out->push_back(loc);
   }
-  return ScanSegment(seq, false, out);
+  return expect;
 }
 
-absl::Status StreamLog::ScanSegment(uint64_t seq, bool is_last, std::vector<FrameLocation>* out) {
+absl::Status StreamLog::LoadSealedIndex(uint64_t seq, std::vector<FrameLocation>* out) {
+  FERRY_ASSIGN_OR_RETURN(uint64_t seg_size, FileSize(SegmentPath(seq)));
+  // The index is derived data: use it only if it covers the segment exactly; otherwise
+  // rebuild it from the segment (a crash before the index was synced).
+  const size_t before = out->size();
+  if (IndexedPrefix(seq, seg_size, out) == seg_size && out->size() > before) return absl::OkStatus();
+  out->resize(before);
+  return ScanSegment(seq, false, kSegmentHeaderSize, out);
+}
+
+absl::Status StreamLog::ScanSegment(uint64_t seq, bool is_last, uint64_t from,
+                                    std::vector<FrameLocation>* out) {
   const std::string path = SegmentPath(seq);
-  FERRY_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(path));
-  auto header = DecodeSegmentHeader(bytes);
+  FERRY_ASSIGN_OR_RETURN(uint64_t size, FileSize(path));
+  std::string head;
+  FERRY_RETURN_IF_ERROR(ReadRangeInto(path, 0, std::min<uint64_t>(size, kSegmentHeaderSize), &head));
+  auto header = DecodeSegmentHeader(head);
   if (!header.ok()) {
-    if (is_last && bytes.size() < kSegmentHeaderSize) {
+    if (is_last && size < kSegmentHeaderSize) {
       // Crash while the segment was being created: no frame was ever in it.
-      repaired_bytes_ += bytes.size();
+      repaired_bytes_ += size;
       if (!options_.read_only) {
         if (unlink(path.c_str()) != 0) return ErrnoStatus("remove torn segment", path, errno);
         (void)unlink(absl::StrCat(dir_, "/", IndexFileName(seq)).c_str());
@@ -177,11 +194,14 @@ absl::Status StreamLog::ScanSegment(uint64_t seq, bool is_last, std::vector<Fram
     return absl::DataLossError(absl::StrCat(path, " at offset 0: segment header names sequence ",
                                             header->seq, " of another stream"));
   }
-  size_t off = kSegmentHeaderSize;
+  // bytes[i] is the segment's byte at offset from + i.
+  std::string bytes;
+  FERRY_RETURN_IF_ERROR(ReadRangeInto(path, from, size - from, &bytes));
+  size_t off = 0;
   while (off < bytes.size()) {
     FrameHeader h;
     if (ValidFrameAt(bytes, off, &h)) {
-      out->push_back(FrameLocation{seq, off, h});
+      out->push_back(FrameLocation{seq, from + off, h});
       off += h.frame_size();
       continue;
     }
@@ -204,13 +224,13 @@ absl::Status StreamLog::ScanSegment(uint64_t seq, bool is_last, std::vector<Fram
       }
     }
     if (!is_last || later_frame) {
-      return absl::DataLossError(absl::StrCat(path, " at offset ", off, ": ", reason,
+      return absl::DataLossError(absl::StrCat(path, " at offset ", from + off, ": ", reason,
                                               "; run ferry verify for a full report"));
     }
     repaired_bytes_ += bytes.size() - off;
     if (!options_.read_only) {
       FERRY_ASSIGN_OR_RETURN(auto file, OpenDurableFile(path, WriterKind::kPosix, false));
-      FERRY_RETURN_IF_ERROR(file->Truncate(off));
+      FERRY_RETURN_IF_ERROR(file->Truncate(from + off));
     }
     break;
   }
@@ -340,17 +360,20 @@ absl::StatusOr<std::string> StreamLog::ReadFrameBytes(const FrameLocation& loc) 
 
 absl::StatusOr<std::vector<pipeline::RecordView>> StreamLog::ReadRecords(
     const FrameLocation& loc, std::string* scratch) const {
-  FERRY_ASSIGN_OR_RETURN(std::string bytes, ReadFrameBytes(loc));
+  // Frame bytes go to a per-thread buffer that is reused: reading a stream frame by frame
+  // then costs no allocation (and no page faults) per frame.
+  thread_local std::string bytes;
+  FERRY_RETURN_IF_ERROR(ReadRangeInto(SegmentPath(loc.segment_seq), loc.offset, loc.header.frame_size(), &bytes));
   auto fail = [&](const absl::Status& st) {
     return absl::DataLossError(absl::StrCat(SegmentPath(loc.segment_seq), " at offset ",
                                             loc.offset, ": ", st.message()));
   };
   auto h = pipeline::DecodeFrameHeader(bytes);
   if (!h.ok()) return fail(h.status());
-  // The payload must outlive the views when it is stored uncompressed: keep it in *scratch.
-  std::string stored = bytes.substr(pipeline::kFrameHeaderSize);
+  const absl::string_view stored = absl::string_view(bytes).substr(pipeline::kFrameHeaderSize);
   if (h->codec == pipeline::Codec::kNone) {
-    *scratch = std::move(stored);
+    // The views must outlive the next call: an uncompressed payload is kept in *scratch.
+    scratch->assign(stored.data(), stored.size());
     auto records = pipeline::DecodeFramePayload(*h, *scratch, nullptr);
     if (!records.ok()) return fail(records.status());
     return records;

@@ -89,7 +89,11 @@ class StreamLog final : public pipeline::FrameConsumer {
   StreamLog(std::string dir, pipeline::StreamKind kind, StreamLogOptions options);
   absl::Status Load();
   absl::Status LoadSealedIndex(uint64_t seq, std::vector<FrameLocation>* out);
-  absl::Status ScanSegment(uint64_t seq, bool is_last, std::vector<FrameLocation>* out);
+  // Appends the frames seq's index lists, as far as they chain from the segment header and
+  // lie within seg_size; returns the offset where that chain ends.
+  uint64_t IndexedPrefix(uint64_t seq, uint64_t seg_size, std::vector<FrameLocation>* out);
+  // Validates frames from offset `from` (where a frame starts) to the end of the segment.
+  absl::Status ScanSegment(uint64_t seq, bool is_last, uint64_t from, std::vector<FrameLocation>* out);
   absl::Status StartSegment(uint64_t seq);
   absl::Status SealActive();
   absl::Status WriteToActive(absl::string_view bytes, const pipeline::FrameHeader* headers,

@@ -51,11 +51,22 @@ int RunCli(int argc, char** argv) {
       "wal-fetch", "Materialise a WAL file from the archive (PostgreSQL restore_command)");
   fetch->add_option("--archive", archive, "archive directory")->required();
   fetch->add_option("--source", source, "source name")->required();
-  fetch->add_option("walfile", name, "requested file (%f)")->required();
-  fetch->add_option("dest", dest, "destination path (%p)")->required();
+  WalFetchArgs wf;
+  fetch->add_option("walfile", name, "requested file (%f)");
+  fetch->add_option("dest", dest, "destination path (%p)");
+  fetch->add_option("--prefetch", wf.prefetch.depth,
+                    "segments to decompress ahead in the background (0: off)")
+      ->default_val(wf.prefetch.depth)
+      ->check(CLI::Range(0, 64));
+  fetch->add_option("--spool", wf.prefetch.spool, "where segments wait (default: DEST's dir/.ferry-prefetch)");
+  fetch->add_option("--drop-spool", wf.drop_spool, "remove this spool and exit (recovery_end_command)");
   fetch->footer(
       "Exit 0 when the file was written, 1 when it is not in the archive.\n"
-      "Example: restore_command = 'ferry wal-fetch --archive /var/lib/ferry/archive --source main %f %p'");
+      "After serving a segment, a background process decompresses the next --prefetch complete\n"
+      "segments into the spool, so that the next call is a rename and replay never waits.\n"
+      "Example: restore_command = 'ferry wal-fetch --archive /var/lib/ferry/archive --source main %f %p'\n"
+      "         recovery_end_command = 'ferry wal-fetch --archive /var/lib/ferry/archive --source main "
+      "--drop-spool pg_wal/.ferry-prefetch'");
 
   CLI::App* verify = app.add_subcommand("verify", "Check every frame checksum and position continuity");
   verify->add_option("--archive", archive, "archive directory")->required();
@@ -110,6 +121,22 @@ int RunCli(int argc, char** argv) {
       "Example: ferry restore postgres --archive /var/lib/ferry/archive --source main \\\n"
       "           --time 2026-11-24T10:00:00Z --to /var/lib/pg-restore --start");
 
+  RedisRestoreArgs rr;
+  CLI::App* restore_redis = restore->add_subcommand("redis", "Restore Redis into a new AOF directory");
+  restore_redis->add_option("--archive", rr.archive, "archive directory")->required();
+  restore_redis->add_option("--source", rr.source, "source name")->required();
+  restore_redis->add_option("--time", rr.time, "RFC 3339 time: every command ferry had archived then");
+  restore_redis->add_option("--offset", rr.offset, "replication offset to stop at (on a command boundary)");
+  restore_redis->add_flag("--latest", rr.latest, "every archived command");
+  restore_redis->add_option("--to", rr.to, "new (or empty) directory; the AOF goes to DIR/appendonlydir")->required();
+  restore_redis->add_flag("--start", rr.start, "start redis-server on it and wait until it has loaded");
+  restore_redis->add_option("--port", rr.port, "port for --start (default: a free one)")->check(CLI::Range(1, 65535));
+  restore_redis->footer(
+      "Writes a Redis 7 multi-part AOF (base RDB + commands up to the target + manifest), ending\n"
+      "on a transaction boundary. Load it with: redis-server --dir DIR --appendonly yes\n"
+      "Example: ferry restore redis --archive /var/lib/ferry/archive --source cache \\\n"
+      "           --time 2026-11-24T10:00:00Z --to /var/lib/redis-restore --start");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -121,13 +148,20 @@ int RunCli(int argc, char** argv) {
     return 2;
   }
   if (run->parsed()) return CmdRun(config);
-  if (fetch->parsed()) return CmdWalFetch(archive, source, name, dest);
+  if (fetch->parsed()) {
+    wf.archive = archive;
+    wf.source = source;
+    wf.name = name;
+    wf.dest = dest;
+    return CmdWalFetch(wf);
+  }
   if (verify->parsed()) return CmdVerify(archive, source, json);
   if (ls->parsed()) return CmdLs(archive, json);
   if (sandbox->parsed()) return CmdSandbox(dir, seconds, keep);
   if (backup->parsed()) return CmdBackup(config, source, json);
   if (retention->parsed()) return CmdRetention(config, dry_run);
   if (restore_pg->parsed()) return CmdRestorePostgres(pr);
+  if (restore_redis->parsed()) return CmdRestoreRedis(rr);
   return 2;
 }
 

@@ -5,12 +5,17 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "tools/restore/wal_prefetch.h"
 
 namespace ferry::tools {
 
 int CmdRun(const std::string& config_path);
-int CmdWalFetch(const std::string& archive, const std::string& source, const std::string& name,
-                const std::string& dest);
+struct WalFetchArgs {
+  std::string archive, source, name, dest;
+  WalPrefetchOptions prefetch;
+  std::string drop_spool;  // set: remove this spool instead of fetching
+};
+int CmdWalFetch(const WalFetchArgs& args);
 int CmdVerify(const std::string& archive, const std::string& source, bool json);
 int CmdLs(const std::string& archive, bool json);
 int CmdBackup(const std::string& config_path, const std::string& source, bool json);
@@ -24,6 +29,14 @@ struct PgRestoreArgs {
   int timeout_seconds = 3600;
 };
 int CmdRestorePostgres(const PgRestoreArgs& args);
+struct RedisRestoreArgs {
+  std::string archive, source, to;
+  std::string time, offset;  // at most one set (or latest)
+  bool latest = false;
+  bool start = false;
+  int port = 0;
+};
+int CmdRestoreRedis(const RedisRestoreArgs& args);
 int CmdRetention(const std::string& config_path, bool dry_run);
 int CmdSandbox(const std::string& dir, int seconds, bool keep);
 

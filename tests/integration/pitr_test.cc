@@ -69,6 +69,8 @@ std::string RestoreAndSum(const Cluster& c, const std::string& name,
       {tools::PgBinDir().value_or("") + "/pg_ctl", "-D", to, "-m", "fast", "-w", "stop"}, as_server);
   EXPECT_TRUE(stop.ok() && stop->exit_code == 0) << (stop.ok() ? stop->err : stop.status().ToString());
   EXPECT_TRUE(sum.ok() && sum->exit_code == 0);
+  // recovery_end_command removed wal-fetch's decompress-ahead spool.
+  EXPECT_FALSE(std::filesystem::exists(to + "/pg_wal/.ferry-prefetch")) << name;
   return sum.ok() ? std::string(absl::StripAsciiWhitespace(sum->out)) : "";
 }
 

@@ -379,9 +379,13 @@ absl::Status WriteRecoverySettings(const std::string& target, const std::string&
   std::ofstream conf(target + "/postgresql.auto.conf", std::ios::app);
   // Later lines win over the ones the backup brought along. A clone must neither archive
   // into anyone's archive nor wait for a synchronous standby.
+  // restore_command runs in the data directory, so %p is pg_wal/RECOVERYXLOG and wal-fetch's
+  // decompress-ahead spool is pg_wal/.ferry-prefetch; recovery_end_command removes what is
+  // left in it once recovery is over.
+  const std::string fetch = absl::StrCat(ferry_binary, " wal-fetch --archive ", abs_archive, " --source ", source);
   conf << "\n# ferry restore\n"
-       << "restore_command = '" << ferry_binary << " wal-fetch --archive " << abs_archive
-       << " --source " << source << " %f %p'\n"
+       << "restore_command = '" << fetch << " %f %p'\n"
+       << "recovery_end_command = '" << fetch << " --drop-spool pg_wal/.ferry-prefetch'\n"
        << "recovery_target_timeline = 'latest'\n";
   if (!target_setting.empty()) {
     conf << target_setting << "\n"

@@ -58,7 +58,8 @@ absl::Status MaterialiseSnapshot(const storage::SnapshotStore& store,
                                  const std::function<void(uint64_t, uint64_t)>& progress);
 
 // Appends the recovery settings to target/postgresql.auto.conf and creates recovery.signal:
-// restore_command on `ferry_binary wal-fetch`, the target line (if any), promotion at the
+// restore_command on `ferry_binary wal-fetch` (and recovery_end_command dropping its
+// decompress-ahead spool), the target line (if any), promotion at the
 // target, the latest timeline, and no archiving or synchronous standby in the clone.
 absl::Status WriteRecoverySettings(const std::string& target, const std::string& ferry_binary,
                                    const std::string& archive, const std::string& source,

@@ -11,11 +11,9 @@
 #include "storage/durable_file.h"
 
 namespace ferry::tools {
-namespace {
-
 using pipeline::TimelineId;
 
-absl::Status WriteDest(const std::string& dest, absl::string_view bytes) {
+absl::Status WriteReplacing(const std::string& dest, absl::string_view bytes) {
   // Write beside the destination, then rename: PostgreSQL never sees a half-written file.
   const std::string tmp = dest + ".ferry-tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
@@ -30,10 +28,23 @@ absl::Status WriteDest(const std::string& dest, absl::string_view bytes) {
   return absl::OkStatus();
 }
 
-}  // namespace
+absl::StatusOr<uint64_t> WalSegmentBytes(const storage::Archive& archive, const std::string& source) {
+  FERRY_ASSIGN_OR_RETURN(storage::SourceIdentity id, archive.GetIdentity(source));
+  uint64_t seg_bytes = 0;
+  if (!absl::SimpleAtoi(id["wal_segment_size"], &seg_bytes) || seg_bytes == 0) {
+    return absl::DataLossError(absl::StrCat("archive source \"", source, "\" has no wal_segment_size"));
+  }
+  return seg_bytes;
+}
 
 absl::Status FetchWalFile(storage::Archive& archive, const std::string& source,
                           const std::string& name, const std::string& dest) {
+  FERRY_ASSIGN_OR_RETURN(WalFile file, MaterialiseWalFile(archive, source, name));
+  return WriteReplacing(dest, file.bytes);
+}
+
+absl::StatusOr<WalFile> MaterialiseWalFile(storage::Archive& archive, const std::string& source,
+                                           const std::string& name) {
   FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log, archive.Stream(source, pipeline::StreamKind::kPgWal));
   if (absl::EndsWith(name, ".history")) {
     auto contents = log->GetFile(name);
@@ -41,13 +52,9 @@ absl::Status FetchWalFile(storage::Archive& archive, const std::string& source,
       if (absl::IsNotFound(contents.status())) return absl::NotFoundError(absl::StrCat(name, " is not in the archive"));
       return contents.status();
     }
-    return WriteDest(dest, *contents);
+    return WalFile{std::move(*contents), true};
   }
-  FERRY_ASSIGN_OR_RETURN(storage::SourceIdentity id, archive.GetIdentity(source));
-  uint64_t seg_bytes = 0;
-  if (!absl::SimpleAtoi(id["wal_segment_size"], &seg_bytes) || seg_bytes == 0) {
-    return absl::DataLossError(absl::StrCat("archive source \"", source, "\" has no wal_segment_size"));
-  }
+  FERRY_ASSIGN_OR_RETURN(const uint64_t seg_bytes, WalSegmentBytes(archive, source));
   TimelineId tli;
   uint64_t segno = 0;
   if (!ingest::pg::ParseWalFileName(name, seg_bytes, &tli, &segno)) {
@@ -115,7 +122,7 @@ absl::Status FetchWalFile(storage::Archive& archive, const std::string& source,
           pipeline::Lsn(f->header.start_pos).ToString(), "; run ferry verify"));
     }
   }
-  return WriteDest(dest, out);
+  return WalFile{std::move(out), covered == seg_hi};
 }
 
 }  // namespace ferry::tools

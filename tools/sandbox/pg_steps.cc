@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "pipeline/check.h"
+#include "tools/restore/pg_restore.h"
 
 namespace ferry::tools {
 
@@ -47,16 +48,7 @@ absl::StatusOr<std::unique_ptr<LocalPostgres>> RecoverFromArchive(
   std::error_code ec;
   std::filesystem::copy(backup, target, std::filesystem::copy_options::recursive, ec);
   if (ec) return absl::InternalError(absl::StrCat("copy ", backup, " to ", target, ": ", ec.message()));
-  std::ofstream(target + "/recovery.signal").close();
-  std::ofstream conf(target + "/postgresql.auto.conf", std::ios::app);
-  // A clone must not archive into anyone's archive or wait for a synchronous standby.
-  conf << "restore_command = '" << ferry_binary << " wal-fetch --archive " << archive
-       << " --source " << source << " %f %p'\n"
-       << "recovery_target_timeline = 'latest'\n"
-       << "archive_mode = off\n"
-       << "synchronous_standby_names = ''\n";
-  conf.close();
-  if (!conf) return absl::InternalError(absl::StrCat("write ", target, "/postgresql.auto.conf"));
+  FERRY_RETURN_IF_ERROR(WriteRecoverySettings(target, ferry_binary, archive, source, ""));
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::StartExisting(target));
   FERRY_RETURN_IF_ERROR(WaitForRecoveryEnd(*pg, timeout_seconds));
   return pg;

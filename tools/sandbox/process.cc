@@ -318,4 +318,15 @@ absl::StatusOr<int> FindFreeLoopbackPort() {
   return static_cast<int>(ntohs(addr.sin_port));
 }
 
+void DetachFromSession() {
+  setsid();
+  const int devnull = open("/dev/null", O_RDWR);
+  if (devnull >= 0) {
+    dup2(devnull, 0);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    if (devnull > 2) close(devnull);
+  }
+}
+
 }  // namespace ferry::tools

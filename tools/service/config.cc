@@ -1,5 +1,6 @@
 #include "tools/service/config.h"
 
+#include <cstdlib>
 #include <set>
 
 // Debian's shared toml++ is built with exceptions; exceptions must not cross into ferry, so
@@ -13,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "pipeline/check.h"
 #include "storage/archive.h"
 #include "storage/durable_file.h"
@@ -150,6 +152,25 @@ absl::Status ParseSource(const toml::table& t, size_t index, absl::string_view o
   } else if (s->kind == "redis") {
     FERRY_RETURN_IF_ERROR(r.String("address", &s->address, true));
     FERRY_RETURN_IF_ERROR(r.Duration("snapshot_every", &s->snapshot_every));
+    auto endpoint = ingest::redis::ParseRedisAddress(s->address);
+    if (!endpoint.ok()) return r.Error("address", endpoint.status().message());
+    s->redis = *endpoint;
+    FERRY_RETURN_IF_ERROR(r.String("user", &s->redis.user));
+    // Secrets never live in the config: name the environment variable or the file.
+    std::string password_env, password_file;
+    FERRY_RETURN_IF_ERROR(r.String("password_env", &password_env));
+    FERRY_RETURN_IF_ERROR(r.String("password_file", &password_file));
+    if (!password_env.empty()) {
+      const char* v = std::getenv(password_env.c_str());
+      if (v == nullptr) {
+        return r.Error("password_env", absl::StrCat("environment variable ", password_env, " is not set"));
+      }
+      s->redis.password = v;
+    } else if (!password_file.empty()) {
+      auto v = storage::ReadWholeFile(password_file);
+      if (!v.ok()) return r.Error("password_file", v.status().message());
+      s->redis.password = std::string(absl::StripTrailingAsciiWhitespace(*v));
+    }
   } else {
     return r.Error("kind", absl::StrCat("expected \"postgres\" or \"redis\", got \"", s->kind, "\""));
   }

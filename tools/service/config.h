@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "ingest/redis/replica_conn.h"
 #include "pipeline/progress.h"
 #include "storage/durable_file.h"
 
@@ -15,7 +16,7 @@ namespace ferry::tools {
 
 struct SourceConfig {
   std::string name;
-  std::string kind;  // "postgres" (issue 2); "redis" later
+  std::string kind;  // "postgres" or "redis"
   // postgres
   std::string conninfo;
   std::string physical_slot;     // default "ferry_<name>"
@@ -29,6 +30,9 @@ struct SourceConfig {
   int status_interval_ms = 10000;
   // redis
   std::string address;
+  // Parsed from address; user and password (from password_env or password_file, never
+  // from the config itself) for AUTH.
+  ingest::redis::RedisEndpoint redis;
   absl::Duration snapshot_every = absl::Hours(6);
   // both
   pipeline::AckPolicy ack = pipeline::AckPolicy::kLocal;

@@ -2,16 +2,19 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "ingest/pg/physical_source.h"
+#include "ingest/redis/redis_source.h"
 #include "pipeline/batcher.h"
 #include "pipeline/check.h"
 #include "storage/snapshot_store.h"
 #include "tools/backup/pg_backup.h"
+#include "tools/backup/redis_snapshot.h"
 #include "tools/backup/retention.h"
 
 namespace ferry::tools {
@@ -25,7 +28,10 @@ struct Service::SourceRunner {
   std::atomic<bool> cancel_backup{false};
   absl::Status result;
   absl::Mutex mu;
-  ingest::pg::PgPhysicalSource* active ABSL_GUARDED_BY(mu) = nullptr;
+  // Stops the source that is streaming right now (none between connections).
+  std::function<void()> stop_active ABSL_GUARDED_BY(mu);
+  // Its counters as key=value pairs for the periodic progress log line.
+  std::function<std::string()> progress_line ABSL_GUARDED_BY(mu);
   bool stop ABSL_GUARDED_BY(mu) = false;
 };
 
@@ -41,10 +47,6 @@ absl::StatusOr<std::unique_ptr<Service>> Service::Create(const Config& config) {
   // Fail at start, not at the first frame, when the chosen writer cannot work here.
   FERRY_RETURN_IF_ERROR(storage::ProbeWriter(config.writer, config.archive_path));
   for (const SourceConfig& sc : s->config_.sources) {
-    if (sc.kind != "postgres") {
-      return absl::UnimplementedError(absl::StrCat(
-          "source \"", sc.name, "\": kind \"", sc.kind, "\" is not supported by this build yet"));
-    }
     auto r = std::make_unique<SourceRunner>();
     r->config = &sc;
     s->runners_.push_back(std::move(r));
@@ -72,7 +74,7 @@ void Service::Stop() {
     absl::MutexLock lock(&r->mu);
     r->stop = true;
     r->cancel_backup = true;
-    if (r->active != nullptr) r->active->RequestStop();
+    if (r->stop_active) r->stop_active();
   }
 }
 
@@ -80,13 +82,13 @@ absl::Status Service::Run() {
   for (auto& r : runners_) {
     SourceRunner* raw = r.get();
     raw->thread = std::thread([this, raw] {
-      raw->result = RunPostgres(raw);
+      raw->result = raw->config->kind == "redis" ? RunRedis(raw) : RunPostgres(raw);
       if (!raw->result.ok()) {
         spdlog::error("source={} event=stopped error=\"{}\"", raw->config->name,
                       raw->result.ToString());
       }
     });
-    if (raw->config->scheduled_backups) {
+    if (raw->config->kind == "postgres" && raw->config->scheduled_backups) {
       raw->backup_thread = std::thread([this, raw] { RunBackupSchedule(raw); });
     }
   }
@@ -115,12 +117,8 @@ void Service::ReportProgress(absl::Duration every) {
   while (!mu_.AwaitWithTimeout(absl::Condition(&sources_done_), every)) {
     for (auto& r : runners_) {
       absl::MutexLock source_lock(&r->mu);
-      if (r->active == nullptr) continue;
-      const auto& st = r->active->stats();
-      spdlog::info("source={} event=progress timeline={} received={} flushed={} records_verified={} bytes={}",
-                   r->config->name, st.timeline.load(), Lsn(st.received_lsn.load()).ToString(),
-                   Lsn(st.reported_flush_lsn.load()).ToString(), st.records_verified.load(),
-                   st.bytes_received.load());
+      if (!r->progress_line) continue;
+      spdlog::info("source={} event=progress {}", r->config->name, r->progress_line());
     }
   }
 }
@@ -133,7 +131,7 @@ void Service::RunBackupSchedule(SourceRunner* runner) {
       absl::MutexLock lock(&runner->mu);
       if (runner->mu.AwaitWithTimeout(absl::Condition(&runner->stop), absl::Seconds(2))) return;
       // A backup is restorable only with its WAL: start none until the stream is flowing.
-      if (runner->active == nullptr) continue;
+      if (!runner->stop_active) continue;
     }
     if (absl::Now() < next_try) continue;
     auto store = storage::SnapshotStore::Open(archive_->SnapshotDir(sc.name), false);
@@ -175,20 +173,48 @@ void Service::RunBackupSchedule(SourceRunner* runner) {
   }
 }
 
-absl::Status Service::RunPostgres(SourceRunner* runner) {
-  const SourceConfig& sc = *runner->config;
-  FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log,
-                         archive_->Stream(sc.name, pipeline::StreamKind::kPgWal));
+absl::StatusOr<bool> Service::RetryAfter(SourceRunner* runner, const absl::Status& st, pipeline::Batcher& batcher,
+                                          bool* was_down, absl::Duration* backoff) {
+  if (st.ok()) return false;  // stopped on request, drained and acknowledged
+  if (!absl::IsUnavailable(st)) {
+    (void)batcher.Stop();
+    return st;
+  }
+  // Connection trouble: log once per state change, retry with capped exponential backoff.
+  if (!*was_down) {
+    spdlog::warn("source={} event=disconnected error=\"{}\"", runner->config->name, std::string(st.message()));
+  }
+  *was_down = true;
+  absl::MutexLock lock(&runner->mu);
+  runner->mu.AwaitWithTimeout(absl::Condition(&runner->stop), *backoff);
+  *backoff = std::min(*backoff * 2, absl::Seconds(30));
+  return true;
+}
+
+absl::StatusOr<storage::StreamLog*> Service::OpenStream(const SourceConfig& sc, pipeline::StreamKind kind) {
+  FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log, archive_->Stream(sc.name, kind));
   if (log->repaired_bytes() > 0) {
     spdlog::warn("source={} event=torn_tail_repaired bytes={}", sc.name, log->repaired_bytes());
   }
+  return log;
+}
+
+std::unique_ptr<pipeline::Batcher> Service::MakeBatcher(storage::StreamLog* log, const SourceConfig& sc) {
   pipeline::BatcherOptions bo;
   bo.zstd_level = config_.zstd_level;
-  pipeline::Batcher batcher(log, sc.ack, bo);
+  auto batcher = std::make_unique<pipeline::Batcher>(log, sc.ack, bo);
   if (!log->empty()) {
     const auto& last = log->frames().back().header;
-    batcher.Resume(last.epoch, last.end_pos);
+    batcher->Resume(last.epoch, last.end_pos);
   }
+  return batcher;
+}
+
+absl::Status Service::RunPostgres(SourceRunner* runner) {
+  const SourceConfig& sc = *runner->config;
+  FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log, OpenStream(sc, pipeline::StreamKind::kPgWal));
+  std::unique_ptr<pipeline::Batcher> batcher_owner = MakeBatcher(log, sc);
+  pipeline::Batcher& batcher = *batcher_owner;
 
   ingest::pg::PgPhysicalOptions po;
   po.conninfo = sc.conninfo;
@@ -238,7 +264,13 @@ absl::Status Service::RunPostgres(SourceRunner* runner) {
       {
         absl::MutexLock lock(&runner->mu);
         if (runner->stop) break;
-        runner->active = &source;
+        runner->stop_active = [&source] { source.RequestStop(); };
+        runner->progress_line = [&source] {
+          const auto& st = source.stats();
+          return absl::StrCat("timeline=", st.timeline.load(), " received=", Lsn(st.received_lsn.load()).ToString(),
+                              " flushed=", Lsn(st.reported_flush_lsn.load()).ToString(),
+                              " records_verified=", st.records_verified.load(), " bytes=", st.bytes_received.load());
+        };
       }
       spdlog::info("source={} event=streaming server_timeline={} archive_end={} slot={}", sc.name,
                    sys->timeline.value(), resume.empty ? "empty" : resume.end.ToString(), po.slot);
@@ -247,25 +279,101 @@ absl::Status Service::RunPostgres(SourceRunner* runner) {
       backoff = absl::Milliseconds(500);
       st = source.Stream(resume);
       absl::MutexLock lock(&runner->mu);
-      runner->active = nullptr;
+      runner->stop_active = nullptr;
+      runner->progress_line = nullptr;
     } else {
       st = sys.status();
     }
-    if (st.ok()) break;  // stopped on request, drained and acknowledged
-    if (!absl::IsUnavailable(st)) {
-      (void)batcher.Stop();
-      return st;
-    }
-    // Connection trouble: log once per state change, retry with capped exponential backoff.
-    if (!was_down) spdlog::warn("source={} event=disconnected error=\"{}\"", sc.name, std::string(st.message()));
-    was_down = true;
-    absl::MutexLock lock(&runner->mu);
-    runner->mu.AwaitWithTimeout(absl::Condition(&runner->stop), backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(30));
+    FERRY_ASSIGN_OR_RETURN(bool retry, RetryAfter(runner, st, batcher, &was_down, &backoff));
+    if (!retry) break;
   }
   FERRY_RETURN_IF_ERROR(batcher.Stop());
   spdlog::info("source={} event=stopped synced={}", sc.name,
                Lsn(batcher.progress().synced()).ToString());
+  return absl::OkStatus();
+}
+
+absl::Status Service::RunRedis(SourceRunner* runner) {
+  const SourceConfig& sc = *runner->config;
+  FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log, OpenStream(sc, pipeline::StreamKind::kRedisCommands));
+  auto identity = archive_->GetIdentity(sc.name);
+  if (identity.ok() && (*identity)["kind"] != "redis") {
+    return absl::FailedPreconditionError(absl::StrCat("source \"", sc.name, "\": the archive holds a ",
+                                                      (*identity)["kind"], " source of that name; use another name"));
+  }
+  if (absl::IsNotFound(identity.status())) {
+    FERRY_RETURN_IF_ERROR(archive_->SetIdentity(sc.name, {{"kind", "redis"}}));
+  } else if (!identity.ok()) {
+    return identity.status();
+  }
+  std::unique_ptr<pipeline::Batcher> batcher_owner = MakeBatcher(log, sc);
+  pipeline::Batcher& batcher = *batcher_owner;
+  ArchiveRdbReceiver rdb(archive_->SnapshotDir(sc.name));
+  ingest::redis::RedisSourceOptions ro;
+  ro.endpoint = sc.redis;
+  bool was_down = false;
+  absl::Duration backoff = absl::Milliseconds(500);
+  ro.on_sync = [&](bool full, uint32_t epoch, uint64_t offset, const std::string& replid) {
+    if (full) {
+      // Never a silent gap: the stream's new epoch starts at this RDB.
+      spdlog::warn("source={} event=full_resync epoch={} offset={} replid={} snapshot={}", sc.name, epoch,
+                   offset, replid, rdb.last().id);
+    } else {
+      spdlog::info("source={} event=streaming sync=partial epoch={} offset={} replid={}", sc.name, epoch,
+                   offset, replid);
+    }
+    if (was_down) spdlog::info("source={} event=reconnected", sc.name);
+    was_down = false;
+    backoff = absl::Milliseconds(500);
+  };
+
+  while (true) {
+    {
+      absl::MutexLock lock(&runner->mu);
+      if (runner->stop) break;
+    }
+    // Resume from what is durable: the stream's last frame, with the replication id recorded
+    // for its epoch (a full resync with no command yet: the RDB's own offset).
+    FERRY_RETURN_IF_ERROR(batcher.Drain());
+    ingest::redis::RedisResume resume;
+    auto file = log->GetFile(ingest::redis::kReplicationFile);
+    if (file.ok()) {
+      FERRY_ASSIGN_OR_RETURN(resume, ingest::redis::ParseReplicationFile(*file));
+      if (!log->empty()) {
+        const auto& last = log->frames().back().header;
+        if (last.epoch == resume.epoch) {
+          resume.offset = last.end_pos;
+        } else if (last.epoch > resume.epoch) {
+          resume = ingest::redis::RedisResume{};  // no id for the stream's epoch: start over
+        }
+      }
+    } else if (!absl::IsNotFound(file.status())) {
+      return file.status();
+    }
+    ingest::redis::RedisSource source(ro, &batcher, &rdb);
+    {
+      absl::MutexLock lock(&runner->mu);
+      if (runner->stop) break;
+      runner->stop_active = [&source] { source.RequestStop(); };
+      runner->progress_line = [&source] {
+        const auto& st = source.stats();
+        return absl::StrCat("offset=", st.offset.load(), " acked=", st.acked_offset.load(),
+                            " commands=", st.commands.load());
+      };
+    }
+    spdlog::info("source={} event=connecting address={} archive_end={}", sc.name, sc.address,
+                 resume.empty ? std::string("empty") : absl::StrCat(resume.replid, ":", resume.offset));
+    absl::Status st = source.Stream(resume);
+    {
+      absl::MutexLock lock(&runner->mu);
+      runner->stop_active = nullptr;
+      runner->progress_line = nullptr;
+    }
+    FERRY_ASSIGN_OR_RETURN(bool retry, RetryAfter(runner, st, batcher, &was_down, &backoff));
+    if (!retry) break;
+  }
+  FERRY_RETURN_IF_ERROR(batcher.Stop());
+  spdlog::info("source={} event=stopped synced={}", sc.name, batcher.progress().synced());
   return absl::OkStatus();
 }
 

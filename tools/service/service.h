@@ -10,6 +10,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "pipeline/batcher.h"
 #include "storage/archive.h"
 #include "tools/service/config.h"
 
@@ -31,6 +32,16 @@ class Service {
   struct SourceRunner;
   explicit Service(Config config);
   absl::Status RunPostgres(SourceRunner* runner);
+  absl::Status RunRedis(SourceRunner* runner);
+  // The source's stream in the archive, logging a torn tail that opening it repaired.
+  absl::StatusOr<storage::StreamLog*> OpenStream(const SourceConfig& sc, pipeline::StreamKind kind);
+  // The batcher in front of `log`, resumed at the log's durable end.
+  std::unique_ptr<pipeline::Batcher> MakeBatcher(storage::StreamLog* log, const SourceConfig& sc);
+  // After a streaming session of `runner` ended with `st`: false when it was stopped on
+  // request; true, after a backoff, for connection trouble (logged once per outage); any
+  // other error stops the batcher and is returned.
+  absl::StatusOr<bool> RetryAfter(SourceRunner* runner, const absl::Status& st, pipeline::Batcher& batcher,
+                                  bool* was_down, absl::Duration* backoff);
   // Takes the source's base backups when due (full_backup_every, incremental_every), on a
   // connection of its own so streaming never waits for it. Failures are logged and retried.
   void RunBackupSchedule(SourceRunner* runner);

@@ -1,0 +1,147 @@
+#include "ingest/redis/redis_source.h"
+
+#include <strings.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "ingest/redis/command_parser.h"
+#include "pipeline/check.h"
+
+namespace ferry::ingest::redis {
+
+std::string FormatReplicationFile(uint32_t epoch, uint64_t offset, const std::string& replid) {
+  return absl::StrCat(epoch, " ", offset, " ", replid, "\n");
+}
+
+absl::StatusOr<RedisResume> ParseReplicationFile(absl::string_view text) {
+  std::vector<absl::string_view> parts = absl::StrSplit(absl::StripTrailingAsciiWhitespace(text), ' ');
+  RedisResume r;
+  if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &r.epoch) || !absl::SimpleAtoi(parts[1], &r.offset) ||
+      parts[2].empty()) {
+    return absl::DataLossError(absl::StrCat("replication file \"", text.substr(0, 80),
+                                            "\" is not \"<epoch> <offset> <replid>\""));
+  }
+  r.replid = std::string(parts[2]);
+  r.empty = false;
+  return r;
+}
+
+RedisSource::RedisSource(RedisSourceOptions options, pipeline::StreamSink* sink, RdbReceiver* rdb)
+    : options_(std::move(options)), sink_(sink), rdb_(rdb), stop_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+
+RedisSource::~RedisSource() {
+  if (stop_fd_ >= 0) close(stop_fd_);
+}
+
+void RedisSource::RequestStop() {
+  const uint64_t one = 1;
+  (void)!write(stop_fd_, &one, sizeof(one));
+}
+
+absl::Status RedisSource::Ack(ReplicaConnection& conn, uint64_t offset) {
+  FERRY_RETURN_IF_ERROR(conn.Send({"REPLCONF", "ACK", absl::StrCat(offset)}));
+  stats_.acked_offset.store(offset, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status RedisSource::ReceiveRdb(ReplicaConnection& conn, uint32_t epoch, const SyncStart& start) {
+  FERRY_ASSIGN_OR_RETURN(pipeline::SnapshotSink * snap, rdb_->BeginRdb(epoch, start.replid, start.offset));
+  absl::Status st = snap->BeginFile("dump.rdb", 0600, static_cast<int64_t>(std::time(nullptr)));
+  if (st.ok()) st = conn.ReceiveRdb([&](absl::string_view bytes) { return snap->Write(bytes); }).status();
+  if (st.ok()) st = snap->EndFile();
+  if (st.ok()) st = rdb_->CommitRdb();
+  if (!st.ok()) rdb_->AbortRdb();
+  return st;
+}
+
+absl::Status RedisSource::Stream(const RedisResume& resume) {
+  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<ReplicaConnection> conn, ReplicaConnection::Connect(options_.endpoint, stop_fd_));
+  // PSYNC asks for the first byte we do not have: offset + 1.
+  FERRY_ASSIGN_OR_RETURN(SyncStart start,
+                         conn->Psync(resume.empty ? "" : resume.replid, static_cast<int64_t>(resume.offset) + 1));
+  uint32_t epoch = resume.epoch;
+  uint64_t offset = resume.offset;
+  std::string replid = resume.replid;
+  if (start.full) {
+    // Everything of the old epoch is durable before the new one begins at the RDB's offset.
+    FERRY_RETURN_IF_ERROR(sink_->Drain());
+    epoch = resume.empty ? 1 : resume.epoch + 1;
+    FERRY_RETURN_IF_ERROR(ReceiveRdb(*conn, epoch, start));
+    offset = start.offset;
+    replid = start.replid;
+    FERRY_RETURN_IF_ERROR(sink_->PutFile(kReplicationFile, FormatReplicationFile(epoch, offset, replid)));
+    // The RDB is durable: the new epoch is acknowledged up to its offset.
+    sink_->progress().Reset(offset);
+    stats_.full_syncs.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    if (!start.replid.empty() && start.replid != replid) {
+      // The primary changed (failover, PSYNC2): same history, new id from here on.
+      replid = start.replid;
+      FERRY_RETURN_IF_ERROR(sink_->PutFile(kReplicationFile, FormatReplicationFile(epoch, offset, replid)));
+    }
+    stats_.partial_syncs.fetch_add(1, std::memory_order_relaxed);
+  }
+  stats_.offset.store(offset, std::memory_order_relaxed);
+  if (options_.on_sync) options_.on_sync(start.full, epoch, offset, replid);
+
+  pipeline::StreamProgress& progress = sink_->progress();
+  // The primary puts a replica online on its first ACK; WAIT counts only acked offsets.
+  uint64_t acked = std::min(progress.Acked(), offset);
+  FERRY_RETURN_IF_ERROR(Ack(*conn, acked));
+  auto last_ack = std::chrono::steady_clock::now();
+  const auto ack_every = std::chrono::milliseconds(options_.ack_interval_ms);
+
+  CommandParser parser;
+  std::string buf;
+  Command cmd;
+  while (true) {
+    buf.clear();
+    // Wake at the next periodic ACK, and (below) whenever the sink reports progress.
+    const int wait_ms = static_cast<int>(std::max<int64_t>(
+        1, std::chrono::duration_cast<std::chrono::milliseconds>(last_ack + ack_every - std::chrono::steady_clock::now())
+               .count()));
+    absl::Status st = conn->ReadStream(&buf, wait_ms, progress.notify_fd());
+    if (absl::IsCancelled(st)) break;
+    FERRY_RETURN_IF_ERROR(st);
+    bool getack = false;
+    if (!buf.empty()) {
+      parser.Feed(buf);
+      while (true) {
+        FERRY_ASSIGN_OR_RETURN(bool got, parser.Next(&cmd));
+        if (!got) break;
+        const uint64_t start_pos = offset;
+        offset += cmd.raw.size();
+        if (cmd.argv.size() >= 2 && strcasecmp(cmd.argv[0].c_str(), "REPLCONF") == 0 &&
+            strcasecmp(cmd.argv[1].c_str(), "GETACK") == 0) {
+          getack = true;
+        }
+        pipeline::Record r;
+        r.end_pos = offset;
+        r.data_ts = pipeline::NowUnixMicros();  // Redis commands carry no time: arrival is theirs
+        r.payload = std::move(cmd.raw);
+        FERRY_RETURN_IF_ERROR(sink_->Append(epoch, start_pos, std::move(r)));
+        stats_.commands.fetch_add(1, std::memory_order_relaxed);
+      }
+      stats_.offset.store(offset, std::memory_order_relaxed);
+    }
+    progress.ConsumeNotification();
+    const uint64_t now_acked = std::min(progress.Acked(), offset);
+    const auto now = std::chrono::steady_clock::now();
+    if (getack || now_acked != acked || now - last_ack >= ack_every) {
+      acked = now_acked;
+      FERRY_RETURN_IF_ERROR(Ack(*conn, acked));
+      last_ack = now;
+    }
+  }
+  // Stop requested: make what we have durable and tell the primary.
+  FERRY_RETURN_IF_ERROR(sink_->Drain());
+  return Ack(*conn, std::min(progress.Acked(), offset));
+}
+
+}  // namespace ferry::ingest::redis

@@ -1,0 +1,286 @@
+#include "tools/restore/redis_restore.h"
+
+#include <strings.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "ingest/redis/command_parser.h"
+#include "pipeline/check.h"
+#include "storage/archive.h"
+#include "tools/backup/redis_snapshot.h"
+#include "tools/restore/pg_restore.h"
+
+namespace ferry::tools {
+namespace {
+
+using storage::FrameLocation;
+using storage::SnapshotManifest;
+
+struct RdbSnapshot {
+  const SnapshotManifest* manifest;
+  uint32_t epoch = 0;
+  uint64_t offset = 0;
+  pipeline::UnixMicros end_time = 0;
+};
+
+std::vector<RdbSnapshot> RdbSnapshots(const storage::SnapshotStore& store) {
+  std::vector<RdbSnapshot> out;
+  for (const SnapshotManifest& m : store.snapshots()) {
+    if (m.Get("kind") != kRedisRdbKind) continue;
+    RdbSnapshot s{&m};
+    auto end = pipeline::ParseRfc3339(m.Get("end_time"));
+    if (!absl::SimpleAtoi(m.Get("epoch"), &s.epoch) || !absl::SimpleAtoi(m.Get("offset"), &s.offset) || !end.ok()) {
+      continue;  // not one of ours to restore from; ferry verify reports damaged manifests
+    }
+    s.end_time = *end;
+    out.push_back(s);
+  }
+  return out;  // oldest first, as the store lists them
+}
+
+// Where epoch `e` of the stream ends: its last frame, or (no command yet) its snapshot.
+uint64_t EpochEnd(const std::vector<FrameLocation>& frames, const std::vector<RdbSnapshot>& snaps, uint32_t e,
+                  bool* known) {
+  *known = false;
+  uint64_t end = 0;
+  for (const RdbSnapshot& s : snaps) {
+    if (s.epoch == e) {
+      end = std::max(end, s.offset);
+      *known = true;
+    }
+  }
+  for (const FrameLocation& f : frames) {
+    if (f.header.epoch == e) {
+      end = std::max(end, f.header.end_pos);
+      *known = true;
+    }
+  }
+  return end;
+}
+
+// A cutter that writes commands into the incremental AOF and remembers where the open
+// transaction (if any) began, so the file can end on a transaction boundary.
+class AofWriter {
+ public:
+  explicit AofWriter(std::FILE* f) : f_(f) {}
+  absl::Status Add(const ingest::redis::Command& c, uint64_t start_pos) {
+    if (ingest::redis::IsReplicationChatter(c)) return absl::OkStatus();
+    const char* name = c.argv[0].c_str();
+    if (strcasecmp(name, "MULTI") == 0) {
+      tx_start_bytes_ = bytes_;
+      tx_start_pos_ = start_pos;
+      in_tx_ = true;
+    } else if (strcasecmp(name, "EXEC") == 0 || strcasecmp(name, "DISCARD") == 0) {
+      in_tx_ = false;
+    }
+    if (std::fwrite(c.raw.data(), 1, c.raw.size(), f_) != c.raw.size()) {
+      return absl::InternalError(absl::StrCat("write the incremental AOF: ", std::strerror(errno)));
+    }
+    bytes_ += c.raw.size();
+    ++commands_;
+    return absl::OkStatus();
+  }
+  bool in_tx() const { return in_tx_; }
+  uint64_t tx_start_bytes() const { return tx_start_bytes_; }
+  uint64_t tx_start_pos() const { return tx_start_pos_; }
+  uint64_t commands() const { return commands_; }
+
+ private:
+  std::FILE* f_;
+  uint64_t bytes_ = 0;
+  uint64_t commands_ = 0;
+  bool in_tx_ = false;
+  uint64_t tx_start_bytes_ = 0;
+  uint64_t tx_start_pos_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<RedisRestorePlan> PlanRedisRestore(const storage::StreamLog& log,
+                                                  const storage::SnapshotStore& snapshots,
+                                                  const RedisTarget& target) {
+  const std::vector<RdbSnapshot> snaps = RdbSnapshots(snapshots);
+  if (snaps.empty()) {
+    return absl::OutOfRangeError("the archive has no Redis snapshot yet: nothing to restore from");
+  }
+  const std::vector<FrameLocation>& frames = log.frames();
+  uint32_t newest_epoch = snaps.back().epoch;
+  if (!frames.empty()) newest_epoch = std::max(newest_epoch, frames.back().header.epoch);
+
+  RedisRestorePlan plan;
+  bool known = false;
+  switch (target.kind) {
+    case RedisTarget::Kind::kLatest:
+      plan.epoch = newest_epoch;
+      plan.to = EpochEnd(frames, snaps, plan.epoch, &known);
+      plan.description = "latest";
+      break;
+    case RedisTarget::Kind::kOffset: {
+      plan.description = absl::StrCat("offset ", target.offset);
+      // The newest epoch that holds the offset (epochs after a full resync may reuse offsets).
+      for (uint32_t e = newest_epoch; e >= 1 && plan.epoch == 0; --e) {
+        const uint64_t end = EpochEnd(frames, snaps, e, &known);
+        if (!known || target.offset > end) continue;
+        for (const RdbSnapshot& s : snaps) {
+          if (s.epoch == e && s.offset <= target.offset) plan.epoch = e;
+        }
+      }
+      if (plan.epoch == 0) {
+        return absl::OutOfRangeError(absl::StrCat("offset ", target.offset,
+                                                  " is in no archived epoch after a snapshot (newest epoch ", newest_epoch,
+                                                  " ends at ", EpochEnd(frames, snaps, newest_epoch, &known), ")"));
+      }
+      plan.to = target.offset;
+      break;
+    }
+    case RedisTarget::Kind::kTime: {
+      plan.description = absl::StrCat("time ", pipeline::FormatUnixMicros(target.time));
+      const FrameLocation* last_in = nullptr;
+      for (const FrameLocation& f : frames) {
+        if (f.header.arrival_us <= target.time) last_in = &f;
+      }
+      const RdbSnapshot* snap_in = nullptr;
+      for (const RdbSnapshot& s : snaps) {
+        if (s.end_time <= target.time) snap_in = &s;
+      }
+      if (snap_in == nullptr) {
+        return absl::OutOfRangeError(absl::StrCat(plan.description, " is before the oldest Redis snapshot (",
+                                                  snaps.front().manifest->id, ", complete at ",
+                                                  pipeline::FormatUnixMicros(snaps.front().end_time), ")"));
+      }
+      const pipeline::UnixMicros last_arrival = frames.empty() ? snaps.back().end_time : frames.back().header.arrival_us;
+      if (target.time > std::max(last_arrival, snaps.back().end_time)) {
+        return absl::OutOfRangeError(absl::StrCat(plan.description, " is after the end of the archive (",
+                                                  pipeline::FormatUnixMicros(last_arrival),
+                                                  "); --latest restores everything archived"));
+      }
+      if (last_in == nullptr || snap_in->epoch > last_in->header.epoch) {
+        plan.epoch = snap_in->epoch;
+        plan.to = snap_in->offset;
+      } else {
+        plan.epoch = last_in->header.epoch;
+        plan.to = last_in->header.end_pos;
+      }
+      break;
+    }
+  }
+  for (const RdbSnapshot& s : snaps) {
+    if (s.epoch == plan.epoch && s.offset <= plan.to) {
+      plan.snapshot = s.manifest;
+      plan.from = s.offset;
+    }
+  }
+  if (plan.snapshot == nullptr) {
+    return absl::OutOfRangeError(absl::StrCat(plan.description, " (epoch ", plan.epoch, ", offset ", plan.to,
+                                              ") is before the oldest snapshot of that epoch"));
+  }
+  // Every byte from the snapshot to the target must be in the archive.
+  uint64_t covered = plan.from;
+  for (const FrameLocation& f : frames) {
+    if (f.header.epoch != plan.epoch || f.header.end_pos <= covered) continue;
+    if (covered >= plan.to) break;
+    if (f.header.start_pos > covered) break;
+    covered = f.header.end_pos;
+  }
+  if (covered < plan.to) {
+    return absl::DataLossError(absl::StrCat("the archive has no commands of epoch ", plan.epoch, " from offset ",
+                                            covered, " to ", plan.to, "; run ferry verify"));
+  }
+  return plan;
+}
+
+absl::StatusOr<std::string> RestoreRedisTo(const std::string& archive_path, const std::string& source,
+                                           const RedisTarget& target, const std::string& to) {
+  FERRY_RETURN_IF_ERROR(CheckEmptyTarget(to));
+  FERRY_ASSIGN_OR_RETURN(auto archive, storage::Archive::Open(archive_path, storage::ArchiveOptions{}));
+  FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log, archive->Stream(source, pipeline::StreamKind::kRedisCommands));
+  FERRY_ASSIGN_OR_RETURN(auto store, storage::SnapshotStore::Open(archive->SnapshotDir(source), false));
+  FERRY_ASSIGN_OR_RETURN(RedisRestorePlan plan, PlanRedisRestore(*log, *store, target));
+  const SnapshotManifest& snap = *plan.snapshot;
+  const storage::SnapshotEntry* rdb = nullptr;
+  for (const auto& e : snap.entries) {
+    if (e.path == kRedisRdbFile) rdb = &e;
+  }
+  if (rdb == nullptr) return absl::DataLossError(absl::StrCat("snapshot ", snap.id, " has no ", kRedisRdbFile));
+
+  const std::string dir = absl::StrCat(to, "/", kAofDirName);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("create ", dir, ": ", ec.message()));
+  const std::string base_name = absl::StrCat(kAofFileName, ".1.base.rdb");
+  const std::string incr_name = absl::StrCat(kAofFileName, ".1.incr.aof");
+  uint64_t reached = plan.from;
+  uint64_t commands = 0;
+  absl::Status st = [&]() -> absl::Status {
+    std::FILE* base = std::fopen((dir + "/" + base_name).c_str(), "wb");
+    if (base == nullptr) return absl::InternalError(absl::StrCat("create ", dir, "/", base_name));
+    absl::Status w = store->ReadFile(*rdb, [&](absl::string_view bytes) {
+      return std::fwrite(bytes.data(), 1, bytes.size(), base) == bytes.size()
+                 ? absl::OkStatus()
+                 : absl::InternalError(absl::StrCat("write ", base_name, ": ", std::strerror(errno)));
+    });
+    if (std::fclose(base) != 0 && w.ok()) w = absl::InternalError(absl::StrCat("write ", base_name));
+    FERRY_RETURN_IF_ERROR(w);
+
+    const std::string incr_path = dir + "/" + incr_name;
+    std::FILE* incr = std::fopen(incr_path.c_str(), "wb");
+    if (incr == nullptr) return absl::InternalError(absl::StrCat("create ", incr_path));
+    AofWriter aof(incr);
+    ingest::redis::CommandParser parser;
+    ingest::redis::Command cmd;
+    std::string scratch;
+    absl::Status r;
+    for (const FrameLocation& f : log->frames()) {
+      if (!r.ok()) break;
+      if (f.header.epoch != plan.epoch || f.header.end_pos <= plan.from) continue;
+      if (f.header.start_pos >= plan.to) break;
+      auto records = log->ReadRecords(f, &scratch);
+      if (!records.ok()) {
+        r = records.status();
+        break;
+      }
+      for (const pipeline::RecordView& rec : *records) {
+        if (rec.end_pos <= plan.from) continue;
+        if (rec.end_pos > plan.to) break;
+        parser.Feed(rec.payload);
+        auto got = parser.Next(&cmd);
+        if (!got.ok() || !*got || parser.pending() != 0) {
+          r = absl::DataLossError(absl::StrCat("archived record ending at offset ", rec.end_pos,
+                                               " is not one whole command; run ferry verify"));
+          break;
+        }
+        r = aof.Add(cmd, rec.end_pos - rec.payload.size());
+        if (!r.ok()) break;
+        reached = rec.end_pos;
+      }
+    }
+    if (r.ok() && aof.in_tx()) {
+      // Never half a transaction: cut back to just before its MULTI.
+      reached = aof.tx_start_pos();
+      if (std::fflush(incr) != 0 || ftruncate(fileno(incr), static_cast<off_t>(aof.tx_start_bytes())) != 0) {
+        r = absl::InternalError(absl::StrCat("truncate ", incr_path, ": ", std::strerror(errno)));
+      }
+    }
+    commands = aof.commands();
+    if (std::fclose(incr) != 0 && r.ok()) r = absl::InternalError(absl::StrCat("write ", incr_path));
+    FERRY_RETURN_IF_ERROR(r);
+    std::FILE* manifest = std::fopen(absl::StrCat(dir, "/", kAofFileName, ".manifest").c_str(), "wb");
+    if (manifest == nullptr) return absl::InternalError(absl::StrCat("create the AOF manifest in ", dir));
+    std::fprintf(manifest, "file %s seq 1 type b\nfile %s seq 1 type i\n", base_name.c_str(), incr_name.c_str());
+    if (std::fclose(manifest) != 0) return absl::InternalError(absl::StrCat("write the AOF manifest in ", dir));
+    return absl::OkStatus();
+  }();
+  if (!st.ok()) {
+    std::filesystem::remove_all(dir, ec);  // nothing half-written that could pass for a restore
+    return st;
+  }
+  return absl::StrCat("restored Redis source \"", source, "\" to ", plan.description, ": offset ", reached,
+                      " (epoch ", plan.epoch, ", replid ", snap.Get("replid"), ") from snapshot ", snap.id,
+                      " at offset ", plan.from, " + ", commands, " commands, in ", dir);
+}
+
+}  // namespace ferry::tools

@@ -1,0 +1,199 @@
+#include "tools/sandbox/local_redis.h"
+
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "pipeline/check.h"
+#include "tools/sandbox/local_postgres.h"
+#include "tools/sandbox/process.h"
+
+namespace ferry::tools {
+namespace {
+
+constexpr char kRedisServer[] = "/usr/bin/redis-server";
+
+bool Alive(int pid) {
+  if (pid <= 0) return false;
+  // Reap it if it is our child and has exited; otherwise ask /proc.
+  int status = 0;
+  if (waitpid(pid, &status, WNOHANG) == pid) return false;
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(in, line)) return false;
+  const size_t paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z';
+}
+
+std::string ReplyText(const redisReply* r) {
+  switch (r->type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+      return std::string(r->str, r->len);
+    case REDIS_REPLY_INTEGER:
+      return absl::StrCat(r->integer);
+    case REDIS_REPLY_NIL:
+      return "(nil)";
+    case REDIS_REPLY_ARRAY: {
+      std::vector<std::string> parts;
+      for (size_t i = 0; i < r->elements; ++i) parts.push_back(ReplyText(r->element[i]));
+      return absl::StrJoin(parts, "\n");
+    }
+    default:
+      return "";
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LocalRedis>> LocalRedis::Start(const LocalRedisOptions& options) {
+  if (access(kRedisServer, X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(kRedisServer,
+                                                      " not found: install the Debian package redis-server (Redis 7)"));
+  }
+  std::unique_ptr<LocalRedis> r(new LocalRedis());
+  if (options.dir.empty()) {
+    FERRY_ASSIGN_OR_RETURN(r->dir_, MakeTempDir("ferry-redis"));
+    r->owns_dir_ = std::getenv("FERRY_KEEP_TEST_DIRS") == nullptr;
+  } else {
+    r->dir_ = std::filesystem::absolute(options.dir).string();
+    std::error_code ec;
+    std::filesystem::create_directories(r->dir_, ec);
+    if (ec) return absl::InternalError(absl::StrCat("create ", r->dir_, ": ", ec.message()));
+  }
+  r->log_path_ = r->dir_ + "/redis.log";
+  if (options.port > 0) {
+    r->port_ = options.port;
+  } else {
+    FERRY_ASSIGN_OR_RETURN(r->port_, FindFreeLoopbackPort());
+  }
+  std::vector<std::string> argv = {kRedisServer,
+                                   "--port", absl::StrCat(r->port_),
+                                   "--bind", "127.0.0.1",
+                                   "--dir", r->dir_,
+                                   "--logfile", r->log_path_,
+                                   "--daemonize", "no",
+                                   "--save", "",
+                                   "--appendonly", "no",
+                                   "--enable-debug-command", "local"};
+  argv.insert(argv.end(), options.args.begin(), options.args.end());
+  const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
+  if (pid == 0) {
+    // Its own session: the server outlives us when detached and ignores our terminal.
+    DetachFromSession();
+    std::vector<char*> args;
+    for (std::string& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    execv(kRedisServer, args.data());
+    _exit(127);
+  }
+  r->pid_ = pid;
+  FERRY_RETURN_IF_ERROR(r->WaitReady(60));
+  return r;
+}
+
+LocalRedis::~LocalRedis() {
+  if (pid_ > 0 && !Stop().ok()) (void)Kill();
+  if (owns_dir_) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+}
+
+std::string LocalRedis::Address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+std::string LocalRedis::LogTail() const {
+  std::ifstream in(log_path_);
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(line);
+  const size_t from = lines.size() > 5 ? lines.size() - 5 : 0;
+  return absl::StrJoin(lines.begin() + static_cast<long>(from), lines.end(), " | ");
+}
+
+absl::Status LocalRedis::WaitReady(int timeout_seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (!Alive(pid_)) {
+      pid_ = -1;
+      return absl::FailedPreconditionError(absl::StrCat("redis-server on port ", port_, " exited: ", LogTail()));
+    }
+    auto loading = Command({"INFO", "persistence"});
+    if (loading.ok() && absl::StrContains(*loading, "loading:0")) return absl::OkStatus();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return absl::DeadlineExceededError(absl::StrCat("redis-server on port ", port_, " not ready within ",
+                                                  timeout_seconds, " s: ", LogTail()));
+}
+
+absl::StatusOr<std::string> LocalRedis::Command(const std::vector<std::string>& argv) const {
+  timeval tv{10, 0};
+  redisContext* c = redisConnectWithTimeout("127.0.0.1", port_, tv);
+  if (c == nullptr || c->err) {
+    std::string err = c != nullptr ? c->errstr : "out of memory";
+    if (c != nullptr) redisFree(c);
+    return absl::UnavailableError(absl::StrCat("redis 127.0.0.1:", port_, ": ", err));
+  }
+  std::vector<const char*> args;
+  std::vector<size_t> lens;
+  for (const std::string& a : argv) {
+    args.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  auto* reply = static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()), args.data(), lens.data()));
+  if (reply == nullptr) {
+    std::string err = c->errstr;
+    redisFree(c);
+    return absl::UnavailableError(absl::StrCat("redis 127.0.0.1:", port_, ": ", err));
+  }
+  absl::StatusOr<std::string> out;
+  if (reply->type == REDIS_REPLY_ERROR) {
+    out = absl::FailedPreconditionError(absl::StrCat(argv.empty() ? "" : argv[0], ": ", std::string(reply->str, reply->len)));
+  } else {
+    out = ReplyText(reply);
+  }
+  freeReplyObject(reply);
+  redisFree(c);
+  return out;
+}
+
+absl::Status LocalRedis::Stop() {
+  if (!Alive(pid_)) {
+    pid_ = -1;
+    return absl::OkStatus();
+  }
+  (void)Command({"SHUTDOWN", "NOSAVE"});  // the connection drops as the server goes
+  for (int i = 0; i < 300; ++i) {
+    if (!Alive(pid_)) {
+      pid_ = -1;
+      return absl::OkStatus();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return absl::DeadlineExceededError(absl::StrCat("redis-server pid ", pid_, " did not stop"));
+}
+
+absl::Status LocalRedis::Kill() {
+  if (pid_ <= 0) return absl::OkStatus();
+  kill(pid_, SIGKILL);
+  for (int i = 0; i < 500 && Alive(pid_); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  pid_ = -1;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> RedisDigest(const LocalRedis& redis) { return redis.Command({"DEBUG", "DIGEST"}); }
+
+}  // namespace ferry::tools
