@@ -7,6 +7,7 @@
 #include "storage/snapshot_store.h"
 #include "tools/commands.h"
 #include "tools/restore/pg_restore.h"
+#include "tools/restore/redis_restore.h"
 
 namespace ferry::tools {
 
@@ -31,7 +32,14 @@ int CmdLs(const std::string& archive_path, bool json) {
                     ",\"kind\":", JsonString(identity["kind"]),
                     ",\"system_id\":", JsonString(identity["system_id"]), ",\"streams\":[");
     first_source = false;
-    if (!json) std::printf("source %s (%s, system id %s)\n", src.c_str(), identity["kind"].c_str(), identity["system_id"].c_str());
+    const bool redis = identity["kind"] == "redis";
+    if (!json) {
+      if (redis) {
+        std::printf("source %s (redis)\n", src.c_str());
+      } else {
+        std::printf("source %s (%s, system id %s)\n", src.c_str(), identity["kind"].c_str(), identity["system_id"].c_str());
+      }
+    }
     bool first_stream = true;
     for (pipeline::StreamKind kind : (*archive)->Streams(src)) {
       auto log = (*archive)->Stream(src, kind);
@@ -69,8 +77,10 @@ int CmdLs(const std::string& archive_path, bool json) {
         std::printf("  %-14s timeline/epoch %u  %s .. %s  frames=%zu bytes=%llu\n", name.c_str(), epoch,
                     FormatPos(kind, start).c_str(), FormatPos(kind, end).c_str(), frames.size(),
                     static_cast<unsigned long long>((*log)->total_bytes()));
-        std::printf("  %-14s commits %s .. %s\n", "",
-                    pipeline::FormatUnixMicros(first_ts).c_str(), pipeline::FormatUnixMicros(last_ts).c_str());
+        // WAL carries commit times; Redis commands only ferry's arrival time.
+        std::printf("  %-14s %s %s .. %s\n", "", redis ? "arrived" : "commits",
+                    pipeline::FormatUnixMicros(redis ? first_arrival : first_ts).c_str(),
+                    pipeline::FormatUnixMicros(redis ? last_arrival : last_ts).c_str());
       }
     }
     out += "]";
@@ -84,30 +94,42 @@ int CmdLs(const std::string& archive_path, bool json) {
                       ",\"kind\":", JsonString(m.Get("kind")), ",\"class\":", JsonString(m.Get("class")),
                       ",\"start_lsn\":", JsonString(m.Get("start_lsn")),
                       ",\"end_lsn\":", JsonString(m.Get("end_lsn")),
+                      ",\"epoch\":", JsonString(m.Get("epoch")), ",\"offset\":", JsonString(m.Get("offset")),
+                      ",\"replid\":", JsonString(m.Get("replid")),
                       ",\"end_time\":", JsonString(m.Get("end_time")), ",\"bytes\":", m.RawBytes(), "}");
       first_snap = false;
-      if (!json) {
+      if (!json && redis) {
+        std::printf("  snapshot %-20s rdb  epoch %s offset %s  ended %s  %.1f MiB\n", m.id.c_str(),
+                    m.Get("epoch").c_str(), m.Get("offset").c_str(), m.Get("end_time").c_str(),
+                    static_cast<double>(m.RawBytes()) / (1 << 20));
+      } else if (!json) {
         std::printf("  snapshot %-20s %-11s WAL %s .. %s  ended %s  %.1f MiB\n", m.id.c_str(),
                     m.Get("class").c_str(), m.Get("start_lsn").c_str(), m.Get("end_lsn").c_str(),
                     m.Get("end_time").c_str(), static_cast<double>(m.RawBytes()) / (1 << 20));
       }
     }
     out += "]";
+    absl::StatusOr<PgWindow> window = absl::NotFoundError("");
     if (identity["kind"] == "postgres") {
       auto wal = (*archive)->Stream(src, pipeline::StreamKind::kPgWal);
-      if (wal.ok()) {
-        const PgWindow w = RestorableWindow(**wal, **store);
-        if (w.valid) {
-          absl::StrAppend(&out, ",\"restorable\":{\"earliest\":", JsonString(pipeline::FormatUnixMicros(w.earliest)),
-                          ",\"latest\":", JsonString(pipeline::FormatUnixMicros(w.latest)), "}");
-          if (!json) {
-            std::printf("  restorable %s .. %s (--time inside it; --latest reaches the last commit)\n",
-                        pipeline::FormatUnixMicros(w.earliest).c_str(), pipeline::FormatUnixMicros(w.latest).c_str());
-          }
-        } else {
-          absl::StrAppend(&out, ",\"restorable\":null,\"not_restorable_because\":", JsonString(w.why_not));
-          if (!json) std::printf("  restorable: nothing yet (%s)\n", w.why_not.c_str());
+      if (wal.ok()) window = RestorableWindow(**wal, **store);
+    } else if (redis) {
+      auto commands = (*archive)->Stream(src, pipeline::StreamKind::kRedisCommands);
+      if (commands.ok()) window = RedisRestorableWindow(**commands, **store);
+    }
+    if (window.ok()) {
+      const PgWindow& w = *window;
+      if (w.valid) {
+        absl::StrAppend(&out, ",\"restorable\":{\"earliest\":", JsonString(pipeline::FormatUnixMicros(w.earliest)),
+                        ",\"latest\":", JsonString(pipeline::FormatUnixMicros(w.latest)), "}");
+        if (!json) {
+          std::printf("  restorable %s .. %s (--time inside it; --latest reaches the last %s)\n",
+                      pipeline::FormatUnixMicros(w.earliest).c_str(), pipeline::FormatUnixMicros(w.latest).c_str(),
+                      redis ? "archived command" : "commit");
         }
+      } else {
+        absl::StrAppend(&out, ",\"restorable\":null,\"not_restorable_because\":", JsonString(w.why_not));
+        if (!json) std::printf("  restorable: nothing yet (%s)\n", w.why_not.c_str());
       }
     }
     out += "}";

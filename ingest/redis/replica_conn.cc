@@ -42,7 +42,7 @@ absl::StatusOr<RedisEndpoint> ParseRedisAddress(absl::string_view address) {
 }
 
 absl::StatusOr<std::unique_ptr<ReplicaConnection>> ReplicaConnection::Connect(const RedisEndpoint& endpoint,
-                                                                               int stop_fd) {
+                                                                               int stop_fd, bool rdb_only) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -82,6 +82,7 @@ absl::StatusOr<std::unique_ptr<ReplicaConnection>> ReplicaConnection::Connect(co
   }
   FERRY_RETURN_IF_ERROR(c->Command({"REPLCONF", "listening-port", "0"}, "REPLCONF listening-port"));
   FERRY_RETURN_IF_ERROR(c->Command({"REPLCONF", "capa", "eof", "capa", "psync2"}, "REPLCONF capa"));
+  if (rdb_only) FERRY_RETURN_IF_ERROR(c->Command({"REPLCONF", "rdb-only", "1"}, "REPLCONF rdb-only"));
   return c;
 }
 

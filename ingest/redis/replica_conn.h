@@ -37,10 +37,11 @@ struct SyncStart {
 class ReplicaConnection {
  public:
   // Connects and runs the handshake up to PSYNC: AUTH when a password is set,
-  // REPLCONF listening-port 0 (ferry does not serve replicas), REPLCONF capa eof capa psync2.
+  // REPLCONF listening-port 0 (ferry does not serve replicas), REPLCONF capa eof capa psync2,
+  // and with rdb_only REPLCONF rdb-only 1 (the primary sends an RDB, then closes).
   // kUnavailable when the server cannot be reached, kPermissionDenied when AUTH fails.
   static absl::StatusOr<std::unique_ptr<ReplicaConnection>> Connect(const RedisEndpoint& endpoint,
-                                                                    int stop_fd);
+                                                                    int stop_fd, bool rdb_only = false);
   ~ReplicaConnection();
 
   // PSYNC replid offset ("? -1" when replid is empty). Newline keepalives before the reply are

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "pipeline/check.h"
+#include "storage/stream_log.h"
 
 namespace ferry::tools {
 
@@ -31,5 +32,49 @@ absl::Status ArchiveRdbReceiver::CommitRdb() {
 }
 
 void ArchiveRdbReceiver::AbortRdb() { writer_.reset(); }
+
+absl::optional<std::string> DueRedisSnapshot(const storage::SnapshotStore& snapshots, const SourceConfig& source,
+                                             pipeline::UnixMicros now) {
+  pipeline::UnixMicros newest = 0;
+  for (const auto& m : snapshots.snapshots()) {
+    if (m.Get("kind") != kRedisRdbKind) continue;
+    auto end = pipeline::ParseRfc3339(m.Get("end_time"));
+    if (end.ok()) newest = std::max(newest, *end);
+  }
+  // None yet: the stream's own full resync brings the first one.
+  if (newest == 0 || absl::Microseconds(now - newest) < source.snapshot_every) return absl::nullopt;
+  return std::string("full");
+}
+
+absl::StatusOr<storage::SnapshotManifest> TakeRedisSnapshot(storage::Archive& archive, const SourceConfig& source,
+                                                            const std::atomic<bool>* cancel) {
+  FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log, archive.Stream(source.name, pipeline::StreamKind::kRedisCommands));
+  FERRY_ASSIGN_OR_RETURN(std::string file, log->GetFile(ingest::redis::kReplicationFile));
+  FERRY_ASSIGN_OR_RETURN(ingest::redis::RedisResume stream, ingest::redis::ParseReplicationFile(file));
+  FERRY_ASSIGN_OR_RETURN(auto conn, ingest::redis::ReplicaConnection::Connect(source.redis, -1, /*rdb_only=*/true));
+  FERRY_ASSIGN_OR_RETURN(ingest::redis::SyncStart start, conn->Psync("", -1));
+  if (!start.full) return absl::InternalError("PSYNC ? -1 was not answered with +FULLRESYNC");
+  if (start.replid != stream.replid) {
+    return absl::FailedPreconditionError(absl::StrCat("the primary's replication id ", start.replid,
+                                                      " is not the archived stream's ", stream.replid,
+                                                      "; the snapshot is retried later"));
+  }
+  ArchiveRdbReceiver receiver(archive.SnapshotDir(source.name));
+  FERRY_ASSIGN_OR_RETURN(pipeline::SnapshotSink * sink, receiver.BeginRdb(stream.epoch, start.replid, start.offset));
+  absl::Status st = sink->BeginFile(kRedisRdbFile, 0600, pipeline::NowUnixMicros() / 1000000);
+  if (st.ok()) {
+    st = conn->ReceiveRdb([&](absl::string_view bytes) {
+                if (cancel != nullptr && cancel->load()) return absl::CancelledError("service stopping");
+                return sink->Write(bytes);
+              }).status();
+  }
+  if (st.ok()) st = sink->EndFile();
+  if (st.ok()) st = receiver.CommitRdb();
+  if (!st.ok()) {
+    receiver.AbortRdb();
+    return st;
+  }
+  return receiver.last();
+}
 
 }  // namespace ferry::tools

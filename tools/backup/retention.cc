@@ -10,6 +10,7 @@
 #include "pipeline/check.h"
 #include "storage/segment_format.h"
 #include "storage/snapshot_store.h"
+#include "tools/backup/redis_snapshot.h"
 #include "tools/service/config.h"
 
 namespace ferry::tools {
@@ -19,6 +20,7 @@ RetentionPolicy PolicyOf(const Config& config) {
   p.full = config.retention_full;
   p.incremental = config.retention_incremental;
   p.wal = config.retention_wal;
+  p.redis_snapshots = config.retention_redis_snapshots;
   return p;
 }
 
@@ -27,11 +29,17 @@ absl::StatusOr<RetentionResult> ApplyRetention(storage::Archive& archive, const 
                                                pipeline::UnixMicros now, bool dry_run) {
   RetentionResult result;
   FERRY_ASSIGN_OR_RETURN(auto store, storage::SnapshotStore::Open(archive.SnapshotDir(source), false));
+  // A source's snapshots are PostgreSQL base backups or Redis RDBs, never both.
   std::vector<const storage::SnapshotManifest*> backups;
+  bool redis = false;
   for (const auto& m : store->snapshots()) {
     if (m.Get("kind") == "pg-base-backup") backups.push_back(&m);
+    if (m.Get("kind") == kRedisRdbKind) {
+      backups.push_back(&m);
+      redis = true;
+    }
   }
-  if (backups.empty()) return result;  // nothing restorable yet: keep every WAL byte
+  if (backups.empty()) return result;  // nothing restorable yet: keep every stream byte
 
   // 1. Snapshots. The newest always stays.
   const storage::SnapshotManifest* oldest_kept = backups.back();
@@ -39,34 +47,48 @@ absl::StatusOr<RetentionResult> ApplyRetention(storage::Archive& archive, const 
   for (size_t i = 0; i + 1 < backups.size(); ++i) {
     const auto& m = *backups[i];
     auto end = pipeline::ParseRfc3339(m.Get("end_time"));
-    const absl::Duration limit = m.Get("class") == "full" ? policy.full : policy.incremental;
+    const absl::Duration limit = redis ? policy.redis_snapshots
+                                 : m.Get("class") == "full" ? policy.full
+                                                            : policy.incremental;
     if (end.ok() && absl::Microseconds(now - *end) > limit) {
       expired.push_back(m.id);
     } else if (oldest_kept == backups.back()) {
       oldest_kept = &m;
     }
   }
-  auto cut = pipeline::Lsn::Parse(oldest_kept->Get("start_lsn"));
-  if (!cut.ok()) return absl::DataLossError(absl::StrCat("snapshot ", oldest_kept->id, " has no start_lsn"));
-  uint32_t cut_tli = 0;
-  (void)absl::SimpleAtoi(oldest_kept->Get("start_tli"), &cut_tli);
+  // Where the oldest kept snapshot's stream starts: (timeline, start LSN) or (epoch, offset).
+  uint64_t cut = 0;
+  uint32_t cut_epoch = 0;
+  if (!absl::SimpleAtoi(oldest_kept->Get(redis ? "epoch" : "start_tli"), &cut_epoch)) cut_epoch = 0;
+  if (redis) {
+    if (!absl::SimpleAtoi(oldest_kept->Get("offset"), &cut)) {
+      return absl::DataLossError(absl::StrCat("snapshot ", oldest_kept->id, " has no offset"));
+    }
+  } else {
+    auto lsn = pipeline::Lsn::Parse(oldest_kept->Get("start_lsn"));
+    if (!lsn.ok()) return absl::DataLossError(absl::StrCat("snapshot ", oldest_kept->id, " has no start_lsn"));
+    cut = lsn->value();
+  }
   for (const std::string& id : expired) {
     if (!dry_run) FERRY_RETURN_IF_ERROR(store->Remove(id));
     result.snapshots.push_back(id);
   }
 
-  // 2. WAL segments wholly before the oldest kept snapshot's start and older than policy.wal.
-  auto wal = archive.Stream(source, pipeline::StreamKind::kPgWal);
+  // 2. Stream segments wholly before the oldest kept snapshot's start and older than
+  // policy.wal. LSNs are comparable across PostgreSQL timelines; Redis offsets restart with
+  // each epoch (a full resync), so an older epoch is wholly before the cut whatever its offsets.
+  auto wal = archive.Stream(source, redis ? pipeline::StreamKind::kRedisCommands : pipeline::StreamKind::kPgWal);
   if (wal.ok() && !(*wal)->empty()) {
     struct SegmentSpan {
-      uint64_t max_end = 0;
+      uint64_t max_end = 0;  // in max_epoch
       uint32_t max_epoch = 0;
       pipeline::UnixMicros max_arrival = 0;
     };
     std::map<uint64_t, SegmentSpan> spans;
     for (const auto& f : (*wal)->frames()) {
       SegmentSpan& s = spans[f.segment_seq];
-      s.max_end = std::max(s.max_end, f.header.end_pos);
+      if (redis && f.header.epoch > s.max_epoch) s.max_end = 0;
+      if (f.header.epoch >= s.max_epoch || !redis) s.max_end = std::max(s.max_end, f.header.end_pos);
       s.max_epoch = std::max(s.max_epoch, f.header.epoch);
       s.max_arrival = std::max(s.max_arrival, f.header.arrival_us);
     }
@@ -74,7 +96,9 @@ absl::StatusOr<RetentionResult> ApplyRetention(storage::Archive& archive, const 
     bool deleted = false;
     for (const auto& [seq, s] : spans) {
       // Segments are in stream order: the first one the kept window needs ends the sweep.
-      if (seq == active || s.max_end > cut->value() || s.max_epoch > cut_tli ||
+      const bool needed = redis ? s.max_epoch > cut_epoch || (s.max_epoch == cut_epoch && s.max_end > cut)
+                                : s.max_end > cut || s.max_epoch > cut_epoch;
+      if (seq == active || needed ||
           absl::Microseconds(now - s.max_arrival) <= policy.wal) {
         break;
       }

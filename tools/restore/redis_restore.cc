@@ -98,6 +98,29 @@ class AofWriter {
   uint64_t tx_start_pos_ = 0;
 };
 
+// The database the stream had selected at `offset` of `epoch` (0 when no SELECT came before
+// it). The commands after a scheduled snapshot's offset run in that database: Redis emits a
+// SELECT only when the database changes.
+absl::StatusOr<int> SelectedDbAt(const storage::StreamLog& log, uint32_t epoch, uint64_t offset) {
+  int db = 0;
+  ingest::redis::CommandParser parser;
+  ingest::redis::Command cmd;
+  std::string scratch;
+  for (const FrameLocation& f : log.frames()) {
+    if (f.header.epoch != epoch || f.header.start_pos >= offset) continue;
+    FERRY_ASSIGN_OR_RETURN(auto records, log.ReadRecords(f, &scratch));
+    for (const pipeline::RecordView& rec : records) {
+      if (rec.end_pos > offset) break;
+      parser.Feed(rec.payload);
+      FERRY_ASSIGN_OR_RETURN(bool got, parser.Next(&cmd));
+      if (got && cmd.argv.size() == 2 && strcasecmp(cmd.argv[0].c_str(), "SELECT") == 0) {
+        (void)absl::SimpleAtoi(cmd.argv[1], &db);
+      }
+    }
+  }
+  return db;
+}
+
 }  // namespace
 
 absl::StatusOr<RedisRestorePlan> PlanRedisRestore(const storage::StreamLog& log,
@@ -152,11 +175,13 @@ absl::StatusOr<RedisRestorePlan> PlanRedisRestore(const storage::StreamLog& log,
                                                   snaps.front().manifest->id, ", complete at ",
                                                   pipeline::FormatUnixMicros(snaps.front().end_time), ")"));
       }
+      // A time after the last archived frame restores everything archived: the stream had
+      // nothing more by then as far as ferry knows (an idle primary still sends a PING into
+      // it every 10 s, so the archive's last frame is never far behind a connected ferry).
       const pipeline::UnixMicros last_arrival = frames.empty() ? snaps.back().end_time : frames.back().header.arrival_us;
-      if (target.time > std::max(last_arrival, snaps.back().end_time)) {
-        return absl::OutOfRangeError(absl::StrCat(plan.description, " is after the end of the archive (",
-                                                  pipeline::FormatUnixMicros(last_arrival),
-                                                  "); --latest restores everything archived"));
+      if (target.time > last_arrival) {
+        absl::StrAppend(&plan.description, " (after the last archived command, ", pipeline::FormatUnixMicros(last_arrival),
+                        ")");
       }
       if (last_in == nullptr || snap_in->epoch > last_in->header.epoch) {
         plan.epoch = snap_in->epoch;
@@ -193,6 +218,19 @@ absl::StatusOr<RedisRestorePlan> PlanRedisRestore(const storage::StreamLog& log,
   return plan;
 }
 
+PgWindow RedisRestorableWindow(const storage::StreamLog& log, const storage::SnapshotStore& snapshots) {
+  PgWindow w;
+  const std::vector<RdbSnapshot> snaps = RdbSnapshots(snapshots);
+  if (snaps.empty()) {
+    w.why_not = "no Redis snapshot yet";
+    return w;
+  }
+  w.valid = true;
+  w.earliest = snaps.front().end_time;
+  w.latest = std::max(snaps.back().end_time, log.empty() ? 0 : log.frames().back().header.arrival_us);
+  return w;
+}
+
 absl::StatusOr<std::string> RestoreRedisTo(const std::string& archive_path, const std::string& source,
                                            const RedisTarget& target, const std::string& to) {
   FERRY_RETURN_IF_ERROR(CheckEmptyTarget(to));
@@ -226,10 +264,15 @@ absl::StatusOr<std::string> RestoreRedisTo(const std::string& archive_path, cons
     if (std::fclose(base) != 0 && w.ok()) w = absl::InternalError(absl::StrCat("write ", base_name));
     FERRY_RETURN_IF_ERROR(w);
 
+    FERRY_ASSIGN_OR_RETURN(const int db, SelectedDbAt(*log, plan.epoch, plan.from));
     const std::string incr_path = dir + "/" + incr_name;
     std::FILE* incr = std::fopen(incr_path.c_str(), "wb");
     if (incr == nullptr) return absl::InternalError(absl::StrCat("create ", incr_path));
     AofWriter aof(incr);
+    if (db != 0) {
+      const std::string select = absl::StrCat("*2\r\n$6\r\nSELECT\r\n$", absl::StrCat(db).size(), "\r\n", db, "\r\n");
+      std::fwrite(select.data(), 1, select.size(), incr);
+    }
     ingest::redis::CommandParser parser;
     ingest::redis::Command cmd;
     std::string scratch;

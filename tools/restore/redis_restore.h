@@ -11,6 +11,7 @@
 #include "pipeline/position.h"
 #include "storage/snapshot_store.h"
 #include "storage/stream_log.h"
+#include "tools/restore/pg_restore.h"
 
 namespace ferry::tools {
 
@@ -37,6 +38,10 @@ struct RedisRestorePlan {
 absl::StatusOr<RedisRestorePlan> PlanRedisRestore(const storage::StreamLog& log,
                                                   const storage::SnapshotStore& snapshots,
                                                   const RedisTarget& target);
+
+// The restorable window of a Redis source: from the end of its oldest snapshot to the last
+// archived frame (ferry's clock). Shares PgWindow's shape.
+PgWindow RedisRestorableWindow(const storage::StreamLog& log, const storage::SnapshotStore& snapshots);
 
 // Names of what RestoreRedisTo writes under `to`.
 inline constexpr char kAofDirName[] = "appendonlydir";

@@ -26,7 +26,7 @@ struct SourceConfig {
   std::string publication;
   absl::Duration full_backup_every = absl::Hours(24);
   absl::Duration incremental_every = absl::Hours(1);
-  bool scheduled_backups = true;  // false: backups only by `ferry backup`
+  bool scheduled_backups = true;  // false: backups (Redis: snapshot_every) only on demand
   int status_interval_ms = 10000;
   // redis
   std::string address;

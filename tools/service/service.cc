@@ -88,7 +88,7 @@ absl::Status Service::Run() {
                       raw->result.ToString());
       }
     });
-    if (raw->config->kind == "postgres" && raw->config->scheduled_backups) {
+    if (raw->config->scheduled_backups) {
       raw->backup_thread = std::thread([this, raw] { RunBackupSchedule(raw); });
     }
   }
@@ -125,44 +125,56 @@ void Service::ReportProgress(absl::Duration every) {
 
 void Service::RunBackupSchedule(SourceRunner* runner) {
   const SourceConfig& sc = *runner->config;
+  const bool redis = sc.kind == "redis";
   absl::Time next_try = absl::Now();
   while (true) {
     {
       absl::MutexLock lock(&runner->mu);
       if (runner->mu.AwaitWithTimeout(absl::Condition(&runner->stop), absl::Seconds(2))) return;
-      // A backup is restorable only with its WAL: start none until the stream is flowing.
+      // A snapshot is restorable only with the stream after it: none until it is flowing.
       if (!runner->stop_active) continue;
     }
     if (absl::Now() < next_try) continue;
-    auto store = storage::SnapshotStore::Open(archive_->SnapshotDir(sc.name), false);
+    // A read-only view of the archive: the streaming thread owns the writer.
+    auto view = storage::Archive::Open(config_.archive_path, storage::ArchiveOptions{});
+    auto store = view.ok() ? storage::SnapshotStore::Open((*view)->SnapshotDir(sc.name), false)
+                           : absl::StatusOr<std::unique_ptr<storage::SnapshotStore>>(view.status());
     if (!store.ok()) {
       spdlog::error("source={} event=backup_failed error=\"{}\"", sc.name, std::string(store.status().message()));
       next_try = absl::Now() + absl::Minutes(5);
       continue;
     }
-    const auto due = DueBackup(**store, sc, pipeline::NowUnixMicros());
+    const pipeline::UnixMicros now = pipeline::NowUnixMicros();
+    const auto due = redis ? DueRedisSnapshot(**store, sc, now) : DueBackup(**store, sc, now);
     if (!due.has_value()) {
-      next_try = absl::Now() + absl::Seconds(30);
+      next_try = absl::Now() + absl::Seconds(redis ? 2 : 30);
       continue;
     }
     spdlog::info("source={} event=backup_started class={}", sc.name, *due);
-    auto outcome = TakePostgresBackup(config_.archive_path, sc, *due, &runner->cancel_backup, nullptr);
-    if (!outcome.ok()) {
-      if (absl::IsCancelled(outcome.status())) return;
+    absl::StatusOr<std::string> done;
+    if (redis) {
+      auto snap = TakeRedisSnapshot(**view, sc, &runner->cancel_backup);
+      if (snap.ok()) done = absl::StrCat("epoch=", snap->Get("epoch"), " offset=", snap->Get("offset"), " id=", snap->id);
+      else done = snap.status();
+    } else {
+      auto outcome = TakePostgresBackup(config_.archive_path, sc, *due, &runner->cancel_backup, nullptr);
+      if (outcome.ok()) {
+        done = absl::StrCat("id=", outcome->manifest.id, " start_lsn=", outcome->manifest.Get("start_lsn"),
+                            " end_lsn=", outcome->manifest.Get("end_lsn"), " bytes=", outcome->stats.raw_bytes,
+                            " new_bytes=", outcome->stats.new_stored_bytes);
+      } else {
+        done = outcome.status();
+      }
+    }
+    if (!done.ok()) {
+      if (absl::IsCancelled(done.status())) return;
       spdlog::error("source={} event=backup_failed error=\"{}\" retry_in=5m", sc.name,
-                    std::string(outcome.status().message()));
+                    std::string(done.status().message()));
       next_try = absl::Now() + absl::Minutes(5);
       continue;
     }
-    spdlog::info("source={} event=backup_done id={} class={} start_lsn={} end_lsn={} bytes={} new_bytes={}",
-                 sc.name, outcome->manifest.id, *due, outcome->manifest.Get("start_lsn"),
-                 outcome->manifest.Get("end_lsn"), outcome->stats.raw_bytes,
-                 outcome->stats.new_stored_bytes);
-    // Retention on a read-only view of the archive: the streaming thread owns the writer.
-    auto view = storage::Archive::Open(config_.archive_path, storage::ArchiveOptions{});
-    auto expired = view.ok() ? ApplyRetention(**view, sc.name, PolicyOf(config_),
-                                              pipeline::NowUnixMicros(), false)
-                             : absl::StatusOr<RetentionResult>(view.status());
+    spdlog::info("source={} event=backup_done class={} {}", sc.name, *due, *done);
+    auto expired = ApplyRetention(**view, sc.name, PolicyOf(config_), pipeline::NowUnixMicros(), false);
     if (!expired.ok()) {
       spdlog::error("source={} event=retention_failed error=\"{}\"", sc.name,
                     std::string(expired.status().message()));
