@@ -1,6 +1,7 @@
-// ferry sandbox: a local PostgreSQL (as the unprivileged postgres user), the ferry service as
-// its synchronous standby, pgbench load, then ls, verify and a restore compared with the
-// primary. Prints what a user would want to know: TPS, RPO, RTO, identical or not.
+// ferry sandbox: a local PostgreSQL (as the unprivileged postgres user) and Redis, the ferry
+// service as PostgreSQL's synchronous standby and Redis's replica, pgbench and
+// redis-benchmark load, then ls, verify and restores of both compared with the primaries.
+// Prints what a user would want to know: TPS, RPO, RTO, identical or not.
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -11,12 +12,15 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "pipeline/check.h"
 #include "pipeline/position.h"
 #include "tools/backup/pg_backup.h"
 #include "tools/commands.h"
 #include "tools/restore/pg_restore.h"
+#include "tools/restore/redis_restore.h"
 #include "tools/sandbox/local_postgres.h"
+#include "tools/sandbox/local_redis.h"
 #include "tools/sandbox/pg_steps.h"
 #include "tools/sandbox/process.h"
 #include "tools/service/service.h"
@@ -26,6 +30,28 @@ namespace {
 
 const std::vector<std::string> kPgbenchTables = {"pgbench_accounts", "pgbench_branches",
                                                  "pgbench_tellers", "pgbench_history"};
+
+// Until the primary's one replica (ferry) has acknowledged its whole replication stream: then
+// everything written so far is durable in the archive.
+absl::Status WaitRedisAcked(const LocalRedis& redis) {
+  for (int i = 0; i < 600; ++i) {
+    auto info = redis.Command({"INFO", "replication"});
+    if (info.ok()) {
+      std::string offset, acked;
+      for (absl::string_view line : absl::StrSplit(*info, "\r\n")) {
+        if (absl::ConsumePrefix(&line, "master_repl_offset:")) offset = std::string(line);
+        // Before its RDB has been loaded a replica is listed (wait_bgsave) but acks nothing.
+        if (absl::ConsumePrefix(&line, "slave0:") && absl::StrContains(line, "state=online")) {
+          const size_t at = line.find("offset=");
+          if (at != absl::string_view::npos) acked = std::string(line.substr(at + 7, line.find(',', at) - at - 7));
+        }
+      }
+      if (!offset.empty() && offset == acked) return absl::OkStatus();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return absl::DeadlineExceededError("ferry did not acknowledge the Redis stream within 60 s");
+}
 
 double SecondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -40,12 +66,18 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::Create(po));
   std::printf("sandbox: PostgreSQL 15 on 127.0.0.1:%d (synchronous_standby_names = 'ferry_main')\n", pg->port());
 
+  LocalRedisOptions ro;
+  ro.dir = dir + "/redis";
+  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalRedis> redis, LocalRedis::Start(ro));
+  std::printf("sandbox: Redis on %s\n", redis->Address().c_str());
+
   const std::string archive = dir + "/archive";
   const std::string config_text = absl::StrCat(
       "region = \"sandbox\"\n[archive]\npath = \"", archive, "\"\nwriter = \"io_uring\"\n\n",
       "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"", pg->Conninfo(), "\"\n",
       // The sandbox takes its backup itself, at a known moment, instead of on a schedule.
-      "scheduled_backups = false\n");
+      "scheduled_backups = false\n\n",
+      "[[source]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"", redis->Address(), "\"\n");
   std::ofstream(dir + "/ferry.toml") << config_text;
   FERRY_ASSIGN_OR_RETURN(Config config, ParseConfig(config_text, dir + "/ferry.toml"));
   absl::StatusOr<std::unique_ptr<Service>> service = Service::Create(config);
@@ -63,7 +95,7 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
     if (runner.joinable()) runner.join();
   };
 
-  std::string mid_sums;
+  std::string mid_sums, mid_digest;
   pipeline::UnixMicros mid_time = 0;
   absl::Status st = [&]() -> absl::Status {
     for (int i = 0; i < 300; ++i) {
@@ -71,6 +103,7 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
       if (s.ok() && *s == "sync") break;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
+    FERRY_RETURN_IF_ERROR(WaitRedisAcked(*redis));  // ferry is Redis's replica too
     std::printf("sandbox: ferry streaming into %s\n", archive.c_str());
     auto pgbench = [&](std::vector<std::string> args) -> absl::StatusOr<CommandResult> {
       std::vector<std::string> argv = {"pgbench", "-h", "127.0.0.1", "-p", std::to_string(pg->port()), "-U", "postgres"};
@@ -97,12 +130,28 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
         }
       }
     };
-    FERRY_ASSIGN_OR_RETURN(CommandResult load, pgbench({"-T", std::to_string(first_half), "-c", "4", "-j", "2"}));
+    // pgbench and redis-benchmark side by side; each half ends with both archived.
+    auto both = [&](int secs) -> absl::StatusOr<CommandResult> {
+      absl::StatusOr<CommandResult> redis_load;
+      std::thread redis_thread([&] {
+        redis_load = RunCommand({"redis-benchmark", "-h", "127.0.0.1", "-p", std::to_string(redis->port()), "-q",
+                                 "-n", std::to_string(4000 * secs), "-c", "4", "-r", "10000", "-t",
+                                 "set,incr,lpush,sadd,hset,zadd,mset"});
+      });
+      auto load = pgbench({"-T", std::to_string(secs), "-c", "4", "-j", "2"});
+      redis_thread.join();
+      FERRY_RETURN_IF_ERROR(redis_load.status());
+      if (redis_load->exit_code != 0) return absl::InternalError(absl::StrCat("redis-benchmark: ", redis_load->err));
+      FERRY_RETURN_IF_ERROR(WaitRedisAcked(*redis));
+      return load;
+    };
+    FERRY_ASSIGN_OR_RETURN(CommandResult load, both(first_half));
     report(load);
     FERRY_ASSIGN_OR_RETURN(mid_sums, TableChecksums(*pg, kPgbenchTables));
+    FERRY_ASSIGN_OR_RETURN(mid_digest, RedisDigest(*redis));
     mid_time = pipeline::NowUnixMicros();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // commits after it are later
-    FERRY_ASSIGN_OR_RETURN(load, pgbench({"-T", std::to_string(std::max(1, seconds - first_half)), "-c", "4", "-j", "2"}));
+    FERRY_ASSIGN_OR_RETURN(load, both(std::max(1, seconds - first_half)));
     report(load);
     return absl::OkStatus();
   }();
@@ -113,6 +162,7 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
   FERRY_ASSIGN_OR_RETURN(std::string primary_end, pg->Query("select pg_current_wal_flush_lsn()"));
   FERRY_ASSIGN_OR_RETURN(std::string flushed, pg->Query("select flush_lsn from pg_stat_replication where application_name = 'ferry_main'"));
   FERRY_ASSIGN_OR_RETURN(std::string sums, TableChecksums(*pg, kPgbenchTables));
+  FERRY_ASSIGN_OR_RETURN(std::string final_digest, RedisDigest(*redis));
   FERRY_ASSIGN_OR_RETURN(pipeline::Lsn a, pipeline::Lsn::Parse(primary_end));
   FERRY_ASSIGN_OR_RETURN(pipeline::Lsn b, pipeline::Lsn::Parse(flushed));
   std::printf("sandbox: primary WAL ends at %s, ferry has synced %s: RPO %lld bytes\n", primary_end.c_str(),
@@ -120,6 +170,7 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
   stop_service();
   FERRY_RETURN_IF_ERROR(service_result);
   FERRY_RETURN_IF_ERROR(pg->Stop());
+  FERRY_RETURN_IF_ERROR(redis->Stop());
 
   std::printf("\nsandbox: ferry ls --archive %s\n", archive.c_str());
   CmdLs(archive, false);
@@ -155,6 +206,39 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
     }
     std::printf("sandbox: restored and recovered in %.1f s (RTO); all %zu pgbench tables identical to the primary's at that point\n",
                 rto, kPgbenchTables.size());
+  }
+
+  // Redis to the same instant and to the end, from the archive alone.
+  RedisTarget redis_mid;
+  redis_mid.kind = RedisTarget::Kind::kTime;
+  redis_mid.time = mid_time;
+  struct RedisRestore {
+    const char* name;
+    RedisTarget target;
+    const std::string* want;
+  };
+  for (const RedisRestore& r : {RedisRestore{"mid", redis_mid, &mid_digest}, RedisRestore{"latest", RedisTarget{}, &final_digest}}) {
+    std::printf("\nsandbox: ferry restore redis --%s%s --to %s/restored-redis-%s --start\n",
+                r.target.kind == RedisTarget::Kind::kTime ? "time " : "latest",
+                r.target.kind == RedisTarget::Kind::kTime ? pipeline::FormatUnixMicros(mid_time).c_str() : "",
+                dir.c_str(), r.name);
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string to = absl::StrCat(dir, "/restored-redis-", r.name);
+    FERRY_ASSIGN_OR_RETURN(std::string summary, RestoreRedisTo(archive, "cache", r.target, to));
+    std::printf("sandbox: %s\n", summary.c_str());
+    LocalRedisOptions o;
+    o.dir = to;
+    o.args = {"--appendonly", "yes"};
+    FERRY_ASSIGN_OR_RETURN(auto restored, LocalRedis::Start(o));
+    const double rto = SecondsSince(t0);
+    FERRY_ASSIGN_OR_RETURN(std::string digest, RedisDigest(*restored));
+    FERRY_RETURN_IF_ERROR(restored->Stop());
+    if (digest != *r.want) {
+      return absl::DataLossError(absl::StrCat("Redis restore to ", r.name, ": DEBUG DIGEST ", digest,
+                                              " differs from the primary's ", *r.want, " at that point"));
+    }
+    std::printf("sandbox: restored and loaded in %.1f s (RTO); DEBUG DIGEST %s equals the primary's at that point\n",
+                rto, digest.c_str());
   }
   return absl::OkStatus();
 }

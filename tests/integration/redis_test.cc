@@ -2,11 +2,18 @@
 // (PSYNC), both RDB transfer forms, WAIT meaning "durable in the archive", resume by partial
 // resync after kill -9, failover to a promoted replica, and restores whose DEBUG DIGEST
 // equals the primary's at each recorded instant (checked with redis-check-aof too).
+#include <arpa/inet.h>
 #include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
+#include <atomic>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -348,6 +355,106 @@ TEST(RedisSnapshotTest, ScheduledSnapshotsWhileStreamingAndRetention) {
   EXPECT_FALSE(absl::StrContains(ls->out, "\"start\":\"0\"")) << "no command segment was expired: " << ls->out;
   EXPECT_EQ(RestoreAndDigest(s, "latest", {"--latest"}), digest);
   EXPECT_EQ(RestoreAndDigest(s, "when", {"--time", when}), digest);
+}
+
+// A TCP relay between ferry and a real Redis that the test controls: it passes every byte
+// both ways until told to send the replica some bytes of its own.
+class Relay {
+ public:
+  explicit Relay(int upstream_port) : upstream_port_(upstream_port) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    socklen_t len = sizeof(a);
+    EXPECT_EQ(getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len), 0);
+    port_ = ntohs(a.sin_port);
+    EXPECT_EQ(listen(listen_fd_, 4), 0);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~Relay() {
+    stop_ = true;
+    thread_.join();
+    close(listen_fd_);
+  }
+  int port() const { return port_; }
+  void Inject(std::string bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    inject_ = std::move(bytes);
+  }
+
+ private:
+  void Run() {
+    int down = -1, up = -1;
+    char buf[1 << 16];
+    while (!stop_) {
+      pollfd fds[3] = {{listen_fd_, POLLIN, 0}, {down, POLLIN, 0}, {up, POLLIN, 0}};
+      if (poll(fds, 3, 20) < 0) break;
+      if (fds[0].revents & POLLIN) {
+        if (down >= 0) close(down);
+        if (up >= 0) close(up);
+        down = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        up = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_port = htons(static_cast<uint16_t>(upstream_port_));
+        EXPECT_EQ(connect(up, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+      }
+      for (int i : {1, 2}) {
+        if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
+        const ssize_t n = read(fds[i].fd, buf, sizeof(buf));
+        if (n > 0) (void)!write(i == 1 ? up : down, buf, static_cast<size_t>(n));
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!inject_.empty() && down >= 0) {
+        (void)!write(down, inject_.data(), inject_.size());
+        inject_.clear();
+      }
+    }
+    if (down >= 0) close(down);
+    if (up >= 0) close(up);
+  }
+
+  int upstream_port_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::string inject_;
+  std::thread thread_;
+};
+
+// Bytes in the replication stream that are not RESP: ferry stops with a line naming the
+// offset, acknowledges nothing after the last whole command, and the archive verifies and
+// restores to what the primary had before.
+TEST(RedisMalformedTest, BadRespStopsWithAClearErrorAndAnArchiveThatVerifies) {
+  tools::LocalRedisOptions o;
+  auto primary = LocalRedis::Start(o);
+  ASSERT_TRUE(primary.ok()) << primary.status();
+  Relay relay((*primary)->port());
+  auto dir = tools::MakeTempDir("ferry-redis-test");
+  ASSERT_TRUE(dir.ok());
+  const std::string archive = *dir + "/archive";
+  FerryService ferry(WriteRedisConfig(*dir, archive, absl::StrCat("127.0.0.1:", relay.port())), *dir + "/ferry.log");
+  ASSERT_TRUE(ferry.Start().ok());
+  WaitOnline(**primary, ferry);
+  Workload(**primary, 1);
+  const std::string digest = Digest(**primary);
+  relay.Inject("*2\r\n$3\r\nDEL\r\n$x\r\n");
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(ferry.Log(), "malformed RESP"); }, 30)) << ferry.Log();
+  EXPECT_TRUE(absl::StrContains(ferry.Log(), "after byte ")) << ferry.Log();
+  auto exit_code = ferry.Terminate();
+  ASSERT_TRUE(exit_code.ok());
+  EXPECT_NE(*exit_code, 0) << ferry.Log();
+  auto verify = RunFerry({"verify", "--archive", archive});
+  ASSERT_TRUE(verify.ok() && verify->exit_code == 0) << (verify.ok() ? verify->out + verify->err : "");
+  RedisSetup view;
+  view.dir = *dir;
+  view.archive = archive;
+  EXPECT_EQ(RestoreAndDigest(view, "latest", {"--latest"}), digest);
+  std::filesystem::remove_all(*dir);
 }
 
 }  // namespace

@@ -74,6 +74,9 @@ absl::StatusOr<std::unique_ptr<LocalRedis>> LocalRedis::Start(const LocalRedisOp
     if (ec) return absl::InternalError(absl::StrCat("create ", r->dir_, ": ", ec.message()));
   }
   r->log_path_ = r->dir_ + "/redis.log";
+  std::error_code size_ec;
+  const auto log_size = std::filesystem::file_size(r->log_path_, size_ec);
+  r->log_offset_ = size_ec ? 0 : log_size;  // a restarted server appends to its old log
   if (options.port > 0) {
     r->port_ = options.port;
   } else {
@@ -101,7 +104,7 @@ absl::StatusOr<std::unique_ptr<LocalRedis>> LocalRedis::Start(const LocalRedisOp
     _exit(127);
   }
   r->pid_ = pid;
-  FERRY_RETURN_IF_ERROR(r->WaitReady(60));
+  FERRY_RETURN_IF_ERROR(r->WaitReady(600));  // a large restored AOF takes a while to load
   return r;
 }
 
@@ -114,6 +117,14 @@ LocalRedis::~LocalRedis() {
 }
 
 std::string LocalRedis::Address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+std::string LocalRedis::LogSince(uint64_t offset) const {
+  std::ifstream in(log_path_);
+  in.seekg(static_cast<std::streamoff>(offset));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
 std::string LocalRedis::LogTail() const {
   std::ifstream in(log_path_);
@@ -131,8 +142,13 @@ absl::Status LocalRedis::WaitReady(int timeout_seconds) {
       pid_ = -1;
       return absl::FailedPreconditionError(absl::StrCat("redis-server on port ", port_, " exited: ", LogTail()));
     }
+    // INFO can answer "loading:0" between the files of a multi-part AOF: only the log line
+    // printed once everything is loaded says the dataset is complete.
     auto loading = Command({"INFO", "persistence"});
-    if (loading.ok() && absl::StrContains(*loading, "loading:0")) return absl::OkStatus();
+    if (loading.ok() && absl::StrContains(*loading, "loading:0") &&
+        absl::StrContains(LogSince(log_offset_), "Ready to accept connections")) {
+      return absl::OkStatus();
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return absl::DeadlineExceededError(absl::StrCat("redis-server on port ", port_, " not ready within ",

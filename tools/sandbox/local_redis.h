@@ -60,9 +60,11 @@ class LocalRedis {
   LocalRedis() = default;
   absl::Status WaitReady(int timeout_seconds);
   std::string LogTail() const;
+  std::string LogSince(uint64_t offset) const;
 
   std::string dir_;
   std::string log_path_;
+  uint64_t log_offset_ = 0;  // where this start's lines begin in log_path_
   bool owns_dir_ = false;
   int port_ = 0;
   int pid_ = -1;
