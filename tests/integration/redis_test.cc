@@ -357,6 +357,56 @@ TEST(RedisSnapshotTest, ScheduledSnapshotsWhileStreamingAndRetention) {
   EXPECT_EQ(RestoreAndDigest(s, "when", {"--time", when}), digest);
 }
 
+// A restore never ends inside a transaction: an offset inside MULTI ... EXEC restores the
+// state before the MULTI; the offset after EXEC restores the whole transaction.
+TEST(RedisTxTest, OffsetInsideMultiExecCutsBackToBeforeTheTransaction) {
+  RedisSetup s = StartRedisSetup({});
+  ASSERT_NE(s.primary, nullptr);
+  Workload(*s.primary, 1);
+  const std::string before = Digest(*s.primary);
+  std::string after_exec;
+  {
+    Conn c(*s.primary);
+    c.Run({"MULTI"});
+    c.Run({"SET", "tx:a", "1"});
+    c.Run({"SET", "tx:b", "2"});
+    c.Run({"EXEC"});
+    after_exec = Info(*s.primary, "master_repl_offset");  // before WAIT adds its GETACK
+    int acked = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(c.Run({"WAIT", "1", "5000"}), &acked) && acked == 1);
+  }
+  const std::string after = Digest(*s.primary);
+  ASSERT_NE(before, after);
+  ASSERT_TRUE(s.ferry->Terminate().ok());
+  uint64_t exec_end = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(after_exec, &exec_end));
+  EXPECT_EQ(RestoreAndDigest(s, "inside", {"--offset", absl::StrCat(exec_end - 1)}), before);
+  EXPECT_EQ(RestoreAndDigest(s, "whole", {"--offset", after_exec}), after);
+}
+
+// AUTH as an ACL user whose password ferry reads from a file.
+TEST(RedisAuthTest, AclUserWithPasswordFromAFile) {
+  tools::LocalRedisOptions o;
+  o.args = {"--user", "default", "off", "--user", "ferry", "on", ">s3cret", "~*", "&*", "+@all", "--repl-diskless-sync-delay", "0"};
+  o.auth_user = "ferry";
+  o.auth_password = "s3cret";
+  auto primary = LocalRedis::Start(o);
+  ASSERT_TRUE(primary.ok()) << primary.status();
+  auto dir = tools::MakeTempDir("ferry-redis-test");
+  ASSERT_TRUE(dir.ok());
+  std::ofstream(*dir + "/pass") << "s3cret\n";
+  const std::string archive = *dir + "/archive";
+  FerryService ferry(WriteRedisConfig(*dir, archive, (*primary)->Address(), "",
+                                      absl::StrCat("scheduled_backups = false\nuser = \"ferry\"\npassword_file = \"",
+                                                   *dir, "/pass\"\n")),
+                     *dir + "/ferry.log");
+  ASSERT_TRUE(ferry.Start().ok());
+  // The default user is off: only ferry's AUTH gets it in, and it shows as a replica.
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(Info(**primary, "slave0"), "state=online"); }, 30)) << ferry.Log();
+  ASSERT_TRUE(ferry.Terminate().ok());
+  std::filesystem::remove_all(*dir);
+}
+
 // A TCP relay between ferry and a real Redis that the test controls: it passes every byte
 // both ways until told to send the replica some bytes of its own.
 class Relay {

@@ -74,6 +74,8 @@ absl::StatusOr<std::unique_ptr<LocalRedis>> LocalRedis::Start(const LocalRedisOp
     if (ec) return absl::InternalError(absl::StrCat("create ", r->dir_, ": ", ec.message()));
   }
   r->log_path_ = r->dir_ + "/redis.log";
+  r->auth_user_ = options.auth_user;
+  r->auth_password_ = options.auth_password;
   std::error_code size_ec;
   const auto log_size = std::filesystem::file_size(r->log_path_, size_ec);
   r->log_offset_ = size_ec ? 0 : log_size;  // a restarted server appends to its old log
@@ -163,13 +165,20 @@ absl::StatusOr<std::string> LocalRedis::Command(const std::vector<std::string>& 
     if (c != nullptr) redisFree(c);
     return absl::UnavailableError(absl::StrCat("redis 127.0.0.1:", port_, ": ", err));
   }
-  std::vector<const char*> args;
-  std::vector<size_t> lens;
-  for (const std::string& a : argv) {
-    args.push_back(a.data());
-    lens.push_back(a.size());
+  auto run = [c](const std::vector<std::string>& command) {
+    std::vector<const char*> args;
+    std::vector<size_t> lens;
+    for (const std::string& a : command) {
+      args.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    return static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(command.size()), args.data(), lens.data()));
+  };
+  if (!auth_password_.empty()) {
+    redisReply* auth = run({"AUTH", auth_user_.empty() ? "default" : auth_user_, auth_password_});
+    if (auth != nullptr) freeReplyObject(auth);  // a failed AUTH shows in the command's reply
   }
-  auto* reply = static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()), args.data(), lens.data()));
+  auto* reply = run(argv);
   if (reply == nullptr) {
     std::string err = c->errstr;
     redisFree(c);

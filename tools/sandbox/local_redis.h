@@ -19,6 +19,8 @@ struct LocalRedisOptions {
   // Extra command-line settings, e.g. {"--repl-diskless-sync", "no"}; they come last and win.
   std::vector<std::string> args;
   int port = 0;  // 0: a free port
+  // When the server requires AUTH (e.g. args disable the default user): what Command uses.
+  std::string auth_user, auth_password;
 };
 
 // The destructor stops the server (SHUTDOWN NOSAVE, SIGKILL if it does not go) and removes
@@ -64,6 +66,7 @@ class LocalRedis {
 
   std::string dir_;
   std::string log_path_;
+  std::string auth_user_, auth_password_;
   uint64_t log_offset_ = 0;  // where this start's lines begin in log_path_
   bool owns_dir_ = false;
   int port_ = 0;
