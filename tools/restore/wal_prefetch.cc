@@ -105,7 +105,8 @@ void DropPassed(const std::string& spool, const SegmentName& now, uint64_t seg_b
 
 // Forks the prefetcher as a process of its own session with no terminal or inherited output,
 // so it outlives this wal-fetch (restore_command returns at once) and PostgreSQL's
-// shutdown signals to the process group. It exits by itself when idle.
+// shutdown signals to the process group. It exits by itself when idle. wal-fetch is
+// single-threaded, so the child may allocate and use the archive it inherited.
 void SpawnPrefetcher(storage::Archive& archive, const std::string& source, const std::string& spool,
                      const WalPrefetchOptions& options) {
   const pid_t pid = fork();

@@ -94,15 +94,16 @@ absl::StatusOr<std::unique_ptr<LocalRedis>> LocalRedis::Start(const LocalRedisOp
                                    "--appendonly", "no",
                                    "--enable-debug-command", "local"};
   argv.insert(argv.end(), options.args.begin(), options.args.end());
+  // Built before fork: the child of a multi-threaded process may only make async-signal-safe calls.
+  std::vector<char*> exec_args;
+  for (std::string& a : argv) exec_args.push_back(a.data());
+  exec_args.push_back(nullptr);
   const pid_t pid = fork();
   if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
   if (pid == 0) {
     // Its own session: the server outlives us when detached and ignores our terminal.
     DetachFromSession();
-    std::vector<char*> args;
-    for (std::string& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    execv(kRedisServer, args.data());
+    execv(kRedisServer, exec_args.data());
     _exit(127);
   }
   r->pid_ = pid;

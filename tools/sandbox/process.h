@@ -58,7 +58,7 @@ bool RunningAsRoot();
 
 // For a freshly forked child that is to outlive its parent (a background prefetcher, a
 // server left running): a session of its own (no terminal, no signals to the parent's
-// process group) and stdin/stdout/stderr on /dev/null.
+// process group) and stdin/stdout/stderr on /dev/null. Async-signal-safe.
 void DetachFromSession();
 
 }  // namespace ferry::tools
