@@ -137,6 +137,31 @@ int RunCli(int argc, char** argv) {
       "Example: ferry restore redis --archive /var/lib/ferry/archive --source cache \\\n"
       "           --time 2026-11-24T10:00:00Z --to /var/lib/redis-restore --start");
 
+  AllRestoreArgs ra;
+  CLI::App* restore_all = restore->add_subcommand("all", "Restore every source to one instant or a mark");
+  restore_all->add_option("--archive", ra.archive, "archive directory")->required();
+  restore_all->add_option("--time", ra.time, "RFC 3339 time on ferry's clock: what ferry had archived then");
+  restore_all->add_option("--mark", ra.mark, "a mark taken with ferry mark: exactly there");
+  restore_all->add_flag("--latest", ra.latest, "everything archived");
+  restore_all->add_option("--to", ra.to, "new (or empty) directory; each source goes to DIR/<source>")->required();
+  restore_all->add_flag("--start", ra.start, "start every server and wait until it has recovered or loaded");
+  restore_all->add_option("--timeout", ra.timeout_seconds, "seconds to wait for PostgreSQL recovery with --start");
+  restore_all->footer(
+      "PostgreSQL goes to the WAL position ferry had synced at T (or the mark's restore point),\n"
+      "Redis to the commands it had archived at T (or the mark's offset): one clock for both.\n"
+      "Example: ferry restore all --archive /var/lib/ferry/archive --time 2026-11-24T10:00:00Z \\\n"
+      "           --to /var/lib/restore --start");
+
+  int mark_wait = 30;
+  CLI::App* mark = app.add_subcommand("mark", "Record a named point where every source agrees");
+  mark->add_option("--config", config, "TOML config file")->required();
+  mark->add_option("name", name, "mark name (letters, digits, '_', '-')")->required();
+  mark->add_option("--wait", mark_wait, "seconds to wait until the archive holds the mark")->default_val(30);
+  mark->footer(
+      "Pauses Redis writes for at most [marks] pause_redis (off by default), creates a PostgreSQL\n"
+      "restore point and records each Redis offset, then saves the mark once it is archived.\n"
+      "Example: ferry mark --config /etc/ferry/ferry.toml before-migration");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -162,6 +187,8 @@ int RunCli(int argc, char** argv) {
   if (retention->parsed()) return CmdRetention(config, dry_run);
   if (restore_pg->parsed()) return CmdRestorePostgres(pr);
   if (restore_redis->parsed()) return CmdRestoreRedis(rr);
+  if (restore_all->parsed()) return CmdRestoreAll(ra);
+  if (mark->parsed()) return CmdMark(config, name, mark_wait);
   return 2;
 }
 

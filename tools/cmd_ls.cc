@@ -5,6 +5,7 @@
 #include "pipeline/position.h"
 #include "storage/archive.h"
 #include "storage/snapshot_store.h"
+#include "tools/backup/marks.h"
 #include "tools/commands.h"
 #include "tools/restore/pg_restore.h"
 #include "tools/restore/redis_restore.h"
@@ -133,6 +134,23 @@ int CmdLs(const std::string& archive_path, bool json) {
       }
     }
     out += "}";
+  }
+  out += "],\"marks\":[";
+  auto marks = ListMarks(archive_path);
+  if (!marks.ok()) return Fail("ls", marks.status());
+  for (size_t i = 0; i < marks->size(); ++i) {
+    const Mark& m = (*marks)[i];
+    absl::StrAppend(&out, i ? "," : "", "{\"name\":", JsonString(m.name),
+                    ",\"time\":", JsonString(pipeline::FormatUnixMicros(m.time)), ",\"points\":[");
+    std::string text;
+    for (size_t j = 0; j < m.points.size(); ++j) {
+      const MarkPoint& p = m.points[j];
+      const std::string at = p.kind == "postgres" ? p.lsn.ToString() : absl::StrCat(p.offset);
+      absl::StrAppend(&out, j ? "," : "", "{\"source\":", JsonString(p.source), ",\"at\":", JsonString(at), "}");
+      absl::StrAppend(&text, " ", p.source, "@", at);
+    }
+    out += "]}";
+    if (!json) std::printf("mark %s at %s:%s\n", m.name.c_str(), pipeline::FormatUnixMicros(m.time).c_str(), text.c_str());
   }
   out += "]}";
   if (json) std::printf("%s\n", out.c_str());

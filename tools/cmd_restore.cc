@@ -7,6 +7,7 @@
 #include "absl/strings/str_split.h"
 #include "tools/commands.h"
 #include "tools/restore/pg_restore.h"
+#include "tools/restore/restore_all.h"
 #include "tools/sandbox/local_postgres.h"
 #include "tools/sandbox/pg_steps.h"
 
@@ -50,20 +51,11 @@ int CmdRestorePostgres(const PgRestoreArgs& args) {
     std::printf("start it with: pg_ctl -D %s start\n", args.to.c_str());
     return 0;
   }
-  auto pg = LocalPostgres::StartExisting(args.to, args.port);
-  if (!pg.ok()) return Fail("restore postgres", pg.status());
-  absl::Status st = WaitForRecoveryEnd(**pg, args.timeout_seconds);
-  if (!st.ok()) return Fail("restore postgres", st);
-  auto reached = (*pg)->Query(
-      "select coalesce(pg_last_xact_replay_timestamp()::text, 'none'), pg_current_wal_lsn(), "
-      "(select timeline_id from pg_control_checkpoint())");
-  if (!reached.ok()) return Fail("restore postgres", reached.status());
-  std::vector<std::string> f = absl::StrSplit(*reached, '|');
-  f.resize(3);
-  std::printf("recovered: last replayed commit at %s; promoted, now at %s on timeline %s; "
-              "running on 127.0.0.1:%d (log %s)\n",
-              f[0].c_str(), f[1].c_str(), f[2].c_str(), (*pg)->port(), (*pg)->log_path().c_str());
-  (*pg)->Detach();
+  auto started = StartRestoredPostgres(args.to, args.port, args.timeout_seconds);
+  if (!started.ok()) return Fail("restore postgres", started.status());
+  std::printf("recovered: %s; running on 127.0.0.1:%d (log %s)\n", started->reached.c_str(),
+              started->server->port(), started->server->log_path().c_str());
+  started->server->Detach();
   return 0;
 }
 

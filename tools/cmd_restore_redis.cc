@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "tools/commands.h"
 #include "tools/restore/redis_restore.h"
-#include "tools/sandbox/local_redis.h"
+#include "tools/restore/restore_all.h"
 
 namespace ferry::tools {
 namespace {
@@ -37,17 +37,11 @@ int CmdRestoreRedis(const RedisRestoreArgs& args) {
   auto summary = RestoreRedisTo(args.archive, args.source, *target, args.to);
   if (!summary.ok()) return Fail("restore redis", summary.status());
   std::printf("%s\n", summary->c_str());
-  const std::vector<std::string> aof_args = {"--appendonly", "yes", "--appenddirname", kAofDirName,
-                                             "--appendfilename", kAofFileName};
   if (!args.start) {
     std::printf("start it with: redis-server --dir %s --appendonly yes\n", args.to.c_str());
     return 0;
   }
-  LocalRedisOptions o;
-  o.dir = args.to;
-  o.port = args.port;
-  o.args = aof_args;
-  auto redis = LocalRedis::Start(o);
+  auto redis = StartRestoredRedis(args.to, args.port);
   if (!redis.ok()) return Fail("restore redis", redis.status());
   auto keys = (*redis)->Command({"DBSIZE"});
   std::printf("redis-server pid %d on 127.0.0.1:%d has loaded the restore (%s keys in db 0); it keeps running\n",

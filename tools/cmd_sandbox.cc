@@ -31,28 +31,6 @@ namespace {
 const std::vector<std::string> kPgbenchTables = {"pgbench_accounts", "pgbench_branches",
                                                  "pgbench_tellers", "pgbench_history"};
 
-// Until the primary's one replica (ferry) has acknowledged its whole replication stream: then
-// everything written so far is durable in the archive.
-absl::Status WaitRedisAcked(const LocalRedis& redis) {
-  for (int i = 0; i < 600; ++i) {
-    auto info = redis.Command({"INFO", "replication"});
-    if (info.ok()) {
-      std::string offset, acked;
-      for (absl::string_view line : absl::StrSplit(*info, "\r\n")) {
-        if (absl::ConsumePrefix(&line, "master_repl_offset:")) offset = std::string(line);
-        // Before its RDB has been loaded a replica is listed (wait_bgsave) but acks nothing.
-        if (absl::ConsumePrefix(&line, "slave0:") && absl::StrContains(line, "state=online")) {
-          const size_t at = line.find("offset=");
-          if (at != absl::string_view::npos) acked = std::string(line.substr(at + 7, line.find(',', at) - at - 7));
-        }
-      }
-      if (!offset.empty() && offset == acked) return absl::OkStatus();
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return absl::DeadlineExceededError("ferry did not acknowledge the Redis stream within 60 s");
-}
-
 double SecondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -103,7 +81,7 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
       if (s.ok() && *s == "sync") break;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    FERRY_RETURN_IF_ERROR(WaitRedisAcked(*redis));  // ferry is Redis's replica too
+    FERRY_RETURN_IF_ERROR(WaitReplicaAcked(*redis, 60));  // ferry is Redis's replica too
     std::printf("sandbox: ferry streaming into %s\n", archive.c_str());
     auto pgbench = [&](std::vector<std::string> args) -> absl::StatusOr<CommandResult> {
       std::vector<std::string> argv = {"pgbench", "-h", "127.0.0.1", "-p", std::to_string(pg->port()), "-U", "postgres"};
@@ -142,7 +120,7 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
       redis_thread.join();
       FERRY_RETURN_IF_ERROR(redis_load.status());
       if (redis_load->exit_code != 0) return absl::InternalError(absl::StrCat("redis-benchmark: ", redis_load->err));
-      FERRY_RETURN_IF_ERROR(WaitRedisAcked(*redis));
+      FERRY_RETURN_IF_ERROR(WaitReplicaAcked(*redis, 60));
       return load;
     };
     FERRY_ASSIGN_OR_RETURN(CommandResult load, both(first_half));

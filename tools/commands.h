@@ -37,6 +37,15 @@ struct RedisRestoreArgs {
   int port = 0;
 };
 int CmdRestoreRedis(const RedisRestoreArgs& args);
+struct AllRestoreArgs {
+  std::string archive, to;
+  std::string time, mark;  // at most one set (or latest)
+  bool latest = false;
+  bool start = false;
+  int timeout_seconds = 3600;
+};
+int CmdRestoreAll(const AllRestoreArgs& args);
+int CmdMark(const std::string& config_path, const std::string& name, int wait_seconds);
 int CmdRetention(const std::string& config_path, bool dry_run);
 int CmdSandbox(const std::string& dir, int seconds, bool keep);
 

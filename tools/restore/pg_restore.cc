@@ -202,7 +202,8 @@ absl::StatusOr<PgRestorePlan> PlanPgRestore(const storage::StreamLog& wal,
       plan.snapshot = NewestEndingBy(snapshots, target.lsn);
       if (plan.snapshot == nullptr) return BeforeOldest(snapshots, target.lsn.ToString());
       plan.description = absl::StrCat("lsn ", target.lsn.ToString());
-      plan.target_setting = absl::StrCat("recovery_target_lsn = '", target.lsn.ToString(), "'");
+      plan.target_setting = absl::StrCat("recovery_target_lsn = '", target.lsn.ToString(), "'",
+                                         target.inclusive ? "" : "\nrecovery_target_inclusive = off");
       plan.replay_to = target.lsn;
       break;
     }

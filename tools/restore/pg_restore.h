@@ -18,6 +18,9 @@ struct PgTarget {
   enum class Kind { kLatest, kTime, kLsn, kXid } kind = Kind::kLatest;
   pipeline::UnixMicros time = 0;
   pipeline::Lsn lsn;
+  // kLsn: false stops before the first record that starts at or after `lsn` (what ferry had
+  // at an instant, or a mark) instead of just after it (PostgreSQL's default).
+  bool inclusive = true;
   uint32_t xid = 0;
 };
 

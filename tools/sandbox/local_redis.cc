@@ -1,7 +1,6 @@
 #include "tools/sandbox/local_redis.h"
 
 #include <fcntl.h>
-#include <hiredis/hiredis.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +15,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "ingest/redis/client.h"
 #include "pipeline/check.h"
 #include "tools/sandbox/local_postgres.h"
 #include "tools/sandbox/process.h"
@@ -35,25 +37,6 @@ bool Alive(int pid) {
   if (!std::getline(in, line)) return false;
   const size_t paren = line.rfind(')');
   return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z';
-}
-
-std::string ReplyText(const redisReply* r) {
-  switch (r->type) {
-    case REDIS_REPLY_STRING:
-    case REDIS_REPLY_STATUS:
-      return std::string(r->str, r->len);
-    case REDIS_REPLY_INTEGER:
-      return absl::StrCat(r->integer);
-    case REDIS_REPLY_NIL:
-      return "(nil)";
-    case REDIS_REPLY_ARRAY: {
-      std::vector<std::string> parts;
-      for (size_t i = 0; i < r->elements; ++i) parts.push_back(ReplyText(r->element[i]));
-      return absl::StrJoin(parts, "\n");
-    }
-    default:
-      return "";
-  }
 }
 
 }  // namespace
@@ -159,41 +142,11 @@ absl::Status LocalRedis::WaitReady(int timeout_seconds) {
 }
 
 absl::StatusOr<std::string> LocalRedis::Command(const std::vector<std::string>& argv) const {
-  timeval tv{10, 0};
-  redisContext* c = redisConnectWithTimeout("127.0.0.1", port_, tv);
-  if (c == nullptr || c->err) {
-    std::string err = c != nullptr ? c->errstr : "out of memory";
-    if (c != nullptr) redisFree(c);
-    return absl::UnavailableError(absl::StrCat("redis 127.0.0.1:", port_, ": ", err));
-  }
-  auto run = [c](const std::vector<std::string>& command) {
-    std::vector<const char*> args;
-    std::vector<size_t> lens;
-    for (const std::string& a : command) {
-      args.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    return static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(command.size()), args.data(), lens.data()));
-  };
-  if (!auth_password_.empty()) {
-    redisReply* auth = run({"AUTH", auth_user_.empty() ? "default" : auth_user_, auth_password_});
-    if (auth != nullptr) freeReplyObject(auth);  // a failed AUTH shows in the command's reply
-  }
-  auto* reply = run(argv);
-  if (reply == nullptr) {
-    std::string err = c->errstr;
-    redisFree(c);
-    return absl::UnavailableError(absl::StrCat("redis 127.0.0.1:", port_, ": ", err));
-  }
-  absl::StatusOr<std::string> out;
-  if (reply->type == REDIS_REPLY_ERROR) {
-    out = absl::FailedPreconditionError(absl::StrCat(argv.empty() ? "" : argv[0], ": ", std::string(reply->str, reply->len)));
-  } else {
-    out = ReplyText(reply);
-  }
-  freeReplyObject(reply);
-  redisFree(c);
-  return out;
+  ingest::redis::RedisEndpoint e;
+  e.port = port_;
+  e.user = auth_user_;
+  e.password = auth_password_;
+  return ingest::redis::RunRedisCommand(e, argv);
 }
 
 absl::Status LocalRedis::Stop() {
@@ -218,6 +171,27 @@ absl::Status LocalRedis::Kill() {
   for (int i = 0; i < 500 && Alive(pid_); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   pid_ = -1;
   return absl::OkStatus();
+}
+
+absl::Status WaitReplicaAcked(const LocalRedis& redis, int timeout_seconds) {
+  for (int i = 0; i < timeout_seconds * 10; ++i) {
+    auto info = redis.Command({"INFO", "replication"});
+    if (info.ok()) {
+      std::string offset, acked;
+      for (absl::string_view line : absl::StrSplit(*info, "\r\n")) {
+        if (absl::ConsumePrefix(&line, "master_repl_offset:")) offset = std::string(line);
+        // Before its RDB has been loaded a replica is listed (wait_bgsave) but acks nothing.
+        if (absl::ConsumePrefix(&line, "slave0:") && absl::StrContains(line, "state=online")) {
+          const size_t at = line.find("offset=");
+          if (at != absl::string_view::npos) acked = std::string(line.substr(at + 7, line.find(',', at) - at - 7));
+        }
+      }
+      if (!offset.empty() && offset == acked) return absl::OkStatus();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return absl::DeadlineExceededError(absl::StrCat("redis on port ", redis.port(), ": its replica did not acknowledge the stream within ",
+                                                  timeout_seconds, " s"));
 }
 
 absl::StatusOr<std::string> RedisDigest(const LocalRedis& redis) { return redis.Command({"DEBUG", "DIGEST"}); }

@@ -73,6 +73,10 @@ class LocalRedis {
   int pid_ = -1;
 };
 
+// Until the server's one replica (ferry) is online and has acknowledged its whole
+// replication stream: then everything written so far is durable in ferry's archive.
+absl::Status WaitReplicaAcked(const LocalRedis& redis, int timeout_seconds);
+
 // DEBUG DIGEST of the server's whole dataset (40 hex digits; all zeros when empty).
 absl::StatusOr<std::string> RedisDigest(const LocalRedis& redis);
 

@@ -241,6 +241,13 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view ori
     FERRY_RETURN_IF_ERROR(r.Duration("redis_snapshots", &c.retention_redis_snapshots));
     FERRY_RETURN_IF_ERROR(r.CheckUnknown());
   }
+  top.Skip("marks");
+  FERRY_RETURN_IF_ERROR(SubTable(root, "marks", origin, &t));
+  if (t != nullptr) {
+    TableReader r(*t, "marks", origin);
+    FERRY_RETURN_IF_ERROR(r.Duration("pause_redis", &c.mark_pause_redis));
+    FERRY_RETURN_IF_ERROR(r.CheckUnknown());
+  }
   top.Skip("http");
   FERRY_RETURN_IF_ERROR(SubTable(root, "http", origin, &t));
   if (t != nullptr) {

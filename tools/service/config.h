@@ -48,6 +48,9 @@ struct Config {
   absl::Duration retention_incremental = absl::Hours(24 * 7);
   absl::Duration retention_wal = absl::Hours(72);
   absl::Duration retention_redis_snapshots = absl::Hours(24 * 7);
+  // ferry mark: how long Redis writes may be paused (CLIENT PAUSE WRITE) while the mark is
+  // taken; 0 (the default) takes it without pausing, at the cost of exactness for Redis.
+  absl::Duration mark_pause_redis = absl::ZeroDuration();
   std::string http_listen;
   std::string kafka_brokers;
   std::string kafka_topic_prefix;

@@ -1,0 +1,184 @@
+// One instant for PostgreSQL and Redis: a workload writes an order row to PostgreSQL and its
+// cached copy to Redis; `ferry restore all --time Ti` gives both as they were at Ti, and
+// `--mark` gives exactly the marked point, even with writes right after it.
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "pipeline/position.h"
+#include "tests/fixtures/ferry_process.h"
+#include "tests/fixtures/pg_cluster.h"
+#include "tools/sandbox/local_postgres.h"
+#include "tools/sandbox/local_redis.h"
+#include "tools/sandbox/pg_steps.h"
+
+namespace ferry::testing {
+namespace {
+
+using tools::LocalPostgres;
+using tools::LocalRedis;
+
+struct Pair {
+  std::string pg;     // "count|sum" of the orders table
+  std::string redis;  // "count|sum" of the order:* keys
+  bool operator==(const Pair& o) const { return pg == o.pg && redis == o.redis; }
+};
+
+std::ostream& operator<<(std::ostream& os, const Pair& p) { return os << "pg " << p.pg << ", redis " << p.redis; }
+
+std::string RedisOrders(const LocalRedis& r) {
+  auto keys = r.Command({"KEYS", "order:*"});
+  EXPECT_TRUE(keys.ok()) << keys.status();
+  int64_t count = 0, sum = 0;
+  for (absl::string_view key : absl::StrSplit(keys.value_or(""), '\n', absl::SkipEmpty())) {
+    int64_t v = 0;
+    EXPECT_TRUE(absl::SimpleAtoi(r.Command({"GET", std::string(key)}).value_or(""), &v)) << key;
+    ++count;
+    sum += v;
+  }
+  return absl::StrCat(count, "|", sum);
+}
+
+Pair Orders(const LocalPostgres& pg, const LocalRedis& redis) {
+  return {Q(pg, "select count(*) || '|' || coalesce(sum(amount), 0) from orders"), RedisOrders(redis)};
+}
+
+// Order `id`: the row first, then its cached copy (what an application does).
+void WriteOrder(const LocalPostgres& pg, const LocalRedis& redis, int id) {
+  Q(pg, absl::StrCat("insert into orders values (", id, ", ", id * 10, ")"));
+  EXPECT_TRUE(redis.Command({"SET", absl::StrCat("order:", id), absl::StrCat(id * 10)}).ok());
+}
+
+struct Servers {
+  std::string dir, archive, config;
+  std::unique_ptr<LocalPostgres> pg;
+  std::unique_ptr<LocalRedis> redis;
+  std::unique_ptr<FerryService> ferry;
+};
+
+Servers Start() {
+  Servers s;
+  auto dir = tools::MakeTempDir("ferry-all-test");
+  EXPECT_TRUE(dir.ok()) << dir.status();
+  s.dir = dir.value_or("/tmp");
+  s.archive = s.dir + "/archive";
+  auto pg = LocalPostgres::Create({});
+  EXPECT_TRUE(pg.ok()) << pg.status();
+  if (!pg.ok()) return s;
+  s.pg = std::move(*pg);
+  tools::LocalRedisOptions ro;
+  ro.args = {"--repl-diskless-sync-delay", "0"};
+  auto redis = LocalRedis::Start(ro);
+  EXPECT_TRUE(redis.ok()) << redis.status();
+  if (!redis.ok()) return s;
+  s.redis = std::move(*redis);
+  Q(*s.pg, "create table orders (id int primary key, amount int)");
+  s.config = s.dir + "/ferry.toml";
+  std::ofstream(s.config) << "[archive]\npath = \"" << s.archive << "\"\nwriter = \"io_uring\"\n\n"
+                          << "[marks]\npause_redis = \"2s\"\n\n"
+                          << "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << s.pg->Conninfo()
+                          << "\"\nscheduled_backups = false\n\n"
+                          << "[[source]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"" << s.redis->Address()
+                          << "\"\nscheduled_backups = false\n";
+  s.ferry = std::make_unique<FerryService>(s.config, s.dir + "/ferry.log");
+  EXPECT_TRUE(s.ferry->Start().ok());
+  EXPECT_TRUE(WaitFor([&] { return FerryFlush(*s.pg).valid(); }, 30)) << s.ferry->Log();
+  EXPECT_TRUE(tools::WaitReplicaAcked(*s.redis, 30).ok()) << s.ferry->Log();
+  auto backup = RunFerry({"backup", "--config", s.config, "--source", "main"});
+  EXPECT_TRUE(backup.ok() && backup->exit_code == 0) << (backup.ok() ? backup->out + backup->err : "");
+  return s;
+}
+
+// Both primaries' writes so far are durable in the archive.
+void WaitArchived(const Servers& s) {
+  WaitUntilArchived(*s.pg);
+  EXPECT_TRUE(tools::WaitReplicaAcked(*s.redis, 30).ok());
+}
+
+// `ferry restore all <target> --to dir/name --start`, then the pair the restored servers hold.
+Pair RestoreAll(const Servers& s, const std::string& name, const std::vector<std::string>& target) {
+  const std::string to = s.dir + "/" + name;
+  std::vector<std::string> args = {"restore", "all", "--archive", s.archive, "--to", to};
+  args.insert(args.end(), target.begin(), target.end());
+  if (!RunFerrySucceeding(args, name)) return {};
+  auto pg = LocalPostgres::StartExisting(to + "/main");
+  EXPECT_TRUE(pg.ok()) << pg.status();
+  if (!pg.ok() || !tools::WaitForRecoveryEnd(**pg, 120).ok()) return {};
+  tools::LocalRedisOptions ro;
+  ro.dir = to + "/cache";
+  ro.args = {"--appendonly", "yes"};
+  auto redis = LocalRedis::Start(ro);
+  EXPECT_TRUE(redis.ok()) << redis.status();
+  if (!redis.ok()) return {};
+  return Orders(**pg, **redis);
+}
+
+TEST(RestoreAllTest, OneInstantAndAMarkForPostgresAndRedis) {
+  Servers s = Start();
+  ASSERT_TRUE(s.pg && s.redis && s.ferry);
+  std::vector<Pair> expected;
+  std::vector<std::string> times;
+  int id = 0;
+  for (int phase = 0; phase < 2; ++phase) {
+    for (int i = 0; i < 10; ++i) WriteOrder(*s.pg, *s.redis, ++id);
+    WaitArchived(s);
+    expected.push_back(Orders(*s.pg, *s.redis));
+    times.push_back(pipeline::FormatUnixMicros(pipeline::NowUnixMicros()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_NE(expected[0], expected[1]);
+
+  // A mark with writes right before and after it: restored exactly as marked.
+  for (int i = 0; i < 5; ++i) WriteOrder(*s.pg, *s.redis, ++id);
+  const Pair at_mark = Orders(*s.pg, *s.redis);
+  auto mark = RunFerrySucceeding({"mark", "--config", s.config, "before-batch"}, "mark");
+  ASSERT_TRUE(mark);
+  EXPECT_NE(mark->out.find("Redis writes paused"), std::string::npos) << mark->out;
+  for (int i = 0; i < 5; ++i) WriteOrder(*s.pg, *s.redis, ++id);
+
+  // A second mark while a client keeps writing pairs: Redis never holds an order whose row
+  // PostgreSQL lacks, and at most the one order in flight is only in PostgreSQL.
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (int k = 1000; !stop; ++k) WriteOrder(*s.pg, *s.redis, k);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto busy = RunFerrySucceeding({"mark", "--config", s.config, "under-load"}, "mark under load");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  stop = true;
+  writer.join();
+  ASSERT_TRUE(busy);
+  WaitArchived(s);
+  ASSERT_TRUE(s.ferry->Terminate().ok());
+
+  auto ls = RunFerrySucceeding({"ls", "--archive", s.archive}, "ls");
+  ASSERT_TRUE(ls);
+  EXPECT_NE(ls->out.find("mark before-batch at"), std::string::npos) << ls->out;
+  for (size_t i = 0; i < times.size(); ++i) {
+    EXPECT_EQ(RestoreAll(s, absl::StrCat("t", i), {"--time", times[i]}), expected[i]) << "T" << i + 1;
+  }
+  EXPECT_EQ(RestoreAll(s, "mark", {"--mark", "before-batch"}), at_mark);
+  const Pair loaded = RestoreAll(s, "busy", {"--mark", "under-load"});
+  int64_t pg_count = 0, redis_count = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(loaded.pg.substr(0, loaded.pg.find('|')), &pg_count)) << loaded;
+  ASSERT_TRUE(absl::SimpleAtoi(loaded.redis.substr(0, loaded.redis.find('|')), &redis_count)) << loaded;
+  EXPECT_GE(pg_count, redis_count) << loaded;
+  EXPECT_LE(pg_count - redis_count, 1) << loaded;
+  EXPECT_GT(redis_count, 25) << "the writer made no progress before the mark: " << loaded;
+
+  // A mark that does not exist: one line, exit 1, nothing written.
+  auto missing = RunFerry({"restore", "all", "--archive", s.archive, "--mark", "nope", "--to", s.dir + "/nope"});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(missing->exit_code, 1);
+  EXPECT_NE(missing->err.find("no mark \"nope\""), std::string::npos) << missing->err;
+  EXPECT_FALSE(std::filesystem::exists(s.dir + "/nope/main"));
+}
+
+}  // namespace
+}  // namespace ferry::testing
