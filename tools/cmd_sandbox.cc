@@ -1,7 +1,8 @@
 // ferry sandbox: a local PostgreSQL (as the unprivileged postgres user) and Redis, the ferry
 // service as PostgreSQL's synchronous standby and Redis's replica, pgbench and
-// redis-benchmark load, then ls, verify and restores of both compared with the primaries.
-// Prints what a user would want to know: TPS, RPO, RTO, identical or not.
+// redis-benchmark load, then ls, verify, `restore all` of both to one instant in the middle
+// of the load and to the end (compared with the primaries), and a drill with its RPO/RTO
+// table. Prints what a user would want to know: TPS, RPO, RTO, identical or not.
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -18,7 +19,8 @@
 #include "tools/backup/pg_backup.h"
 #include "tools/commands.h"
 #include "tools/restore/pg_restore.h"
-#include "tools/restore/redis_restore.h"
+#include "tools/restore/drill.h"
+#include "tools/restore/restore_all.h"
 #include "tools/sandbox/local_postgres.h"
 #include "tools/sandbox/local_redis.h"
 #include "tools/sandbox/pg_steps.h"
@@ -155,69 +157,57 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
   std::printf("\nsandbox: ferry verify --archive %s\n", archive.c_str());
   if (CmdVerify(archive, "", false) != 0) return absl::DataLossError("verify found damage");
 
-  // Two restores from the archive alone: to the marked instant, and to the last commit.
+  // Both databases from the archive alone, to the marked instant on ferry's one clock and to
+  // the end, each compared with what its primary held then.
   struct Restore {
     const char* name;
-    PgTarget target;
-    const std::string* want;
+    AllTarget target;
+    const std::string* sums;
+    const std::string* digest;
   };
-  PgTarget at_mid;
-  at_mid.kind = PgTarget::Kind::kTime;
+  AllTarget at_mid;
   at_mid.time = mid_time;
-  for (const Restore& r : {Restore{"mid", at_mid, &mid_sums}, Restore{"latest", PgTarget{}, &sums}}) {
-    std::printf("\nsandbox: ferry restore postgres --%s%s --to %s/restored-%s --start\n",
-                r.target.kind == PgTarget::Kind::kTime ? "time " : "latest",
-                r.target.kind == PgTarget::Kind::kTime ? pipeline::FormatUnixMicros(mid_time).c_str() : "",
-                dir.c_str(), r.name);
-    const auto t0 = std::chrono::steady_clock::now();
+  AllTarget at_end;
+  at_end.latest = true;
+  for (const Restore& r : {Restore{"mid", at_mid, &mid_sums, &mid_digest}, Restore{"latest", at_end, &sums, &final_digest}}) {
     const std::string to = absl::StrCat(dir, "/restored-", r.name);
-    FERRY_ASSIGN_OR_RETURN(std::string summary, RestorePostgresTo(archive, "main", r.target, to, SelfExecutable()));
-    std::printf("sandbox: %s\n", summary.c_str());
-    FERRY_ASSIGN_OR_RETURN(auto restored, LocalPostgres::StartExisting(to));
-    FERRY_RETURN_IF_ERROR(WaitForRecoveryEnd(*restored, 600));
-    const double rto = SecondsSince(t0);
-    FERRY_ASSIGN_OR_RETURN(std::string restored_sums, TableChecksums(*restored, kPgbenchTables));
-    FERRY_RETURN_IF_ERROR(restored->Stop());
-    if (restored_sums != *r.want) {
-      return absl::DataLossError(absl::StrCat("restore to ", r.name, ": tables differ from the primary's at that point:\nexpected:\n",
-                                              *r.want, "restored:\n", restored_sums));
+    std::printf("\nsandbox: ferry restore all %s --to %s --start\n",
+                r.target.latest ? "--latest" : absl::StrCat("--time ", pipeline::FormatUnixMicros(mid_time)).c_str(),
+                to.c_str());
+    const auto t0 = std::chrono::steady_clock::now();
+    FERRY_ASSIGN_OR_RETURN(std::vector<SourceRestored> restored, RestoreAllTo(archive, r.target, to, SelfExecutable()));
+    for (const SourceRestored& sr : restored) {
+      std::printf("sandbox: %s (%s) to %s: %s\n", sr.source.c_str(), sr.kind.c_str(), sr.point.c_str(), sr.summary.c_str());
+      if (sr.kind == "postgres") {
+        FERRY_ASSIGN_OR_RETURN(PgStarted pg_restored, StartRestoredPostgres(sr.dir, 0, 600));
+        const double rto = SecondsSince(t0);
+        FERRY_ASSIGN_OR_RETURN(std::string restored_sums, TableChecksums(*pg_restored.server, kPgbenchTables));
+        FERRY_RETURN_IF_ERROR(pg_restored.server->Stop());
+        if (restored_sums != *r.sums) {
+          return absl::DataLossError(absl::StrCat("restore to ", r.name, ": tables differ from the primary's at that point:\nexpected:\n",
+                                                  *r.sums, "restored:\n", restored_sums));
+        }
+        std::printf("sandbox:   recovered in %.1f s (RTO); all %zu pgbench tables identical to the primary's at that point\n",
+                    rto, kPgbenchTables.size());
+      } else {
+        FERRY_ASSIGN_OR_RETURN(auto redis_restored, StartRestoredRedis(sr.dir, 0));
+        const double rto = SecondsSince(t0);
+        FERRY_ASSIGN_OR_RETURN(std::string digest, RedisDigest(*redis_restored));
+        FERRY_RETURN_IF_ERROR(redis_restored->Stop());
+        if (digest != *r.digest) {
+          return absl::DataLossError(absl::StrCat("Redis restore to ", r.name, ": DEBUG DIGEST ", digest,
+                                                  " differs from the primary's ", *r.digest, " at that point"));
+        }
+        std::printf("sandbox:   loaded in %.1f s (RTO); DEBUG DIGEST %s equals the primary's at that point\n", rto,
+                    digest.c_str());
+      }
     }
-    std::printf("sandbox: restored and recovered in %.1f s (RTO); all %zu pgbench tables identical to the primary's at that point\n",
-                rto, kPgbenchTables.size());
   }
 
-  // Redis to the same instant and to the end, from the archive alone.
-  RedisTarget redis_mid;
-  redis_mid.kind = RedisTarget::Kind::kTime;
-  redis_mid.time = mid_time;
-  struct RedisRestore {
-    const char* name;
-    RedisTarget target;
-    const std::string* want;
-  };
-  for (const RedisRestore& r : {RedisRestore{"mid", redis_mid, &mid_digest}, RedisRestore{"latest", RedisTarget{}, &final_digest}}) {
-    std::printf("\nsandbox: ferry restore redis --%s%s --to %s/restored-redis-%s --start\n",
-                r.target.kind == RedisTarget::Kind::kTime ? "time " : "latest",
-                r.target.kind == RedisTarget::Kind::kTime ? pipeline::FormatUnixMicros(mid_time).c_str() : "",
-                dir.c_str(), r.name);
-    const auto t0 = std::chrono::steady_clock::now();
-    const std::string to = absl::StrCat(dir, "/restored-redis-", r.name);
-    FERRY_ASSIGN_OR_RETURN(std::string summary, RestoreRedisTo(archive, "cache", r.target, to));
-    std::printf("sandbox: %s\n", summary.c_str());
-    LocalRedisOptions o;
-    o.dir = to;
-    o.args = {"--appendonly", "yes"};
-    FERRY_ASSIGN_OR_RETURN(auto restored, LocalRedis::Start(o));
-    const double rto = SecondsSince(t0);
-    FERRY_ASSIGN_OR_RETURN(std::string digest, RedisDigest(*restored));
-    FERRY_RETURN_IF_ERROR(restored->Stop());
-    if (digest != *r.want) {
-      return absl::DataLossError(absl::StrCat("Redis restore to ", r.name, ": DEBUG DIGEST ", digest,
-                                              " differs from the primary's ", *r.want, " at that point"));
-    }
-    std::printf("sandbox: restored and loaded in %.1f s (RTO); DEBUG DIGEST %s equals the primary's at that point\n",
-                rto, digest.c_str());
-  }
+  std::printf("\nsandbox: ferry drill --config %s/ferry.toml\n", dir.c_str());
+  FERRY_ASSIGN_OR_RETURN(DrillReport drill, RunDrill(config, "latest", SelfExecutable()));
+  std::printf("%s", DrillTable(drill).c_str());
+  if (!drill.ok()) return absl::DataLossError("the restore drill failed");
   return absl::OkStatus();
 }
 

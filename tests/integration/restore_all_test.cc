@@ -1,7 +1,9 @@
 // One instant for PostgreSQL and Redis: a workload writes an order row to PostgreSQL and its
 // cached copy to Redis; `ferry restore all --time Ti` gives both as they were at Ti, and
 // `--mark` gives exactly the marked point, even with writes right after it.
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -60,9 +62,21 @@ struct Servers {
   std::unique_ptr<LocalPostgres> pg;
   std::unique_ptr<LocalRedis> redis;
   std::unique_ptr<FerryService> ferry;
+
+  Servers() = default;
+  Servers(Servers&&) = default;
+  ~Servers() {
+    ferry.reset();
+    redis.reset();
+    pg.reset();
+    if (!dir.empty() && std::getenv("FERRY_KEEP_TEST_DIRS") == nullptr) {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  }
 };
 
-Servers Start() {
+Servers Start(const std::string& archive_extra = "") {
   Servers s;
   auto dir = tools::MakeTempDir("ferry-all-test");
   EXPECT_TRUE(dir.ok()) << dir.status();
@@ -80,7 +94,7 @@ Servers Start() {
   s.redis = std::move(*redis);
   Q(*s.pg, "create table orders (id int primary key, amount int)");
   s.config = s.dir + "/ferry.toml";
-  std::ofstream(s.config) << "[archive]\npath = \"" << s.archive << "\"\nwriter = \"io_uring\"\n\n"
+  std::ofstream(s.config) << "[archive]\npath = \"" << s.archive << "\"\nwriter = \"io_uring\"\n" << archive_extra << "\n"
                           << "[marks]\npause_redis = \"2s\"\n\n"
                           << "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << s.pg->Conninfo()
                           << "\"\nscheduled_backups = false\n\n"
@@ -178,6 +192,81 @@ TEST(RestoreAllTest, OneInstantAndAMarkForPostgresAndRedis) {
   EXPECT_EQ(missing->exit_code, 1);
   EXPECT_NE(missing->err.find("no mark \"nope\""), std::string::npos) << missing->err;
   EXPECT_FALSE(std::filesystem::exists(s.dir + "/nope/main"));
+}
+
+// The largest file under `dir` whose name ends with `suffix`.
+std::string Largest(const std::string& dir, const std::string& suffix) {
+  std::string best;
+  uintmax_t size = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    const std::string p = e.path().string();
+    if (e.is_regular_file() && p.size() >= suffix.size() && p.compare(p.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+        e.file_size() > size) {
+      best = p;
+      size = e.file_size();
+    }
+  }
+  return best;
+}
+
+void FlipByte(const std::string& path, uint64_t offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  f.read(&c, 1);
+  c = static_cast<char>(c ^ 0x5a);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(&c, 1);
+}
+
+// ferry drill restores both sources into scratch servers and passes on a healthy archive;
+// a corrupted snapshot chunk, then a missing WAL segment, fail it with one line naming the
+// source and the check.
+TEST(DrillTest, PassesOnAHealthyArchiveAndNamesTheSourceAndCheckThatFails) {
+  Servers s = Start("segment_mb = 1\n");
+  ASSERT_TRUE(s.pg && s.redis && s.ferry);
+  Pgbench(*s.pg, {"-i", "-s", "2", "-q"});
+  for (int id = 1; id <= 20; ++id) WriteOrder(*s.pg, *s.redis, id);
+  WaitArchived(s);
+  ASSERT_TRUE(s.ferry->Terminate().ok());
+
+  for (const char* target : {"latest", "random"}) {
+    auto ok = RunFerrySucceeding({"drill", "--config", s.config, "--json", "--target", target}, target);
+    ASSERT_TRUE(ok);
+    EXPECT_NE(ok->out.find("\"ok\":true"), std::string::npos) << ok->out;
+    EXPECT_NE(ok->out.find("\"check\":\"pg_amcheck\",\"ok\":true"), std::string::npos) << ok->out;
+    EXPECT_NE(ok->out.find("\"source\":\"cache\""), std::string::npos) << ok->out;
+  }
+  auto table = RunFerrySucceeding({"drill", "--config", s.config}, "table");
+  ASSERT_TRUE(table);
+  EXPECT_NE(table->out.find("drill passed"), std::string::npos) << table->out;
+  EXPECT_NE(table->out.find("rows in"), std::string::npos) << table->out;
+
+  // A flipped byte inside a chunk of the base backup.
+  const std::string pack = Largest(s.archive + "/streams/main/snapshots", ".pack");
+  ASSERT_FALSE(pack.empty());
+  const uint64_t middle = std::filesystem::file_size(pack) / 2;
+  FlipByte(pack, middle);
+  auto corrupt = RunFerry({"drill", "--config", s.config});
+  ASSERT_TRUE(corrupt.ok());
+  EXPECT_EQ(corrupt->exit_code, 1) << corrupt->out;
+  EXPECT_NE(corrupt->err.find("source \"main\": check restore failed"), std::string::npos) << corrupt->err;
+  EXPECT_NE(corrupt->err.find(".pack"), std::string::npos) << corrupt->err;
+  FlipByte(pack, middle);  // healed
+
+  // A WAL segment of the archive gone from the middle of what the restore needs.
+  std::vector<std::string> segments;
+  for (const auto& e : std::filesystem::directory_iterator(s.archive + "/streams/main/pg-wal")) {
+    if (e.path().extension() == ".seg") segments.push_back(e.path().string());
+  }
+  std::sort(segments.begin(), segments.end());
+  ASSERT_GE(segments.size(), 3u);
+  std::filesystem::remove(segments[segments.size() - 2]);
+  auto gap = RunFerry({"drill", "--config", s.config});
+  ASSERT_TRUE(gap.ok());
+  EXPECT_EQ(gap->exit_code, 1) << gap->out;
+  EXPECT_NE(gap->err.find("source \"main\": check restore failed"), std::string::npos) << gap->err;
+  EXPECT_NE(gap->err.find("WAL"), std::string::npos) << gap->err;
 }
 
 }  // namespace
