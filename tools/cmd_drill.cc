@@ -14,6 +14,9 @@ int CmdDrill(const std::string& config_path, const std::string& target, bool jso
   auto report = RunDrill(*config, target, SelfExecutable());
   if (!report.ok()) return Fail("drill", report.status());
   std::printf("%s", json ? (DrillJson(*report) + "\n").c_str() : DrillTable(*report).c_str());
+  if (absl::Status st = SaveLastDrill(config->archive_path, *report); !st.ok()) {
+    std::fprintf(stderr, "ferry drill: the report was not saved in the archive: %s\n", std::string(st.message()).c_str());
+  }
   if (report->ok()) return 0;
   // One line per failed check on stderr, naming the source and the check.
   for (const SourceDrill& s : report->sources) {

@@ -9,6 +9,8 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <httplib.h>
+#include <rapidjson/document.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -19,6 +21,7 @@
 #include "tools/sandbox/local_postgres.h"
 #include "tools/sandbox/local_redis.h"
 #include "tools/sandbox/pg_steps.h"
+#include "tools/sandbox/process.h"
 
 namespace ferry::testing {
 namespace {
@@ -76,7 +79,8 @@ struct Servers {
   }
 };
 
-Servers Start(const std::string& archive_extra = "") {
+// `head` goes before every table of the config (top-level keys), `archive_extra` into [archive].
+Servers Start(const std::string& archive_extra = "", const std::string& head = "") {
   Servers s;
   auto dir = tools::MakeTempDir("ferry-all-test");
   EXPECT_TRUE(dir.ok()) << dir.status();
@@ -94,7 +98,7 @@ Servers Start(const std::string& archive_extra = "") {
   s.redis = std::move(*redis);
   Q(*s.pg, "create table orders (id int primary key, amount int)");
   s.config = s.dir + "/ferry.toml";
-  std::ofstream(s.config) << "[archive]\npath = \"" << s.archive << "\"\nwriter = \"io_uring\"\n" << archive_extra << "\n"
+  std::ofstream(s.config) << head << "[archive]\npath = \"" << s.archive << "\"\nwriter = \"io_uring\"\n" << archive_extra << "\n"
                           << "[marks]\npause_redis = \"2s\"\n\n"
                           << "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << s.pg->Conninfo()
                           << "\"\nscheduled_backups = false\n\n"
@@ -267,6 +271,50 @@ TEST(DrillTest, PassesOnAHealthyArchiveAndNamesTheSourceAndCheckThatFails) {
   EXPECT_EQ(gap->exit_code, 1) << gap->out;
   EXPECT_NE(gap->err.find("source \"main\": check restore failed"), std::string::npos) << gap->err;
   EXPECT_NE(gap->err.find("WAL"), std::string::npos) << gap->err;
+}
+
+// The service's HTTP endpoint: /metrics shows both sources streaming and the drill the
+// service scheduled itself; /status is JSON; /healthz turns 503 naming the source that went
+// down.
+TEST(ServiceHttpTest, MetricsStatusHealthAndScheduledDrill) {
+  auto port = tools::FindFreeLoopbackPort();
+  ASSERT_TRUE(port.ok());
+  Servers s = Start("", absl::StrCat("drill_every = \"1s\"\n[http]\nlisten = \"127.0.0.1:", *port, "\"\n\n"));
+  ASSERT_TRUE(s.pg && s.redis && s.ferry);
+  for (int id = 1; id <= 5; ++id) WriteOrder(*s.pg, *s.redis, id);
+  WaitArchived(s);
+  httplib::Client http("127.0.0.1", *port);
+  auto get = [&](const char* path) {
+    auto r = http.Get(path);
+    return r ? std::make_pair(r->status, r->body) : std::make_pair(0, std::string());
+  };
+  EXPECT_EQ(get("/healthz"), std::make_pair(200, std::string("ok\n"))) << s.ferry->Log();
+  const std::string metrics = get("/metrics").second;
+  EXPECT_NE(metrics.find("ferry_source_up{source=\"main\",kind=\"postgres\"} 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("ferry_source_up{source=\"cache\",kind=\"redis\"} 1"), std::string::npos) << metrics;
+  const std::string synced = absl::StrCat("ferry_synced_position{source=\"main\",kind=\"postgres\"} ", FerryFlush(*s.pg).value());
+  EXPECT_NE(metrics.find(synced), std::string::npos) << synced << "\n" << metrics;
+
+  // The drill the service runs by itself (drill_every) shows up in /metrics.
+  EXPECT_TRUE(WaitFor([&] {
+    const std::string m = get("/metrics").second;
+    return m.find("ferry_drill_success{source=\"main\"} 1") != std::string::npos &&
+           m.find("ferry_drill_success{source=\"cache\"} 1") != std::string::npos;
+  }, 120)) << get("/metrics").second << s.ferry->Log();
+  EXPECT_NE(get("/metrics").second.find("ferry_drill_rto_seconds{source=\"main\"}"), std::string::npos);
+
+  rapidjson::Document status;
+  status.Parse(get("/status").second.c_str());
+  ASSERT_TRUE(status.IsObject()) << get("/status").second;
+  EXPECT_TRUE(status["healthy"].GetBool());
+  EXPECT_EQ(status["sources"].Size(), 2u);
+  EXPECT_TRUE(status["last_drill"].IsObject());
+
+  ASSERT_TRUE(s.redis->Stop().ok());
+  EXPECT_TRUE(WaitFor([&] { return get("/healthz").first == 503; }, 30)) << s.ferry->Log();
+  const auto down = get("/healthz");
+  EXPECT_NE(down.second.find("source cache down"), std::string::npos) << down.second;
+  EXPECT_EQ(down.second.find("source main"), std::string::npos) << down.second;
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "tools/restore/drill.h"
 
+#include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
@@ -14,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "pipeline/check.h"
 #include "storage/archive.h"
+#include "storage/durable_file.h"
 #include "storage/snapshot_store.h"
 #include "tools/restore/pg_restore.h"
 #include "tools/restore/redis_restore.h"
@@ -246,6 +248,49 @@ std::string DrillJson(const DrillReport& report) {
   w.EndArray();
   w.EndObject();
   return std::string(buf.GetString(), buf.GetSize());
+}
+
+absl::StatusOr<DrillReport> ParseDrillJson(absl::string_view json) {
+  rapidjson::Document doc;
+  doc.Parse(json.data(), json.size());
+  auto bad = [] { return absl::DataLossError("drill report is not the JSON ferry drill writes"); };
+  if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("started") || !doc["started"].IsString() ||
+      !doc.HasMember("sources") || !doc["sources"].IsArray()) {
+    return bad();
+  }
+  DrillReport r;
+  auto started = pipeline::ParseRfc3339(doc["started"].GetString());
+  if (!started.ok()) return bad();
+  r.started = *started;
+  for (const auto& s : doc["sources"].GetArray()) {
+    if (!s.IsObject() || !s.HasMember("source") || !s.HasMember("checks") || !s["checks"].IsArray()) return bad();
+    SourceDrill d;
+    d.source = s["source"].GetString();
+    if (s.HasMember("kind") && s["kind"].IsString()) d.kind = s["kind"].GetString();
+    if (s.HasMember("target") && s["target"].IsString()) d.target = s["target"].GetString();
+    if (s.HasMember("rto_seconds") && s["rto_seconds"].IsNumber()) d.rto_seconds = s["rto_seconds"].GetDouble();
+    if (s.HasMember("rpo_seconds") && s["rpo_seconds"].IsNumber()) d.rpo_seconds = s["rpo_seconds"].GetDouble();
+    for (const auto& c : s["checks"].GetArray()) {
+      if (!c.IsObject() || !c.HasMember("check") || !c.HasMember("ok") || !c["ok"].IsBool()) return bad();
+      d.checks.push_back({c["check"].GetString(), c["ok"].GetBool(),
+                          c.HasMember("detail") && c["detail"].IsString() ? c["detail"].GetString() : ""});
+    }
+    r.sources.push_back(std::move(d));
+  }
+  return r;
+}
+
+absl::Status SaveLastDrill(const std::string& archive_path, const DrillReport& report) {
+  const std::string dir = archive_path + "/drills";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("create ", dir, ": ", ec.message()));
+  return storage::WriteFileAtomically(dir, "last.json", DrillJson(report) + "\n");
+}
+
+absl::StatusOr<DrillReport> LoadLastDrill(const std::string& archive_path) {
+  FERRY_ASSIGN_OR_RETURN(std::string json, storage::ReadWholeFile(archive_path + "/drills/last.json"));
+  return ParseDrillJson(json);
 }
 
 }  // namespace ferry::tools

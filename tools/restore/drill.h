@@ -40,5 +40,12 @@ absl::StatusOr<DrillReport> RunDrill(const Config& config, const std::string& ta
 
 std::string DrillTable(const DrillReport& report);  // for a terminal
 std::string DrillJson(const DrillReport& report);
+absl::StatusOr<DrillReport> ParseDrillJson(absl::string_view json);
+
+// The last drill's report lives in the archive (drills/last.json), written by `ferry drill`
+// and by the service's schedule, so that /metrics and /healthz show it across restarts.
+absl::Status SaveLastDrill(const std::string& archive_path, const DrillReport& report);
+// kNotFound when no drill ran yet.
+absl::StatusOr<DrillReport> LoadLastDrill(const std::string& archive_path);
 
 }  // namespace ferry::tools

@@ -120,6 +120,7 @@ absl::Status ParseSource(const toml::table& t, size_t index, absl::string_view o
   FERRY_RETURN_IF_ERROR(r.String("kind", &s->kind, true));
   std::string ack = "local";
   FERRY_RETURN_IF_ERROR(r.String("ack", &ack));
+  FERRY_RETURN_IF_ERROR(r.Duration("down_after", &s->down_after));
   if (ack == "local") {
     s->ack = pipeline::AckPolicy::kLocal;
   } else if (ack == "local+kafka") {
@@ -210,6 +211,7 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view ori
   Config c;
   TableReader top(root, "", origin);
   FERRY_RETURN_IF_ERROR(top.String("region", &c.region));
+  FERRY_RETURN_IF_ERROR(top.Duration("drill_every", &c.drill_every));
 
   const toml::table* t = nullptr;
   top.Skip("archive");

@@ -36,6 +36,8 @@ struct SourceConfig {
   absl::Duration snapshot_every = absl::Hours(6);
   // both
   pipeline::AckPolicy ack = pipeline::AckPolicy::kLocal;
+  // /healthz reports the source down when it has not streamed for this long.
+  absl::Duration down_after = absl::Seconds(5);
 };
 
 struct Config {
@@ -51,7 +53,10 @@ struct Config {
   // ferry mark: how long Redis writes may be paused (CLIENT PAUSE WRITE) while the mark is
   // taken; 0 (the default) takes it without pausing, at the cost of exactness for Redis.
   absl::Duration mark_pause_redis = absl::ZeroDuration();
-  std::string http_listen;
+  std::string http_listen;  // empty: no HTTP endpoint
+  // `ferry run` restores every source in a scratch directory this often (ferry drill);
+  // zero turns the schedule off.
+  absl::Duration drill_every = absl::Hours(24 * 7);
   std::string kafka_brokers;
   std::string kafka_topic_prefix;
   std::vector<SourceConfig> sources;

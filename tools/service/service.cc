@@ -1,7 +1,10 @@
 #include "tools/service/service.h"
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <functional>
 
 #include <spdlog/spdlog.h>
@@ -16,6 +19,8 @@
 #include "tools/backup/pg_backup.h"
 #include "tools/backup/redis_snapshot.h"
 #include "tools/backup/retention.h"
+#include "tools/restore/drill.h"
+#include "tools/sandbox/pg_steps.h"
 
 namespace ferry::tools {
 
@@ -32,7 +37,35 @@ struct Service::SourceRunner {
   std::function<void()> stop_active ABSL_GUARDED_BY(mu);
   // Its counters as key=value pairs for the periodic progress log line.
   std::function<std::string()> progress_line ABSL_GUARDED_BY(mu);
+  // For /metrics and /healthz.
+  pipeline::StreamProgress* progress ABSL_GUARDED_BY(mu) = nullptr;  // while its batcher lives
+  std::atomic<bool> up{false};
+  std::atomic<int64_t> down_since_us{pipeline::NowUnixMicros()};
+  std::atomic<uint64_t> reconnects{0};
+  // Marks the runner streaming while `active` (stop_active set) and not when it is cleared.
+  void SetActive(std::function<void()> stop, std::function<std::string()> line) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const bool now_up = static_cast<bool>(stop);
+    stop_active = std::move(stop);
+    progress_line = std::move(line);
+    if (up.exchange(now_up) && !now_up) down_since_us = pipeline::NowUnixMicros();
+  }
   bool stop ABSL_GUARDED_BY(mu) = false;
+};
+
+// Publishes a batcher's progress to /metrics for as long as the batcher lives.
+class Service::PublishProgress {
+ public:
+  PublishProgress(SourceRunner* runner, pipeline::StreamProgress* progress) : runner_(runner) {
+    absl::MutexLock lock(&runner_->mu);
+    runner_->progress = progress;
+  }
+  ~PublishProgress() {
+    absl::MutexLock lock(&runner_->mu);
+    runner_->progress = nullptr;
+  }
+
+ private:
+  SourceRunner* runner_;
 };
 
 Service::Service(Config config) : config_(std::move(config)) {}
@@ -93,6 +126,18 @@ absl::Status Service::Run() {
     }
   }
   std::thread reporter([this] { ReportProgress(absl::Seconds(30)); });
+  std::thread driller;
+  if (config_.drill_every > absl::ZeroDuration()) driller = std::thread([this] { RunDrillSchedule(); });
+  std::unique_ptr<HttpEndpoint> http;
+  if (!config_.http_listen.empty()) {
+    auto started = HttpEndpoint::Start(config_.http_listen, [this] { return State(); });
+    if (started.ok()) {
+      http = std::move(*started);
+      spdlog::info("event=http listen={} port={}", config_.http_listen, http->port());
+    } else {
+      spdlog::error("event=http_failed error=\"{}\"", std::string(started.status().message()));
+    }
+  }
   absl::Status first;
   for (auto& r : runners_) {
     r->thread.join();
@@ -109,6 +154,8 @@ absl::Status Service::Run() {
     sources_done_ = true;
   }
   reporter.join();
+  if (driller.joinable()) driller.join();
+  http.reset();
   return first;
 }
 
@@ -185,6 +232,84 @@ void Service::RunBackupSchedule(SourceRunner* runner) {
   }
 }
 
+ServiceState Service::State() {
+  ServiceState st;
+  st.region = config_.region;
+  st.archive_path = config_.archive_path;
+  st.listen = config_.http_listen;
+  const pipeline::UnixMicros now = pipeline::NowUnixMicros();
+  for (auto& r : runners_) {
+    SourceState s;
+    s.name = r->config->name;
+    s.kind = r->config->kind;
+    s.up = r->up.load();
+    s.down_seconds = s.up ? 0 : static_cast<double>(now - r->down_since_us.load()) / 1e6;
+    s.down_after_seconds = absl::ToDoubleSeconds(r->config->down_after);
+    s.reconnects = r->reconnects.load();
+    {
+      absl::MutexLock lock(&r->mu);
+      if (r->progress != nullptr) {
+        s.received = r->progress->received();
+        s.synced = r->progress->synced();
+        s.acked = r->progress->Acked();
+      }
+    }
+    // Read-only looks at the archive: the streaming threads own the writers.
+    auto store = storage::SnapshotStore::Open(archive_->SnapshotDir(s.name), false);
+    if (store.ok()) {
+      for (const auto& m : (*store)->snapshots()) {
+        auto end = pipeline::ParseRfc3339(m.Get("end_time"));
+        if (end.ok()) {
+          const double age = static_cast<double>(now - *end) / 1e6;
+          if (s.snapshot_age_seconds < 0 || age < s.snapshot_age_seconds) s.snapshot_age_seconds = age;
+        }
+      }
+    }
+    std::error_code ec;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(archive_->SourceDir(s.name), ec)) {
+      std::error_code size_ec;
+      if (e.is_regular_file(size_ec)) s.archive_bytes += e.file_size(size_ec);
+    }
+    st.sources.push_back(std::move(s));
+  }
+  struct statvfs fs;
+  if (statvfs(config_.archive_path.c_str(), &fs) == 0 && fs.f_blocks > 0) {
+    st.archive_free_fraction = static_cast<double>(fs.f_bavail) / static_cast<double>(fs.f_blocks);
+  }
+  if (auto drill = LoadLastDrill(config_.archive_path); drill.ok()) st.last_drill = *drill;
+  return st;
+}
+
+void Service::RunDrillSchedule() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&sources_done_), absl::Seconds(5))) return;
+    }
+    auto last = LoadLastDrill(config_.archive_path);
+    if (last.ok() && absl::Microseconds(pipeline::NowUnixMicros() - last->started) < config_.drill_every) continue;
+    // The first drill waits until every source has something to restore.
+    bool restorable = true;
+    for (const SourceConfig& sc : config_.sources) {
+      auto store = storage::SnapshotStore::Open(archive_->SnapshotDir(sc.name), false);
+      if (!store.ok() || (*store)->snapshots().empty()) restorable = false;
+    }
+    if (!restorable) continue;
+    spdlog::info("event=drill_started");
+    auto report = RunDrill(config_, "latest", SelfExecutable());
+    if (!report.ok()) {
+      spdlog::error("event=drill_failed error=\"{}\"", std::string(report.status().message()));
+      continue;
+    }
+    for (const SourceDrill& d : report->sources) {
+      spdlog::info("source={} event=drill ok={} rto_s={:.1f} rpo_s={:.1f}", d.source, d.ok(), d.rto_seconds, d.rpo_seconds);
+    }
+    if (absl::Status st = SaveLastDrill(config_.archive_path, *report); !st.ok()) {
+      spdlog::error("event=drill_not_saved error=\"{}\"", std::string(st.message()));
+    }
+  }
+}
+
 absl::StatusOr<bool> Service::RetryAfter(SourceRunner* runner, const absl::Status& st, pipeline::Batcher& batcher,
                                           bool* was_down, absl::Duration* backoff) {
   if (st.ok()) return false;  // stopped on request, drained and acknowledged
@@ -193,6 +318,7 @@ absl::StatusOr<bool> Service::RetryAfter(SourceRunner* runner, const absl::Statu
     return st;
   }
   // Connection trouble: log once per state change, retry with capped exponential backoff.
+  runner->reconnects.fetch_add(1);
   if (!*was_down) {
     spdlog::warn("source={} event=disconnected error=\"{}\"", runner->config->name, std::string(st.message()));
   }
@@ -227,6 +353,7 @@ absl::Status Service::RunPostgres(SourceRunner* runner) {
   FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log, OpenStream(sc, pipeline::StreamKind::kPgWal));
   std::unique_ptr<pipeline::Batcher> batcher_owner = MakeBatcher(log, sc);
   pipeline::Batcher& batcher = *batcher_owner;
+  PublishProgress published(runner, &batcher.progress());
 
   ingest::pg::PgPhysicalOptions po;
   po.conninfo = sc.conninfo;
@@ -276,13 +403,12 @@ absl::Status Service::RunPostgres(SourceRunner* runner) {
       {
         absl::MutexLock lock(&runner->mu);
         if (runner->stop) break;
-        runner->stop_active = [&source] { source.RequestStop(); };
-        runner->progress_line = [&source] {
+        runner->SetActive([&source] { source.RequestStop(); }, [&source] {
           const auto& st = source.stats();
           return absl::StrCat("timeline=", st.timeline.load(), " received=", Lsn(st.received_lsn.load()).ToString(),
                               " flushed=", Lsn(st.reported_flush_lsn.load()).ToString(),
                               " records_verified=", st.records_verified.load(), " bytes=", st.bytes_received.load());
-        };
+        });
       }
       spdlog::info("source={} event=streaming server_timeline={} archive_end={} slot={}", sc.name,
                    sys->timeline.value(), resume.empty ? "empty" : resume.end.ToString(), po.slot);
@@ -291,8 +417,7 @@ absl::Status Service::RunPostgres(SourceRunner* runner) {
       backoff = absl::Milliseconds(500);
       st = source.Stream(resume);
       absl::MutexLock lock(&runner->mu);
-      runner->stop_active = nullptr;
-      runner->progress_line = nullptr;
+      runner->SetActive(nullptr, nullptr);
     } else {
       st = sys.status();
     }
@@ -320,6 +445,7 @@ absl::Status Service::RunRedis(SourceRunner* runner) {
   }
   std::unique_ptr<pipeline::Batcher> batcher_owner = MakeBatcher(log, sc);
   pipeline::Batcher& batcher = *batcher_owner;
+  PublishProgress published(runner, &batcher.progress());
   ArchiveRdbReceiver rdb(archive_->SnapshotDir(sc.name));
   ingest::redis::RedisSourceOptions ro;
   ro.endpoint = sc.redis;
@@ -366,20 +492,18 @@ absl::Status Service::RunRedis(SourceRunner* runner) {
     {
       absl::MutexLock lock(&runner->mu);
       if (runner->stop) break;
-      runner->stop_active = [&source] { source.RequestStop(); };
-      runner->progress_line = [&source] {
+      runner->SetActive([&source] { source.RequestStop(); }, [&source] {
         const auto& st = source.stats();
         return absl::StrCat("offset=", st.offset.load(), " acked=", st.acked_offset.load(),
                             " commands=", st.commands.load());
-      };
+      });
     }
     spdlog::info("source={} event=connecting address={} archive_end={}", sc.name, sc.address,
                  resume.empty ? std::string("empty") : absl::StrCat(resume.replid, ":", resume.offset));
     absl::Status st = source.Stream(resume);
     {
       absl::MutexLock lock(&runner->mu);
-      runner->stop_active = nullptr;
-      runner->progress_line = nullptr;
+      runner->SetActive(nullptr, nullptr);
     }
     FERRY_ASSIGN_OR_RETURN(bool retry, RetryAfter(runner, st, batcher, &was_down, &backoff));
     if (!retry) break;

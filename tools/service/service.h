@@ -13,6 +13,7 @@
 #include "pipeline/batcher.h"
 #include "storage/archive.h"
 #include "tools/service/config.h"
+#include "tools/service/http.h"
 
 namespace ferry::tools {
 
@@ -30,6 +31,7 @@ class Service {
 
  private:
   struct SourceRunner;
+  class PublishProgress;
   explicit Service(Config config);
   absl::Status RunPostgres(SourceRunner* runner);
   absl::Status RunRedis(SourceRunner* runner);
@@ -47,6 +49,11 @@ class Service {
   void RunBackupSchedule(SourceRunner* runner);
   // Logs one progress line per source every `every` until the sources are done.
   void ReportProgress(absl::Duration every);
+  // Runs a drill (every source, latest) when the last one is older than drill_every and
+  // every source has a snapshot; saves its report in the archive for /metrics.
+  void RunDrillSchedule();
+  // What /healthz, /metrics and /status show.
+  ServiceState State();
 
   const Config config_;
   std::unique_ptr<storage::Archive> archive_;

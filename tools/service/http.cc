@@ -1,0 +1,195 @@
+#include "tools/service/http.h"
+
+#include <httplib.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace ferry::tools {
+namespace {
+
+// A Prometheus label value: backslash, quote and newline escaped.
+std::string Label(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> Unhealthy(const ServiceState& state) {
+  std::vector<std::string> why;
+  for (const SourceState& s : state.sources) {
+    if (!s.up && s.down_seconds > s.down_after_seconds) {
+      why.push_back(absl::StrCat("source ", s.name, " down for ", static_cast<int64_t>(s.down_seconds), " s"));
+    }
+  }
+  if (state.archive_free_fraction < 0.05) {
+    why.push_back(absl::StrCat("archive file system ", static_cast<int>(state.archive_free_fraction * 100), " % free"));
+  }
+  if (state.last_drill.has_value() && !state.last_drill->ok()) {
+    for (const SourceDrill& d : state.last_drill->sources) {
+      for (const DrillCheck& c : d.checks) {
+        if (!c.ok) why.push_back(absl::StrCat("last drill failed: source ", d.source, " check ", c.name));
+      }
+    }
+  }
+  return why;
+}
+
+std::string MetricsText(const ServiceState& state) {
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help) {
+    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+  };
+  auto per_source = [&](const char* name, const char* type, const char* help, auto value) {
+    metric(name, type, help);
+    for (const SourceState& s : state.sources) {
+      absl::StrAppend(&out, name, "{source=\"", Label(s.name), "\",kind=\"", s.kind, "\"} ", value(s), "\n");
+    }
+  };
+  per_source("ferry_source_up", "gauge", "1 while the source is streaming",
+             [](const SourceState& s) { return s.up ? "1" : "0"; });
+  per_source("ferry_source_down_seconds", "gauge", "seconds since the source stopped streaming (0 when up)",
+             [](const SourceState& s) { return absl::StrCat(s.down_seconds); });
+  per_source("ferry_received_position", "gauge", "stream position received (LSN or replication offset)",
+             [](const SourceState& s) { return absl::StrCat(s.received); });
+  per_source("ferry_synced_position", "gauge", "stream position durable in the archive",
+             [](const SourceState& s) { return absl::StrCat(s.synced); });
+  per_source("ferry_acked_position", "gauge", "stream position acknowledged upstream",
+             [](const SourceState& s) { return absl::StrCat(s.acked); });
+  per_source("ferry_lag_bytes", "gauge", "received but not yet durable",
+             [](const SourceState& s) { return absl::StrCat(s.received > s.synced ? s.received - s.synced : 0); });
+  per_source("ferry_reconnects_total", "counter", "connections lost and retried",
+             [](const SourceState& s) { return absl::StrCat(s.reconnects); });
+  per_source("ferry_snapshot_age_seconds", "gauge", "age of the newest snapshot (-1: none)",
+             [](const SourceState& s) { return absl::StrCat(s.snapshot_age_seconds); });
+  per_source("ferry_archive_bytes", "gauge", "bytes the source takes in the archive",
+             [](const SourceState& s) { return absl::StrCat(s.archive_bytes); });
+  metric("ferry_archive_free_ratio", "gauge", "free fraction of the archive's file system");
+  absl::StrAppend(&out, "ferry_archive_free_ratio ", state.archive_free_fraction, "\n");
+  if (state.last_drill.has_value()) {
+    const DrillReport& d = *state.last_drill;
+    metric("ferry_drill_last_run_timestamp_seconds", "gauge", "when the last restore drill started");
+    absl::StrAppend(&out, "ferry_drill_last_run_timestamp_seconds ", static_cast<double>(d.started) / 1e6, "\n");
+    metric("ferry_drill_success", "gauge", "1 when every check of the last drill passed for the source");
+    for (const SourceDrill& s : d.sources) {
+      absl::StrAppend(&out, "ferry_drill_success{source=\"", Label(s.source), "\"} ", s.ok() ? 1 : 0, "\n");
+    }
+    metric("ferry_drill_rto_seconds", "gauge", "last drill: restore start to a server answering at the target");
+    for (const SourceDrill& s : d.sources) {
+      absl::StrAppend(&out, "ferry_drill_rto_seconds{source=\"", Label(s.source), "\"} ", s.rto_seconds, "\n");
+    }
+    metric("ferry_drill_rpo_seconds", "gauge", "last drill: target instant minus the point reached");
+    for (const SourceDrill& s : d.sources) {
+      absl::StrAppend(&out, "ferry_drill_rpo_seconds{source=\"", Label(s.source), "\"} ", s.rpo_seconds, "\n");
+    }
+  }
+  metric("ferry_healthy", "gauge", "1 when /healthz answers 200");
+  absl::StrAppend(&out, "ferry_healthy ", Unhealthy(state).empty() ? 1 : 0, "\n");
+  return out;
+}
+
+std::string StatusJson(const ServiceState& state) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  w.Key("region");
+  w.String(state.region.c_str());
+  w.Key("archive");
+  w.String(state.archive_path.c_str());
+  w.Key("http");
+  w.String(state.listen.c_str());
+  w.Key("archive_free_ratio");
+  w.Double(state.archive_free_fraction);
+  const std::vector<std::string> why = Unhealthy(state);
+  w.Key("healthy");
+  w.Bool(why.empty());
+  w.Key("unhealthy_because");
+  w.StartArray();
+  for (const std::string& r : why) w.String(r.c_str());
+  w.EndArray();
+  w.Key("sources");
+  w.StartArray();
+  for (const SourceState& s : state.sources) {
+    w.StartObject();
+    w.Key("name");
+    w.String(s.name.c_str());
+    w.Key("kind");
+    w.String(s.kind.c_str());
+    w.Key("up");
+    w.Bool(s.up);
+    w.Key("down_seconds");
+    w.Double(s.down_seconds);
+    w.Key("received");
+    w.Uint64(s.received);
+    w.Key("synced");
+    w.Uint64(s.synced);
+    w.Key("acked");
+    w.Uint64(s.acked);
+    w.Key("reconnects");
+    w.Uint64(s.reconnects);
+    w.Key("snapshot_age_seconds");
+    w.Double(s.snapshot_age_seconds);
+    w.Key("archive_bytes");
+    w.Uint64(s.archive_bytes);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.Key("last_drill");
+  if (state.last_drill.has_value()) {
+    const std::string drill = DrillJson(*state.last_drill);
+    w.RawValue(drill.data(), drill.size(), rapidjson::kObjectType);
+  } else {
+    w.Null();
+  }
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& listen,
+                                                                  std::function<ServiceState()> state) {
+  const size_t colon = listen.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("http.listen \"", listen, "\": expected host:port"));
+  }
+  const std::string host = listen.substr(0, colon);
+  std::unique_ptr<HttpEndpoint> e(new HttpEndpoint());
+  e->server_ = std::make_unique<httplib::Server>();
+  e->server_->Get("/healthz", [state](const httplib::Request&, httplib::Response& res) {
+    const std::vector<std::string> why = Unhealthy(state());
+    res.status = why.empty() ? 200 : 503;
+    res.set_content(why.empty() ? "ok\n" : absl::StrJoin(why, "\n") + "\n", "text/plain");
+  });
+  e->server_->Get("/metrics", [state](const httplib::Request&, httplib::Response& res) {
+    res.set_content(MetricsText(state()), "text/plain; version=0.0.4");
+  });
+  e->server_->Get("/status", [state](const httplib::Request&, httplib::Response& res) {
+    res.set_content(StatusJson(state()) + "\n", "application/json");
+  });
+  e->port_ = port == 0 ? e->server_->bind_to_any_port(host) : (e->server_->bind_to_port(host, port) ? port : -1);
+  if (e->port_ <= 0) {
+    return absl::FailedPreconditionError(absl::StrCat("http.listen ", listen, ": cannot bind (in use?)"));
+  }
+  httplib::Server* server = e->server_.get();
+  e->thread_ = std::thread([server] { server->listen_after_bind(); });
+  return e;
+}
+
+HttpEndpoint::~HttpEndpoint() {
+  if (server_ != nullptr) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace ferry::tools

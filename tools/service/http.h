@@ -1,0 +1,61 @@
+// The service's HTTP endpoint (cpp-httplib): /healthz, /metrics (Prometheus text format) and
+// /status (JSON), all rendered from one ServiceState the service assembles per request.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/optional.h"
+#include "tools/restore/drill.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace ferry::tools {
+
+struct SourceState {
+  std::string name, kind;
+  bool up = false;              // streaming right now
+  double down_seconds = 0;      // how long it has not been streaming (0 when up)
+  double down_after_seconds = 5;
+  uint64_t received = 0, synced = 0, acked = 0;  // stream positions (LSN or replication offset)
+  uint64_t reconnects = 0;
+  double snapshot_age_seconds = -1;  // the newest snapshot's age; -1 when there is none
+  uint64_t archive_bytes = 0;        // the source's streams and snapshots on disk
+};
+
+struct ServiceState {
+  std::string region, archive_path, listen;
+  std::vector<SourceState> sources;
+  double archive_free_fraction = 1;  // of the archive's file system
+  absl::optional<DrillReport> last_drill;
+};
+
+// Why the service is unhealthy (empty: healthy): a source down longer than its
+// down_after, the archive's file system under 5 % free, the last drill failed.
+std::vector<std::string> Unhealthy(const ServiceState& state);
+std::string MetricsText(const ServiceState& state);
+std::string StatusJson(const ServiceState& state);
+
+class HttpEndpoint {
+ public:
+  // Binds `listen` ("host:port"; port 0 picks a free one) now — an address in use is an error
+  // at start-up, not later — and serves on a thread of its own until destroyed.
+  static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Start(const std::string& listen,
+                                                             std::function<ServiceState()> state);
+  ~HttpEndpoint();
+  int port() const { return port_; }
+
+ private:
+  HttpEndpoint() = default;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace ferry::tools
