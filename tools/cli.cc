@@ -174,6 +174,18 @@ int RunCli(int argc, char** argv) {
       "start to a server answering) and RPO (target vs point reached); exit 1 naming each failed check.\n"
       "Example: ferry drill --config /etc/ferry/ferry.toml --target random"); 
 
+  CLI::App* status = app.add_subcommand("status", "The running service's live state (from its /status)");
+  status->add_option("--config", config, "TOML config file of the service (its [http] listen)")->required();
+  status->add_flag("--json", json, "the service's /status JSON as is");
+  status->footer("Exit 1 when the service reports itself unhealthy.\nExample: ferry status --config /etc/ferry/ferry.toml");
+
+  std::string config_file;
+  CLI::App* config_cmd = app.add_subcommand("config", "Configuration tools");
+  config_cmd->require_subcommand(1);
+  CLI::App* config_check = config_cmd->add_subcommand("check", "Validate a config and print the effective values");
+  config_check->add_option("file", config_file, "TOML config file")->required();
+  config_check->footer("Exit 2 naming the key when the config is wrong.\nExample: ferry config check /etc/ferry/ferry.toml");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -202,6 +214,8 @@ int RunCli(int argc, char** argv) {
   if (restore_all->parsed()) return CmdRestoreAll(ra);
   if (mark->parsed()) return CmdMark(config, name, mark_wait);
   if (drill->parsed()) return CmdDrill(config, drill_target, json);
+  if (status->parsed()) return CmdStatus(config, json);
+  if (config_check->parsed()) return CmdConfigCheck(config_file);
   return 2;
 }
 

@@ -47,6 +47,8 @@ struct AllRestoreArgs {
 int CmdRestoreAll(const AllRestoreArgs& args);
 int CmdMark(const std::string& config_path, const std::string& name, int wait_seconds);
 int CmdDrill(const std::string& config_path, const std::string& target, bool json);
+int CmdStatus(const std::string& config_path, bool json);
+int CmdConfigCheck(const std::string& config_path);
 int CmdRetention(const std::string& config_path, bool dry_run);
 int CmdSandbox(const std::string& dir, int seconds, bool keep);
 

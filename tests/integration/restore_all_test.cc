@@ -310,8 +310,20 @@ TEST(ServiceHttpTest, MetricsStatusHealthAndScheduledDrill) {
   EXPECT_EQ(status["sources"].Size(), 2u);
   EXPECT_TRUE(status["last_drill"].IsObject());
 
+  auto status_ok = RunFerrySucceeding({"status", "--config", s.config}, "ferry status");
+  ASSERT_TRUE(status_ok);
+  EXPECT_NE(status_ok->out.find("healthy"), std::string::npos) << status_ok->out;
+  auto check = RunFerrySucceeding({"config", "check", s.config}, "ferry config check");
+  ASSERT_TRUE(check);
+  EXPECT_NE(check->out.find("name = \"cache\""), std::string::npos) << check->out;
+
   ASSERT_TRUE(s.redis->Stop().ok());
   EXPECT_TRUE(WaitFor([&] { return get("/healthz").first == 503; }, 30)) << s.ferry->Log();
+  auto status_down = RunFerry({"status", "--config", s.config});
+  ASSERT_TRUE(status_down.ok());
+  EXPECT_EQ(status_down->exit_code, 1) << status_down->out;
+  EXPECT_NE(status_down->out.find("UNHEALTHY"), std::string::npos) << status_down->out;
+  EXPECT_NE(status_down->out.find("source cache down"), std::string::npos) << status_down->out;
   const auto down = get("/healthz");
   EXPECT_NE(down.second.find("source cache down"), std::string::npos) << down.second;
   EXPECT_EQ(down.second.find("source main"), std::string::npos) << down.second;

@@ -18,6 +18,7 @@ struct ClockPoint {
   bool at_end = false;  // it is the stream's last frame
   uint32_t epoch = 0;
   uint64_t pos = 0;
+  pipeline::UnixMicros arrival = 0;  // when ferry closed that frame
 };
 
 absl::StatusOr<ClockPoint> PointAt(storage::Archive& archive, const std::string& source, pipeline::StreamKind kind,
@@ -27,7 +28,8 @@ absl::StatusOr<ClockPoint> PointAt(storage::Archive& archive, const std::string&
   const auto& frames = log->frames();
   for (size_t i = 0; i < frames.size(); ++i) {
     if (frames[i].header.arrival_us > time) break;
-    p = ClockPoint{true, i + 1 == frames.size(), frames[i].header.epoch, frames[i].header.end_pos};
+    p = ClockPoint{true, i + 1 == frames.size(), frames[i].header.epoch, frames[i].header.end_pos,
+                   frames[i].header.arrival_us};
   }
   return p;
 }
@@ -78,7 +80,8 @@ absl::StatusOr<std::vector<SourceRestored>> RestoreAllTo(const std::string& arch
           t.lsn = pipeline::Lsn(p.pos);
           t.inclusive = false;
         }
-        r.point = absl::StrCat("lsn ", pipeline::Lsn(p.pos).ToString(), p.at_end ? " (the end of the archive)" : "");
+        r.point = absl::StrCat("lsn ", pipeline::Lsn(p.pos).ToString(), " (archived at ", pipeline::FormatUnixMicros(p.arrival),
+                               p.at_end ? ", the end of the archive)" : ")");
       } else {
         r.point = "latest";
       }
@@ -94,7 +97,8 @@ absl::StatusOr<std::vector<SourceRestored>> RestoreAllTo(const std::string& arch
         t.time = target.time;
         FERRY_ASSIGN_OR_RETURN(ClockPoint p,
                                PointAt(*archive, source, pipeline::StreamKind::kRedisCommands, target.time));
-        r.point = p.found ? absl::StrCat("offset ", p.pos) : "its first snapshot";
+        r.point = p.found ? absl::StrCat("offset ", p.pos, " (archived at ", pipeline::FormatUnixMicros(p.arrival), ")")
+                          : "its first snapshot";
       } else {
         r.point = "latest";
       }
