@@ -57,10 +57,18 @@ absl::Status Batcher::Drain() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
       +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
-        return !b->error_.ok() || (b->queue_.empty() && !b->busy_);
+        return !b->error_.ok() || (b->queue_.empty() && !b->busy_) || (b->held_ && b->stopping_);
       },
       this));
+  if (error_.ok() && !queue_.empty()) {
+    return absl::UnavailableError("stopped while the archive's file system was nearly full: nothing queued was written");
+  }
   return error_;
+}
+
+void Batcher::StopIfHeld() {
+  absl::MutexLock lock(&mu_);
+  if (held_) stopping_ = true;
 }
 
 absl::Status Batcher::Stop() {
@@ -84,6 +92,16 @@ void Batcher::Run() {
           },
           this));
       if (queue_.empty()) return;  // stopping and drained
+      if (options_.hold) {
+        held_ = options_.hold();
+        if (held_) {
+          // Nothing queued was acknowledged: on stop it is dropped, and re-sent by the
+          // source after a restart, rather than written into a full disk.
+          if (stopping_) return;
+          mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(200));
+          continue;
+        }
+      }
       // Take everything that queued while the last batch was syncing, up to the batch limit:
       // that is the group commit.
       size_t taken = 0;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -21,6 +22,11 @@ struct BatcherOptions {
   size_t max_batch_bytes = 16 << 20;      // one group commit writes at most this much payload
   size_t max_queued_bytes = 64 << 20;     // Append blocks above this (back-pressure)
   int zstd_level = 1;                     // 0 = store uncompressed
+  // Disk-space guard: while it returns true the worker writes nothing, so nothing more is
+  // synced or acknowledged; records queue, Append blocks once the queue is full and Drain
+  // waits. Polled about every 200 ms; the writing resumes by itself when it turns false.
+  // Empty: never held.
+  std::function<bool()> hold;
 };
 
 // Thread-safe as a StreamSink for one producer. Owns a worker thread that calls
@@ -41,6 +47,11 @@ class Batcher final : public StreamSink {
 
   // Drains what is queued, then stops the worker. Returns the sink's error, if any.
   absl::Status Stop();
+
+  // For a service that stops while options.hold holds the writing: stops the worker without
+  // writing what is queued (nothing of it was acknowledged), so that a pending Drain returns
+  // kUnavailable instead of waiting for disk space. Does nothing when not held. Any thread.
+  void StopIfHeld();
 
  private:
   struct Item {
@@ -63,6 +74,7 @@ class Batcher final : public StreamSink {
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool busy_ ABSL_GUARDED_BY(mu_) = false;  // the worker holds a batch
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool held_ ABSL_GUARDED_BY(mu_) = false;  // options_.hold() said so at the last poll
   absl::Status error_ ABSL_GUARDED_BY(mu_);
 
   // Worker state (set by Resume before the first Append, then only by the worker): where the

@@ -230,6 +230,9 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view ori
     c.segment_bytes = static_cast<uint64_t>(seg_mb) << 20;
     int64_t level = c.zstd_level;
     FERRY_RETURN_IF_ERROR(r.Int("zstd_level", 0, 19, &level));
+    int64_t min_free = c.min_free_percent;
+    FERRY_RETURN_IF_ERROR(r.Int("min_free_percent", 0, 99, &min_free));
+    c.min_free_percent = static_cast<int>(min_free);
     c.zstd_level = static_cast<int>(level);
     FERRY_RETURN_IF_ERROR(r.CheckUnknown());
   }

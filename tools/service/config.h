@@ -46,6 +46,9 @@ struct Config {
   storage::WriterKind writer = storage::WriterKind::kIoUring;
   uint64_t segment_bytes = 64ull << 20;
   int zstd_level = 1;
+  // Under this much free space on the archive's file system the service stops writing and
+  // acknowledging (it never deletes anything to make room) and resumes when space returns.
+  int min_free_percent = 5;
   absl::Duration retention_full = absl::Hours(24 * 30);
   absl::Duration retention_incremental = absl::Hours(24 * 7);
   absl::Duration retention_wal = absl::Hours(72);

@@ -34,8 +34,9 @@ std::vector<std::string> Unhealthy(const ServiceState& state) {
       why.push_back(absl::StrCat("source ", s.name, " down for ", static_cast<int64_t>(s.down_seconds), " s"));
     }
   }
-  if (state.archive_free_fraction < 0.05) {
-    why.push_back(absl::StrCat("archive file system ", static_cast<int>(state.archive_free_fraction * 100), " % free"));
+  if (state.archive_free_fraction < state.min_free_fraction) {
+    why.push_back(absl::StrCat("archive file system ", static_cast<int>(state.archive_free_fraction * 100),
+                               " % free, under min_free_percent: writing and acknowledging are held"));
   }
   if (state.last_drill.has_value() && !state.last_drill->ok()) {
     for (const SourceDrill& d : state.last_drill->sources) {

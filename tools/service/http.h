@@ -33,11 +33,13 @@ struct ServiceState {
   std::string region, archive_path, listen;
   std::vector<SourceState> sources;
   double archive_free_fraction = 1;  // of the archive's file system
+  double min_free_fraction = 0.05;   // under it, writing and acknowledging are held
   absl::optional<DrillReport> last_drill;
 };
 
 // Why the service is unhealthy (empty: healthy): a source down longer than its
-// down_after, the archive's file system under 5 % free, the last drill failed.
+// down_after, the archive's file system under its min_free_percent (writing held), the last
+// drill failed.
 std::vector<std::string> Unhealthy(const ServiceState& state);
 std::string MetricsText(const ServiceState& state);
 std::string StatusJson(const ServiceState& state);

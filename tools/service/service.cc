@@ -38,7 +38,7 @@ struct Service::SourceRunner {
   // Its counters as key=value pairs for the periodic progress log line.
   std::function<std::string()> progress_line ABSL_GUARDED_BY(mu);
   // For /metrics and /healthz.
-  pipeline::StreamProgress* progress ABSL_GUARDED_BY(mu) = nullptr;  // while its batcher lives
+  pipeline::Batcher* batcher ABSL_GUARDED_BY(mu) = nullptr;  // while it lives
   std::atomic<bool> up{false};
   std::atomic<int64_t> down_since_us{pipeline::NowUnixMicros()};
   std::atomic<uint64_t> reconnects{0};
@@ -52,23 +52,52 @@ struct Service::SourceRunner {
   bool stop ABSL_GUARDED_BY(mu) = false;
 };
 
-// Publishes a batcher's progress to /metrics for as long as the batcher lives.
-class Service::PublishProgress {
+// Publishes a source's batcher (for /metrics and Stop) for as long as the batcher lives.
+class Service::PublishBatcher {
  public:
-  PublishProgress(SourceRunner* runner, pipeline::StreamProgress* progress) : runner_(runner) {
+  PublishBatcher(SourceRunner* runner, pipeline::Batcher* batcher) : runner_(runner) {
     absl::MutexLock lock(&runner_->mu);
-    runner_->progress = progress;
+    runner_->batcher = batcher;
   }
-  ~PublishProgress() {
+  ~PublishBatcher() {
     absl::MutexLock lock(&runner_->mu);
-    runner_->progress = nullptr;
+    runner_->batcher = nullptr;
   }
 
  private:
   SourceRunner* runner_;
 };
 
-Service::Service(Config config) : config_(std::move(config)) {}
+Service::Service(Config config)
+    : config_(std::move(config)), disk_guard_(config_.archive_path, config_.min_free_percent / 100.0) {}
+
+bool DiskGuard::Low() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = absl::Now();
+  if (now - checked_ < absl::Seconds(1)) return low_;
+  checked_ = now;
+  struct statvfs fs;
+  if (statvfs(path_.c_str(), &fs) != 0 || fs.f_blocks == 0) return low_;  // keep the last answer
+  free_ = static_cast<double>(fs.f_bavail) / static_cast<double>(fs.f_blocks);
+  const bool low = free_ < min_free_;
+  if (low != low_) {
+    // Logged once per change, not per poll.
+    if (low) {
+      spdlog::error("event=disk_low path={} free_percent={:.1f} min_free_percent={:.1f} action=holding_writes_and_acks",
+                    path_, free_ * 100, min_free_ * 100);
+    } else {
+      spdlog::info("event=disk_ok path={} free_percent={:.1f} action=resumed", path_, free_ * 100);
+    }
+  }
+  low_ = low;
+  return low_;
+}
+
+double DiskGuard::FreeFraction() {
+  (void)Low();
+  absl::MutexLock lock(&mu_);
+  return free_;
+}
 
 absl::StatusOr<std::unique_ptr<Service>> Service::Create(const Config& config) {
   std::unique_ptr<Service> s(new Service(config));
@@ -108,6 +137,8 @@ void Service::Stop() {
     r->stop = true;
     r->cancel_backup = true;
     if (r->stop_active) r->stop_active();
+    // A source waiting for disk space would otherwise keep the service from stopping.
+    if (r->batcher != nullptr) r->batcher->StopIfHeld();
   }
 }
 
@@ -248,10 +279,11 @@ ServiceState Service::State() {
     s.reconnects = r->reconnects.load();
     {
       absl::MutexLock lock(&r->mu);
-      if (r->progress != nullptr) {
-        s.received = r->progress->received();
-        s.synced = r->progress->synced();
-        s.acked = r->progress->Acked();
+      if (r->batcher != nullptr) {
+        pipeline::StreamProgress& p = r->batcher->progress();
+        s.received = p.received();
+        s.synced = p.synced();
+        s.acked = p.Acked();
       }
     }
     // Read-only looks at the archive: the streaming threads own the writers.
@@ -272,10 +304,8 @@ ServiceState Service::State() {
     }
     st.sources.push_back(std::move(s));
   }
-  struct statvfs fs;
-  if (statvfs(config_.archive_path.c_str(), &fs) == 0 && fs.f_blocks > 0) {
-    st.archive_free_fraction = static_cast<double>(fs.f_bavail) / static_cast<double>(fs.f_blocks);
-  }
+  st.archive_free_fraction = disk_guard_.FreeFraction();
+  st.min_free_fraction = config_.min_free_percent / 100.0;
   if (auto drill = LoadLastDrill(config_.archive_path); drill.ok()) st.last_drill = *drill;
   return st;
 }
@@ -340,6 +370,7 @@ absl::StatusOr<storage::StreamLog*> Service::OpenStream(const SourceConfig& sc, 
 std::unique_ptr<pipeline::Batcher> Service::MakeBatcher(storage::StreamLog* log, const SourceConfig& sc) {
   pipeline::BatcherOptions bo;
   bo.zstd_level = config_.zstd_level;
+  bo.hold = [this] { return disk_guard_.Low(); };
   auto batcher = std::make_unique<pipeline::Batcher>(log, sc.ack, bo);
   if (!log->empty()) {
     const auto& last = log->frames().back().header;
@@ -353,7 +384,7 @@ absl::Status Service::RunPostgres(SourceRunner* runner) {
   FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log, OpenStream(sc, pipeline::StreamKind::kPgWal));
   std::unique_ptr<pipeline::Batcher> batcher_owner = MakeBatcher(log, sc);
   pipeline::Batcher& batcher = *batcher_owner;
-  PublishProgress published(runner, &batcher.progress());
+  PublishBatcher published(runner, &batcher);
 
   ingest::pg::PgPhysicalOptions po;
   po.conninfo = sc.conninfo;
@@ -445,7 +476,7 @@ absl::Status Service::RunRedis(SourceRunner* runner) {
   }
   std::unique_ptr<pipeline::Batcher> batcher_owner = MakeBatcher(log, sc);
   pipeline::Batcher& batcher = *batcher_owner;
-  PublishProgress published(runner, &batcher.progress());
+  PublishBatcher published(runner, &batcher);
   ArchiveRdbReceiver rdb(archive_->SnapshotDir(sc.name));
   ingest::redis::RedisSourceOptions ro;
   ro.endpoint = sc.redis;

@@ -17,6 +17,23 @@
 
 namespace ferry::tools {
 
+// The disk-space guard of the archive's file system: Low() while its free fraction is under
+// `min_free` (rechecked at most once a second; changes logged once). Thread-safe.
+class DiskGuard {
+ public:
+  DiskGuard(std::string path, double min_free) : path_(std::move(path)), min_free_(min_free) {}
+  bool Low();
+  double FreeFraction();
+
+ private:
+  const std::string path_;
+  const double min_free_;
+  absl::Mutex mu_;
+  absl::Time checked_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool low_ ABSL_GUARDED_BY(mu_) = false;
+  double free_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
 // Thread-safe: Stop may be called from any thread (the signal watcher) while Run runs.
 class Service {
  public:
@@ -31,7 +48,7 @@ class Service {
 
  private:
   struct SourceRunner;
-  class PublishProgress;
+  class PublishBatcher;
   explicit Service(Config config);
   absl::Status RunPostgres(SourceRunner* runner);
   absl::Status RunRedis(SourceRunner* runner);
@@ -61,6 +78,7 @@ class Service {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool sources_done_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::unique_ptr<SourceRunner>> runners_;
+  DiskGuard disk_guard_;
 };
 
 }  // namespace ferry::tools
