@@ -71,7 +71,7 @@ absl::Status RedisSource::Stream(const RedisResume& resume) {
   if (start.full) {
     // Everything of the old epoch is durable before the new one begins at the RDB's offset.
     FERRY_RETURN_IF_ERROR(sink_->Drain());
-    epoch = resume.empty ? 1 : resume.epoch + 1;
+    epoch = resume.epoch + 1;
     FERRY_RETURN_IF_ERROR(ReceiveRdb(*conn, epoch, start));
     offset = start.offset;
     replid = start.replid;

@@ -29,8 +29,8 @@ struct RedisSourceOptions {
 
 // Where the archive's copy of the stream ends, to PSYNC from.
 struct RedisResume {
-  bool empty = true;    // nothing archived yet: PSYNC ? -1
-  uint32_t epoch = 0;   // the archive epoch the stream ends in
+  bool empty = true;    // no replication id to continue from: PSYNC ? -1
+  uint32_t epoch = 0;   // the archive epoch the stream ends in (a full resync starts epoch + 1)
   uint64_t offset = 0;  // replication offset it ends at
   std::string replid;   // replication id that offset belongs to
 };

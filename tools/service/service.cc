@@ -504,17 +504,18 @@ absl::Status Service::RunRedis(SourceRunner* runner) {
     // Resume from what is durable: the stream's last frame, with the replication id recorded
     // for its epoch (a full resync with no command yet: the RDB's own offset).
     FERRY_RETURN_IF_ERROR(batcher.Drain());
+    // Without an id for the stream's last epoch the sync starts over, as the epoch after it.
+    const uint32_t last_epoch = log->empty() ? 0 : log->frames().back().header.epoch;
     ingest::redis::RedisResume resume;
+    resume.epoch = last_epoch;
     auto file = log->GetFile(ingest::redis::kReplicationFile);
     if (file.ok()) {
-      FERRY_ASSIGN_OR_RETURN(resume, ingest::redis::ParseReplicationFile(*file));
-      if (!log->empty()) {
-        const auto& last = log->frames().back().header;
-        if (last.epoch == resume.epoch) {
-          resume.offset = last.end_pos;
-        } else if (last.epoch > resume.epoch) {
-          resume = ingest::redis::RedisResume{};  // no id for the stream's epoch: start over
-        }
+      FERRY_ASSIGN_OR_RETURN(ingest::redis::RedisResume recorded, ingest::redis::ParseReplicationFile(*file));
+      if (recorded.epoch == last_epoch && !log->empty()) {
+        resume = recorded;
+        resume.offset = log->frames().back().header.end_pos;
+      } else if (recorded.epoch > last_epoch) {
+        resume = recorded;  // the epoch's RDB is stored but no command of it yet
       }
     } else if (!absl::IsNotFound(file.status())) {
       return file.status();
