@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -198,6 +199,19 @@ TEST(RestoreAllTest, OneInstantAndAMarkForPostgresAndRedis) {
   EXPECT_FALSE(std::filesystem::exists(s.dir + "/nope/main"));
 }
 
+// Prometheus text format: "name{labels} value" per sample; comments and blank lines skipped.
+std::map<std::string, double> ParseMetrics(const std::string& text) {
+  std::map<std::string, double> out;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    if (line[0] == '#') continue;
+    const size_t space = line.rfind(' ');
+    double v = 0;
+    EXPECT_TRUE(space != absl::string_view::npos && absl::SimpleAtod(line.substr(space + 1), &v)) << line;
+    out[std::string(line.substr(0, space))] = v;
+  }
+  return out;
+}
+
 // The largest file under `dir` whose name ends with `suffix`.
 std::string Largest(const std::string& dir, const std::string& suffix) {
   std::string best;
@@ -273,9 +287,10 @@ TEST(DrillTest, PassesOnAHealthyArchiveAndNamesTheSourceAndCheckThatFails) {
   EXPECT_NE(gap->err.find("WAL"), std::string::npos) << gap->err;
 }
 
-// The service's HTTP endpoint: /metrics shows both sources streaming and the drill the
-// service scheduled itself; /status is JSON; /healthz turns 503 naming the source that went
-// down.
+// The service's HTTP endpoint: /metrics (parsed as Prometheus text) shows both sources
+// streaming, moves with the workload and shows the drill the service scheduled itself;
+// /status is JSON; /healthz turns 503 within 10 s naming the source whose server stopped,
+// while the other source's commits are still acknowledged, and 200 again once it is back.
 TEST(ServiceHttpTest, MetricsStatusHealthAndScheduledDrill) {
   auto port = tools::FindFreeLoopbackPort();
   ASSERT_TRUE(port.ok());
@@ -317,16 +332,41 @@ TEST(ServiceHttpTest, MetricsStatusHealthAndScheduledDrill) {
   ASSERT_TRUE(check);
   EXPECT_NE(check->out.find("name = \"cache\""), std::string::npos) << check->out;
 
+  // The metrics move as the workload moves.
+  const auto before = ParseMetrics(get("/metrics").second);
+  for (int id = 6; id <= 10; ++id) WriteOrder(*s.pg, *s.redis, id);
+  WaitArchived(s);
+  auto after = ParseMetrics(get("/metrics").second);
+  const std::string main_synced = "ferry_synced_position{source=\"main\",kind=\"postgres\"}";
+  const std::string cache_synced = "ferry_synced_position{source=\"cache\",kind=\"redis\"}";
+  EXPECT_GT(after[main_synced], before.at(main_synced));
+  EXPECT_GT(after[cache_synced], before.at(cache_synced));
+
+  const int redis_port = s.redis->port();
   ASSERT_TRUE(s.redis->Stop().ok());
-  EXPECT_TRUE(WaitFor([&] { return get("/healthz").first == 503; }, 30)) << s.ferry->Log();
+  EXPECT_TRUE(WaitFor([&] { return get("/healthz").first == 503; }, 10)) << s.ferry->Log();
+  const auto down = get("/healthz");
+  EXPECT_NE(down.second.find("source cache down"), std::string::npos) << down.second;
+  EXPECT_EQ(down.second.find("source main"), std::string::npos) << down.second;
+  // One source down does not hold up the other: PostgreSQL's commits are still acknowledged.
+  Q(*s.pg, "insert into orders values (100, 1000)");
+  WaitUntilArchived(*s.pg);
+  after = ParseMetrics(get("/metrics").second);
+  EXPECT_EQ(after[main_synced], static_cast<double>(FerryFlush(*s.pg).value()));
+  EXPECT_EQ(after["ferry_source_up{source=\"cache\",kind=\"redis\"}"], 0);
   auto status_down = RunFerry({"status", "--config", s.config});
   ASSERT_TRUE(status_down.ok());
   EXPECT_EQ(status_down->exit_code, 1) << status_down->out;
   EXPECT_NE(status_down->out.find("UNHEALTHY"), std::string::npos) << status_down->out;
   EXPECT_NE(status_down->out.find("source cache down"), std::string::npos) << status_down->out;
-  const auto down = get("/healthz");
-  EXPECT_NE(down.second.find("source cache down"), std::string::npos) << down.second;
-  EXPECT_EQ(down.second.find("source main"), std::string::npos) << down.second;
+
+  // The server comes back (empty, on the same port): ferry resyncs and health returns.
+  tools::LocalRedisOptions again;
+  again.port = redis_port;
+  again.args = {"--repl-diskless-sync-delay", "0"};
+  auto restarted = LocalRedis::Start(again);
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  EXPECT_TRUE(WaitFor([&] { return get("/healthz").first == 200; }, 30)) << get("/healthz").second << s.ferry->Log();
 }
 
 }  // namespace

@@ -42,12 +42,15 @@ struct Service::SourceRunner {
   std::atomic<bool> up{false};
   std::atomic<int64_t> down_since_us{pipeline::NowUnixMicros()};
   std::atomic<uint64_t> reconnects{0};
-  // Marks the runner streaming while `active` (stop_active set) and not when it is cleared.
   void SetActive(std::function<void()> stop, std::function<std::string()> line) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    const bool now_up = static_cast<bool>(stop);
     stop_active = std::move(stop);
     progress_line = std::move(line);
-    if (up.exchange(now_up) && !now_up) down_since_us = pipeline::NowUnixMicros();
+  }
+  // Streaming (connected and synchronised) or not; down_since_us moves only on the change, so
+  // retries while the server stays away do not reset how long it has been down.
+  void Up() { up = true; }
+  void Down() {
+    if (up.exchange(false)) down_since_us = pipeline::NowUnixMicros();
   }
   bool stop ABSL_GUARDED_BY(mu) = false;
 };
@@ -446,7 +449,9 @@ absl::Status Service::RunPostgres(SourceRunner* runner) {
       if (was_down) spdlog::info("source={} event=reconnected", sc.name);
       was_down = false;
       backoff = absl::Milliseconds(500);
+      runner->Up();
       st = source.Stream(resume);
+      runner->Down();
       absl::MutexLock lock(&runner->mu);
       runner->SetActive(nullptr, nullptr);
     } else {
@@ -494,6 +499,7 @@ absl::Status Service::RunRedis(SourceRunner* runner) {
     if (was_down) spdlog::info("source={} event=reconnected", sc.name);
     was_down = false;
     backoff = absl::Milliseconds(500);
+    runner->Up();
   };
 
   while (true) {
@@ -533,6 +539,7 @@ absl::Status Service::RunRedis(SourceRunner* runner) {
     spdlog::info("source={} event=connecting address={} archive_end={}", sc.name, sc.address,
                  resume.empty ? std::string("empty") : absl::StrCat(resume.replid, ":", resume.offset));
     absl::Status st = source.Stream(resume);
+    runner->Down();
     {
       absl::MutexLock lock(&runner->mu);
       runner->SetActive(nullptr, nullptr);

@@ -1,0 +1,103 @@
+// Operating the service: the archive's file system fills up (a small tmpfs the test mounts)
+// and ferry stops acknowledging — a synchronous commit waits, /healthz says why — then space
+// returns and everything resumes without loss.
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include "absl/strings/str_cat.h"
+#include "tests/fixtures/ferry_process.h"
+#include "tests/fixtures/pg_cluster.h"
+#include "tools/sandbox/local_postgres.h"
+#include "tools/sandbox/process.h"
+
+namespace ferry::testing {
+namespace {
+
+using tools::LocalPostgres;
+
+double FreeFraction(const std::string& path) {
+  struct statvfs fs;
+  if (statvfs(path.c_str(), &fs) != 0 || fs.f_blocks == 0) return -1;
+  return static_cast<double>(fs.f_bavail) / static_cast<double>(fs.f_blocks);
+}
+
+TEST(DiskGuardTest, FullArchiveFileSystemStopsAcksAndSpaceResumesThem) {
+  auto dir = tools::MakeTempDir("ferry-disk-test");
+  ASSERT_TRUE(dir.ok());
+  const std::string fs_dir = *dir + "/fs";
+  std::filesystem::create_directories(fs_dir);
+  // A file system of its own, small enough to fill: the test runs as root in CI.
+  ASSERT_EQ(mount("tmpfs", fs_dir.c_str(), "tmpfs", 0, "size=64m"), 0)
+      << "mount tmpfs on " << fs_dir << ": " << std::strerror(errno) << " (the test needs root)";
+  struct Cleanup {
+    std::string fs, dir;
+    ~Cleanup() {
+      umount2(fs.c_str(), MNT_DETACH);
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{fs_dir, *dir};
+  const std::string archive = fs_dir + "/archive";
+
+  auto pg = LocalPostgres::Create({.settings = {"synchronous_standby_names = 'ferry_main'"}});
+  ASSERT_TRUE(pg.ok()) << pg.status();
+  auto port = tools::FindFreeLoopbackPort();
+  ASSERT_TRUE(port.ok());
+  const std::string config = *dir + "/ferry.toml";
+  std::ofstream(config) << "[archive]\npath = \"" << archive << "\"\nwriter = \"posix\"\nsegment_mb = 1\n"
+                        << "min_free_percent = 30\n\n[http]\nlisten = \"127.0.0.1:" << *port << "\"\n\n"
+                        << "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << (*pg)->Conninfo()
+                        << "\"\nscheduled_backups = false\n";
+  FerryService ferry(config, *dir + "/ferry.log");
+  ASSERT_TRUE(ferry.Start().ok());
+  ASSERT_TRUE(WaitFor([&] { return FerryFlush(**pg).valid(); }, 30)) << ferry.Log();
+  Q(**pg, "create table t (id int)");
+  Q(**pg, "insert into t values (1)");  // a synchronous commit: ferry acknowledges it
+  httplib::Client http("127.0.0.1", *port);
+  auto healthz = [&] {
+    auto r = http.Get("/healthz");
+    return r ? std::make_pair(r->status, r->body) : std::make_pair(0, std::string());
+  };
+  ASSERT_EQ(healthz().first, 200) << healthz().second << ferry.Log();
+
+  // Fill the file system until less than 20 % is free (the guard holds under 30 %).
+  const std::string filler = fs_dir + "/filler";
+  {
+    std::ofstream f(filler, std::ios::binary);
+    const std::string block(1 << 20, 'f');
+    while (FreeFraction(fs_dir) > 0.2) f.write(block.data(), block.size()), f.flush();
+  }
+  ASSERT_TRUE(WaitFor([&] { return healthz().first == 503; }, 10)) << ferry.Log();
+  EXPECT_NE(healthz().second.find("archive file system"), std::string::npos) << healthz().second;
+  EXPECT_NE(ferry.Log().find("event=disk_low"), std::string::npos) << ferry.Log();
+
+  // A synchronous commit now waits: ferry does not acknowledge what it cannot make durable.
+  const pipeline::Lsn flushed_before = FerryFlush(**pg);
+  auto commit = std::async(std::launch::async, [&] { return (*pg)->Query("insert into t values (2)"); });
+  EXPECT_EQ(commit.wait_for(std::chrono::seconds(3)), std::future_status::timeout);
+  EXPECT_EQ(FerryFlush(**pg).value(), flushed_before.value());
+
+  // Space returns: the commit completes, health is back, nothing was lost.
+  std::filesystem::remove(filler);
+  ASSERT_EQ(commit.wait_for(std::chrono::seconds(30)), std::future_status::ready) << ferry.Log();
+  EXPECT_TRUE(commit.get().ok());
+  EXPECT_TRUE(WaitFor([&] { return healthz().first == 200; }, 10)) << healthz().second;
+  EXPECT_NE(ferry.Log().find("event=disk_ok"), std::string::npos) << ferry.Log();
+  WaitUntilArchived(**pg);
+  auto exit_code = ferry.Terminate();
+  ASSERT_TRUE(exit_code.ok() && *exit_code == 0) << ferry.Log();
+  auto verify = RunFerrySucceeding({"verify", "--archive", archive}, "verify");
+  ASSERT_TRUE(verify);
+}
+
+}  // namespace
+}  // namespace ferry::testing
