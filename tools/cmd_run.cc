@@ -1,5 +1,5 @@
 // ferry run: the long-running service; SIGTERM/SIGINT stop it gracefully (sync, final
-// feedback, exit 0).
+// feedback, exit 0); SIGHUP reloads the config's sources.
 #include <pthread.h>
 #include <signal.h>
 
@@ -21,16 +21,31 @@ int CmdRun(const std::string& config_path) {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGUSR1);  // used only to wake the watcher at exit
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   auto service = Service::Create(*config);
   if (!service.ok()) return Fail("run", service.status());
   std::thread watcher([&] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    if (sig != SIGUSR1) spdlog::info("event=signal signal={} action=draining", sig);
-    (*service)->Stop();
+    while (true) {
+      int sig = 0;
+      sigwait(&set, &sig);
+      if (sig == SIGHUP) {
+        // A config that does not load changes nothing: the service goes on as it was.
+        auto next = LoadConfig(config_path);
+        if (!next.ok()) {
+          spdlog::error("event=reload_failed error=\"{}\" action=kept_running_config", std::string(next.status().message()));
+          continue;
+        }
+        spdlog::info("event=signal signal=SIGHUP action=reload sources={}", next->sources.size());
+        (*service)->Reload(*next);
+        continue;
+      }
+      if (sig != SIGUSR1) spdlog::info("event=signal signal={} action=draining", sig);
+      (*service)->Stop();
+      return;
+    }
   });
   spdlog::info("event=start archive={} sources={}", config->archive_path, config->sources.size());
   absl::Status st = (*service)->Run();

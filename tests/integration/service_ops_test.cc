@@ -1,6 +1,7 @@
 // Operating the service: the archive's file system fills up (a small tmpfs the test mounts)
 // and ferry stops acknowledging — a synchronous commit waits, /healthz says why — then space
 // returns and everything resumes without loss.
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/statvfs.h>
 
@@ -17,6 +18,7 @@
 #include "tests/fixtures/ferry_process.h"
 #include "tests/fixtures/pg_cluster.h"
 #include "tools/sandbox/local_postgres.h"
+#include "tools/sandbox/local_redis.h"
 #include "tools/sandbox/process.h"
 
 namespace ferry::testing {
@@ -97,6 +99,69 @@ TEST(DiskGuardTest, FullArchiveFileSystemStopsAcksAndSpaceResumesThem) {
   ASSERT_TRUE(exit_code.ok() && *exit_code == 0) << ferry.Log();
   auto verify = RunFerrySucceeding({"verify", "--archive", archive}, "verify");
   ASSERT_TRUE(verify);
+}
+
+// SIGHUP adds a source (it starts streaming) and removes it (its replica connection goes)
+// while the other source streams on; SIGTERM under load exits 0 and the slot never
+// claims more than the archive holds.
+TEST(ReloadTest, SighupAddsAndRemovesSourcesAndSigtermUnderLoadExitsZero) {
+  auto dir = tools::MakeTempDir("ferry-reload-test");
+  ASSERT_TRUE(dir.ok());
+  auto pg = LocalPostgres::Create({});
+  ASSERT_TRUE(pg.ok()) << pg.status();
+  tools::LocalRedisOptions ro;
+  ro.args = {"--repl-diskless-sync-delay", "0"};
+  auto redis = tools::LocalRedis::Start(ro);
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  const std::string archive = *dir + "/archive";
+  const std::string config = *dir + "/ferry.toml";
+  auto write_config = [&](bool with_redis) {
+    std::ofstream out(config);
+    out << "[archive]\npath = \"" << archive << "\"\n\n[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \""
+        << (*pg)->Conninfo() << "\"\nscheduled_backups = false\n";
+    if (with_redis) {
+      out << "\n[[source]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"" << (*redis)->Address()
+          << "\"\nscheduled_backups = false\n";
+    }
+  };
+  write_config(false);
+  FerryService ferry(config, *dir + "/ferry.log");
+  ASSERT_TRUE(ferry.Start().ok());
+  ASSERT_TRUE(WaitFor([&] { return FerryFlush(**pg).valid(); }, 30)) << ferry.Log();
+
+  write_config(true);
+  ferry.Signal(SIGHUP);
+  EXPECT_TRUE(tools::WaitReplicaAcked(**redis, 30).ok()) << ferry.Log();
+  EXPECT_NE(ferry.Log().find("source=cache event=reload action=start"), std::string::npos) << ferry.Log();
+  Q(**pg, "create table t (id int)");
+  WaitUntilArchived(**pg);
+
+  write_config(false);
+  ferry.Signal(SIGHUP);
+  EXPECT_TRUE(WaitFor([&] { return (*redis)->Command({"INFO", "replication"}).value_or("").find("connected_slaves:0") !=
+                                   std::string::npos; }, 30)) << ferry.Log();
+  Q(**pg, "insert into t values (1)");
+  WaitUntilArchived(**pg);  // main streamed on through both reloads
+  EXPECT_EQ(ferry.Log().find("source=main event=reload"), std::string::npos) << ferry.Log();
+
+  // SIGTERM while pgbench writes: a clean exit, and the slot's flush position is archived.
+  Pgbench(**pg, {"-i", "-s", "1", "-q"});
+  std::thread load([&] { Pgbench(**pg, {"-T", "4", "-c", "2"}); });
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  auto exit_code = ferry.Terminate();
+  load.join();
+  ASSERT_TRUE(exit_code.ok());
+  EXPECT_EQ(*exit_code, 0) << ferry.Log();
+  auto slot = pipeline::Lsn::Parse(Q(**pg, "select restart_lsn from pg_replication_slots where slot_name = 'ferry_main'"));
+  ASSERT_TRUE(slot.ok());
+  auto ls = RunFerrySucceeding({"ls", "--archive", archive, "--json"}, "ls");
+  ASSERT_TRUE(ls);
+  const size_t at = ls->out.find("\"end\":\"", ls->out.find("\"stream\":\"pg-wal\""));
+  ASSERT_NE(at, std::string::npos) << ls->out;
+  auto end = pipeline::Lsn::Parse(ls->out.substr(at + 7, ls->out.find('"', at + 7) - at - 7));
+  ASSERT_TRUE(end.ok()) << ls->out;
+  EXPECT_LE(slot->value(), end->value()) << "acknowledged " << slot->ToString() << " but archived only " << end->ToString();
+  std::filesystem::remove_all(*dir);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 
 #include <spdlog/spdlog.h>
 
@@ -27,7 +28,12 @@ namespace ferry::tools {
 using pipeline::Lsn;
 
 struct Service::SourceRunner {
-  const SourceConfig* config = nullptr;
+  explicit SourceRunner(SourceConfig sc) : own(std::move(sc)), config(&own) {}
+  const SourceConfig own;  // a copy: a reload replaces the service's config, not this
+  const SourceConfig* config;
+  std::once_flag joined;
+  bool retired = false;        // removed or replaced by a reload (guarded by the service's mu_)
+  bool joined_by_run = false;  // Run has joined it (guarded by the service's mu_)
   std::thread thread;
   std::thread backup_thread;
   std::atomic<bool> cancel_backup{false};
@@ -111,22 +117,56 @@ absl::StatusOr<std::unique_ptr<Service>> Service::Create(const Config& config) {
   FERRY_ASSIGN_OR_RETURN(s->archive_, storage::Archive::Open(config.archive_path, o));
   // Fail at start, not at the first frame, when the chosen writer cannot work here.
   FERRY_RETURN_IF_ERROR(storage::ProbeWriter(config.writer, config.archive_path));
-  for (const SourceConfig& sc : s->config_.sources) {
-    auto r = std::make_unique<SourceRunner>();
-    r->config = &sc;
-    s->runners_.push_back(std::move(r));
-  }
-  if (s->runners_.empty()) {
+  if (config.sources.empty()) {
     return absl::InvalidArgumentError("config has no [[source]]: nothing to stream");
   }
+  absl::MutexLock lock(&s->mu_);
+  for (const SourceConfig& sc : config.sources) s->runners_.push_back(std::make_unique<SourceRunner>(sc));
   return s;
 }
 
 Service::~Service() {
   Stop();
-  for (auto& r : runners_) {
+  for (SourceRunner* r : Runners()) JoinRunner(r);
+}
+
+std::vector<Service::SourceRunner*> Service::Runners() {
+  absl::MutexLock lock(&mu_);
+  std::vector<SourceRunner*> out;
+  for (auto& r : runners_) out.push_back(r.get());
+  return out;
+}
+
+void Service::StopRunner(SourceRunner* r) {
+  absl::MutexLock lock(&r->mu);
+  r->stop = true;
+  r->cancel_backup = true;
+  if (r->stop_active) r->stop_active();
+  // A source waiting for disk space would otherwise keep the service from stopping.
+  if (r->batcher != nullptr) r->batcher->StopIfHeld();
+}
+
+void Service::JoinRunner(SourceRunner* r) {
+  std::call_once(r->joined, [r] {
     if (r->thread.joinable()) r->thread.join();
+    {
+      absl::MutexLock lock(&r->mu);  // the source is done: so is its schedule
+      r->stop = true;
+      r->cancel_backup = true;
+    }
     if (r->backup_thread.joinable()) r->backup_thread.join();
+  });
+}
+
+void Service::StartRunner(SourceRunner* raw) {
+  raw->thread = std::thread([this, raw] {
+    raw->result = raw->config->kind == "redis" ? RunRedis(raw) : RunPostgres(raw);
+    if (!raw->result.ok()) {
+      spdlog::error("source={} event=stopped error=\"{}\"", raw->config->name, raw->result.ToString());
+    }
+  });
+  if (raw->config->scheduled_backups) {
+    raw->backup_thread = std::thread([this, raw] { RunBackupSchedule(raw); });
   }
 }
 
@@ -135,29 +175,70 @@ void Service::Stop() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  for (auto& r : runners_) {
-    absl::MutexLock lock(&r->mu);
-    r->stop = true;
-    r->cancel_backup = true;
-    if (r->stop_active) r->stop_active();
-    // A source waiting for disk space would otherwise keep the service from stopping.
-    if (r->batcher != nullptr) r->batcher->StopIfHeld();
+  for (SourceRunner* r : Runners()) StopRunner(r);
+}
+
+namespace {
+
+// Whether two configs of one source stream the same way (else a reload restarts it).
+bool SameSource(const SourceConfig& a, const SourceConfig& b) {
+  return a.kind == b.kind && a.conninfo == b.conninfo && a.physical_slot == b.physical_slot &&
+         a.application_name == b.application_name && a.address == b.address && a.redis.user == b.redis.user &&
+         a.redis.password == b.redis.password && a.ack == b.ack && a.scheduled_backups == b.scheduled_backups &&
+         a.full_backup_every == b.full_backup_every && a.incremental_every == b.incremental_every &&
+         a.snapshot_every == b.snapshot_every && a.status_interval_ms == b.status_interval_ms &&
+         a.down_after == b.down_after;
+}
+
+}  // namespace
+
+void Service::Reload(const Config& next) {
+  if (next.archive_path != config_.archive_path || next.writer != config_.writer ||
+      next.segment_bytes != config_.segment_bytes || next.http_listen != config_.http_listen) {
+    spdlog::warn("event=reload note=\"archive and http settings change only with a restart; applying [[source]] changes\"");
   }
+  // Sources that went away or changed stop (and are joined before a replacement starts: one
+  // writer per stream); new ones start. The others never notice.
+  std::vector<SourceRunner*> retire;
+  std::vector<const SourceConfig*> start;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    for (auto& r : runners_) {
+      if (r->retired) continue;
+      bool keep = false;
+      for (const SourceConfig& sc : next.sources) keep = keep || (sc.name == r->config->name && SameSource(sc, *r->config));
+      if (!keep) {
+        r->retired = true;
+        retire.push_back(r.get());
+      }
+    }
+    for (const SourceConfig& sc : next.sources) {
+      bool running = false;
+      for (auto& r : runners_) running = running || (!r->retired && r->config->name == sc.name);
+      if (!running) start.push_back(&sc);
+    }
+  }
+  for (SourceRunner* r : retire) {
+    spdlog::info("source={} event=reload action=stop", r->config->name);
+    StopRunner(r);
+    JoinRunner(r);
+  }
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return;
+  for (const SourceConfig* sc : start) {
+    spdlog::info("source={} event=reload action=start kind={}", sc->name, sc->kind);
+    runners_.push_back(std::make_unique<SourceRunner>(*sc));
+    StartRunner(runners_.back().get());
+  }
+  sources_ = next.sources;
 }
 
 absl::Status Service::Run() {
-  for (auto& r : runners_) {
-    SourceRunner* raw = r.get();
-    raw->thread = std::thread([this, raw] {
-      raw->result = raw->config->kind == "redis" ? RunRedis(raw) : RunPostgres(raw);
-      if (!raw->result.ok()) {
-        spdlog::error("source={} event=stopped error=\"{}\"", raw->config->name,
-                      raw->result.ToString());
-      }
-    });
-    if (raw->config->scheduled_backups) {
-      raw->backup_thread = std::thread([this, raw] { RunBackupSchedule(raw); });
-    }
+  {
+    absl::MutexLock lock(&mu_);
+    sources_ = config_.sources;
+    for (auto& r : runners_) StartRunner(r.get());
   }
   std::thread reporter([this] { ReportProgress(absl::Seconds(30)); });
   std::thread driller;
@@ -172,20 +253,32 @@ absl::Status Service::Run() {
       spdlog::error("event=http_failed error=\"{}\"", std::string(started.status().message()));
     }
   }
+  // Until every source has ended; a reload may add sources meanwhile. A source that fails
+  // ends alone: the others go on.
   absl::Status first;
-  for (auto& r : runners_) {
-    r->thread.join();
+  while (true) {
+    SourceRunner* next = nullptr;
+    bool retired = false;
     {
-      absl::MutexLock lock(&r->mu);  // the source is done: so is its schedule
-      r->stop = true;
-      r->cancel_backup = true;
+      absl::MutexLock lock(&mu_);
+      for (auto& r : runners_) {
+        if (!r->joined_by_run) {
+          next = r.get();
+          r->joined_by_run = true;
+          break;
+        }
+      }
+      if (next == nullptr) {
+        sources_done_ = true;
+        break;
+      }
     }
-    if (r->backup_thread.joinable()) r->backup_thread.join();
-    if (first.ok() && !r->result.ok()) first = r->result;
-  }
-  {
-    absl::MutexLock lock(&mu_);
-    sources_done_ = true;
+    JoinRunner(next);
+    {
+      absl::MutexLock lock(&mu_);
+      retired = next->retired;
+    }
+    if (first.ok() && !retired && !next->result.ok()) first = next->result;
   }
   reporter.join();
   if (driller.joinable()) driller.join();
@@ -272,7 +365,11 @@ ServiceState Service::State() {
   st.archive_path = config_.archive_path;
   st.listen = config_.http_listen;
   const pipeline::UnixMicros now = pipeline::NowUnixMicros();
-  for (auto& r : runners_) {
+  for (SourceRunner* r : Runners()) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (r->retired) continue;
+    }
     SourceState s;
     s.name = r->config->name;
     s.kind = r->config->kind;
@@ -322,14 +419,19 @@ void Service::RunDrillSchedule() {
     auto last = LoadLastDrill(config_.archive_path);
     if (last.ok() && absl::Microseconds(pipeline::NowUnixMicros() - last->started) < config_.drill_every) continue;
     // The first drill waits until every source has something to restore.
+    Config current = config_;
+    {
+      absl::MutexLock lock(&mu_);
+      current.sources = sources_;
+    }
     bool restorable = true;
-    for (const SourceConfig& sc : config_.sources) {
+    for (const SourceConfig& sc : current.sources) {
       auto store = storage::SnapshotStore::Open(archive_->SnapshotDir(sc.name), false);
       if (!store.ok() || (*store)->snapshots().empty()) restorable = false;
     }
     if (!restorable) continue;
     spdlog::info("event=drill_started");
-    auto report = RunDrill(config_, "latest", SelfExecutable());
+    auto report = RunDrill(current, "latest", SelfExecutable());
     if (!report.ok()) {
       spdlog::error("event=drill_failed error=\"{}\"", std::string(report.status().message()));
       continue;
@@ -363,6 +465,7 @@ absl::StatusOr<bool> Service::RetryAfter(SourceRunner* runner, const absl::Statu
 }
 
 absl::StatusOr<storage::StreamLog*> Service::OpenStream(const SourceConfig& sc, pipeline::StreamKind kind) {
+  absl::MutexLock lock(&archive_mu_);  // Archive is not thread-safe; sources open concurrently
   FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log, archive_->Stream(sc.name, kind));
   if (log->repaired_bytes() > 0) {
     spdlog::warn("source={} event=torn_tail_repaired bytes={}", sc.name, log->repaired_bytes());

@@ -45,11 +45,18 @@ class Service {
   // fatal error of any source. Connection loss is retried with backoff, not fatal.
   absl::Status Run();
   void Stop();
+  // SIGHUP: starts the sources `next` adds, stops those it removes, restarts those it changes;
+  // the others are not touched. Archive and http settings change only with a restart.
+  void Reload(const Config& next);
 
  private:
   struct SourceRunner;
   class PublishBatcher;
   explicit Service(Config config);
+  std::vector<SourceRunner*> Runners();  // every runner so far (never shrinks)
+  void StartRunner(SourceRunner* runner);
+  void StopRunner(SourceRunner* runner);
+  void JoinRunner(SourceRunner* runner);  // once, from whichever thread comes first
   absl::Status RunPostgres(SourceRunner* runner);
   absl::Status RunRedis(SourceRunner* runner);
   // The source's stream in the archive, logging a torn tail that opening it repaired.
@@ -77,7 +84,9 @@ class Service {
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool sources_done_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::unique_ptr<SourceRunner>> runners_;
+  std::vector<std::unique_ptr<SourceRunner>> runners_ ABSL_GUARDED_BY(mu_);
+  std::vector<SourceConfig> sources_ ABSL_GUARDED_BY(mu_);  // as of the last (re)load
+  absl::Mutex archive_mu_;  // around archive_->Stream: sources open their streams concurrently
   DiskGuard disk_guard_;
 };
 
