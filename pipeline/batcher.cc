@@ -1,5 +1,6 @@
 #include "pipeline/batcher.h"
 
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -147,8 +148,18 @@ absl::Status Batcher::WriteBatch(std::deque<Item>& batch) {
   auto flush = [&]() -> absl::Status {
     FERRY_RETURN_IF_ERROR(close_frame());
     if (frames.headers.empty()) return absl::OkStatus();
+    const auto t0 = std::chrono::steady_clock::now();
     FERRY_RETURN_IF_ERROR(consumer_->Write(frames));
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    size_t bucket = 0;
+    while (bucket + 1 < BatcherStats::kBuckets && seconds > BatcherStats::kLatencyBounds[bucket]) ++bucket;
+    stats_.latency_buckets[bucket].fetch_add(1, std::memory_order_relaxed);
+    stats_.writes.fetch_add(1, std::memory_order_relaxed);
+    stats_.write_micros.fetch_add(static_cast<uint64_t>(seconds * 1e6), std::memory_order_relaxed);
+    stats_.frames.fetch_add(frames.headers.size(), std::memory_order_relaxed);
+    stats_.stored_bytes.fetch_add(frames.bytes.size(), std::memory_order_relaxed);
     for (const FrameHeader& h : frames.headers) {
+      stats_.raw_bytes.fetch_add(h.raw_len, std::memory_order_relaxed);
       if (!have_last_ || h.epoch != last_epoch_) {
         // A new epoch (timeline) may restart below the old one's end: the acknowledged
         // position follows the new epoch, never the dead branch.

@@ -4,6 +4,7 @@
 // for company.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -29,6 +30,19 @@ struct BatcherOptions {
   std::function<bool()> hold;
 };
 
+// What a batcher has written, for metrics; read from any thread.
+struct BatcherStats {
+  // Upper bounds (seconds) of the durable-write latency histogram; a last bucket is +Inf.
+  static constexpr double kLatencyBounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1};
+  static constexpr size_t kBuckets = sizeof(kLatencyBounds) / sizeof(kLatencyBounds[0]) + 1;
+  std::atomic<uint64_t> frames{0};
+  std::atomic<uint64_t> raw_bytes{0};     // record bytes before compression
+  std::atomic<uint64_t> stored_bytes{0};  // frame bytes written
+  std::atomic<uint64_t> writes{0};        // group commits (each one write + fdatasync)
+  std::atomic<uint64_t> write_micros{0};  // their total duration
+  std::atomic<uint64_t> latency_buckets[kBuckets] = {};  // non-cumulative counts
+};
+
 // Thread-safe as a StreamSink for one producer. Owns a worker thread that calls
 // consumer->Write; *consumer must outlive the Batcher. Stop() (or the destructor) drains.
 class Batcher final : public StreamSink {
@@ -40,6 +54,7 @@ class Batcher final : public StreamSink {
   absl::Status PutFile(absl::string_view name, absl::string_view contents) override;
   absl::Status Drain() override;
   StreamProgress& progress() override { return progress_; }
+  const BatcherStats& stats() const { return stats_; }
 
   // Declares where the stream already ends durably (the archive's tail) before the first
   // Append: a record of the same epoch that does not start there is reported as a gap.
@@ -68,6 +83,7 @@ class Batcher final : public StreamSink {
   FrameConsumer* const consumer_;
   const BatcherOptions options_;
   StreamProgress progress_;
+  BatcherStats stats_;
 
   absl::Mutex mu_;
   std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);

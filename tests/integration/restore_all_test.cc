@@ -341,6 +341,13 @@ TEST(ServiceHttpTest, MetricsStatusHealthAndScheduledDrill) {
   const std::string cache_synced = "ferry_synced_position{source=\"cache\",kind=\"redis\"}";
   EXPECT_GT(after[main_synced], before.at(main_synced));
   EXPECT_GT(after[cache_synced], before.at(cache_synced));
+  const std::string main_labels = "{source=\"main\",kind=\"postgres\"}";
+  EXPECT_GT(after["ferry_frames_total" + main_labels], before.at("ferry_frames_total" + main_labels));
+  EXPECT_GT(after["ferry_raw_bytes_total" + main_labels], before.at("ferry_raw_bytes_total" + main_labels));
+  EXPECT_GT(after["ferry_compression_ratio" + main_labels], 1.0);  // WAL compresses
+  EXPECT_GT(after["ferry_sync_seconds_count" + main_labels], before.at("ferry_sync_seconds_count" + main_labels));
+  EXPECT_EQ(after["ferry_sync_seconds_bucket{source=\"main\",kind=\"postgres\",le=\"+Inf\"}"],
+            after["ferry_sync_seconds_count" + main_labels]);
 
   const int redis_port = s.redis->port();
   ASSERT_TRUE(s.redis->Stop().ok());

@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "pipeline/batcher.h"
 
 namespace ferry::tools {
 namespace {
@@ -77,6 +78,33 @@ std::string MetricsText(const ServiceState& state) {
              [](const SourceState& s) { return absl::StrCat(s.snapshot_age_seconds); });
   per_source("ferry_archive_bytes", "gauge", "bytes the source takes in the archive",
              [](const SourceState& s) { return absl::StrCat(s.archive_bytes); });
+  per_source("ferry_frames_total", "counter", "frames written to the archive",
+             [](const SourceState& s) { return absl::StrCat(s.frames); });
+  per_source("ferry_raw_bytes_total", "counter", "stream bytes written, before compression",
+             [](const SourceState& s) { return absl::StrCat(s.raw_bytes); });
+  per_source("ferry_stored_bytes_total", "counter", "frame bytes written, after compression",
+             [](const SourceState& s) { return absl::StrCat(s.stored_bytes); });
+  per_source("ferry_compression_ratio", "gauge", "raw bytes per stored byte",
+             [](const SourceState& s) {
+               return absl::StrCat(s.stored_bytes == 0 ? 0.0 : static_cast<double>(s.raw_bytes) / s.stored_bytes);
+             });
+  per_source("ferry_retention_deleted_total", "counter", "snapshots and files retention removed",
+             [](const SourceState& s) { return absl::StrCat(s.retention_deleted); });
+  // The durable-write (write + fdatasync) latency of each group commit, as a histogram.
+  metric("ferry_sync_seconds", "histogram", "duration of each durable group-commit write");
+  for (const SourceState& s : state.sources) {
+    const std::string labels = absl::StrCat("source=\"", Label(s.name), "\",kind=\"", s.kind, "\"");
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < s.latency_buckets.size(); ++i) {
+      cumulative += s.latency_buckets[i];
+      const std::string le = i < pipeline::BatcherStats::kBuckets - 1
+                                 ? absl::StrCat(pipeline::BatcherStats::kLatencyBounds[i])
+                                 : std::string("+Inf");
+      absl::StrAppend(&out, "ferry_sync_seconds_bucket{", labels, ",le=\"", le, "\"} ", cumulative, "\n");
+    }
+    absl::StrAppend(&out, "ferry_sync_seconds_sum{", labels, "} ", s.write_seconds, "\n");
+    absl::StrAppend(&out, "ferry_sync_seconds_count{", labels, "} ", s.writes, "\n");
+  }
   metric("ferry_archive_free_ratio", "gauge", "free fraction of the archive's file system");
   absl::StrAppend(&out, "ferry_archive_free_ratio ", state.archive_free_fraction, "\n");
   if (state.last_drill.has_value()) {

@@ -27,6 +27,13 @@ struct SourceState {
   uint64_t reconnects = 0;
   double snapshot_age_seconds = -1;  // the newest snapshot's age; -1 when there is none
   uint64_t archive_bytes = 0;        // the source's streams and snapshots on disk
+  // From its batcher (this run of the service): frames, bytes before and after compression,
+  // group commits and the histogram of their durable-write latency (non-cumulative counts
+  // per BatcherStats::kLatencyBounds, then +Inf).
+  uint64_t frames = 0, raw_bytes = 0, stored_bytes = 0, writes = 0;
+  double write_seconds = 0;
+  std::vector<uint64_t> latency_buckets;
+  uint64_t retention_deleted = 0;  // snapshots and files retention removed (this run)
 };
 
 struct ServiceState {

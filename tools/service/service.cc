@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <mutex>
+#include <random>
 
 #include <spdlog/spdlog.h>
 
@@ -48,6 +49,7 @@ struct Service::SourceRunner {
   std::atomic<bool> up{false};
   std::atomic<int64_t> down_since_us{pipeline::NowUnixMicros()};
   std::atomic<uint64_t> reconnects{0};
+  std::atomic<uint64_t> retention_deleted{0};
   void SetActive(std::function<void()> stop, std::function<std::string()> line) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     stop_active = std::move(stop);
     progress_line = std::move(line);
@@ -353,6 +355,7 @@ void Service::RunBackupSchedule(SourceRunner* runner) {
       spdlog::error("source={} event=retention_failed error=\"{}\"", sc.name,
                     std::string(expired.status().message()));
     } else if (!expired->snapshots.empty() || !expired->files.empty()) {
+      runner->retention_deleted.fetch_add(expired->snapshots.size() + expired->files.size());
       spdlog::info("source={} event=retention snapshots_deleted={} files_deleted={}", sc.name,
                    expired->snapshots.size(), expired->files.size());
     }
@@ -377,6 +380,7 @@ ServiceState Service::State() {
     s.down_seconds = s.up ? 0 : static_cast<double>(now - r->down_since_us.load()) / 1e6;
     s.down_after_seconds = absl::ToDoubleSeconds(r->config->down_after);
     s.reconnects = r->reconnects.load();
+    s.retention_deleted = r->retention_deleted.load();
     {
       absl::MutexLock lock(&r->mu);
       if (r->batcher != nullptr) {
@@ -384,6 +388,13 @@ ServiceState Service::State() {
         s.received = p.received();
         s.synced = p.synced();
         s.acked = p.Acked();
+        const pipeline::BatcherStats& b = r->batcher->stats();
+        s.frames = b.frames.load();
+        s.raw_bytes = b.raw_bytes.load();
+        s.stored_bytes = b.stored_bytes.load();
+        s.writes = b.writes.load();
+        s.write_seconds = static_cast<double>(b.write_micros.load()) / 1e6;
+        for (const auto& bucket : b.latency_buckets) s.latency_buckets.push_back(bucket.load());
       }
     }
     // Read-only looks at the archive: the streaming threads own the writers.
@@ -459,7 +470,10 @@ absl::StatusOr<bool> Service::RetryAfter(SourceRunner* runner, const absl::Statu
   }
   *was_down = true;
   absl::MutexLock lock(&runner->mu);
-  runner->mu.AwaitWithTimeout(absl::Condition(&runner->stop), *backoff);
+  // ±20 % jitter, so that many ferries losing one server do not come back in lockstep.
+  thread_local std::mt19937 rng(std::random_device{}());
+  const double jitter = std::uniform_real_distribution<double>(0.8, 1.2)(rng);
+  runner->mu.AwaitWithTimeout(absl::Condition(&runner->stop), *backoff * jitter);
   *backoff = std::min(*backoff * 2, absl::Seconds(30));
   return true;
 }
