@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <cstdlib>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -12,6 +13,9 @@
 #include "tools/service/service.h"
 
 namespace ferry::tools {
+namespace {
+constexpr int kDrainSeconds = 60;
+}  // namespace
 
 int CmdRun(const std::string& config_path) {
   auto config = LoadConfig(config_path);
@@ -42,8 +46,19 @@ int CmdRun(const std::string& config_path) {
         (*service)->Reload(*next);
         continue;
       }
-      if (sig != SIGUSR1) spdlog::info("event=signal signal={} action=draining", sig);
+      if (sig == SIGUSR1) return;  // Run has returned: nothing to drain
+      spdlog::info("event=signal signal={} action=draining", sig);
       (*service)->Stop();
+      // Draining is bounded: a source stuck beyond it (a hung server, a disk that never
+      // frees) must not keep the process from exiting. Nothing unsynced was acknowledged.
+      sigset_t usr1;
+      sigemptyset(&usr1);
+      sigaddset(&usr1, SIGUSR1);
+      const timespec limit{kDrainSeconds, 0};
+      if (sigtimedwait(&usr1, nullptr, &limit) < 0) {
+        spdlog::error("event=drain_timeout seconds={} action=exit", kDrainSeconds);
+        std::_Exit(1);
+      }
       return;
     }
   });

@@ -336,8 +336,11 @@ absl::Status ReplicationConnection::SendStatus(Lsn write, Lsn flush, Lsn apply,
 }
 
 absl::StatusOr<TimelineEnd> ReplicationConnection::FinishTimeline() {
-  // libpq reports COPY_IN until we close our half of the CopyBoth (PROTOCOLS.md H.1).
-  if (PQputCopyEnd(impl_->conn, nullptr) != 1) return impl_->Error("end copy");
+  // libpq reports COPY_IN until we close our half of the CopyBoth (PROTOCOLS.md H.1). When
+  // the server ended the COPY because it is shutting down, libpq may already have left the
+  // COPY state: closing our half then fails, and what the server sent next says the rest.
+  const bool closed = PQputCopyEnd(impl_->conn, nullptr) == 1;
+  const std::string close_error = closed ? "" : OneLine(PQerrorMessage(impl_->conn));
   PQsetnonblocking(impl_->conn, 0);
   absl::optional<TimelineEnd> end;
   while (Result r{PQgetResult(impl_->conn)}) {
@@ -357,7 +360,9 @@ absl::StatusOr<TimelineEnd> ReplicationConnection::FinishTimeline() {
     }
   }
   if (!end.has_value()) {
-    return absl::UnavailableError("server ended streaming without naming the next timeline");
+    // A server that stops (shutdown, restart) ends streaming this way: reconnect later.
+    return absl::UnavailableError(absl::StrCat("server ended streaming without naming the next timeline",
+                                               closed ? "" : absl::StrCat(" (", close_error, ")")));
   }
   return *end;
 }

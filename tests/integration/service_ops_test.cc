@@ -101,6 +101,54 @@ TEST(DiskGuardTest, FullArchiveFileSystemStopsAcksAndSpaceResumesThem) {
   ASSERT_TRUE(verify);
 }
 
+// PostgreSQL stops: /healthz is 503 naming it within 10 s, the reconnects and the error by
+// code show in /metrics; it restarts (same data directory and port): 200 again, streaming on.
+TEST(PgHealthTest, ServerStopIsUnhealthyWithinTenSecondsAndRestartHeals) {
+  auto dir = tools::MakeTempDir("ferry-pghealth-test");
+  ASSERT_TRUE(dir.ok());
+  auto pg = LocalPostgres::Create({});
+  ASSERT_TRUE(pg.ok()) << pg.status();
+  auto port = tools::FindFreeLoopbackPort();
+  ASSERT_TRUE(port.ok());
+  const std::string config = *dir + "/ferry.toml";
+  std::ofstream(config) << "[archive]\npath = \"" << *dir << "/archive\"\n\n[http]\nlisten = \"127.0.0.1:" << *port
+                        << "\"\n\n[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << (*pg)->Conninfo()
+                        << "\"\nscheduled_backups = false\n";
+  FerryService ferry(config, *dir + "/ferry.log");
+  ASSERT_TRUE(ferry.Start().ok());
+  ASSERT_TRUE(WaitFor([&] { return FerryFlush(**pg).valid(); }, 30)) << ferry.Log();
+  httplib::Client http("127.0.0.1", *port);
+  auto status = [&] {
+    auto r = http.Get("/healthz");
+    return r ? r->status : 0;
+  };
+  ASSERT_EQ(status(), 200) << ferry.Log();
+
+  const int pg_port = (*pg)->port();
+  ASSERT_TRUE((*pg)->Stop().ok());
+  const auto stopped = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor([&] { return status() == 503; }, 10)) << ferry.Log();
+  EXPECT_LE(std::chrono::steady_clock::now() - stopped, std::chrono::seconds(10));
+  auto r = http.Get("/healthz");
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->body.find("source main down"), std::string::npos) << r->body;
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("ferry_errors_total{source=\"main\",kind=\"postgres\",code=\"UNAVAILABLE\"}"),
+            std::string::npos)
+      << metrics->body;
+
+  auto again = LocalPostgres::StartExisting((*pg)->data_dir(), pg_port);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(WaitFor([&] { return status() == 200; }, 60)) << ferry.Log();
+  Q(**again, "select pg_switch_wal()");
+  WaitUntilArchived(**again);
+  auto exit_code = ferry.Terminate();
+  ASSERT_TRUE(exit_code.ok() && *exit_code == 0) << ferry.Log();
+  again->reset();  // stop it before the original object removes the data directory
+  std::filesystem::remove_all(*dir);
+}
+
 // SIGHUP adds a source (it starts streaming) and removes it (its replica connection goes)
 // while the other source streams on; SIGTERM under load exits 0 and the slot never
 // claims more than the archive holds.

@@ -90,6 +90,13 @@ std::string MetricsText(const ServiceState& state) {
              });
   per_source("ferry_retention_deleted_total", "counter", "snapshots and files retention removed",
              [](const SourceState& s) { return absl::StrCat(s.retention_deleted); });
+  metric("ferry_errors_total", "counter", "streaming sessions that ended in an error, by status code");
+  for (const SourceState& s : state.sources) {
+    for (const auto& [code, n] : s.errors) {
+      absl::StrAppend(&out, "ferry_errors_total{source=\"", Label(s.name), "\",kind=\"", s.kind, "\",code=\"", code,
+                      "\"} ", n, "\n");
+    }
+  }
   // The durable-write (write + fdatasync) latency of each group commit, as a histogram.
   metric("ferry_sync_seconds", "histogram", "duration of each durable group-commit write");
   for (const SourceState& s : state.sources) {

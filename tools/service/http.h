@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -34,6 +35,7 @@ struct SourceState {
   double write_seconds = 0;
   std::vector<uint64_t> latency_buckets;
   uint64_t retention_deleted = 0;  // snapshots and files retention removed (this run)
+  std::map<std::string, uint64_t> errors;  // streaming sessions that ended in error, by status code
 };
 
 struct ServiceState {

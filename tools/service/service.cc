@@ -6,6 +6,7 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <random>
 
@@ -50,6 +51,7 @@ struct Service::SourceRunner {
   std::atomic<int64_t> down_since_us{pipeline::NowUnixMicros()};
   std::atomic<uint64_t> reconnects{0};
   std::atomic<uint64_t> retention_deleted{0};
+  std::map<std::string, uint64_t> errors ABSL_GUARDED_BY(mu);  // sessions that ended in error, by code
   void SetActive(std::function<void()> stop, std::function<std::string()> line) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     stop_active = std::move(stop);
     progress_line = std::move(line);
@@ -383,6 +385,7 @@ ServiceState Service::State() {
     s.retention_deleted = r->retention_deleted.load();
     {
       absl::MutexLock lock(&r->mu);
+      s.errors = r->errors;
       if (r->batcher != nullptr) {
         pipeline::StreamProgress& p = r->batcher->progress();
         s.received = p.received();
@@ -459,6 +462,10 @@ void Service::RunDrillSchedule() {
 absl::StatusOr<bool> Service::RetryAfter(SourceRunner* runner, const absl::Status& st, pipeline::Batcher& batcher,
                                           bool* was_down, absl::Duration* backoff) {
   if (st.ok()) return false;  // stopped on request, drained and acknowledged
+  {
+    absl::MutexLock lock(&runner->mu);
+    ++runner->errors[absl::StatusCodeToString(st.code())];
+  }
   if (!absl::IsUnavailable(st)) {
     (void)batcher.Stop();
     return st;
