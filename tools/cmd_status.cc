@@ -28,6 +28,7 @@ int CmdStatus(const std::string& config_path, bool json) {
   std::string host = config->http_listen.substr(0, colon);
   if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
   httplib::Client client(host, port);
+  if (!config->http_token.empty()) client.set_bearer_token_auth(config->http_token);
   auto res = client.Get("/status");
   if (!res || res->status != 200) {
     return Fail("status", absl::UnavailableError(absl::StrCat("no answer from the service at ", config->http_listen,

@@ -101,8 +101,9 @@ TEST(DiskGuardTest, FullArchiveFileSystemStopsAcksAndSpaceResumesThem) {
   ASSERT_TRUE(verify);
 }
 
-// PostgreSQL stops: /healthz is 503 naming it within 10 s, the reconnects and the error by
-// code show in /metrics; it restarts (same data directory and port): 200 again, streaming on.
+// PostgreSQL stops: /healthz is 503 naming it within 10 s, the error by code shows in
+// /metrics; it restarts (same data directory and port): 200 again, streaming on. The
+// endpoint requires the bearer token of [http] token_file.
 TEST(PgHealthTest, ServerStopIsUnhealthyWithinTenSecondsAndRestartHeals) {
   auto dir = tools::MakeTempDir("ferry-pghealth-test");
   ASSERT_TRUE(dir.ok());
@@ -111,18 +112,25 @@ TEST(PgHealthTest, ServerStopIsUnhealthyWithinTenSecondsAndRestartHeals) {
   auto port = tools::FindFreeLoopbackPort();
   ASSERT_TRUE(port.ok());
   const std::string config = *dir + "/ferry.toml";
+  std::ofstream(*dir + "/token") << "s3cret-token\n";
   std::ofstream(config) << "[archive]\npath = \"" << *dir << "/archive\"\n\n[http]\nlisten = \"127.0.0.1:" << *port
-                        << "\"\n\n[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << (*pg)->Conninfo()
+                        << "\"\ntoken_file = \"" << *dir << "/token\"\n\n[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << (*pg)->Conninfo()
                         << "\"\nscheduled_backups = false\n";
   FerryService ferry(config, *dir + "/ferry.log");
   ASSERT_TRUE(ferry.Start().ok());
   ASSERT_TRUE(WaitFor([&] { return FerryFlush(**pg).valid(); }, 30)) << ferry.Log();
+  httplib::Client anonymous("127.0.0.1", *port);
+  auto refused = anonymous.Get("/metrics");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 401);  // a token_file makes the endpoint require it
   httplib::Client http("127.0.0.1", *port);
+  http.set_bearer_token_auth("s3cret-token");
   auto status = [&] {
     auto r = http.Get("/healthz");
     return r ? r->status : 0;
   };
   ASSERT_EQ(status(), 200) << ferry.Log();
+  EXPECT_TRUE(RunFerrySucceeding({"status", "--config", config}, "ferry status with the token"));
 
   const int pg_port = (*pg)->port();
   ASSERT_TRUE((*pg)->Stop().ok());

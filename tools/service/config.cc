@@ -258,6 +258,14 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view ori
   if (t != nullptr) {
     TableReader r(*t, "http", origin);
     FERRY_RETURN_IF_ERROR(r.String("listen", &c.http_listen));
+    std::string token_file;
+    FERRY_RETURN_IF_ERROR(r.String("token_file", &token_file));
+    if (!token_file.empty()) {
+      auto token = storage::ReadWholeFile(token_file);
+      if (!token.ok()) return r.Error("token_file", token.status().message());
+      c.http_token = std::string(absl::StripAsciiWhitespace(*token));
+      if (c.http_token.empty()) return r.Error("token_file", absl::StrCat(token_file, " is empty"));
+    }
     FERRY_RETURN_IF_ERROR(r.CheckUnknown());
   }
   top.Skip("kafka");

@@ -57,6 +57,7 @@ struct Config {
   // taken; 0 (the default) takes it without pausing, at the cost of exactness for Redis.
   absl::Duration mark_pause_redis = absl::ZeroDuration();
   std::string http_listen;  // empty: no HTTP endpoint
+  std::string http_token;   // from [http] token_file: requests must carry "Authorization: Bearer <it>"
   // `ferry run` restores every source in a scratch directory this often (ferry drill);
   // zero turns the schedule off.
   absl::Duration drill_every = absl::Hours(24 * 7);

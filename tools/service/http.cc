@@ -193,7 +193,7 @@ std::string StatusJson(const ServiceState& state) {
   return std::string(buf.GetString(), buf.GetSize());
 }
 
-absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& listen,
+absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& listen, const std::string& token,
                                                                   std::function<ServiceState()> state) {
   const size_t colon = listen.rfind(':');
   int port = -1;
@@ -203,6 +203,15 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::str
   const std::string host = listen.substr(0, colon);
   std::unique_ptr<HttpEndpoint> e(new HttpEndpoint());
   e->server_ = std::make_unique<httplib::Server>();
+  if (!token.empty()) {
+    const std::string expected = "Bearer " + token;
+    e->server_->set_pre_routing_handler([expected](const httplib::Request& req, httplib::Response& res) {
+      if (req.get_header_value("Authorization") == expected) return httplib::Server::HandlerResponse::Unhandled;
+      res.status = 401;
+      res.set_content("a bearer token is required (the service's [http] token_file)\n", "text/plain");
+      return httplib::Server::HandlerResponse::Handled;
+    });
+  }
   e->server_->Get("/healthz", [state](const httplib::Request&, httplib::Response& res) {
     const std::vector<std::string> why = Unhealthy(state());
     res.status = why.empty() ? 200 : 503;

@@ -56,8 +56,9 @@ std::string StatusJson(const ServiceState& state);
 class HttpEndpoint {
  public:
   // Binds `listen` ("host:port"; port 0 picks a free one) now — an address in use is an error
-  // at start-up, not later — and serves on a thread of its own until destroyed.
-  static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Start(const std::string& listen,
+  // at start-up, not later — and serves on a thread of its own until destroyed. With a
+  // token, every request must carry "Authorization: Bearer <token>" (else 401).
+  static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Start(const std::string& listen, const std::string& token,
                                                              std::function<ServiceState()> state);
   ~HttpEndpoint();
   int port() const { return port_; }

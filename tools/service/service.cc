@@ -249,7 +249,7 @@ absl::Status Service::Run() {
   if (config_.drill_every > absl::ZeroDuration()) driller = std::thread([this] { RunDrillSchedule(); });
   std::unique_ptr<HttpEndpoint> http;
   if (!config_.http_listen.empty()) {
-    auto started = HttpEndpoint::Start(config_.http_listen, [this] { return State(); });
+    auto started = HttpEndpoint::Start(config_.http_listen, config_.http_token, [this] { return State(); });
     if (started.ok()) {
       http = std::move(*started);
       spdlog::info("event=http listen={} port={}", config_.http_listen, http->port());
