@@ -36,6 +36,7 @@ struct Service::SourceRunner {
   std::once_flag joined;
   bool retired = false;        // removed or replaced by a reload (guarded by the service's mu_)
   bool joined_by_run = false;  // Run has joined it (guarded by the service's mu_)
+  std::atomic<bool> ended{false};  // its streaming thread has returned (stopped or failed)
   std::thread thread;
   std::thread backup_thread;
   std::atomic<bool> cancel_backup{false};
@@ -168,6 +169,7 @@ void Service::StartRunner(SourceRunner* raw) {
     if (!raw->result.ok()) {
       spdlog::error("source={} event=stopped error=\"{}\"", raw->config->name, raw->result.ToString());
     }
+    raw->ended = true;
   });
   if (raw->config->scheduled_backups) {
     raw->backup_thread = std::thread([this, raw] { RunBackupSchedule(raw); });
@@ -211,7 +213,10 @@ void Service::Reload(const Config& next) {
     for (auto& r : runners_) {
       if (r->retired) continue;
       bool keep = false;
-      for (const SourceConfig& sc : next.sources) keep = keep || (sc.name == r->config->name && SameSource(sc, *r->config));
+      // A source that stopped on a fatal error starts again on a reload, as after a restart.
+      for (const SourceConfig& sc : next.sources) {
+        keep = keep || (sc.name == r->config->name && SameSource(sc, *r->config) && !r->ended);
+      }
       if (!keep) {
         r->retired = true;
         retire.push_back(r.get());

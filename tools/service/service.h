@@ -45,8 +45,9 @@ class Service {
   // fatal error of any source. Connection loss is retried with backoff, not fatal.
   absl::Status Run();
   void Stop();
-  // SIGHUP: starts the sources `next` adds, stops those it removes, restarts those it changes;
-  // the others are not touched. Archive and http settings change only with a restart.
+  // SIGHUP: starts the sources `next` adds, stops those it removes, restarts those it changes
+  // or that have stopped on a fatal error; the others are not touched. Archive and http
+  // settings change only with a restart.
   void Reload(const Config& next);
 
  private:
