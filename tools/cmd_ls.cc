@@ -110,16 +110,16 @@ int CmdLs(const std::string& archive_path, bool json) {
       }
     }
     out += "]";
-    absl::StatusOr<PgWindow> window = absl::NotFoundError("");
+    absl::StatusOr<RestoreWindow> window = absl::NotFoundError("");
     if (identity["kind"] == "postgres") {
       auto wal = (*archive)->Stream(src, pipeline::StreamKind::kPgWal);
-      if (wal.ok()) window = RestorableWindow(**wal, **store);
+      if (wal.ok()) window = PgRestorableWindow(**wal, **store);
     } else if (redis) {
       auto commands = (*archive)->Stream(src, pipeline::StreamKind::kRedisCommands);
       if (commands.ok()) window = RedisRestorableWindow(**commands, **store);
     }
     if (window.ok()) {
-      const PgWindow& w = *window;
+      const RestoreWindow& w = *window;
       if (w.valid) {
         absl::StrAppend(&out, ",\"restorable\":{\"earliest\":", JsonString(pipeline::FormatUnixMicros(w.earliest)),
                         ",\"latest\":", JsonString(pipeline::FormatUnixMicros(w.latest)), "}");

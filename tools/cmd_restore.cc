@@ -4,11 +4,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "tools/commands.h"
 #include "tools/restore/pg_restore.h"
 #include "tools/restore/restore_all.h"
-#include "tools/sandbox/local_postgres.h"
 #include "tools/sandbox/pg_steps.h"
 
 namespace ferry::tools {

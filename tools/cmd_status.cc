@@ -5,11 +5,11 @@
 
 #include <cstdio>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "tools/commands.h"
 #include "tools/service/config.h"
+#include "tools/service/http.h"
 
 namespace ferry::tools {
 
@@ -20,14 +20,11 @@ int CmdStatus(const std::string& config_path, bool json) {
     return Fail("status", absl::FailedPreconditionError(absl::StrCat(
                               config_path, " has no [http] listen: the service publishes its state there; add it and restart")));
   }
-  const size_t colon = config->http_listen.rfind(':');
-  int port = 0;
-  if (colon == std::string::npos || !absl::SimpleAtoi(config->http_listen.substr(colon + 1), &port)) {
-    return Fail("status", absl::InvalidArgumentError(absl::StrCat("http.listen \"", config->http_listen, "\" is not host:port")));
-  }
-  std::string host = config->http_listen.substr(0, colon);
-  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
-  httplib::Client client(host, port);
+  auto address = ParseListen(config->http_listen);
+  if (!address.ok()) return Fail("status", address.status());
+  // A service listening on every address is reached on loopback.
+  const std::string host = address->host.empty() || address->host == "0.0.0.0" ? "127.0.0.1" : address->host;
+  httplib::Client client(host, address->port);
   if (!config->http_token.empty()) client.set_bearer_token_auth(config->http_token);
   auto res = client.Get("/status");
   if (!res || res->status != 200) {

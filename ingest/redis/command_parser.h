@@ -14,9 +14,14 @@ struct redisReader;
 
 namespace ferry::ingest::redis {
 
+// Arguments kept in Command::argv: the name and the first argument are all anyone looks at
+// (SELECT <db>, REPLCONF GETACK); copying every value would double the bytes copied.
+inline constexpr size_t kCommandArgsKept = 2;
+
 struct Command {
   std::string raw;                // the command's bytes as they were in the stream
-  std::vector<std::string> argv;  // its arguments
+  std::vector<std::string> argv;  // its first kCommandArgsKept arguments
+  size_t argc = 0;                // how many arguments it has
 };
 
 class CommandParser {
@@ -34,11 +39,12 @@ class CommandParser {
   absl::StatusOr<bool> Next(Command* out);
 
   // Bytes fed that are not yet part of a returned command.
-  size_t pending() const { return pending_.size(); }
+  size_t pending() const { return pending_.size() - start_; }
 
  private:
   redisReader* reader_;
-  std::string pending_;   // fed bytes from the end of the last returned command on
+  std::string pending_;   // fed bytes; those from start_ on are not part of a returned command
+  size_t start_ = 0;
   uint64_t consumed_ = 0; // bytes of all returned commands
 };
 

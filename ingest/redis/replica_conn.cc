@@ -255,7 +255,11 @@ absl::Status ReplicaConnection::ReadStream(std::string* out, int timeout_ms, int
     FERRY_ASSIGN_OR_RETURN(bool got, Fill(timeout_ms, wake_fd));
     if (!got) return absl::OkStatus();
   }
-  out->append(in_);
+  if (out->empty()) {
+    out->swap(in_);  // no copy on the streaming path
+  } else {
+    out->append(in_);
+  }
   in_.clear();
   return absl::OkStatus();
 }

@@ -22,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "ingest/redis/client.h"
 #include "pipeline/position.h"
 #include "tests/fixtures/ferry_process.h"
 #include "tests/fixtures/pg_cluster.h"
@@ -68,15 +69,11 @@ class Conn {
   redisContext* c_ = nullptr;
 };
 
+// One INFO field of the server ("" when it has none).
 std::string Info(const LocalRedis& r, const std::string& field) {
-  auto info = r.Command({"INFO", "all"});
-  EXPECT_TRUE(info.ok()) << info.status();
-  if (!info.ok()) return "";
-  const std::string key = field + ":";
-  const size_t at = info->find("\n" + key);
-  if (at == std::string::npos) return "";
-  const size_t from = at + 1 + key.size();
-  return info->substr(from, info->find('\r', from) - from);
+  auto value = ingest::redis::RedisInfoField(r.Endpoint(), field);
+  EXPECT_TRUE(value.ok() || absl::IsNotFound(value.status())) << value.status();
+  return value.value_or("");
 }
 
 std::string Digest(const LocalRedis& r) {
@@ -211,8 +208,7 @@ TEST_P(RedisPitrTest, RestoresEachInstantByTimeAndOffset) {
   ASSERT_TRUE(exit_code.ok() && *exit_code == 0) << s.ferry->Log();
   EXPECT_TRUE(absl::StrContains(s.ferry->Log(), "event=full_resync epoch=1")) << s.ferry->Log();
 
-  auto verify = RunFerry({"verify", "--archive", s.archive});
-  ASSERT_TRUE(verify.ok() && verify->exit_code == 0) << (verify.ok() ? verify->out + verify->err : "");
+  ASSERT_TRUE(RunFerrySucceeding({"verify", "--archive", s.archive}, "verify"));
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(RestoreAndDigest(s, absl::StrCat("t", i), {"--time", times[i]}), digests[i]) << "T" << i + 1;
   }
@@ -247,8 +243,7 @@ TEST(RedisResumeTest, KillNineThenPartialResyncWithoutGapOrDuplicate) {
   const std::string digest = Digest(*s.primary);
   ASSERT_TRUE(s.ferry->Terminate().ok());
   EXPECT_TRUE(absl::StrContains(s.ferry->Log(), "sync=partial")) << s.ferry->Log();
-  auto verify = RunFerry({"verify", "--archive", s.archive});
-  ASSERT_TRUE(verify.ok() && verify->exit_code == 0) << (verify.ok() ? verify->out + verify->err : "");
+  ASSERT_TRUE(RunFerrySucceeding({"verify", "--archive", s.archive}, "verify"));
   EXPECT_EQ(RestoreAndDigest(s, "latest", {"--latest"}), digest);
 }
 
@@ -303,8 +298,7 @@ TEST(RedisFailoverTest, PromotedReplicaContinuesWithPartialResync) {
   EXPECT_EQ(Info(**replica, "sync_partial_ok"), "1") << s.ferry->Log();
   const std::string digest = Digest(**replica);
   ASSERT_TRUE(s.ferry->Terminate().ok());
-  auto verify = RunFerry({"verify", "--archive", s.archive});
-  ASSERT_TRUE(verify.ok() && verify->exit_code == 0) << (verify.ok() ? verify->out + verify->err : "");
+  ASSERT_TRUE(RunFerrySucceeding({"verify", "--archive", s.archive}, "verify"));
   EXPECT_EQ(RestoreAndDigest(s, "latest", {"--latest"}), digest);
 }
 
@@ -348,8 +342,7 @@ TEST(RedisSnapshotTest, ScheduledSnapshotsWhileStreamingAndRetention) {
   EXPECT_EQ(log.find("event=full_resync"), log.rfind("event=full_resync")) << "the stream was interrupted:\n" << log;
   EXPECT_FALSE(absl::StrContains(log, "event=disconnected")) << log;
 
-  auto verify = RunFerry({"verify", "--archive", s.archive});
-  ASSERT_TRUE(verify.ok() && verify->exit_code == 0) << (verify.ok() ? verify->out + verify->err : "");
+  ASSERT_TRUE(RunFerrySucceeding({"verify", "--archive", s.archive}, "verify"));
   auto ls = RunFerry({"ls", "--archive", s.archive, "--json"});
   ASSERT_TRUE(ls.ok() && ls->exit_code == 0);
   EXPECT_FALSE(absl::StrContains(ls->out, "\"start\":\"0\"")) << "no command segment was expired: " << ls->out;
@@ -498,8 +491,7 @@ TEST(RedisMalformedTest, BadRespStopsWithAClearErrorAndAnArchiveThatVerifies) {
   auto exit_code = ferry.Terminate();
   ASSERT_TRUE(exit_code.ok());
   EXPECT_NE(*exit_code, 0) << ferry.Log();
-  auto verify = RunFerry({"verify", "--archive", archive});
-  ASSERT_TRUE(verify.ok() && verify->exit_code == 0) << (verify.ok() ? verify->out + verify->err : "");
+  ASSERT_TRUE(RunFerrySucceeding({"verify", "--archive", archive}, "verify"));
   RedisSetup view;
   view.dir = *dir;
   view.archive = archive;

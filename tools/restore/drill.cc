@@ -29,13 +29,13 @@ double SecondsSince(std::chrono::steady_clock::time_point t0) {
 }
 
 // The source's restorable window, from the archive alone.
-absl::StatusOr<PgWindow> WindowOf(const std::string& archive_path, const SourceConfig& sc) {
+absl::StatusOr<RestoreWindow> WindowOf(const std::string& archive_path, const SourceConfig& sc) {
   FERRY_ASSIGN_OR_RETURN(auto archive, storage::Archive::Open(archive_path, storage::ArchiveOptions{}));
   const bool redis = sc.kind == "redis";
   FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log,
                          archive->Stream(sc.name, redis ? pipeline::StreamKind::kRedisCommands : pipeline::StreamKind::kPgWal));
   FERRY_ASSIGN_OR_RETURN(auto store, storage::SnapshotStore::Open(archive->SnapshotDir(sc.name), false));
-  return redis ? RedisRestorableWindow(*log, *store) : RestorableWindow(*log, *store);
+  return redis ? RedisRestorableWindow(*log, *store) : PgRestorableWindow(*log, *store);
 }
 
 // Row counts of every table in every database that accepts connections.
@@ -62,7 +62,7 @@ void Check(SourceDrill& d, const std::string& name, const absl::Status& st, cons
   d.checks.push_back({name, st.ok(), st.ok() ? detail : std::string(st.message())});
 }
 
-SourceDrill DrillPostgres(const Config& config, const SourceConfig& sc, const PgWindow& window,
+SourceDrill DrillPostgres(const Config& config, const SourceConfig& sc, const RestoreWindow& window,
                           pipeline::UnixMicros at, bool latest, const std::string& scratch,
                           const std::string& ferry_binary) {
   SourceDrill d{sc.name, "postgres", latest ? "latest" : pipeline::FormatUnixMicros(at)};
@@ -98,7 +98,7 @@ SourceDrill DrillPostgres(const Config& config, const SourceConfig& sc, const Pg
   return d;
 }
 
-SourceDrill DrillRedis(const Config& config, const SourceConfig& sc, const PgWindow& window, pipeline::UnixMicros at,
+SourceDrill DrillRedis(const Config& config, const SourceConfig& sc, const RestoreWindow& window, pipeline::UnixMicros at,
                        bool latest, const std::string& scratch) {
   SourceDrill d{sc.name, "redis", latest ? "latest" : pipeline::FormatUnixMicros(at)};
   RedisTarget t;

@@ -237,8 +237,8 @@ absl::StatusOr<PgRestorePlan> PlanPgRestore(const storage::StreamLog& wal,
   return plan;
 }
 
-PgWindow RestorableWindow(const storage::StreamLog& wal, const storage::SnapshotStore& snapshots) {
-  PgWindow w;
+RestoreWindow PgRestorableWindow(const storage::StreamLog& wal, const storage::SnapshotStore& snapshots) {
+  RestoreWindow w;
   w.why_not = "no base backup yet";
   const auto& frames = wal.frames();
   for (const auto& m : snapshots.snapshots()) {

@@ -42,16 +42,19 @@ absl::StatusOr<PgRestorePlan> PlanPgRestore(const storage::StreamLog& wal,
                                             const PgTarget& target, uint64_t segment_bytes,
                                             uint64_t system_id);
 
-// The restorable window of a source: from the end of the oldest snapshot whose WAL is
-// complete up to the archive's end, to the last archived commit. `valid` false when nothing
-// can be restored yet (no snapshot, or its WAL is incomplete).
-struct PgWindow {
+// The restorable window of a source (PostgreSQL or Redis): the earliest and latest instant a
+// restore can reach. `valid` false when nothing can be restored yet.
+struct RestoreWindow {
   bool valid = false;
   pipeline::UnixMicros earliest = 0;
-  pipeline::UnixMicros latest = 0;  // the last commit; --latest reaches it
+  pipeline::UnixMicros latest = 0;  // what --latest reaches
   std::string why_not;              // when !valid
 };
-PgWindow RestorableWindow(const storage::StreamLog& wal, const storage::SnapshotStore& snapshots);
+
+// PostgreSQL's: from the end of the oldest snapshot whose WAL is complete up to the
+// archive's end, to the last archived commit (invalid without a snapshot, or when its WAL is
+// incomplete).
+RestoreWindow PgRestorableWindow(const storage::StreamLog& wal, const storage::SnapshotStore& snapshots);
 
 // Writes the snapshot's files into `target`, which must not exist or be empty
 // (kFailedPrecondition otherwise, before anything is written). progress(done, total) in bytes.

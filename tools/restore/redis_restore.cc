@@ -4,7 +4,6 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <map>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -113,7 +112,7 @@ absl::StatusOr<int> SelectedDbAt(const storage::StreamLog& log, uint32_t epoch, 
       if (rec.end_pos > offset) break;
       parser.Feed(rec.payload);
       FERRY_ASSIGN_OR_RETURN(bool got, parser.Next(&cmd));
-      if (got && cmd.argv.size() == 2 && strcasecmp(cmd.argv[0].c_str(), "SELECT") == 0) {
+      if (got && cmd.argc == 2 && strcasecmp(cmd.argv[0].c_str(), "SELECT") == 0) {
         (void)absl::SimpleAtoi(cmd.argv[1], &db);
       }
     }
@@ -218,8 +217,8 @@ absl::StatusOr<RedisRestorePlan> PlanRedisRestore(const storage::StreamLog& log,
   return plan;
 }
 
-PgWindow RedisRestorableWindow(const storage::StreamLog& log, const storage::SnapshotStore& snapshots) {
-  PgWindow w;
+RestoreWindow RedisRestorableWindow(const storage::StreamLog& log, const storage::SnapshotStore& snapshots) {
+  RestoreWindow w;
   const std::vector<RdbSnapshot> snaps = RdbSnapshots(snapshots);
   if (snaps.empty()) {
     w.why_not = "no Redis snapshot yet";

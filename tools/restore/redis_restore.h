@@ -40,8 +40,8 @@ absl::StatusOr<RedisRestorePlan> PlanRedisRestore(const storage::StreamLog& log,
                                                   const RedisTarget& target);
 
 // The restorable window of a Redis source: from the end of its oldest snapshot to the last
-// archived frame (ferry's clock). Shares PgWindow's shape.
-PgWindow RedisRestorableWindow(const storage::StreamLog& log, const storage::SnapshotStore& snapshots);
+// archived frame (ferry's clock).
+RestoreWindow RedisRestorableWindow(const storage::StreamLog& log, const storage::SnapshotStore& snapshots);
 
 // Names of what RestoreRedisTo writes under `to`.
 inline constexpr char kAofDirName[] = "appendonlydir";

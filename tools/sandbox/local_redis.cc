@@ -141,12 +141,16 @@ absl::Status LocalRedis::WaitReady(int timeout_seconds) {
                                                   timeout_seconds, " s: ", LogTail()));
 }
 
-absl::StatusOr<std::string> LocalRedis::Command(const std::vector<std::string>& argv) const {
+ingest::redis::RedisEndpoint LocalRedis::Endpoint() const {
   ingest::redis::RedisEndpoint e;
   e.port = port_;
   e.user = auth_user_;
   e.password = auth_password_;
-  return ingest::redis::RunRedisCommand(e, argv);
+  return e;
+}
+
+absl::StatusOr<std::string> LocalRedis::Command(const std::vector<std::string>& argv) const {
+  return ingest::redis::RunRedisCommand(Endpoint(), argv);
 }
 
 absl::Status LocalRedis::Stop() {

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "ingest/redis/replica_conn.h"
 
 namespace ferry::tools {
 
@@ -41,6 +42,8 @@ class LocalRedis {
   int pid() const { return pid_; }
   const std::string& dir() const { return dir_; }
   std::string Address() const;  // "127.0.0.1:port"
+  // How a client reaches it (with the AUTH the options gave), for ingest/redis/client.h.
+  ingest::redis::RedisEndpoint Endpoint() const;
 
   // Runs one command and returns its reply as text: a status or bulk string as is, an
   // integer in decimal, nil as "(nil)", an array as its elements one per line. A Redis error

@@ -18,6 +18,7 @@
 #include "pipeline/check.h"
 #include "storage/archive.h"
 #include "storage/durable_file.h"
+#include "tools/service/http.h"
 
 namespace ferry::tools {
 namespace {
@@ -258,6 +259,9 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view ori
   if (t != nullptr) {
     TableReader r(*t, "http", origin);
     FERRY_RETURN_IF_ERROR(r.String("listen", &c.http_listen));
+    if (auto listen = ParseListen(c.http_listen); !c.http_listen.empty() && !listen.ok()) {
+      return r.Error("listen", "expected host:port, e.g. \"127.0.0.1:9187\"");
+    }
     std::string token_file;
     FERRY_RETURN_IF_ERROR(r.String("token_file", &token_file));
     if (!token_file.empty()) {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "pipeline/batcher.h"
+#include "pipeline/check.h"
 
 namespace ferry::tools {
 namespace {
@@ -193,14 +194,22 @@ std::string StatusJson(const ServiceState& state) {
   return std::string(buf.GetString(), buf.GetSize());
 }
 
-absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& listen, const std::string& token,
-                                                                  std::function<ServiceState()> state) {
+absl::StatusOr<ListenAddress> ParseListen(const std::string& listen) {
   const size_t colon = listen.rfind(':');
-  int port = -1;
-  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 || port > 65535) {
+  ListenAddress a;
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &a.port) || a.port < 0 ||
+      a.port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("http.listen \"", listen, "\": expected host:port"));
   }
-  const std::string host = listen.substr(0, colon);
+  a.host = listen.substr(0, colon);
+  return a;
+}
+
+absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& listen, const std::string& token,
+                                                                  std::function<ServiceState()> state) {
+  FERRY_ASSIGN_OR_RETURN(const ListenAddress address, ParseListen(listen));
+  const std::string& host = address.host;
+  const int port = address.port;
   std::unique_ptr<HttpEndpoint> e(new HttpEndpoint());
   e->server_ = std::make_unique<httplib::Server>();
   if (!token.empty()) {

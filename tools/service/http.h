@@ -53,6 +53,13 @@ std::vector<std::string> Unhealthy(const ServiceState& state);
 std::string MetricsText(const ServiceState& state);
 std::string StatusJson(const ServiceState& state);
 
+// "host:port" of [http] listen; kInvalidArgument naming the text otherwise.
+struct ListenAddress {
+  std::string host;
+  int port = 0;
+};
+absl::StatusOr<ListenAddress> ParseListen(const std::string& listen);
+
 class HttpEndpoint {
  public:
   // Binds `listen` ("host:port"; port 0 picks a free one) now — an address in use is an error
