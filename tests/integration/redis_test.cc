@@ -397,7 +397,6 @@ TEST(RedisAuthTest, AclUserWithPasswordFromAFile) {
   // The default user is off: only ferry's AUTH gets it in, and it shows as a replica.
   EXPECT_TRUE(WaitFor([&] { return absl::StrContains(Info(**primary, "slave0"), "state=online"); }, 30)) << ferry.Log();
   ASSERT_TRUE(ferry.Terminate().ok());
-  std::filesystem::remove_all(*dir);
 }
 
 // A TCP relay between ferry and a real Redis that the test controls: it passes every byte
@@ -496,7 +495,6 @@ TEST(RedisMalformedTest, BadRespStopsWithAClearErrorAndAnArchiveThatVerifies) {
   view.dir = *dir;
   view.archive = archive;
   EXPECT_EQ(RestoreAndDigest(view, "latest", {"--latest"}), digest);
-  std::filesystem::remove_all(*dir);
 }
 
 }  // namespace

@@ -3,7 +3,6 @@
 // `--mark` gives exactly the marked point, even with writes right after it.
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -66,18 +65,6 @@ struct Servers {
   std::unique_ptr<LocalPostgres> pg;
   std::unique_ptr<LocalRedis> redis;
   std::unique_ptr<FerryService> ferry;
-
-  Servers() = default;
-  Servers(Servers&&) = default;
-  ~Servers() {
-    ferry.reset();
-    redis.reset();
-    pg.reset();
-    if (!dir.empty() && std::getenv("FERRY_KEEP_TEST_DIRS") == nullptr) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  }
 };
 
 // `head` goes before every table of the config (top-level keys), `archive_extra` into [archive].

@@ -40,14 +40,10 @@ TEST(DiskGuardTest, FullArchiveFileSystemStopsAcksAndSpaceResumesThem) {
   // A file system of its own, small enough to fill: the test runs as root in CI.
   ASSERT_EQ(mount("tmpfs", fs_dir.c_str(), "tmpfs", 0, "size=64m"), 0)
       << "mount tmpfs on " << fs_dir << ": " << std::strerror(errno) << " (the test needs root)";
-  struct Cleanup {
-    std::string fs, dir;
-    ~Cleanup() {
-      umount2(fs.c_str(), MNT_DETACH);
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  } cleanup{fs_dir, *dir};
+  struct Unmount {
+    std::string fs;
+    ~Unmount() { umount2(fs.c_str(), MNT_DETACH); }
+  } unmount{fs_dir};
   const std::string archive = fs_dir + "/archive";
 
   auto pg = LocalPostgres::Create({.settings = {"synchronous_standby_names = 'ferry_main'"}});
@@ -154,7 +150,6 @@ TEST(PgHealthTest, ServerStopIsUnhealthyWithinTenSecondsAndRestartHeals) {
   auto exit_code = ferry.Terminate();
   ASSERT_TRUE(exit_code.ok() && *exit_code == 0) << ferry.Log();
   again->reset();  // stop it before the original object removes the data directory
-  std::filesystem::remove_all(*dir);
 }
 
 // SIGHUP adds a source (it starts streaming) and removes it (its replica connection goes)
@@ -217,7 +212,6 @@ TEST(ReloadTest, SighupAddsAndRemovesSourcesAndSigtermUnderLoadExitsZero) {
   auto end = pipeline::Lsn::Parse(ls->out.substr(at + 7, ls->out.find('"', at + 7) - at - 7));
   ASSERT_TRUE(end.ok()) << ls->out;
   EXPECT_LE(slot->value(), end->value()) << "acknowledged " << slot->ToString() << " but archived only " << end->ToString();
-  std::filesystem::remove_all(*dir);
 }
 
 }  // namespace

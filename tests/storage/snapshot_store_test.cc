@@ -13,16 +13,12 @@
 #include <gtest/gtest.h>
 
 #include "storage/chunker.h"
+#include "tests/fixtures/scratch.h"
 
 namespace ferry::storage {
 namespace {
 
-std::string TempDir() {
-  char tmpl[] = "/tmp/ferry-snap-test-XXXXXX";
-  char* d = mkdtemp(tmpl);
-  EXPECT_NE(d, nullptr);
-  return d;
-}
+using ::ferry::testing::TestDir;
 
 std::string RandomBytes(size_t n, uint32_t seed) {
   std::mt19937_64 rng(seed);
@@ -108,7 +104,7 @@ std::string ReadBack(const SnapshotStore& store, const SnapshotEntry& e) {
 }
 
 TEST(SnapshotStoreTest, RoundTripAndDedup) {
-  const std::string dir = TempDir();
+  const std::string dir = TestDir("ferry-snap-test");
   const std::string big = RandomBytes(3 << 20, 3);
   const std::string text(2 << 20, 'x');  // compressible
   {
@@ -142,7 +138,7 @@ TEST(SnapshotStoreTest, RoundTripAndDedup) {
 }
 
 TEST(SnapshotStoreTest, OneWriterAtATimeAndUncommittedIsInvisible) {
-  const std::string dir = TempDir();
+  const std::string dir = TestDir("ferry-snap-test");
   auto store = SnapshotStore::Open(dir, true);
   ASSERT_TRUE(store.ok());
   {
@@ -168,7 +164,7 @@ TEST(SnapshotStoreTest, OneWriterAtATimeAndUncommittedIsInvisible) {
 }
 
 TEST(SnapshotStoreTest, DamageIsReportedNotReturned) {
-  const std::string dir = TempDir();
+  const std::string dir = TestDir("ferry-snap-test");
   auto store = SnapshotStore::Open(dir, true);
   ASSERT_TRUE(store.ok());
   const std::string data = RandomBytes(1 << 20, 5);
@@ -199,7 +195,7 @@ TEST(SnapshotStoreTest, DamageIsReportedNotReturned) {
 }
 
 TEST(SnapshotStoreTest, GarbageCollectionKeepsSharedPacks) {
-  const std::string dir = TempDir();
+  const std::string dir = TestDir("ferry-snap-test");
   auto store = SnapshotStore::Open(dir, true);
   ASSERT_TRUE(store.ok());
   const std::string a = RandomBytes(1 << 20, 6), b = RandomBytes(1 << 20, 7);

@@ -16,9 +16,12 @@
 #include "pipeline/batcher.h"
 #include "storage/archive.h"
 #include "storage/segment_format.h"
+#include "tests/fixtures/scratch.h"
 
 namespace ferry::storage {
 namespace {
+
+using ::ferry::testing::TestDir;
 
 using pipeline::EncodedFrames;
 using pipeline::Record;
@@ -29,13 +32,6 @@ StreamLogOptions Writable(WriterKind kind = WriterKind::kPosix, uint64_t segment
   o.segment_bytes = segment_bytes;
   o.read_only = false;
   return o;
-}
-
-std::string TempDir() {
-  char tmpl[] = "/tmp/ferry-test-XXXXXX";
-  char* d = mkdtemp(tmpl);
-  EXPECT_NE(d, nullptr);
-  return d;
 }
 
 // Encodes `n` frames of contiguous records starting at *pos.
@@ -78,7 +74,7 @@ class StreamLogWriterTest : public ::testing::TestWithParam<WriterKind> {};
 // Model-based: random appends and reopens; the log always reads back exactly what the model
 // holds, across segment rolls, whichever writer wrote it.
 TEST_P(StreamLogWriterTest, MatchesModelAcrossReopensAndRolls) {
-  const std::string dir = TempDir();
+  const std::string dir = TestDir("ferry-test");
   std::mt19937 rng(7);
   std::string model;
   uint64_t pos = 1000;
@@ -117,7 +113,7 @@ struct Written {
 
 Written WriteSome(int frames) {
   Written w;
-  w.dir = TempDir();
+  w.dir = TestDir("ferry-test");
   std::mt19937 rng(11);
   uint64_t pos = 0;
   auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, Writable());
@@ -206,7 +202,7 @@ TEST(StreamLogRecoveryTest, FlippedByteMidSegmentIsDataLossNamingFileAndOffset) 
 }
 
 TEST(StreamLogRecoveryTest, VerifyReportsDamageInSealedSegment) {
-  const std::string dir = TempDir();
+  const std::string dir = TestDir("ferry-test");
   std::mt19937 rng(3);
   std::string model;
   uint64_t pos = 0;
@@ -234,7 +230,7 @@ TEST(StreamLogRecoveryTest, VerifyReportsDamageInSealedSegment) {
 
 // The batcher over a real StreamLog: synced follows what is durable, gaps are refused.
 TEST(BatcherTest, SyncedFollowsDurableFramesAndGapsAreRefused) {
-  const std::string dir = TempDir();
+  const std::string dir = TestDir("ferry-test");
   auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, Writable());
   ASSERT_TRUE(log.ok());
   pipeline::Batcher batcher(log->get(), pipeline::AckPolicy::kLocal, {});
@@ -264,7 +260,7 @@ TEST(BatcherTest, SyncedFollowsDurableFramesAndGapsAreRefused) {
 // The disk-space guard: while held, nothing is written, synced or acknowledged; released,
 // everything queued is written in order; stopped while held, Drain says why.
 TEST(BatcherTest, HoldWritesNothingUntilReleased) {
-  const std::string dir = TempDir();
+  const std::string dir = TestDir("ferry-test");
   auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, Writable());
   ASSERT_TRUE(log.ok());
   std::atomic<bool> hold{true};
@@ -306,7 +302,7 @@ TEST(BatcherTest, HoldWritesNothingUntilReleased) {
 }
 
 TEST(ArchiveTest, SecondWriterIsRefusedAndMissingArchiveIsNamed) {
-  const std::string dir = TempDir() + "/a";
+  const std::string dir = TestDir("ferry-test") + "/a";
   ArchiveOptions w;
   w.writable = true;
   auto first = Archive::Open(dir, w);

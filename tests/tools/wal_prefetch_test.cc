@@ -16,19 +16,15 @@
 
 #include "ingest/pg/replication_conn.h"
 #include "storage/durable_file.h"
+#include "tests/fixtures/scratch.h"
 #include "tools/restore/wal_fetch.h"
 
 namespace ferry::tools {
 namespace {
 
-constexpr uint64_t kSeg = 1 << 20;  // PostgreSQL's smallest WAL segment size
+using ::ferry::testing::TestDir;
 
-std::string TempDir() {
-  char tmpl[] = "/tmp/ferry-prefetch-test-XXXXXX";
-  char* d = mkdtemp(tmpl);
-  EXPECT_NE(d, nullptr);
-  return d;
-}
+constexpr uint64_t kSeg = 1 << 20;  // PostgreSQL's smallest WAL segment size
 
 std::string Name(uint64_t segno) { return ingest::pg::WalFileName(pipeline::TimelineId(1), segno, kSeg); }
 
@@ -87,7 +83,7 @@ std::string Read(const std::string& path) {
 class WalPrefetchTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = TempDir();
+    dir_ = TestDir("ferry-prefetch-test");
     wal_ = MakeArchive(dir_ + "/archive", 5 * kSeg + kSeg / 2);
     archive_ = OpenReadOnly(dir_ + "/archive");
     std::filesystem::create_directories(dir_ + "/pg_wal");
