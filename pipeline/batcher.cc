@@ -171,6 +171,7 @@ absl::Status Batcher::WriteBatch(std::deque<Item>& batch) {
     }
     progress_.SetWritten(last_end_);
     progress_.SetSynced(last_end_);
+    if (options_.on_synced) options_.on_synced();
     frames.bytes.clear();
     frames.headers.clear();
     return absl::OkStatus();

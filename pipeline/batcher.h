@@ -28,6 +28,9 @@ struct BatcherOptions {
   // waits. Polled about every 200 ms; the writing resumes by itself when it turns false.
   // Empty: never held.
   std::function<bool()> hold;
+  // Called on the worker thread after each group commit is synced (the Kafka shipper's
+  // wake-up). Must not block.
+  std::function<void()> on_synced;
 };
 
 // What a batcher has written, for metrics; read from any thread.

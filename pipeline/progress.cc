@@ -41,7 +41,15 @@ void StreamProgress::Reset(uint64_t pos) {
   received_.store(pos, std::memory_order_release);
   written_.store(pos, std::memory_order_release);
   synced_.store(pos, std::memory_order_release);
-  shipped_.store(pos, std::memory_order_release);
+  if (policy_ == AckPolicy::kLocal) {
+    shipped_.store(pos, std::memory_order_release);
+  } else {
+    // What Kafka holds is for the shipper to say (it starts at 0 and learns Kafka's tail): a
+    // reset never claims more. At a new epoch that starts lower, shipped comes down with it.
+    uint64_t cur = shipped_.load(std::memory_order_acquire);
+    while (cur > pos && !shipped_.compare_exchange_weak(cur, pos, std::memory_order_acq_rel)) {
+    }
+  }
 }
 
 void StreamProgress::Notify() {

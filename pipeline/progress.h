@@ -37,7 +37,9 @@ class StreamProgress {
   // The position the source may report as durable under its policy.
   uint64_t Acked() const;
 
-  // Sets every level to `pos` (at start-up: what the archive already holds durably).
+  // Sets every level to `pos` (at start-up: what the archive already holds durably; at a new
+  // epoch: where it starts). Under kLocalAndKafka, shipped only comes down to `pos`: what
+  // Kafka holds is the shipper's to report.
   void Reset(uint64_t pos);
 
   // An eventfd that becomes readable when Acked() may have moved; the source polls it next to

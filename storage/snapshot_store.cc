@@ -571,6 +571,71 @@ absl::Status SnapshotWriter::FlushPackBuffer() {
   return absl::OkStatus();
 }
 
+absl::Status SnapshotWriter::ImportChunk(absl::string_view raw) {
+  ChunkRef ref;
+  return PutChunk(raw, &ref);
+}
+
+bool SnapshotWriter::HasChunk(const ChunkId& id) const {
+  return store_->chunks_.count(id) > 0 || written_.count(id) > 0;
+}
+
+absl::Status SnapshotWriter::SyncPacks() {
+  if (pack_file_ == nullptr) return absl::OkStatus();
+  FERRY_RETURN_IF_ERROR(FlushPackBuffer());
+  FERRY_RETURN_IF_ERROR(pack_file_->Sync());
+  if (!packs_written_.empty()) FERRY_RETURN_IF_ERROR(SyncDirectory(store_->dir() + "/packs"));
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotWriter::AdoptUnreferencedChunks() {
+  for (uint32_t pack : store_->PackNumbers()) {
+    if (pack >= pack_) continue;  // this writer's own
+    absl::StatusOr<std::string> read = ReadWholeFile(store_->PackPath(pack));
+    if (!read.ok()) return read.status();
+    const std::string& bytes = *read;
+    if (bytes.size() < kPackHeaderBytes || std::memcmp(bytes.data(), kPackMagic, 8) != 0) continue;
+    uint64_t at = kPackHeaderBytes;
+    while (at + kChunkHeaderBytes <= bytes.size()) {
+      const char* h = bytes.data() + at;
+      if (std::memcmp(h, kChunkMagic, 4) != 0 || GetLe64(h + 56) != pipeline::Checksum64(absl::string_view(h, 56))) {
+        break;
+      }
+      ChunkRef ref;
+      ref.pack = pack;
+      ref.offset = at;
+      ref.raw_len = GetLe32(h + 8);
+      ref.stored_len = GetLe32(h + 12);
+      std::memcpy(ref.id.data(), h + 24, 32);
+      if (at + kChunkHeaderBytes + ref.stored_len > bytes.size() ||
+          GetLe64(h + 16) != pipeline::Checksum64(absl::string_view(h + kChunkHeaderBytes, ref.stored_len))) {
+        break;
+      }
+      if (store_->chunks_.count(ref.id) == 0) written_.emplace(ref.id, ref);
+      at += kChunkHeaderBytes + ref.stored_len;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SnapshotManifest> SnapshotWriter::CommitImported(SnapshotManifest manifest) {
+  for (SnapshotEntry& e : manifest.entries) {
+    for (ChunkRef& c : e.chunks) {
+      const ChunkId id = c.id;
+      if (auto it = store_->chunks_.find(id); it != store_->chunks_.end()) {
+        c = it->second;
+      } else if (auto w = written_.find(id); w != written_.end()) {
+        c = w->second;
+      } else {
+        return absl::NotFoundError(absl::StrCat("snapshot ", manifest.id, ": chunk ", ChunkIdHex(id), " of ", e.path,
+                                                " is not in the store yet"));
+      }
+    }
+  }
+  manifest_ = std::move(manifest);
+  return Commit();
+}
+
 absl::StatusOr<SnapshotManifest> SnapshotWriter::Commit() {
   FERRY_CHECK(!in_file_);
   FERRY_CHECK(lock_fd_ >= 0);

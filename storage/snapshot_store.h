@@ -87,6 +87,21 @@ class SnapshotWriter final : public pipeline::SnapshotSink {
   absl::StatusOr<SnapshotManifest> Commit();
   const SnapshotWriteStats& stats() const { return stats_; }
 
+  // Importing a snapshot another archive made (the standby mirror): its chunks arrive one by
+  // one, then its manifest. ImportChunk stores a chunk unless the store has it (the id is the
+  // SHA-256 of `raw`); HasChunk says whether the store or this writer holds one; SyncPacks
+  // makes the chunks written so far durable; CommitImported commits `manifest` as it is (id,
+  // meta, entries) with its chunk references resolved in this store, kNotFound naming a chunk
+  // it lacks. The writer is done after a successful CommitImported, as after Commit.
+  absl::Status ImportChunk(absl::string_view raw);
+  bool HasChunk(const ChunkId& id) const;
+  absl::Status SyncPacks();
+  absl::StatusOr<SnapshotManifest> CommitImported(SnapshotManifest manifest);
+  // Makes the chunks that packs hold but no committed snapshot names (synced by an import
+  // that did not get to commit its manifest before a crash) referable by this writer, so an
+  // importer need not receive them again. A pack is read up to its first damaged chunk.
+  absl::Status AdoptUnreferencedChunks();
+
  private:
   friend class SnapshotStore;
   SnapshotWriter(SnapshotStore* store, int lock_fd, uint32_t first_pack);

@@ -143,6 +143,43 @@ absl::Status StreamLog::Load() {
   return absl::OkStatus();
 }
 
+absl::Status StreamLog::Refresh() {
+  FERRY_CHECK(options_.read_only);
+  std::vector<uint64_t> newer;
+  DIR* d = opendir(dir_.c_str());
+  if (d == nullptr) return ErrnoStatus("open stream directory", dir_, errno);
+  while (dirent* e = readdir(d)) {
+    uint64_t seq;
+    if (ParseSegmentFileName(e->d_name, &seq) && (segments_.empty() || seq > segments_.back())) {
+      newer.push_back(seq);
+    }
+  }
+  closedir(d);
+  std::sort(newer.begin(), newer.end());
+  // The segment that was last: it may have grown, and may be sealed now. Scan it from the end
+  // of its last known frame (ScanSegment leaves a torn tail, i.e. a frame mid-write, alone).
+  repaired_bytes_ = 0;
+  if (!segments_.empty()) {
+    const uint64_t seq = segments_.back();
+    uint64_t from = kSegmentHeaderSize;
+    if (!frames_.empty() && frames_.back().segment_seq == seq) {
+      from = frames_.back().offset + frames_.back().header.frame_size();
+    }
+    FERRY_RETURN_IF_ERROR(ScanSegment(seq, newer.empty(), from, &frames_));
+  }
+  for (size_t i = 0; i < newer.size(); ++i) {
+    segments_.push_back(newer[i]);
+    if (i + 1 < newer.size()) {
+      FERRY_RETURN_IF_ERROR(LoadSealedIndex(newer[i], &frames_));
+    } else {
+      FERRY_ASSIGN_OR_RETURN(uint64_t size, FileSize(SegmentPath(newer[i])));
+      const uint64_t from = IndexedPrefix(newer[i], size, &frames_);
+      FERRY_RETURN_IF_ERROR(ScanSegment(newer[i], true, from, &frames_));
+    }
+  }
+  return absl::OkStatus();
+}
+
 uint64_t StreamLog::IndexedPrefix(uint64_t seq, uint64_t seg_size, std::vector<FrameLocation>* out) {
   uint64_t expect = kSegmentHeaderSize;
   auto index = ReadWholeFile(absl::StrCat(dir_, "/", IndexFileName(seq)));

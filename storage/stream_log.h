@@ -58,6 +58,11 @@ class StreamLog final : public pipeline::FrameConsumer {
   absl::StatusOr<std::string> GetFile(absl::string_view name) const;  // kNotFound if absent
   std::vector<std::string> ListFiles() const;
 
+  // Read-only logs: adds the frames the writing process appended since Open or the last
+  // Refresh (a tailing reader, such as the Kafka shipper). A frame still being written is
+  // left for the next call. Sealed segments removed by retention stay listed.
+  absl::Status Refresh();
+
   // Every frame in stream order (the index, in memory).
   const std::vector<FrameLocation>& frames() const { return frames_; }
   bool empty() const { return frames_.empty(); }

@@ -47,6 +47,15 @@ int RunCli(int argc, char** argv) {
   run->add_option("--config", config, "TOML config file")->required();
   run->footer("Example: ferry run --config /etc/ferry/ferry.toml");
 
+  CLI::App* mirror = app.add_subcommand("mirror", "Standby region: keep an archive in step with a region's Kafka topics");
+  mirror->add_option("--config", config, "TOML config file with [archive], [kafka] and [mirror]")->required();
+  mirror->footer("Example: ferry mirror --config /etc/ferry/mirror.toml");
+
+  int mock_brokers = 3;
+  CLI::App* kafka_mock = app.add_subcommand("kafka-mock", "Run librdkafka's mock Kafka cluster; prints its bootstrap address");
+  kafka_mock->add_option("--brokers", mock_brokers, "number of brokers")->check(CLI::Range(1, 16));
+  kafka_mock->footer("In memory only, for development and tests. Example: ferry kafka-mock --brokers 3");
+
   CLI::App* fetch = app.add_subcommand(
       "wal-fetch", "Materialise a WAL file from the archive (PostgreSQL restore_command)");
   fetch->add_option("--archive", archive, "archive directory")->required();
@@ -197,6 +206,8 @@ int RunCli(int argc, char** argv) {
     return 2;
   }
   if (run->parsed()) return CmdRun(config);
+  if (mirror->parsed()) return CmdMirror(config);
+  if (kafka_mock->parsed()) return CmdKafkaMock(mock_brokers);
   if (fetch->parsed()) {
     wf.archive = archive;
     wf.source = source;

@@ -10,6 +10,8 @@
 namespace ferry::tools {
 
 int CmdRun(const std::string& config_path);
+int CmdMirror(const std::string& config_path);
+int CmdKafkaMock(int brokers);
 struct WalFetchArgs {
   std::string archive, source, name, dest;
   WalPrefetchOptions prefetch;

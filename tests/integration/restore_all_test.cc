@@ -70,20 +70,12 @@ struct Servers {
 // `head` goes before every table of the config (top-level keys), `archive_extra` into [archive].
 Servers Start(const std::string& archive_extra = "", const std::string& head = "") {
   Servers s;
-  auto dir = tools::MakeTempDir("ferry-all-test");
-  EXPECT_TRUE(dir.ok()) << dir.status();
-  s.dir = dir.value_or("/tmp");
+  Primaries p = StartPrimaries("ferry-all-test");
+  s.dir = p.dir;
   s.archive = s.dir + "/archive";
-  auto pg = LocalPostgres::Create({});
-  EXPECT_TRUE(pg.ok()) << pg.status();
-  if (!pg.ok()) return s;
-  s.pg = std::move(*pg);
-  tools::LocalRedisOptions ro;
-  ro.args = {"--repl-diskless-sync-delay", "0"};
-  auto redis = LocalRedis::Start(ro);
-  EXPECT_TRUE(redis.ok()) << redis.status();
-  if (!redis.ok()) return s;
-  s.redis = std::move(*redis);
+  s.pg = std::move(p.pg);
+  s.redis = std::move(p.redis);
+  if (!s.pg || !s.redis) return s;
   Q(*s.pg, "create table orders (id int primary key, amount int)");
   s.config = s.dir + "/ferry.toml";
   std::ofstream(s.config) << head << "[archive]\npath = \"" << s.archive << "\"\nwriter = \"io_uring\"\n" << archive_extra << "\n"

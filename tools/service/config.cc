@@ -1,5 +1,6 @@
 #include "tools/service/config.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <set>
 
@@ -11,6 +12,8 @@
 #define TOML_EXCEPTIONS 0
 #include <toml++/toml.h>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -77,6 +80,21 @@ class TableReader {
     auto d = ParseDuration(text);
     if (!d.ok()) return Error(key, d.status().message());
     *out = *d;
+    return absl::OkStatus();
+  }
+
+  absl::Status StringList(absl::string_view key, std::vector<std::string>* out) {
+    seen_.insert(std::string(key));
+    const toml::node* n = table_.get(std::string_view(key.data(), key.size()));
+    if (n == nullptr) return absl::OkStatus();
+    const toml::array* arr = n->as_array();
+    if (arr == nullptr) return Error(key, "expected an array of strings");
+    out->clear();
+    for (const toml::node& e : *arr) {
+      auto v = e.value<std::string>();
+      if (!v.has_value()) return Error(key, "expected an array of strings");
+      out->push_back(*v);
+    }
     return absl::OkStatus();
   }
 
@@ -272,12 +290,70 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view ori
     }
     FERRY_RETURN_IF_ERROR(r.CheckUnknown());
   }
+  bool prefix_explicit = false;
   top.Skip("kafka");
   FERRY_RETURN_IF_ERROR(SubTable(root, "kafka", origin, &t));
   if (t != nullptr) {
     TableReader r(*t, "kafka", origin);
     FERRY_RETURN_IF_ERROR(r.String("brokers", &c.kafka_brokers, true));
+    if (absl::StartsWith(c.kafka_brokers, "mock:")) {
+      int n = 0;
+      if (!absl::SimpleAtoi(c.kafka_brokers.substr(5), &n) || n < 1 || n > 16) {
+        return r.Error("brokers", "expected \"mock:N\" with N from 1 to 16, or host:port[,host:port]");
+      }
+    }
     FERRY_RETURN_IF_ERROR(r.String("topic_prefix", &c.kafka_topic_prefix));
+    FERRY_RETURN_IF_ERROR(r.Int("max_message_bytes", 1024, 64 << 20, &c.kafka_max_message_bytes));
+    r.Skip("properties");
+    const toml::table* props = nullptr;
+    FERRY_RETURN_IF_ERROR(SubTable(*t, "properties", origin, &props));
+    if (props != nullptr) {
+      for (const auto& [k, v] : *props) {
+        auto value = v.value<std::string>();
+        if (!value.has_value()) {
+          return r.Error(absl::StrCat("properties.", std::string(k.str())), "expected a string (librdkafka property)");
+        }
+        if (absl::StrContains(std::string(k.str()), "password") || absl::StrContains(std::string(k.str()), "secret")) {
+          return r.Error(absl::StrCat("properties.", std::string(k.str())),
+                         "secrets do not belong in the config file; set it in the environment as "
+                         "FERRY_KAFKA_<PROPERTY> (dots as underscores, upper case)");
+        }
+        c.kafka_properties[std::string(k.str())] = *value;
+      }
+    }
+    FERRY_RETURN_IF_ERROR(r.CheckUnknown());
+    // Secret properties come from the environment: FERRY_KAFKA_SASL_PASSWORD -> sasl.password.
+    for (const char* secret : {"sasl.password", "ssl.key.password", "ssl.keystore.password"}) {
+      std::string env = absl::StrCat("FERRY_KAFKA_", absl::AsciiStrToUpper(secret));
+      std::replace(env.begin(), env.end(), '.', '_');
+      if (const char* v = std::getenv(env.c_str()); v != nullptr) c.kafka_properties[secret] = v;
+    }
+    prefix_explicit = !c.kafka_topic_prefix.empty();
+    if (c.kafka_topic_prefix.empty()) {
+      c.kafka_topic_prefix = c.region.empty() ? "ferry" : absl::StrCat("ferry.", c.region);
+    }
+  }
+  top.Skip("mirror");
+  FERRY_RETURN_IF_ERROR(SubTable(root, "mirror", origin, &t));
+  if (t != nullptr) {
+    TableReader r(*t, "mirror", origin);
+    if (c.kafka_brokers.empty() || !prefix_explicit) {
+      return top.Error("mirror", "needs [kafka] with brokers and topic_prefix: the primary region's prefix");
+    }
+    FERRY_RETURN_IF_ERROR(r.StringList("sources", &c.mirror_sources));
+    for (size_t i = 0; i < c.mirror_sources.size(); ++i) {
+      if (absl::Status st = storage::ValidateSourceName(c.mirror_sources[i]); !st.ok()) {
+        return r.Error(absl::StrCat("sources[", i, "]"), st.message());
+      }
+    }
+    FERRY_RETURN_IF_ERROR(r.String("group_id", &c.mirror_group_id));
+    if (c.mirror_group_id.empty()) {
+      c.mirror_group_id = c.region.empty() ? "ferry-mirror" : absl::StrCat("ferry-mirror-", c.region);
+    }
+    FERRY_RETURN_IF_ERROR(r.String("apply_redis", &c.mirror_apply_redis));
+    if (!c.mirror_apply_redis.empty() && !ParseListen(c.mirror_apply_redis).ok()) {
+      return r.Error("apply_redis", "expected host:port of the standby Redis, e.g. \"127.0.0.1:6380\"");
+    }
     FERRY_RETURN_IF_ERROR(r.CheckUnknown());
   }
   top.Skip("source");

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -61,8 +62,17 @@ struct Config {
   // `ferry run` restores every source in a scratch directory this often (ferry drill);
   // zero turns the schedule off.
   absl::Duration drill_every = absl::Hours(24 * 7);
+  // [kafka]: brokers "host:port,..." or "mock:N" (librdkafka's mock cluster, in-process);
+  // empty: no Kafka. topic_prefix defaults to "ferry.<region>" ("ferry" without a region).
   std::string kafka_brokers;
   std::string kafka_topic_prefix;
+  std::map<std::string, std::string> kafka_properties;  // [kafka.properties], for librdkafka as is
+  int64_t kafka_max_message_bytes = 900 * 1024;
+  // [mirror] (ferry mirror): the primary region's sources to mirror, the consumer group (one
+  // per standby region), and a standby Redis kept in sync from the mirrored stream.
+  std::vector<std::string> mirror_sources;
+  std::string mirror_group_id;
+  std::string mirror_apply_redis;  // "host:port", empty: none
   std::vector<SourceConfig> sources;
 };
 

@@ -113,6 +113,53 @@ std::string MetricsText(const ServiceState& state) {
     absl::StrAppend(&out, "ferry_sync_seconds_sum{", labels, "} ", s.write_seconds, "\n");
     absl::StrAppend(&out, "ferry_sync_seconds_count{", labels, "} ", s.writes, "\n");
   }
+  if (!state.kafka_bootstrap.empty()) {
+    auto shipping = [&](const char* name, const char* type, const char* help, auto value) {
+      metric(name, type, help);
+      for (const SourceState& s : state.sources) {
+        if (s.kafka) absl::StrAppend(&out, name, "{source=\"", Label(s.name), "\",kind=\"", s.kind, "\"} ", value(s), "\n");
+      }
+    };
+    shipping("ferry_kafka_connected", "gauge", "1 while the stream's shipper has Kafka",
+             [](const SourceState& s) { return s.kafka_connected ? "1" : "0"; });
+    shipping("ferry_shipped_position", "gauge", "stream position Kafka acknowledged (acks=all)",
+             [](const SourceState& s) { return absl::StrCat(s.shipped); });
+    shipping("ferry_ship_lag_bytes", "gauge", "synced but not yet acknowledged by Kafka",
+             [](const SourceState& s) { return absl::StrCat(s.synced > s.shipped ? s.synced - s.shipped : 0); });
+    shipping("ferry_ship_lag_seconds", "gauge", "age of the last frame Kafka acknowledged, while behind",
+             [](const SourceState& s) { return absl::StrCat(s.ship_lag_seconds); });
+    shipping("ferry_shipped_frames_total", "counter", "frames Kafka acknowledged",
+             [](const SourceState& s) { return absl::StrCat(s.shipped_frames); });
+    shipping("ferry_shipped_bytes_total", "counter", "frame bytes sent to Kafka",
+             [](const SourceState& s) { return absl::StrCat(s.shipped_bytes); });
+    shipping("ferry_snapshots_shipped_total", "counter", "snapshot manifests Kafka acknowledged",
+             [](const SourceState& s) { return absl::StrCat(s.snapshots_shipped); });
+  }
+  if (state.mirror.has_value()) {
+    const cross_region::MirrorState& m = *state.mirror;
+    auto mirrored = [&](const char* name, const char* type, const char* help, auto value) {
+      metric(name, type, help);
+      for (const cross_region::MirroredStream& s : m.streams) {
+        absl::StrAppend(&out, name, "{source=\"", Label(s.source), "\",stream=\"", s.stream, "\"} ", value(s), "\n");
+      }
+    };
+    mirrored("ferry_mirror_position", "gauge", "end of the last frame synced in the mirror's archive",
+             [](const cross_region::MirroredStream& s) { return absl::StrCat(s.position); });
+    mirrored("ferry_mirror_lag_seconds", "gauge", "primary's arrival to now of the last frame, while behind (0 caught up)",
+             [](const cross_region::MirroredStream& s) { return absl::StrCat(s.lag_seconds); });
+    mirrored("ferry_mirror_kafka_lag_messages", "gauge", "messages behind the partition's end (-1 unknown)",
+             [](const cross_region::MirroredStream& s) { return absl::StrCat(s.kafka_lag); });
+    mirrored("ferry_mirror_frames_total", "counter", "frames appended",
+             [](const cross_region::MirroredStream& s) { return absl::StrCat(s.frames); });
+    mirrored("ferry_mirror_duplicates_total", "counter", "redelivered frames skipped",
+             [](const cross_region::MirroredStream& s) { return absl::StrCat(s.duplicates); });
+    metric("ferry_mirror_frame_lag_seconds", "summary", "primary arrival to synced here, recent frames");
+    absl::StrAppend(&out, "ferry_mirror_frame_lag_seconds{quantile=\"0.5\"} ", m.lag_p50, "\n");
+    absl::StrAppend(&out, "ferry_mirror_frame_lag_seconds{quantile=\"0.99\"} ", m.lag_p99, "\n");
+    absl::StrAppend(&out, "ferry_mirror_frame_lag_seconds_count ", m.lag_samples, "\n");
+    metric("ferry_mirror_snapshots_total", "counter", "snapshot manifests imported");
+    absl::StrAppend(&out, "ferry_mirror_snapshots_total ", m.snapshots, "\n");
+  }
   metric("ferry_archive_free_ratio", "gauge", "free fraction of the archive's file system");
   absl::StrAppend(&out, "ferry_archive_free_ratio ", state.archive_free_fraction, "\n");
   if (state.last_drill.has_value()) {
@@ -156,6 +203,51 @@ std::string StatusJson(const ServiceState& state) {
   w.StartArray();
   for (const std::string& r : why) w.String(r.c_str());
   w.EndArray();
+  if (!state.kafka_bootstrap.empty()) {
+    w.Key("kafka");
+    w.StartObject();
+    w.Key("bootstrap");
+    w.String(state.kafka_bootstrap.c_str());
+    w.Key("topic_prefix");
+    w.String(state.kafka_topic_prefix.c_str());
+    w.EndObject();
+  }
+  if (state.mirror.has_value()) {
+    w.Key("mirror");
+    w.StartObject();
+    w.Key("group_id");
+    w.String(state.mirror->group_id.c_str());
+    w.Key("snapshots");
+    w.Uint64(state.mirror->snapshots);
+    w.Key("lag_p50_seconds");
+    w.Double(state.mirror->lag_p50);
+    w.Key("lag_p99_seconds");
+    w.Double(state.mirror->lag_p99);
+    w.Key("streams");
+    w.StartArray();
+    for (const cross_region::MirroredStream& s : state.mirror->streams) {
+      w.StartObject();
+      w.Key("source");
+      w.String(s.source.c_str());
+      w.Key("stream");
+      w.String(s.stream.c_str());
+      w.Key("epoch");
+      w.Uint(s.epoch);
+      w.Key("position");
+      w.Uint64(s.position);
+      w.Key("frames");
+      w.Uint64(s.frames);
+      w.Key("duplicates");
+      w.Uint64(s.duplicates);
+      w.Key("kafka_lag");
+      w.Int64(s.kafka_lag);
+      w.Key("lag_seconds");
+      w.Double(s.lag_seconds);
+      w.EndObject();
+    }
+    w.EndArray();
+    w.EndObject();
+  }
   w.Key("sources");
   w.StartArray();
   for (const SourceState& s : state.sources) {
@@ -180,6 +272,12 @@ std::string StatusJson(const ServiceState& state) {
     w.Double(s.snapshot_age_seconds);
     w.Key("archive_bytes");
     w.Uint64(s.archive_bytes);
+    if (s.kafka) {
+      w.Key("shipped");
+      w.Uint64(s.shipped);
+      w.Key("kafka_connected");
+      w.Bool(s.kafka_connected);
+    }
     w.EndObject();
   }
   w.EndArray();

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cross_region/mirror.h"
 #include "absl/types/optional.h"
 #include "tools/restore/drill.h"
 
@@ -36,6 +37,12 @@ struct SourceState {
   std::vector<uint64_t> latency_buckets;
   uint64_t retention_deleted = 0;  // snapshots and files retention removed (this run)
   std::map<std::string, uint64_t> errors;  // streaming sessions that ended in error, by status code
+  // With [kafka]: the stream's shipper (this run). shipped = end of the last frame Kafka
+  // acknowledged (acks=all); ship_lag_seconds = age of that frame when it was (0 when all is).
+  bool kafka = false;
+  bool kafka_connected = false;
+  uint64_t shipped = 0, shipped_frames = 0, shipped_bytes = 0, snapshots_shipped = 0;
+  double ship_lag_seconds = 0;
 };
 
 struct ServiceState {
@@ -44,6 +51,9 @@ struct ServiceState {
   double archive_free_fraction = 1;  // of the archive's file system
   double min_free_fraction = 0.05;   // under it, writing and acknowledging are held
   absl::optional<DrillReport> last_drill;
+  std::string kafka_bootstrap;  // with [kafka]: the brokers (a mock cluster's own address)
+  std::string kafka_topic_prefix;
+  absl::optional<cross_region::MirrorState> mirror;  // set by `ferry mirror`
 };
 
 // Why the service is unhealthy (empty: healthy): a source down longer than its

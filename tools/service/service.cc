@@ -1,6 +1,7 @@
 #include "tools/service/service.h"
 
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -16,7 +17,9 @@
 #include "absl/strings/str_cat.h"
 #include "ingest/pg/physical_source.h"
 #include "ingest/redis/redis_source.h"
+#include "cross_region/shipper.h"
 #include "pipeline/batcher.h"
+#include "storage/durable_file.h"
 #include "pipeline/check.h"
 #include "storage/snapshot_store.h"
 #include "tools/backup/pg_backup.h"
@@ -48,6 +51,8 @@ struct Service::SourceRunner {
   std::function<std::string()> progress_line ABSL_GUARDED_BY(mu);
   // For /metrics and /healthz.
   pipeline::Batcher* batcher ABSL_GUARDED_BY(mu) = nullptr;  // while it lives
+  cross_region::StreamShipper* shipper ABSL_GUARDED_BY(mu) = nullptr;  // with [kafka], while it lives
+  std::unique_ptr<cross_region::SnapshotShipper> snapshot_shipper;  // with [kafka]
   std::atomic<bool> up{false};
   std::atomic<int64_t> down_since_us{pipeline::NowUnixMicros()};
   std::atomic<uint64_t> reconnects{0};
@@ -66,20 +71,63 @@ struct Service::SourceRunner {
   bool stop ABSL_GUARDED_BY(mu) = false;
 };
 
-// Publishes a source's batcher (for /metrics and Stop) for as long as the batcher lives.
-class Service::PublishBatcher {
+// One source's stream on its way out: the batcher in front of the archive and, with [kafka],
+// the shipper behind it, both published on the runner (for /metrics and Stop) while they live.
+// The shipper reports into the batcher's progress and is woken by its syncs, so the two stop
+// in that order: the batcher (its last frames synced), then the shipper (which ships them).
+class Service::Outflow {
  public:
-  PublishBatcher(SourceRunner* runner, pipeline::Batcher* batcher) : runner_(runner) {
+  Outflow(Service* service, SourceRunner* runner, storage::StreamLog* log, pipeline::StreamKind kind)
+      : runner_(runner), link_(std::make_shared<std::atomic<cross_region::StreamShipper*>>(nullptr)) {
+    const SourceConfig& sc = *runner->config;
+    pipeline::BatcherOptions bo;
+    bo.zstd_level = service->config_.zstd_level;
+    bo.hold = [service] { return service->disk_guard_.Low(); };
+    bo.on_synced = [link = link_] {
+      if (cross_region::StreamShipper* s = link->load()) s->Notify();
+    };
+    batcher_ = std::make_unique<pipeline::Batcher>(log, sc.ack, bo);
+    if (!log->empty()) {
+      const auto& last = log->frames().back().header;
+      batcher_->Resume(last.epoch, last.end_pos);
+    }
+    if (!service->kafka_.brokers.empty()) {
+      cross_region::StreamShipperOptions so;
+      so.kafka = service->kafka_;
+      so.archive_path = service->config_.archive_path;
+      so.source = sc.name;
+      so.kind = kind;
+      so.progress = &batcher_->progress();
+      shipper_ = std::make_unique<cross_region::StreamShipper>(so);
+      shipper_->Start();
+      link_->store(shipper_.get());
+    }
     absl::MutexLock lock(&runner_->mu);
-    runner_->batcher = batcher;
+    runner_->batcher = batcher_.get();
+    runner_->shipper = shipper_.get();
   }
-  ~PublishBatcher() {
+
+  ~Outflow() {
+    (void)Stop();
     absl::MutexLock lock(&runner_->mu);
     runner_->batcher = nullptr;
+    runner_->shipper = nullptr;
+  }
+
+  pipeline::Batcher& batcher() { return *batcher_; }
+
+  // Returns the batcher's error, if any. Idempotent.
+  absl::Status Stop() {
+    absl::Status st = batcher_->Stop();
+    if (shipper_ != nullptr) shipper_->Stop();
+    return st;
   }
 
  private:
-  SourceRunner* runner_;
+  SourceRunner* const runner_;
+  const std::shared_ptr<std::atomic<cross_region::StreamShipper*>> link_;
+  std::unique_ptr<pipeline::Batcher> batcher_;
+  std::unique_ptr<cross_region::StreamShipper> shipper_;
 };
 
 Service::Service(Config config)
@@ -125,6 +173,20 @@ absl::StatusOr<std::unique_ptr<Service>> Service::Create(const Config& config) {
   if (config.sources.empty()) {
     return absl::InvalidArgumentError("config has no [[source]]: nothing to stream");
   }
+  if (!config.kafka_brokers.empty()) {
+    s->kafka_.brokers = config.kafka_brokers;
+    s->kafka_.topic_prefix = config.kafka_topic_prefix;
+    s->kafka_.properties = config.kafka_properties;
+    s->kafka_.max_message_bytes = static_cast<size_t>(config.kafka_max_message_bytes);
+    if (auto n = cross_region::ParseMockBrokers(config.kafka_brokers); n.ok()) {
+      FERRY_ASSIGN_OR_RETURN(s->kafka_mock_, cross_region::MockCluster::Start(*n));
+      s->kafka_.brokers = s->kafka_mock_->bootstrap();
+      s->kafka_.properties.erase("security.protocol");  // the mock speaks plaintext only
+      spdlog::info("event=kafka_mock brokers={} bootstrap={}", *n, s->kafka_.brokers);
+    }
+    // For `ferry ls --json` and other processes (a mirror next to a mock cluster).
+    FERRY_RETURN_IF_ERROR(storage::WriteFileAtomically(config.archive_path, "KAFKA", s->kafka_.brokers + "\n"));
+  }
   absl::MutexLock lock(&s->mu_);
   for (const SourceConfig& sc : config.sources) s->runners_.push_back(std::make_unique<SourceRunner>(sc));
   return s;
@@ -133,6 +195,7 @@ absl::StatusOr<std::unique_ptr<Service>> Service::Create(const Config& config) {
 Service::~Service() {
   Stop();
   for (SourceRunner* r : Runners()) JoinRunner(r);
+  if (!kafka_.brokers.empty()) (void)unlink((config_.archive_path + "/KAFKA").c_str());
 }
 
 std::vector<Service::SourceRunner*> Service::Runners() {
@@ -160,6 +223,7 @@ void Service::JoinRunner(SourceRunner* r) {
       r->cancel_backup = true;
     }
     if (r->backup_thread.joinable()) r->backup_thread.join();
+    if (r->snapshot_shipper != nullptr) r->snapshot_shipper->Stop();
   });
 }
 
@@ -173,6 +237,11 @@ void Service::StartRunner(SourceRunner* raw) {
   });
   if (raw->config->scheduled_backups) {
     raw->backup_thread = std::thread([this, raw] { RunBackupSchedule(raw); });
+  }
+  if (!kafka_.brokers.empty()) {
+    raw->snapshot_shipper = std::make_unique<cross_region::SnapshotShipper>(
+        cross_region::SnapshotShipperOptions{kafka_, config_.archive_path, raw->config->name});
+    raw->snapshot_shipper->Start();
   }
 }
 
@@ -404,6 +473,17 @@ ServiceState Service::State() {
         s.write_seconds = static_cast<double>(b.write_micros.load()) / 1e6;
         for (const auto& bucket : b.latency_buckets) s.latency_buckets.push_back(bucket.load());
       }
+      if (r->shipper != nullptr) {
+        const cross_region::ShipperStats& k = r->shipper->stats();
+        s.kafka = true;
+        s.kafka_connected = k.connected.load();
+        s.shipped = k.shipped_pos.load();
+        s.shipped_frames = k.frames.load();
+        s.shipped_bytes = k.bytes.load();
+        const int64_t arrival = k.shipped_arrival_us.load();
+        s.ship_lag_seconds = s.shipped >= s.synced || arrival == 0 ? 0 : static_cast<double>(now - arrival) / 1e6;
+      }
+      if (r->snapshot_shipper != nullptr) s.snapshots_shipped = r->snapshot_shipper->shipped().load();
     }
     // Read-only looks at the archive: the streaming threads own the writers.
     auto store = storage::SnapshotStore::Open(archive_->SnapshotDir(s.name), false);
@@ -424,6 +504,8 @@ ServiceState Service::State() {
     st.sources.push_back(std::move(s));
   }
   st.archive_free_fraction = disk_guard_.FreeFraction();
+  st.kafka_bootstrap = kafka_.brokers;
+  st.kafka_topic_prefix = kafka_.topic_prefix;
   st.min_free_fraction = config_.min_free_percent / 100.0;
   if (auto drill = LoadLastDrill(config_.archive_path); drill.ok()) st.last_drill = *drill;
   return st;
@@ -499,24 +581,11 @@ absl::StatusOr<storage::StreamLog*> Service::OpenStream(const SourceConfig& sc, 
   return log;
 }
 
-std::unique_ptr<pipeline::Batcher> Service::MakeBatcher(storage::StreamLog* log, const SourceConfig& sc) {
-  pipeline::BatcherOptions bo;
-  bo.zstd_level = config_.zstd_level;
-  bo.hold = [this] { return disk_guard_.Low(); };
-  auto batcher = std::make_unique<pipeline::Batcher>(log, sc.ack, bo);
-  if (!log->empty()) {
-    const auto& last = log->frames().back().header;
-    batcher->Resume(last.epoch, last.end_pos);
-  }
-  return batcher;
-}
-
 absl::Status Service::RunPostgres(SourceRunner* runner) {
   const SourceConfig& sc = *runner->config;
   FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log, OpenStream(sc, pipeline::StreamKind::kPgWal));
-  std::unique_ptr<pipeline::Batcher> batcher_owner = MakeBatcher(log, sc);
-  pipeline::Batcher& batcher = *batcher_owner;
-  PublishBatcher published(runner, &batcher);
+  Outflow outflow(this, runner, log, pipeline::StreamKind::kPgWal);
+  pipeline::Batcher& batcher = outflow.batcher();
 
   ingest::pg::PgPhysicalOptions po;
   po.conninfo = sc.conninfo;
@@ -589,7 +658,7 @@ absl::Status Service::RunPostgres(SourceRunner* runner) {
     FERRY_ASSIGN_OR_RETURN(bool retry, RetryAfter(runner, st, batcher, &was_down, &backoff));
     if (!retry) break;
   }
-  FERRY_RETURN_IF_ERROR(batcher.Stop());
+  FERRY_RETURN_IF_ERROR(outflow.Stop());
   spdlog::info("source={} event=stopped synced={}", sc.name,
                Lsn(batcher.progress().synced()).ToString());
   return absl::OkStatus();
@@ -608,9 +677,8 @@ absl::Status Service::RunRedis(SourceRunner* runner) {
   } else if (!identity.ok()) {
     return identity.status();
   }
-  std::unique_ptr<pipeline::Batcher> batcher_owner = MakeBatcher(log, sc);
-  pipeline::Batcher& batcher = *batcher_owner;
-  PublishBatcher published(runner, &batcher);
+  Outflow outflow(this, runner, log, pipeline::StreamKind::kRedisCommands);
+  pipeline::Batcher& batcher = outflow.batcher();
   ArchiveRdbReceiver rdb(archive_->SnapshotDir(sc.name));
   ingest::redis::RedisSourceOptions ro;
   ro.endpoint = sc.redis;
@@ -676,7 +744,7 @@ absl::Status Service::RunRedis(SourceRunner* runner) {
     FERRY_ASSIGN_OR_RETURN(bool retry, RetryAfter(runner, st, batcher, &was_down, &backoff));
     if (!retry) break;
   }
-  FERRY_RETURN_IF_ERROR(batcher.Stop());
+  FERRY_RETURN_IF_ERROR(outflow.Stop());
   spdlog::info("source={} event=stopped synced={}", sc.name, batcher.progress().synced());
   return absl::OkStatus();
 }

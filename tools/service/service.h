@@ -10,6 +10,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "cross_region/kafka.h"
 #include "pipeline/batcher.h"
 #include "storage/archive.h"
 #include "tools/service/config.h"
@@ -52,7 +53,7 @@ class Service {
 
  private:
   struct SourceRunner;
-  class PublishBatcher;
+  class Outflow;
   explicit Service(Config config);
   std::vector<SourceRunner*> Runners();  // every runner so far (never shrinks)
   void StartRunner(SourceRunner* runner);
@@ -62,8 +63,6 @@ class Service {
   absl::Status RunRedis(SourceRunner* runner);
   // The source's stream in the archive, logging a torn tail that opening it repaired.
   absl::StatusOr<storage::StreamLog*> OpenStream(const SourceConfig& sc, pipeline::StreamKind kind);
-  // The batcher in front of `log`, resumed at the log's durable end.
-  std::unique_ptr<pipeline::Batcher> MakeBatcher(storage::StreamLog* log, const SourceConfig& sc);
   // After a streaming session of `runner` ended with `st`: false when it was stopped on
   // request; true, after a backoff, for connection trouble (logged once per outage); any
   // other error stops the batcher and is returned.
@@ -89,6 +88,9 @@ class Service {
   std::vector<SourceConfig> sources_ ABSL_GUARDED_BY(mu_);  // as of the last (re)load
   absl::Mutex archive_mu_;  // around archive_->Stream: sources open their streams concurrently
   DiskGuard disk_guard_;
+  // [kafka]: where the shippers send (brokers resolved: a mock cluster's bootstrap address).
+  cross_region::KafkaOptions kafka_;
+  std::unique_ptr<cross_region::MockCluster> kafka_mock_;
 };
 
 }  // namespace ferry::tools

@@ -1,0 +1,508 @@
+#include "cross_region/shipper.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "cross_region/kafka_internal.h"
+#include "pipeline/check.h"
+#include "pipeline/compress.h"
+#include "storage/archive.h"
+#include "storage/snapshot_store.h"
+
+namespace ferry::cross_region {
+
+namespace {
+
+// How long a reader waits for Kafka before calling the session off (and retrying later).
+constexpr int kKafkaTimeoutMs = 10000;
+
+// Producer settings for ferry's topics: idempotent (no duplicate or reordering on retries),
+// acks=all (a delivered message survives a broker loss), no message timeout (while Kafka is
+// down messages wait; the in-flight cap stops reading the archive meanwhile).
+const std::map<std::string, std::string> kProducerDefaults = {
+    {"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", "2"}, {"message.timeout.ms", "0"}};
+
+// Where a stream stands in Kafka, from the headers of the topic's last message.
+struct KafkaTail {
+  bool any = false;       // some frame was shipped
+  uint32_t epoch = 0;
+  uint64_t end = 0;       // end position of that frame
+  bool complete = true;   // false: the last message is a part of a frame whose other parts are missing
+};
+
+absl::StatusOr<KafkaTail> ReadTail(const KafkaOptions& kafka, const std::string& topic) {
+  FERRY_ASSIGN_OR_RETURN(auto marks, Watermarks(kafka, topic, 0, kKafkaTimeoutMs));
+  KafkaTail tail;
+  if (marks.second <= marks.first) return tail;
+  absl::Status parsed;
+  FERRY_RETURN_IF_ERROR(ReadPartition(kafka, topic, 0, marks.second - 1, kKafkaTimeoutMs,
+                                      [&](const rd_kafka_message_t* m) {
+    auto type = HeaderValue(m, kHeaderType);
+    if (!type.has_value()) {
+      parsed = absl::FailedPreconditionError(absl::StrCat(
+          "kafka topic ", topic, " holds a message ferry did not write (", Where(m),
+          "); give ferry topics of its own (another topic_prefix)"));
+      return false;
+    }
+    if (!HeaderValue(m, kHeaderEpoch).has_value()) return false;  // nothing shipped before it
+    auto epoch = HeaderNumber(m, kHeaderEpoch);
+    auto end = HeaderNumber(m, kHeaderEnd);
+    if (!epoch.ok() || !end.ok()) {
+      parsed = epoch.ok() ? end.status() : epoch.status();
+      return false;
+    }
+    tail.any = true;
+    tail.epoch = static_cast<uint32_t>(*epoch);
+    tail.end = *end;
+    if (*type == "frame") {
+      std::pair<std::string, std::string> part = absl::StrSplit(HeaderValue(m, kHeaderPart).value_or(""), '/');
+      uint32_t i = 0, n = 0;
+      if (!absl::SimpleAtoi(part.first, &i) || !absl::SimpleAtoi(part.second, &n) || i >= n) {
+        parsed = absl::DataLossError(absl::StrCat("kafka message ", Where(m), ": bad ", kHeaderPart, " header"));
+        return false;
+      }
+      tail.complete = i + 1 == n;
+    }
+    return false;
+  }));
+  FERRY_RETURN_IF_ERROR(parsed);
+  return tail;
+}
+
+// What one produced message stands for, handed back in its delivery report.
+struct Delivery {
+  size_t bytes = 0;
+  bool frame_end = false;  // the last part of a frame
+  uint32_t epoch = 0;
+  uint64_t end = 0;
+  int64_t arrival_us = 0;
+};
+
+using Headers = std::vector<std::pair<const char*, std::string>>;
+
+// A producer whose delivery reports are served on the caller's thread (by Poll), with the
+// bytes in flight and the first delivery error. Not thread-safe.
+class Producer {
+ public:
+  using OnDelivered = std::function<void(const Delivery&)>;
+
+  static absl::StatusOr<std::unique_ptr<Producer>> Create(const KafkaOptions& kafka, OnDelivered on_delivered) {
+    std::unique_ptr<Producer> p(new Producer(std::move(on_delivered)));
+    FERRY_ASSIGN_OR_RETURN(rd_kafka_conf_t * conf, NewConf(kafka, kProducerDefaults));
+    rd_kafka_conf_set_dr_msg_cb(conf, &Producer::OnDelivery);
+    rd_kafka_conf_set_opaque(conf, p.get());
+    FERRY_ASSIGN_OR_RETURN(p->rk_, NewClient(RD_KAFKA_PRODUCER, conf));
+    return p;
+  }
+
+  ~Producer() {
+    // Whatever was not delivered is dropped from the client (it is still in the archive;
+    // the next session starts from Kafka's tail). Reports of purged messages free their
+    // Delivery before the handle goes.
+    rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    while (rd_kafka_outq_len(rk_.get()) > 0 && in_flight_messages_ > 0) rd_kafka_poll(rk_.get(), 10);
+    rd_kafka_poll(rk_.get(), 0);
+  }
+
+  // partition -1: by the key's hash.
+  absl::Status Produce(const std::string& topic, int32_t partition, absl::string_view key,
+                       absl::string_view value, const Headers& headers, const Delivery& what) {
+    while (true) {
+      rd_kafka_headers_t* h = rd_kafka_headers_new(headers.size());
+      for (const auto& [name, v] : headers) rd_kafka_header_add(h, name, -1, v.data(), static_cast<ssize_t>(v.size()));
+      auto* d = new Delivery(what);
+      d->bytes = value.size();
+      const rd_kafka_resp_err_t err = rd_kafka_producev(
+          rk_.get(), RD_KAFKA_V_TOPIC(topic.c_str()),
+          RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key.data(), key.size()),
+          RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()), RD_KAFKA_V_HEADERS(h),
+          RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        in_flight_ += value.size();
+        ++in_flight_messages_;
+        return absl::OkStatus();
+      }
+      rd_kafka_headers_destroy(h);
+      delete d;
+      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) return KafkaError(absl::StrCat("kafka: produce to ", topic), err);
+      rd_kafka_poll(rk_.get(), 50);
+    }
+  }
+
+  // Serves delivery reports, waiting up to `ms`; returns the first delivery error.
+  absl::Status Poll(int ms) {
+    rd_kafka_poll(rk_.get(), ms);
+    if (char reason[512]; rd_kafka_fatal_error(rk_.get(), reason, sizeof(reason)) != RD_KAFKA_RESP_ERR_NO_ERROR &&
+                          error_.ok()) {
+      error_ = absl::InternalError(absl::StrCat("kafka producer: fatal error: ", reason));
+    }
+    return error_;
+  }
+
+  // Waits until nothing is in flight, polling; kDeadlineExceeded after `timeout`.
+  absl::Status Drain(absl::Duration timeout, const std::function<bool()>& cancelled) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (in_flight_messages_ > 0) {
+      FERRY_RETURN_IF_ERROR(Poll(20));
+      if (cancelled && cancelled()) return absl::CancelledError("stopping");
+      if (absl::Now() > deadline) {
+        return absl::DeadlineExceededError(absl::StrCat("kafka: ", in_flight_messages_, " messages not delivered in ",
+                                                        absl::FormatDuration(timeout)));
+      }
+    }
+    return error_;
+  }
+
+  size_t in_flight_bytes() const { return in_flight_; }
+  size_t in_flight_messages() const { return in_flight_messages_; }
+
+ private:
+  explicit Producer(OnDelivered on_delivered) : on_delivered_(std::move(on_delivered)) {}
+
+  static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
+    auto* self = static_cast<Producer*>(opaque);
+    std::unique_ptr<Delivery> d(static_cast<Delivery*>(m->_private));
+    self->in_flight_ -= d->bytes;
+    --self->in_flight_messages_;
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (self->error_.ok()) self->error_ = KafkaError(absl::StrCat("kafka: delivery to ", Where(m)), m->err);
+      return;
+    }
+    if (self->error_.ok() && self->on_delivered_) self->on_delivered_(*d);
+  }
+
+  OnDelivered on_delivered_;
+  KafkaHandle rk_;
+  size_t in_flight_ = 0;
+  size_t in_flight_messages_ = 0;
+  absl::Status error_;
+};
+
+Headers PositionHeaders(const char* type, bool have, uint32_t epoch, uint64_t end) {
+  Headers h = {{kHeaderType, type}};
+  if (have) {
+    h.emplace_back(kHeaderEpoch, absl::StrCat(epoch));
+    h.emplace_back(kHeaderEnd, absl::StrCat(end));
+  }
+  return h;
+}
+
+}  // namespace
+
+// One producer session: from Kafka's tail to an error or Stop.
+class StreamShipper::Session {
+ public:
+  explicit Session(StreamShipper* owner)
+      : s_(owner),
+        topic_(StreamTopic(owner->options_.kafka.topic_prefix, owner->options_.source, owner->options_.kind)) {}
+
+  absl::Status Run();
+
+ private:
+  absl::Status ShipFrame(const storage::FrameLocation& loc);
+  absl::Status ShipSideFiles();
+  bool StopRequested() {
+    absl::MutexLock lock(&s_->mu_);
+    return s_->stop_;
+  }
+
+  StreamShipper* const s_;
+  const std::string topic_;
+  std::unique_ptr<Producer> producer_;
+  std::unique_ptr<storage::Archive> archive_;
+  storage::StreamLog* log_ = nullptr;
+  bool identity_sent_ = false;
+  std::map<std::string, uint64_t> files_sent_;  // name -> checksum of the contents shipped
+  // The last frame handed to the producer (its parts all queued).
+  bool have_last_ = false;
+  uint32_t last_epoch_ = 0;
+  uint64_t last_end_ = 0;
+};
+
+absl::Status StreamShipper::Session::Run() {
+  const StreamShipperOptions& o = s_->options_;
+  FERRY_ASSIGN_OR_RETURN(producer_, Producer::Create(o.kafka, [this](const Delivery& d) {
+    if (!d.frame_end) return;
+    ShipperStats& st = s_->stats_;
+    st.frames.fetch_add(1, std::memory_order_relaxed);
+    st.shipped_epoch = d.epoch;
+    st.shipped_pos = d.end;
+    st.shipped_arrival_us = d.arrival_us;
+    if (s_->options_.progress != nullptr) s_->options_.progress->SetShipped(d.end);
+  }));
+  FERRY_ASSIGN_OR_RETURN(KafkaTail tail, ReadTail(o.kafka, topic_));
+  FERRY_ASSIGN_OR_RETURN(archive_, storage::Archive::Open(o.archive_path, storage::ArchiveOptions{}));
+  auto log = archive_->Stream(o.source, o.kind);
+  if (!log.ok()) {
+    // The service creates the stream when the source first connects.
+    return absl::IsNotFound(log.status()) ? absl::UnavailableError(log.status().message()) : log.status();
+  }
+  log_ = *log;
+
+  // The first frame Kafka lacks: after the tail's frame, or the tail's frame itself when
+  // only some of its parts made it. Frames are ordered by (epoch, end).
+  const auto& frames = log_->frames();
+  auto before_tail = [&](const storage::FrameLocation& f) {
+    const auto key = std::make_pair(f.header.epoch, f.header.end_pos);
+    const auto t = std::make_pair(tail.epoch, tail.end);
+    return tail.complete ? key <= t : key < t;
+  };
+  size_t next = tail.any ? std::partition_point(frames.begin(), frames.end(), before_tail) - frames.begin() : 0;
+  if (next > 0) {
+    have_last_ = true;
+    last_epoch_ = frames[next - 1].header.epoch;
+    last_end_ = frames[next - 1].header.end_pos;
+  }
+  if (tail.any && tail.complete) {
+    s_->stats_.shipped_epoch = tail.epoch;
+    s_->stats_.shipped_pos = tail.end;
+    if (o.progress != nullptr && !frames.empty() && frames.back().header.epoch == tail.epoch) {
+      o.progress->SetShipped(tail.end);
+    }
+    if (next < frames.size() && frames[next].header.epoch == tail.epoch && frames[next].header.start_pos != tail.end) {
+      // Retention removed frames before they were shipped (Kafka was away longer than the
+      // archive keeps WAL): the standby region will see this gap and say so.
+      spdlog::error("source={} stream={} event=kafka_gap kafka_end={} archive_resumes_at={}", o.source,
+                    std::string(pipeline::StreamKindName(o.kind)), tail.end, frames[next].header.start_pos);
+    }
+  }
+  s_->stats_.connected = true;
+  spdlog::info("source={} stream={} event=kafka_shipping topic={} resume={}", o.source, std::string(pipeline::StreamKindName(o.kind)),
+               topic_, tail.any ? absl::StrCat(tail.epoch, ":", tail.end, tail.complete ? "" : " (partial frame)") : "start");
+
+  absl::Time last_refresh = absl::Now();
+  bool refresh = false;  // the first pass ships what the open found
+  while (true) {
+    FERRY_RETURN_IF_ERROR(producer_->Poll(producer_->in_flight_messages() > 0 ? 2 : 0));
+    const bool stopping = StopRequested();
+    if (refresh || stopping || absl::Now() - last_refresh > absl::Seconds(1)) {
+      FERRY_RETURN_IF_ERROR(log_->Refresh());
+      last_refresh = absl::Now();
+    }
+    // Side files first: a timeline's history file precedes that timeline's frames.
+    FERRY_RETURN_IF_ERROR(ShipSideFiles());
+    while (next < log_->frames().size() && producer_->in_flight_bytes() < o.max_in_flight_bytes) {
+      FERRY_RETURN_IF_ERROR(ShipFrame(log_->frames()[next]));
+      ++next;
+    }
+    if (stopping) {
+      // Ship what is archived (within a bound: Kafka may be down), then leave.
+      if (next < log_->frames().size()) {
+        absl::Status drained = producer_->Drain(absl::Seconds(1), nullptr);
+        if (drained.ok()) continue;
+      }
+      return producer_->Drain(absl::Seconds(5), nullptr);
+    }
+    absl::MutexLock lock(&s_->mu_);
+    auto woken = [this] { return s_->notified_ || s_->stop_; };
+    if (producer_->in_flight_messages() == 0) {
+      s_->mu_.AwaitWithTimeout(absl::Condition(&woken), absl::Milliseconds(200));
+    }
+    refresh = s_->notified_;
+    s_->notified_ = false;
+  }
+}
+
+absl::Status StreamShipper::Session::ShipSideFiles() {
+  const StreamShipperOptions& o = s_->options_;
+  if (!identity_sent_) {
+    auto identity = archive_->GetIdentity(o.source);
+    if (identity.ok()) {
+      std::string text;
+      for (const auto& [k, v] : *identity) absl::StrAppend(&text, k, "=", v, "\n");
+      FERRY_RETURN_IF_ERROR(producer_->Produce(topic_, 0, "", text,
+                                               PositionHeaders("identity", have_last_, last_epoch_, last_end_), {}));
+      identity_sent_ = true;
+    } else if (!absl::IsNotFound(identity.status())) {
+      return identity.status();
+    }
+  }
+  for (const std::string& name : log_->ListFiles()) {
+    FERRY_ASSIGN_OR_RETURN(std::string contents, log_->GetFile(name));
+    const uint64_t sum = pipeline::Checksum64(contents);
+    auto it = files_sent_.find(name);
+    if (it != files_sent_.end() && it->second == sum) continue;
+    Headers h = PositionHeaders("file", have_last_, last_epoch_, last_end_);
+    h.emplace_back(kHeaderName, name);
+    h.emplace_back(kHeaderChecksum, absl::StrCat(sum));
+    FERRY_RETURN_IF_ERROR(producer_->Produce(topic_, 0, name, contents, h, {}));
+    files_sent_[name] = sum;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StreamShipper::Session::ShipFrame(const storage::FrameLocation& loc) {
+  FERRY_ASSIGN_OR_RETURN(std::string bytes, log_->ReadFrameBytes(loc));
+  const pipeline::FrameHeader& h = loc.header;
+  const size_t max = s_->options_.kafka.max_message_bytes;
+  const size_t parts = std::max<size_t>(1, (bytes.size() + max - 1) / max);
+  for (size_t i = 0; i < parts; ++i) {
+    Headers hd = PositionHeaders("frame", true, h.epoch, h.end_pos);
+    hd.emplace_back(kHeaderStart, absl::StrCat(h.start_pos));
+    hd.emplace_back(kHeaderPart, absl::StrCat(i, "/", parts));
+    hd.emplace_back(kHeaderChecksum, absl::StrCat(h.payload_checksum));
+    Delivery d;
+    d.frame_end = i + 1 == parts;
+    d.epoch = h.epoch;
+    d.end = h.end_pos;
+    d.arrival_us = h.arrival_us;
+    FERRY_RETURN_IF_ERROR(producer_->Produce(topic_, 0, "", absl::string_view(bytes).substr(i * max, max), hd, d));
+  }
+  s_->stats_.bytes.fetch_add(bytes.size(), std::memory_order_relaxed);
+  have_last_ = true;
+  last_epoch_ = h.epoch;
+  last_end_ = h.end_pos;
+  return absl::OkStatus();
+}
+
+StreamShipper::StreamShipper(StreamShipperOptions options) : options_(std::move(options)) {}
+
+StreamShipper::~StreamShipper() { Stop(); }
+
+void StreamShipper::Start() {
+  FERRY_CHECK(!thread_.joinable());
+  thread_ = std::thread([this] { Run(); });
+}
+
+void StreamShipper::Notify() {
+  absl::MutexLock lock(&mu_);
+  notified_ = true;
+}
+
+void StreamShipper::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void StreamShipper::Run() {
+  const std::string stream(pipeline::StreamKindName(options_.kind));
+  absl::Duration backoff = absl::Seconds(1);
+  absl::StatusCode last_code = absl::StatusCode::kOk;
+  while (true) {
+    stats_.sessions.fetch_add(1);
+    absl::Status st = Session(this).Run();
+    stats_.connected = false;
+    absl::MutexLock lock(&mu_);
+    if (stop_) {
+      if (!st.ok()) spdlog::warn("source={} stream={} event=kafka_stopped note=\"{}\"", options_.source, stream, std::string(st.message()));
+      return;
+    }
+    // Logged once per kind of trouble, not per retry.
+    if (st.code() != last_code) {
+      spdlog::warn("source={} stream={} event=kafka_unavailable error=\"{}\" action=retrying (local archiving goes on)",
+                   options_.source, stream, std::string(st.message()));
+    }
+    last_code = st.code();
+    mu_.AwaitWithTimeout(absl::Condition(&stop_), backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(15));
+  }
+}
+
+SnapshotShipper::SnapshotShipper(SnapshotShipperOptions options) : options_(std::move(options)) {}
+
+SnapshotShipper::~SnapshotShipper() { Stop(); }
+
+void SnapshotShipper::Start() {
+  FERRY_CHECK(!thread_.joinable());
+  thread_ = std::thread([this] {
+    absl::StatusCode last_code = absl::StatusCode::kOk;
+    while (true) {
+      absl::Status st = Session();
+      if (!Wait(absl::Seconds(5))) return;
+      if (st.code() != last_code) {
+        spdlog::warn("source={} event=kafka_snapshots_unavailable error=\"{}\" action=retrying", options_.source,
+                     std::string(st.message()));
+      }
+      last_code = st.code();
+    }
+  });
+}
+
+void SnapshotShipper::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+bool SnapshotShipper::Wait(absl::Duration d) {
+  absl::MutexLock lock(&mu_);
+  return !mu_.AwaitWithTimeout(absl::Condition(&stop_), d);
+}
+
+absl::Status SnapshotShipper::Session() {
+  const std::string chunk_topic = ChunkTopic(options_.kafka.topic_prefix, options_.source);
+  const std::string manifest_topic = ManifestTopic(options_.kafka.topic_prefix, options_.source);
+  FERRY_ASSIGN_OR_RETURN(auto producer, Producer::Create(options_.kafka, nullptr));
+  // What the manifest topic already has (keys are snapshot ids); it is small.
+  std::set<std::string> shipped;
+  FERRY_RETURN_IF_ERROR(ReadPartition(options_.kafka, manifest_topic, 0, 0, 60000, [&](const rd_kafka_message_t* m) {
+    shipped.emplace(static_cast<const char*>(m->key), m->key_len);
+    return true;
+  }));
+  std::set<storage::ChunkId> chunks_sent;
+  bool first = true;
+  auto cancelled = [this] {
+    absl::MutexLock lock(&mu_);
+    return stop_;
+  };
+  while (first || Wait(absl::Seconds(2))) {
+    first = false;
+    auto archive = storage::Archive::Open(options_.archive_path, storage::ArchiveOptions{});
+    if (!archive.ok()) return archive.status();
+    auto store = storage::SnapshotStore::Open((*archive)->SnapshotDir(options_.source), false);
+    if (!store.ok()) {
+      if (absl::IsNotFound(store.status())) continue;  // no snapshot yet
+      return store.status();
+    }
+    for (const storage::SnapshotManifest& m : (*store)->snapshots()) {
+      if (shipped.count(m.id) > 0) {
+        for (const auto& e : m.entries) {
+          for (const auto& c : e.chunks) chunks_sent.insert(c.id);
+        }
+      }
+    }
+    for (const storage::SnapshotManifest& m : (*store)->snapshots()) {
+      if (shipped.count(m.id) > 0) continue;
+      std::string compressed;
+      for (const storage::SnapshotEntry& e : m.entries) {
+        for (const storage::ChunkRef& c : e.chunks) {
+          if (!chunks_sent.insert(c.id).second) continue;
+          storage::SnapshotEntry one;
+          one.path = e.path;
+          one.chunks = {c};
+          absl::Status read = (*store)->ReadFile(one, [&](absl::string_view raw) {
+            return pipeline::CompressZstd(raw, 1, &compressed);
+          });
+          FERRY_RETURN_IF_ERROR(read);
+          FERRY_RETURN_IF_ERROR(producer->Produce(chunk_topic, -1, storage::ChunkIdHex(c.id), compressed,
+                                                  {{kHeaderType, "chunk"}, {kHeaderRawLen, absl::StrCat(c.raw_len)}}, {}));
+          while (producer->in_flight_bytes() > (32u << 20)) FERRY_RETURN_IF_ERROR(producer->Poll(20));
+          if (cancelled()) return absl::CancelledError("stopping");
+        }
+      }
+      // The manifest only once every chunk it names is in Kafka.
+      FERRY_RETURN_IF_ERROR(producer->Drain(absl::Minutes(10), cancelled));
+      FERRY_RETURN_IF_ERROR(producer->Produce(manifest_topic, 0, m.id, storage::SerializeSnapshotManifest(m),
+                                              {{kHeaderType, "manifest"}}, {}));
+      FERRY_RETURN_IF_ERROR(producer->Drain(absl::Minutes(1), cancelled));
+      shipped.insert(m.id);
+      shipped_.fetch_add(1);
+      spdlog::info("source={} event=kafka_snapshot_shipped id={} kind={}", options_.source, m.id, m.Get("kind"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ferry::cross_region

@@ -1,0 +1,205 @@
+// Cross-region: every stream and snapshot goes through Kafka (librdkafka's mock cluster, the
+// real protocol) to `ferry mirror`, whose archive must verify to the same digests as the
+// primary region's, through broker outages, injected produce errors, and restarts of either
+// side.
+#include <signal.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <rapidjson/document.h>
+
+#include "absl/strings/str_cat.h"
+#include "cross_region/kafka.h"
+#include "pipeline/position.h"
+#include "tests/fixtures/ferry_process.h"
+#include "tests/fixtures/pg_cluster.h"
+#include "tools/sandbox/local_postgres.h"
+#include "tools/sandbox/local_redis.h"
+#include "tools/sandbox/pg_steps.h"
+
+namespace ferry::testing {
+namespace {
+
+using tools::LocalPostgres;
+using tools::LocalRedis;
+
+// "source/stream" -> digest, and "source/snapshots" -> the snapshot ids, from verify --json.
+// Empty on a failed verify (reported).
+std::map<std::string, std::string> Digests(const std::string& archive) {
+  std::map<std::string, std::string> out;
+  auto r = RunFerry({"verify", "--archive", archive, "--json"});
+  if (!r.ok() || r->exit_code != 0) {
+    ADD_FAILURE() << "verify " << archive << ": " << (r.ok() ? r->out + r->err : r.status().ToString());
+    return out;
+  }
+  rapidjson::Document d;
+  d.Parse(r->out.c_str());
+  if (d.HasParseError() || !d.IsObject()) {
+    ADD_FAILURE() << "verify --json: " << r->out;
+    return out;
+  }
+  for (const auto& src : d["sources"].GetArray()) {
+    const std::string name = src["name"].GetString();
+    for (const auto& st : src["streams"].GetArray()) {
+      out[name + "/" + st["stream"].GetString()] = st["digest"].GetString();
+    }
+    std::string ids;
+    for (const auto& snap : src["snapshots"].GetArray()) absl::StrAppend(&ids, snap["id"].GetString(), " ");
+    out[name + "/snapshots"] = ids;
+  }
+  return out;
+}
+
+std::string Show(const std::map<std::string, std::string>& m) {
+  std::string s;
+  for (const auto& [k, v] : m) absl::StrAppend(&s, k, "=", v, " ");
+  return s;
+}
+
+struct Regions {
+  std::string dir, archive, mirror_archive, config, mirror_config;
+  std::unique_ptr<cross_region::MockCluster> kafka;
+  std::unique_ptr<LocalPostgres> pg;
+  std::unique_ptr<LocalRedis> redis;
+  std::unique_ptr<FerryService> ferry, mirror;
+
+  // Every partition of ferry's topics led by `broker` (-1: none, Kafka is down for them).
+  void SetLeaders(int broker) {
+    for (const char* topic : {"main.pg-wal", "cache.redis-commands", "main.chunks", "cache.chunks", "main.snapshots",
+                              "cache.snapshots"}) {
+      // Partition 0 always exists (set_leader creates the topic if needed); how many more
+      // a topic has depends on how it was created.
+      for (int p = 0; p < 4; ++p) {
+        absl::Status st = kafka->SetLeader(absl::StrCat("ferry.eu.", topic), p, broker);
+        ASSERT_TRUE(st.ok() || p > 0) << st;
+      }
+    }
+  }
+
+  // The two archives verify to the same digests (streams and snapshot ids) within `seconds`.
+  bool WaitMirrored(int seconds) {
+    std::map<std::string, std::string> a, b;
+    const bool same = WaitFor([&] {
+      a = Digests(archive);
+      b = Digests(mirror_archive);
+      return !a.empty() && a == b;
+    }, seconds);
+    EXPECT_TRUE(same) << "primary: " << Show(a) << "\nmirror:  " << Show(b) << "\nferry log:\n"
+                      << ferry->Log() << "\nmirror log:\n" << mirror->Log();
+    return same;
+  }
+};
+
+// A primary region (PostgreSQL, Redis, ferry run shipping to the mock cluster) and a standby
+// region (ferry mirror). `source_extra` goes into the PostgreSQL source.
+Regions Start(const std::string& source_extra = "") {
+  Regions s;
+  Primaries p = StartPrimaries("ferry-kafka-test");
+  s.dir = p.dir;
+  s.archive = s.dir + "/archive";
+  s.mirror_archive = s.dir + "/mirror";
+  s.pg = std::move(p.pg);
+  s.redis = std::move(p.redis);
+  auto kafka = cross_region::MockCluster::Start(3);
+  EXPECT_TRUE(kafka.ok()) << kafka.status();
+  if (!kafka.ok() || !s.pg || !s.redis) return s;
+  s.kafka = std::move(*kafka);
+  Q(*s.pg, "create table t (id serial primary key, v text)");
+  s.config = s.dir + "/ferry.toml";
+  std::ofstream(s.config) << "region = \"eu\"\n[archive]\npath = \"" << s.archive << "\"\nsegment_mb = 4\n\n"
+                          // Small messages: most frames travel in several parts.
+                          << "[kafka]\nbrokers = \"" << s.kafka->bootstrap() << "\"\nmax_message_bytes = 8192\n\n"
+                          << "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << s.pg->Conninfo()
+                          << "\"\nscheduled_backups = false\n" << source_extra << "\n"
+                          << "[[source]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"" << s.redis->Address()
+                          << "\"\nscheduled_backups = false\n";
+  s.mirror_config = s.dir + "/mirror.toml";
+  std::ofstream(s.mirror_config) << "region = \"us\"\n[archive]\npath = \"" << s.mirror_archive
+                                 << "\"\nsegment_mb = 4\n\n[kafka]\nbrokers = \"" << s.kafka->bootstrap()
+                                 << "\"\ntopic_prefix = \"ferry.eu\"\n\n[mirror]\nsources = [\"main\", \"cache\"]\n";
+  s.ferry = std::make_unique<FerryService>(s.config, s.dir + "/ferry.log");
+  s.mirror = std::make_unique<FerryService>(s.mirror_config, s.dir + "/mirror.log", "mirror");
+  EXPECT_TRUE(s.ferry->Start().ok());
+  EXPECT_TRUE(WaitFor([&] { return FerryFlush(*s.pg).valid(); }, 30)) << s.ferry->Log();
+  EXPECT_TRUE(tools::WaitReplicaAcked(*s.redis, 30).ok()) << s.ferry->Log();
+  EXPECT_TRUE(RunFerrySucceeding({"backup", "--config", s.config, "--source", "main"}, "backup"));
+  EXPECT_TRUE(s.mirror->Start().ok());
+  return s;
+}
+
+// Writes to both primaries until `stop`: PostgreSQL rows and Redis commands of several kinds.
+// Paced: the mock cluster keeps only the last 5 MiB of a partition, and a mirror further
+// behind than that would (rightly) stop at the gap.
+void Load(const Regions& s, std::atomic<bool>* stop, std::atomic<int>* rounds) {
+  for (int i = 0; !*stop; ++i) {
+    Q(*s.pg, absl::StrCat("insert into t (v) select repeat(md5(g::text), ", i % 5 == 0 ? 20 : 2,
+                          ") from generate_series(1, 100) g"));
+    (void)s.redis->Command({"SET", absl::StrCat("k", i), absl::StrCat(i)});
+    (void)s.redis->Command({"INCR", "counter"});
+    (void)s.redis->Command({"RPUSH", "list", absl::StrCat(i)});
+    ++*rounds;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+TEST(KafkaMirrorTest, StreamsAndSnapshotsReachTheMirrorThroughFaults) {
+  Regions s = Start();
+  ASSERT_TRUE(s.kafka && s.pg && s.redis && s.ferry && s.mirror);
+  std::atomic<bool> stop{false};
+  std::atomic<int> rounds{0};
+  std::thread load([&] { Load(s, &stop, &rounds); });
+  auto wait_rounds = [&](int n) { ASSERT_TRUE(WaitFor([&] { return rounds >= n; }, 60)); };
+
+  auto pause = [](int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); };
+  wait_rounds(20);
+  // Kafka down mid-stream (no partition has a leader): local archiving goes on (the load
+  // keeps being archived and acknowledged), shipping resumes after.
+  s.SetLeaders(-1);
+  const int before = rounds;
+  pause(2000);
+  WaitUntilArchived(*s.pg);
+  EXPECT_GT(rounds, before + 10) << "writes stalled while Kafka was down";
+  s.SetLeaders(1);
+  // A broker down for good mid-stream; its partitions fail over to another broker.
+  pause(500);
+  ASSERT_TRUE(s.kafka->SetBrokerDown(1).ok());
+  pause(300);
+  s.SetLeaders(2);
+  // Produce requests that fail: the idempotent producer retries without reordering.
+  pause(500);
+  s.kafka->FailNextProduceRequests(10);
+  pause(1000);
+  // The mirror killed mid-stream and restarted: redelivery is deduplicated.
+  ASSERT_TRUE(s.mirror->Kill9().ok());
+  pause(1000);
+  ASSERT_TRUE(s.mirror->Start().ok());
+  pause(1000);
+  stop = true;
+  load.join();
+  WaitUntilArchived(*s.pg);
+  ASSERT_TRUE(tools::WaitReplicaAcked(*s.redis, 30).ok());
+  ASSERT_TRUE(s.WaitMirrored(120));
+
+  // ferry restarted while Kafka is down, with writes meanwhile: caught up from the archive.
+  ASSERT_TRUE(s.ferry->Terminate().ok());
+  s.SetLeaders(-1);
+  ASSERT_TRUE(s.ferry->Start().ok());
+  stop = false;
+  std::thread more([&] { Load(s, &stop, &rounds); });
+  pause(1500);
+  stop = true;
+  more.join();
+  WaitUntilArchived(*s.pg);
+  ASSERT_TRUE(tools::WaitReplicaAcked(*s.redis, 30).ok());
+  s.SetLeaders(3);
+  ASSERT_TRUE(s.WaitMirrored(120));
+  EXPECT_NE(s.mirror->Log().find("event=snapshot_imported"), std::string::npos) << s.mirror->Log();
+}
+
+}  // namespace
+}  // namespace ferry::testing

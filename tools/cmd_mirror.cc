@@ -1,0 +1,116 @@
+// ferry mirror: the standby region's consumer (cross_region/mirror.h) as a process, with its
+// own /metrics; and ferry kafka-mock: librdkafka's mock cluster as a process of its own.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "cross_region/kafka.h"
+#include "cross_region/mirror.h"
+#include "tools/commands.h"
+#include "tools/service/config.h"
+#include "tools/service/http.h"
+
+namespace ferry::tools {
+namespace {
+
+// Blocks SIGTERM and SIGINT in every thread started after it; WaitForStop returns when one
+// arrives (or when Wake is called).
+class StopSignals {
+ public:
+  StopSignals() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGTERM);
+    sigaddset(&set_, SIGINT);
+    sigaddset(&set_, SIGUSR1);  // Wake
+    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+  }
+  int WaitForStop() {
+    int sig = 0;
+    sigwait(&set_, &sig);
+    return sig;
+  }
+  static void Wake(std::thread& t) { pthread_kill(t.native_handle(), SIGUSR1); }
+
+ private:
+  sigset_t set_;
+};
+
+}  // namespace
+
+int CmdMirror(const std::string& config_path) {
+  auto config = LoadConfig(config_path);
+  if (!config.ok()) return Fail("mirror", config.status());
+  if (config->mirror_sources.empty()) {
+    return Fail("mirror", absl::InvalidArgumentError(absl::StrCat(
+                              config_path, ": [mirror] sources is missing: name the primary region's sources to mirror")));
+  }
+  if (cross_region::ParseMockBrokers(config->kafka_brokers).ok()) {
+    return Fail("mirror", absl::InvalidArgumentError(absl::StrCat(
+                              config_path, ": [kafka] brokers = \"", config->kafka_brokers,
+                              "\" would start an empty cluster of the mirror's own; use the primary's bootstrap "
+                              "address (its /status kafka.bootstrap, or what ferry kafka-mock printed)")));
+  }
+  StopSignals signals;
+  cross_region::MirrorOptions o;
+  o.kafka.brokers = config->kafka_brokers;
+  o.kafka.topic_prefix = config->kafka_topic_prefix;
+  o.kafka.properties = config->kafka_properties;
+  o.archive_path = config->archive_path;
+  o.writer = config->writer;
+  o.segment_bytes = config->segment_bytes;
+  o.sources = config->mirror_sources;
+  o.group_id = config->mirror_group_id;
+  auto mirror = cross_region::Mirror::Create(o);
+  if (!mirror.ok()) return Fail("mirror", mirror.status());
+  std::unique_ptr<HttpEndpoint> http;
+  if (!config->http_listen.empty()) {
+    auto started = HttpEndpoint::Start(config->http_listen, config->http_token, [&] {
+      ServiceState st;
+      st.region = config->region;
+      st.archive_path = config->archive_path;
+      st.listen = config->http_listen;
+      st.kafka_bootstrap = config->kafka_brokers;
+      st.kafka_topic_prefix = config->kafka_topic_prefix;
+      st.mirror = (*mirror)->State();
+      return st;
+    });
+    if (!started.ok()) return Fail("mirror", started.status());
+    http = std::move(*started);
+    spdlog::info("event=http listen={} port={}", config->http_listen, http->port());
+  }
+  std::thread watcher([&] {
+    const int sig = signals.WaitForStop();
+    if (sig == SIGUSR1) return;
+    spdlog::info("event=signal signal={} action=stopping", sig);
+    (*mirror)->Stop();
+  });
+  absl::Status st = (*mirror)->Run();
+  StopSignals::Wake(watcher);
+  watcher.join();
+  const cross_region::MirrorState state = (*mirror)->State();
+  spdlog::info("event=mirror_stopped frames_lag_p50_s={:.3f} lag_p99_s={:.3f} samples={} snapshots={}", state.lag_p50,
+               state.lag_p99, state.lag_samples, state.snapshots);
+  http.reset();
+  if (!st.ok()) return Fail("mirror", st);
+  return 0;
+}
+
+int CmdKafkaMock(int brokers) {
+  StopSignals signals;
+  auto cluster = cross_region::MockCluster::Start(brokers);
+  if (!cluster.ok()) return Fail("kafka-mock", cluster.status());
+  // One line on stdout, for scripts: the bootstrap address.
+  std::printf("%s\n", (*cluster)->bootstrap().c_str());
+  std::fflush(stdout);
+  spdlog::info("event=kafka_mock brokers={} bootstrap={} note=\"in memory only; stops with SIGTERM\"", brokers,
+               (*cluster)->bootstrap());
+  while (signals.WaitForStop() == SIGUSR1) {
+  }
+  return 0;
+}
+
+}  // namespace ferry::tools
