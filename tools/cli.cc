@@ -121,6 +121,8 @@ int RunCli(int argc, char** argv) {
   restore_pg->add_option("--lsn", pr.lsn, "stop at this WAL position (X/Y)");
   restore_pg->add_option("--xid", pr.xid, "stop after this transaction's commit");
   restore_pg->add_flag("--latest", pr.latest, "replay every archived commit");
+  restore_pg->add_flag("--standby", pr.standby,
+                       "with --latest: a warm standby that keeps replaying what the archive receives until promoted");
   restore_pg->add_option("--to", pr.to, "new (or empty) data directory")->required();
   restore_pg->add_flag("--start", pr.start, "start the server and wait until recovery has finished");
   restore_pg->add_option("--port", pr.port, "port for --start (default: a free one)")->check(CLI::Range(1, 65535));

@@ -7,6 +7,7 @@
 #include "tools/commands.h"
 #include "tools/restore/pg_restore.h"
 #include "tools/restore/restore_all.h"
+#include "tools/sandbox/local_postgres.h"
 #include "tools/sandbox/pg_steps.h"
 
 namespace ferry::tools {
@@ -18,6 +19,7 @@ absl::StatusOr<PgTarget> ParseTarget(const PgRestoreArgs& a) {
     return absl::InvalidArgumentError("give exactly one of --time, --lsn, --xid, --latest");
   }
   PgTarget t;
+  t.standby = a.standby;
   if (!a.time.empty()) {
     t.kind = PgTarget::Kind::kTime;
     auto time = pipeline::ParseRfc3339(a.time);
@@ -46,7 +48,17 @@ int CmdRestorePostgres(const PgRestoreArgs& args) {
   if (!summary.ok()) return Fail("restore postgres", summary.status());
   std::printf("%s\n", summary->c_str());
   if (!args.start) {
-    std::printf("start it with: pg_ctl -D %s start\n", args.to.c_str());
+    std::printf("start it with: pg_ctl -D %s start%s\n", args.to.c_str(),
+                args.standby ? "; promote it with: pg_ctl -D DIR promote" : "");
+    return 0;
+  }
+  if (args.standby) {
+    // A standby never ends recovery: started, it is ready once it accepts (read-only) queries.
+    auto standby = LocalPostgres::StartExisting(args.to, args.port);
+    if (!standby.ok()) return Fail("restore postgres", standby.status());
+    std::printf("standby running on 127.0.0.1:%d (log %s), replaying from %s; promote it with: pg_ctl -D %s promote\n",
+                (*standby)->port(), (*standby)->log_path().c_str(), args.archive.c_str(), args.to.c_str());
+    (*standby)->Detach();
     return 0;
   }
   auto started = StartRestoredPostgres(args.to, args.port, args.timeout_seconds);

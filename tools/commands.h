@@ -26,6 +26,7 @@ struct PgRestoreArgs {
   std::string archive, source, to;
   std::string time, lsn, xid;  // at most one set (or latest)
   bool latest = false;
+  bool standby = false;  // with --latest: a warm standby that follows the archive
   bool start = false;
   int port = 0;
   int timeout_seconds = 3600;

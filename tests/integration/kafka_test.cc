@@ -203,3 +203,74 @@ TEST(KafkaMirrorTest, StreamsAndSnapshotsReachTheMirrorThroughFaults) {
 
 }  // namespace
 }  // namespace ferry::testing
+
+namespace ferry::testing {
+namespace {
+
+std::string Rows(const LocalPostgres& pg) { return Q(pg, "select count(*) || '|' || coalesce(sum(length(v)), 0) from t"); }
+
+TEST(KafkaMirrorTest, WarmStandbyPostgresFollowsTheMirrorAndPromotes) {
+  Regions s = Start();
+  ASSERT_TRUE(s.kafka && s.pg && s.redis && s.ferry && s.mirror);
+  Q(*s.pg, "insert into t (v) select md5(g::text) from generate_series(1, 1000) g");
+  WaitUntilArchived(*s.pg);
+  ASSERT_TRUE(s.WaitMirrored(60));
+
+  const std::string data = s.dir + "/standby";
+  ASSERT_TRUE(RunFerrySucceeding({"restore", "postgres", "--archive", s.mirror_archive, "--source", "main", "--latest",
+                                  "--standby", "--to", data},
+                                 "restore --standby"));
+  ASSERT_TRUE(std::filesystem::exists(data + "/standby.signal"));
+  auto standby = LocalPostgres::StartExisting(data);
+  ASSERT_TRUE(standby.ok()) << standby.status();
+  EXPECT_EQ(Q(**standby, "select pg_is_in_recovery()"), "t");
+  EXPECT_TRUE(WaitFor([&] { return Rows(**standby) == Rows(*s.pg); }, 60)) << Rows(**standby) << " vs " << Rows(*s.pg);
+
+  // Writes in the primary region reach the standby through Kafka and the mirror's archive.
+  Q(*s.pg, "insert into t (v) select md5(g::text) from generate_series(1, 500) g");
+  Q(*s.pg, "create table after_standby (id int)");
+  Q(*s.pg, "insert into after_standby values (42)");
+  Q(*s.pg, "select pg_switch_wal()");
+  WaitUntilArchived(*s.pg);
+  EXPECT_TRUE(WaitFor([&] { return Rows(**standby) == Rows(*s.pg); }, 90)) << Rows(**standby) << " vs " << Rows(*s.pg);
+
+  // Promoted, it is a primary with the primary's tables.
+  Q(**standby, "select pg_promote()");
+  EXPECT_TRUE(WaitFor([&] { return Q(**standby, "select pg_is_in_recovery()") == "f"; }, 60));
+  EXPECT_EQ(Rows(**standby), Rows(*s.pg));
+  EXPECT_EQ(Q(**standby, "select id from after_standby"), "42");
+  Q(**standby, "insert into t (v) values ('written after promotion')");
+}
+
+// ack = "local+kafka": the flush position PostgreSQL hears never passes what Kafka has
+// acknowledged, while the write position (local archiving) goes on.
+TEST(KafkaAckTest, LocalPlusKafkaFlushNeverPassesKafka) {
+  Regions s = Start("ack = \"local+kafka\"\n");
+  ASSERT_TRUE(s.kafka && s.pg && s.redis && s.ferry && s.mirror);
+  WaitUntilArchived(*s.pg);  // Kafka up: flushed means shipped
+  auto positions = [&] {
+    const std::string row = Q(*s.pg, "select write_lsn || ' ' || flush_lsn from pg_stat_replication "
+                                     "where application_name = 'ferry_main'");
+    const size_t space = row.find(' ');
+    auto w = pipeline::Lsn::Parse(row.substr(0, space));
+    auto f = pipeline::Lsn::Parse(space == std::string::npos ? "" : row.substr(space + 1));
+    return std::make_pair(w.value_or(pipeline::Lsn()), f.value_or(pipeline::Lsn()));
+  };
+  s.SetLeaders(-1);  // Kafka down
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  Q(*s.pg, "insert into t (v) select md5(g::text) from generate_series(1, 2000) g");
+  const auto l1 = pipeline::Lsn::Parse(Q(*s.pg, "select pg_current_wal_lsn()"));
+  ASSERT_TRUE(l1.ok());
+  ASSERT_TRUE(WaitFor([&] { return positions().first >= *l1; }, 30)) << "ferry did not archive while Kafka was down";
+  for (int i = 0; i < 20; ++i) {
+    const auto [written, flushed] = positions();
+    EXPECT_LT(flushed, *l1) << "flush " << flushed.ToString() << " passed what Kafka acknowledged";
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  s.SetLeaders(2);  // Kafka back: shipped, then acknowledged
+  EXPECT_TRUE(WaitFor([&] { return positions().second >= *l1; }, 60)) << s.ferry->Log();
+  ASSERT_TRUE(s.WaitMirrored(60));
+}
+
+}  // namespace
+}  // namespace ferry::testing

@@ -292,8 +292,11 @@ absl::StatusOr<std::string> RestorePostgresTo(const std::string& archive_path,
     FERRY_RETURN_IF_ERROR(MaterialiseSnapshot(*store, *plan.snapshot, to,
                                               [&](uint64_t d, uint64_t t) { bar.Update(d, t); }));
   }
+  if (target.standby && target.kind != PgTarget::Kind::kLatest) {
+    return absl::InvalidArgumentError("--standby follows the archive: it goes with --latest only");
+  }
   FERRY_RETURN_IF_ERROR(
-      WriteRecoverySettings(to, ferry_binary, archive_path, source, plan.target_setting));
+      WriteRecoverySettings(to, ferry_binary, archive_path, source, plan.target_setting, target.standby));
   return absl::StrCat("restored backup ", plan.snapshot->id, " (consistent at ",
                       plan.snapshot->Get("end_lsn"), ") into ", to, "; recovery replays WAL to ",
                       plan.description);
@@ -372,11 +375,14 @@ absl::Status MaterialiseSnapshot(const storage::SnapshotStore& store,
 
 absl::Status WriteRecoverySettings(const std::string& target, const std::string& ferry_binary,
                                    const std::string& archive, const std::string& source,
-                                   const std::string& target_setting) {
+                                   const std::string& target_setting, bool standby) {
   const std::string abs_archive = std::filesystem::absolute(archive).lexically_normal().string();
-  std::ofstream signal(target + "/recovery.signal");
+  // A standby asks restore_command for the next segment again and again (every
+  // wal_retrieve_retry_interval) until it is promoted; recovery ends at the archive's end.
+  const std::string signal_file = absl::StrCat(target, standby ? "/standby.signal" : "/recovery.signal");
+  std::ofstream signal(signal_file);
   signal.close();
-  if (!signal) return absl::InternalError(absl::StrCat("create ", target, "/recovery.signal"));
+  if (!signal) return absl::InternalError(absl::StrCat("create ", signal_file));
   std::ofstream conf(target + "/postgresql.auto.conf", std::ios::app);
   // Later lines win over the ones the backup brought along. A clone must neither archive
   // into anyone's archive nor wait for a synchronous standby.

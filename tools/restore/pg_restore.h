@@ -22,6 +22,9 @@ struct PgTarget {
   // at an instant, or a mark) instead of just after it (PostgreSQL's default).
   bool inclusive = true;
   uint32_t xid = 0;
+  // kLatest only: a warm standby (standby.signal) that keeps replaying what the archive
+  // receives (wal-fetch on a mirror's archive) until promoted, instead of recovering once.
+  bool standby = false;
 };
 
 struct PgRestorePlan {
@@ -69,7 +72,7 @@ absl::Status MaterialiseSnapshot(const storage::SnapshotStore& store,
 // target, the latest timeline, and no archiving or synchronous standby in the clone.
 absl::Status WriteRecoverySettings(const std::string& target, const std::string& ferry_binary,
                                    const std::string& archive, const std::string& source,
-                                   const std::string& target_setting);
+                                   const std::string& target_setting, bool standby = false);
 
 // The whole restore as `ferry restore postgres` does it (without starting the server):
 // open the archive, plan (every check before anything is written), materialise with a
