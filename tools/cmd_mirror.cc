@@ -10,6 +10,7 @@
 
 #include "cross_region/kafka.h"
 #include "cross_region/mirror.h"
+#include "cross_region/redis_standby.h"
 #include "tools/commands.h"
 #include "tools/service/config.h"
 #include "tools/service/http.h"
@@ -82,6 +83,22 @@ int CmdMirror(const std::string& config_path) {
     http = std::move(*started);
     spdlog::info("event=http listen={} port={}", config->http_listen, http->port());
   }
+  std::unique_ptr<cross_region::RedisStandbyFeeder> standby;
+  if (!config->mirror_apply_redis.empty()) {
+    // "host:port", or "source=host:port" when several Redis sources are mirrored.
+    cross_region::RedisStandbyOptions ro;
+    ro.archive_path = config->archive_path;
+    ro.sources = config->mirror_sources;
+    ro.standby = config->mirror_apply_redis;
+    if (const size_t eq = ro.standby.find('='); eq != std::string::npos) {
+      ro.source = ro.standby.substr(0, eq);
+      ro.standby = ro.standby.substr(eq + 1);
+    }
+    auto started = cross_region::RedisStandbyFeeder::Start(ro);
+    if (!started.ok()) return Fail("mirror", started.status());
+    standby = std::move(*started);
+    spdlog::info("event=standby_redis_feeder standby={} feeder=127.0.0.1:{}", ro.standby, standby->port());
+  }
   std::thread watcher([&] {
     const int sig = signals.WaitForStop();
     if (sig == SIGUSR1) return;
@@ -91,6 +108,7 @@ int CmdMirror(const std::string& config_path) {
   absl::Status st = (*mirror)->Run();
   StopSignals::Wake(watcher);
   watcher.join();
+  if (standby != nullptr) standby->Stop();
   const cross_region::MirrorState state = (*mirror)->State();
   spdlog::info("event=mirror_stopped frames_lag_p50_s={:.3f} lag_p99_s={:.3f} samples={} snapshots={}", state.lag_p50,
                state.lag_p99, state.lag_samples, state.snapshots);

@@ -96,8 +96,9 @@ struct Regions {
 };
 
 // A primary region (PostgreSQL, Redis, ferry run shipping to the mock cluster) and a standby
-// region (ferry mirror). `source_extra` goes into the PostgreSQL source.
-Regions Start(const std::string& source_extra = "") {
+// region (ferry mirror). `source_extra` goes into the PostgreSQL source, `mirror_extra` into
+// [mirror].
+Regions Start(const std::string& source_extra = "", const std::string& mirror_extra = "") {
   Regions s;
   Primaries p = StartPrimaries("ferry-kafka-test");
   s.dir = p.dir;
@@ -121,7 +122,8 @@ Regions Start(const std::string& source_extra = "") {
   s.mirror_config = s.dir + "/mirror.toml";
   std::ofstream(s.mirror_config) << "region = \"us\"\n[archive]\npath = \"" << s.mirror_archive
                                  << "\"\nsegment_mb = 4\n\n[kafka]\nbrokers = \"" << s.kafka->bootstrap()
-                                 << "\"\ntopic_prefix = \"ferry.eu\"\n\n[mirror]\nsources = [\"main\", \"cache\"]\n";
+                                 << "\"\ntopic_prefix = \"ferry.eu\"\n\n[mirror]\nsources = [\"main\", \"cache\"]\n"
+                                 << mirror_extra;
   s.ferry = std::make_unique<FerryService>(s.config, s.dir + "/ferry.log");
   s.mirror = std::make_unique<FerryService>(s.mirror_config, s.dir + "/mirror.log", "mirror");
   EXPECT_TRUE(s.ferry->Start().ok());
@@ -270,6 +272,41 @@ TEST(KafkaAckTest, LocalPlusKafkaFlushNeverPassesKafka) {
   s.SetLeaders(2);  // Kafka back: shipped, then acknowledged
   EXPECT_TRUE(WaitFor([&] { return positions().second >= *l1; }, 60)) << s.ferry->Log();
   ASSERT_TRUE(s.WaitMirrored(60));
+}
+
+// apply_redis: the mirror feeds a standby Redis as its primary would; through a restart of the
+// mirror it continues with PSYNC, and after the load it holds the primary's data exactly.
+TEST(KafkaMirrorTest, WarmStandbyRedisFollowsTheMirror) {
+  auto standby = LocalRedis::Start({});
+  ASSERT_TRUE(standby.ok()) << standby.status();
+  Regions s = Start("", absl::StrCat("apply_redis = \"", (*standby)->Address(), "\"\n"));
+  ASSERT_TRUE(s.kafka && s.pg && s.redis && s.ferry && s.mirror);
+  std::atomic<bool> stop{false};
+  std::atomic<int> rounds{0};
+  std::thread load([&] { Load(s, &stop, &rounds); });
+  ASSERT_TRUE(WaitFor([&] { return rounds >= 30; }, 60));
+  ASSERT_TRUE(WaitFor([&] { return (*standby)->Command({"GET", "k10"}).value_or("") == "10"; }, 60)) << s.mirror->Log();
+  ASSERT_TRUE(s.mirror->Kill9().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_TRUE(s.mirror->Start().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  stop = true;
+  load.join();
+  ASSERT_TRUE(tools::WaitReplicaAcked(*s.redis, 30).ok());
+  const auto primary = tools::RedisDigest(*s.redis);
+  ASSERT_TRUE(primary.ok()) << primary.status();
+  std::string got;
+  EXPECT_TRUE(WaitFor([&] {
+    got = tools::RedisDigest(**standby).value_or("");
+    return got == *primary;
+  }, 90)) << got << " vs " << *primary << "\nmirror log:\n" << s.mirror->Log();
+  EXPECT_EQ((*standby)->Command({"ROLE"}).value_or("").substr(0, 5), "slave");
+  const std::string log = s.mirror->Log();
+  EXPECT_NE(log.find("sync=full"), std::string::npos) << log;
+  EXPECT_NE(log.find("sync=partial"), std::string::npos) << "a restarted mirror should continue, not resync:\n" << log;
+  // Promoted, it takes writes.
+  ASSERT_TRUE((*standby)->Command({"REPLICAOF", "NO", "ONE"}).ok());
+  EXPECT_TRUE((*standby)->Command({"SET", "after", "promotion"}).ok());
 }
 
 }  // namespace
