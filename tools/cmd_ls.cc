@@ -1,9 +1,16 @@
 // ferry ls: sources, streams and the restorable window of each.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "pipeline/position.h"
 #include "storage/archive.h"
+#include "storage/durable_file.h"
 #include "storage/snapshot_store.h"
 #include "tools/backup/marks.h"
 #include "tools/commands.h"
@@ -17,6 +24,15 @@ namespace {
 std::string FormatPos(pipeline::StreamKind kind, uint64_t pos) {
   if (kind == pipeline::StreamKind::kRedisCommands) return absl::StrCat(pos);
   return pipeline::Lsn(pos).ToString();
+}
+
+// Whether a process holds the archive's writer lock (a service is running on it).
+bool ArchiveLocked(const std::string& archive_path) {
+  const int fd = open((archive_path + "/LOCK").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  close(fd);
+  return held;
 }
 
 }  // namespace
@@ -152,7 +168,15 @@ int CmdLs(const std::string& archive_path, bool json) {
     out += "]}";
     if (!json) std::printf("mark %s at %s:%s\n", m.name.c_str(), pipeline::FormatUnixMicros(m.time).c_str(), text.c_str());
   }
-  out += "]}";
+  out += "]";
+  // A running service with [kafka] leaves its brokers (a mock cluster's own address) in
+  // ARCHIVE/KAFKA while it holds the archive's lock; a stale file (after a crash) is ignored.
+  if (auto kafka = storage::ReadWholeFile(archive_path + "/KAFKA"); kafka.ok() && ArchiveLocked(archive_path)) {
+    const std::string bootstrap(absl::StripAsciiWhitespace(*kafka));
+    absl::StrAppend(&out, ",\"kafka\":{\"bootstrap\":", JsonString(bootstrap), "}");
+    if (!json) std::printf("kafka: %s (the running service's)\n", bootstrap.c_str());
+  }
+  out += "}";
   if (json) std::printf("%s\n", out.c_str());
   return 0;
 }

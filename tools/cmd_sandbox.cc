@@ -6,11 +6,15 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "cross_region/mirror.h"
+#include "storage/durable_file.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "pipeline/check.h"
@@ -36,6 +40,21 @@ double SecondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// "source/stream" -> the stream's verify digest (equal digests: byte-identical frames).
+std::map<std::string, uint64_t> StreamDigests(const std::string& archive_path) {
+  std::map<std::string, uint64_t> out;
+  auto archive = storage::Archive::Open(archive_path, storage::ArchiveOptions{});
+  if (!archive.ok()) return out;
+  for (const std::string& src : (*archive)->Sources()) {
+    for (pipeline::StreamKind kind : (*archive)->Streams(src)) {
+      auto log = (*archive)->Stream(src, kind);
+      std::vector<storage::Damage> damage;
+      if (log.ok()) out[absl::StrCat(src, "/", pipeline::StreamKindName(kind))] = (*log)->Verify(&damage);
+    }
+  }
+  return out;
+}
+
 absl::Status RunSandbox(const std::string& dir, int seconds) {
   std::printf("sandbox: working in %s\n", dir.c_str());
   LocalPostgresOptions po;
@@ -56,6 +75,8 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
       "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"", pg->Conninfo(), "\"\n",
       // The sandbox takes its backup itself, at a known moment, instead of on a schedule.
       "scheduled_backups = false\n\n",
+      // Kafka: librdkafka's mock cluster inside the service; a second region mirrors it.
+      "[kafka]\nbrokers = \"mock:1\"\n\n",
       "[[source]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"", redis->Address(), "\"\n");
   std::ofstream(dir + "/ferry.toml") << config_text;
   FERRY_ASSIGN_OR_RETURN(Config config, ParseConfig(config_text, dir + "/ferry.toml"));
@@ -74,6 +95,14 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
     if (runner.joinable()) runner.join();
   };
 
+  const std::string mirror_archive = dir + "/mirror";
+  std::unique_ptr<cross_region::Mirror> mirror;
+  std::thread mirror_thread;
+  absl::Status mirror_result;
+  auto stop_mirror = [&] {
+    if (mirror != nullptr) mirror->Stop();
+    if (mirror_thread.joinable()) mirror_thread.join();
+  };
   std::string mid_sums, mid_digest;
   pipeline::UnixMicros mid_time = 0;
   absl::Status st = [&]() -> absl::Status {
@@ -84,6 +113,18 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
     }
     FERRY_RETURN_IF_ERROR(WaitReplicaAcked(*redis, 60));  // ferry is Redis's replica too
     std::printf("sandbox: ferry streaming into %s\n", archive.c_str());
+    FERRY_ASSIGN_OR_RETURN(std::string bootstrap, storage::ReadWholeFile(archive + "/KAFKA"));
+    cross_region::MirrorOptions mo;
+    mo.kafka.brokers = std::string(absl::StripAsciiWhitespace(bootstrap));
+    mo.kafka.topic_prefix = config.kafka_topic_prefix;
+    mo.archive_path = mirror_archive;
+    mo.writer = config.writer;
+    mo.sources = {"main", "cache"};
+    mo.group_id = "ferry-mirror-sandbox";
+    FERRY_ASSIGN_OR_RETURN(mirror, cross_region::Mirror::Create(mo));
+    mirror_thread = std::thread([&] { mirror_result = mirror->Run(); });
+    std::printf("sandbox: second region: ferry mirror from Kafka (mock cluster at %s, topics %s.*) into %s\n",
+                mo.kafka.brokers.c_str(), mo.kafka.topic_prefix.c_str(), mirror_archive.c_str());
     auto pgbench = [&](std::vector<std::string> args) -> absl::StatusOr<CommandResult> {
       std::vector<std::string> argv = {"pgbench", "-h", "127.0.0.1", "-p", std::to_string(pg->port()), "-U", "postgres"};
       argv.insert(argv.end(), args.begin(), args.end());
@@ -146,8 +187,26 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
   FERRY_ASSIGN_OR_RETURN(pipeline::Lsn b, pipeline::Lsn::Parse(flushed));
   std::printf("sandbox: primary WAL ends at %s, ferry has synced %s: RPO %lld bytes\n", primary_end.c_str(),
               flushed.c_str(), static_cast<long long>(a.value() > b.value() ? a.value() - b.value() : 0));
+  // The second region has the same bytes once Kafka and the mirror have caught up.
+  std::map<std::string, uint64_t> here, there;
+  for (int i = 0; i < 600 && mirror != nullptr; ++i) {
+    here = StreamDigests(archive);
+    there = StreamDigests(mirror_archive);
+    if (!here.empty() && here == there) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  stop_mirror();
   stop_service();
   FERRY_RETURN_IF_ERROR(service_result);
+  FERRY_RETURN_IF_ERROR(mirror_result);
+  std::printf("\nsandbox: two regions, stream digests (ferry verify --json in each):\n");
+  for (const auto& [stream, digest] : here) {
+    const auto it = there.find(stream);
+    std::printf("  %-22s primary %016llx  mirror %016llx  %s\n", stream.c_str(), static_cast<unsigned long long>(digest),
+                static_cast<unsigned long long>(it == there.end() ? 0 : it->second),
+                it != there.end() && it->second == digest ? "same bytes" : "DIFFERENT");
+  }
+  if (here != there) return absl::DataLossError("the mirror's archive differs from the primary region's");
   FERRY_RETURN_IF_ERROR(pg->Stop());
   FERRY_RETURN_IF_ERROR(redis->Stop());
 

@@ -195,7 +195,6 @@ absl::StatusOr<std::unique_ptr<Service>> Service::Create(const Config& config) {
 Service::~Service() {
   Stop();
   for (SourceRunner* r : Runners()) JoinRunner(r);
-  if (!kafka_.brokers.empty()) (void)unlink((config_.archive_path + "/KAFKA").c_str());
 }
 
 std::vector<Service::SourceRunner*> Service::Runners() {
@@ -361,6 +360,8 @@ absl::Status Service::Run() {
   reporter.join();
   if (driller.joinable()) driller.join();
   http.reset();
+  // Nothing ships any more: the address is no longer the service's to advertise.
+  if (!kafka_.brokers.empty()) (void)unlink((config_.archive_path + "/KAFKA").c_str());
   return first;
 }
 
