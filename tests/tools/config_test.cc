@@ -48,3 +48,51 @@ TEST(ConfigTest, ErrorsNameTheKey) {
 
 }  // namespace
 }  // namespace ferry::tools
+
+namespace ferry::tools {
+namespace {
+
+TEST(ConfigTest, KafkaAndMirror) {
+  auto primary = ParseConfig(R"(
+region = "eu-west"
+[archive]
+path = "/a"
+[kafka]
+brokers = "mock:3"
+[kafka.properties]
+"security.protocol" = "ssl"
+)", "ferry.toml");
+  ASSERT_TRUE(primary.ok()) << primary.status();
+  EXPECT_EQ(primary->kafka_topic_prefix, "ferry.eu-west");  // the default names the region
+  EXPECT_EQ(primary->kafka_properties.at("security.protocol"), "ssl");
+
+  auto mirror = ParseConfig(R"(
+region = "us-east"
+[archive]
+path = "/m"
+[kafka]
+brokers = "k1:9092"
+topic_prefix = "ferry.eu-west"
+[mirror]
+sources = ["main", "cache"]
+apply_redis = "127.0.0.1:6380"
+)", "mirror.toml");
+  ASSERT_TRUE(mirror.ok()) << mirror.status();
+  EXPECT_EQ(mirror->mirror_sources, (std::vector<std::string>{"main", "cache"}));
+  EXPECT_EQ(mirror->mirror_group_id, "ferry-mirror-us-east");
+  EXPECT_EQ(mirror->mirror_apply_redis, "127.0.0.1:6380");
+
+  ExpectError("[archive]\npath=\"/a\"\n[kafka]\nbrokers=\"mock:x\"\n", "kafka.brokers");
+  ExpectError("[archive]\npath=\"/a\"\n[kafka]\nbrokers=\"k:1\"\n[kafka.properties]\n\"sasl.password\"=\"x\"\n",
+              "FERRY_KAFKA_");
+  // A mirror reads the primary's topics: their prefix must be given, not defaulted.
+  ExpectError("region=\"us\"\n[archive]\npath=\"/a\"\n[kafka]\nbrokers=\"k:1\"\n[mirror]\nsources=[\"main\"]\n",
+              "topic_prefix");
+  ExpectError("[archive]\npath=\"/a\"\n[kafka]\nbrokers=\"k:1\"\ntopic_prefix=\"p\"\n[mirror]\nsources=[\"a b\"]\n",
+              "mirror.sources[0]");
+  ExpectError("[archive]\npath=\"/a\"\n[kafka]\nbrokers=\"k:1\"\ntopic_prefix=\"p\"\n[mirror]\napply_redis=\"nohost\"\n",
+              "mirror.apply_redis");
+}
+
+}  // namespace
+}  // namespace ferry::tools
