@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "tools/commands.h"
 #include "tools/service/config.h"
@@ -68,6 +69,18 @@ int CmdConfigCheck(const std::string& config_path) {
               static_cast<unsigned long long>(c.segment_bytes >> 20), c.zstd_level, d(c.retention_full).c_str(),
               d(c.retention_incremental).c_str(), d(c.retention_wal).c_str(), d(c.retention_redis_snapshots).c_str(),
               d(c.mark_pause_redis).c_str(), c.http_listen.c_str());
+  if (!c.kafka_brokers.empty()) {
+    // Properties are listed by name only: a value may be a credential.
+    std::string props;
+    for (const auto& [k, v] : c.kafka_properties) absl::StrAppend(&props, props.empty() ? "" : ", ", k);
+    std::printf("\n[kafka]\nbrokers = \"%s\"\ntopic_prefix = \"%s\"\nmax_message_bytes = %lld\n# properties: %s\n",
+                c.kafka_brokers.c_str(), c.kafka_topic_prefix.c_str(), static_cast<long long>(c.kafka_max_message_bytes),
+                props.empty() ? "(none)" : props.c_str());
+  }
+  if (!c.mirror_sources.empty()) {
+    std::printf("\n[mirror]\nsources = [\"%s\"]\ngroup_id = \"%s\"\napply_redis = \"%s\"\n",
+                absl::StrJoin(c.mirror_sources, "\", \"").c_str(), c.mirror_group_id.c_str(), c.mirror_apply_redis.c_str());
+  }
   for (const SourceConfig& s : c.sources) {
     std::printf("\n[[source]]\nname = \"%s\"\nkind = \"%s\"\nack = \"%s\"\ndown_after = \"%s\"\nscheduled_backups = %s\n",
                 s.name.c_str(), s.kind.c_str(), s.ack == pipeline::AckPolicy::kLocal ? "local" : "local+kafka",

@@ -3,6 +3,8 @@
 // primary region's, through broker outages, injected produce errors, and restarts of either
 // side.
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -11,6 +13,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <rapidjson/document.h>
 
 #include "absl/strings/str_cat.h"
@@ -21,6 +24,7 @@
 #include "tools/sandbox/local_postgres.h"
 #include "tools/sandbox/local_redis.h"
 #include "tools/sandbox/pg_steps.h"
+#include "tools/sandbox/process.h"
 
 namespace ferry::testing {
 namespace {
@@ -272,6 +276,43 @@ TEST(KafkaAckTest, LocalPlusKafkaFlushNeverPassesKafka) {
   s.SetLeaders(2);  // Kafka back: shipped, then acknowledged
   EXPECT_TRUE(WaitFor([&] { return positions().second >= *l1; }, 60)) << s.ferry->Log();
   ASSERT_TRUE(s.WaitMirrored(60));
+  // ls of the running service's archive names its Kafka, for other processes to connect.
+  auto ls = RunFerrySucceeding({"ls", "--archive", s.archive, "--json"}, "ls");
+  ASSERT_TRUE(ls);
+  EXPECT_NE(ls->out.find(absl::StrCat("\"kafka\":{\"bootstrap\":\"", s.kafka->bootstrap(), "\"}")), std::string::npos)
+      << ls->out;
+}
+
+// `ferry kafka-mock` as a process of its own: prints a bootstrap address that Kafka's own
+// tooling (kcat) can list, and exits 0 on SIGTERM.
+TEST(KafkaMockTest, ProcessServesTheKafkaProtocol) {
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    dup2(out[1], 1);
+    close(out[0]);
+    execl(FERRY_BINARY, FERRY_BINARY, "kafka-mock", "--brokers", "2", nullptr);
+    _exit(127);
+  }
+  close(out[1]);
+  std::string line;
+  char c;
+  while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
+  close(out[0]);
+  EXPECT_NE(line.find("127.0.0.1:"), std::string::npos) << line;
+  EXPECT_NE(line.find(','), std::string::npos) << "two brokers, two addresses: " << line;
+  tools::RunOptions ro;
+  ro.timeout_seconds = 30;
+  auto listed = tools::RunCommand({"kcat", "-b", line, "-L", "-m", "10"}, ro);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->exit_code, 0) << listed->err;
+  EXPECT_NE(listed->out.find("2 brokers"), std::string::npos) << listed->out;
+  kill(pid, SIGTERM);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 // apply_redis: the mirror feeds a standby Redis as its primary would; through a restart of the
@@ -279,7 +320,10 @@ TEST(KafkaAckTest, LocalPlusKafkaFlushNeverPassesKafka) {
 TEST(KafkaMirrorTest, WarmStandbyRedisFollowsTheMirror) {
   auto standby = LocalRedis::Start({});
   ASSERT_TRUE(standby.ok()) << standby.status();
-  Regions s = Start("", absl::StrCat("apply_redis = \"", (*standby)->Address(), "\"\n"));
+  auto port = tools::FindFreeLoopbackPort();
+  ASSERT_TRUE(port.ok());
+  Regions s = Start("", absl::StrCat("apply_redis = \"", (*standby)->Address(), "\"\n\n[http]\nlisten = \"127.0.0.1:",
+                                     *port, "\"\n"));
   ASSERT_TRUE(s.kafka && s.pg && s.redis && s.ferry && s.mirror);
   std::atomic<bool> stop{false};
   std::atomic<int> rounds{0};
@@ -301,6 +345,15 @@ TEST(KafkaMirrorTest, WarmStandbyRedisFollowsTheMirror) {
     return got == *primary;
   }, 90)) << got << " vs " << *primary << "\nmirror log:\n" << s.mirror->Log();
   EXPECT_EQ((*standby)->Command({"ROLE"}).value_or("").substr(0, 5), "slave");
+  // The mirror's own /metrics: where each stream stands, and the frame lag.
+  httplib::Client http("127.0.0.1", *port);
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics) << "no /metrics from the mirror";
+  const std::string key = "ferry_mirror_position{source=\"cache\",stream=\"redis-commands\"} ";
+  const size_t at = metrics->body.find(key);
+  ASSERT_NE(at, std::string::npos) << metrics->body;
+  EXPECT_GT(std::stoull(metrics->body.substr(at + key.size())), 1000u) << metrics->body;
+  EXPECT_NE(metrics->body.find("ferry_mirror_frame_lag_seconds{quantile=\"0.99\"}"), std::string::npos);
   const std::string log = s.mirror->Log();
   EXPECT_NE(log.find("sync=full"), std::string::npos) << log;
   EXPECT_NE(log.find("sync=partial"), std::string::npos) << "a restarted mirror should continue, not resync:\n" << log;
