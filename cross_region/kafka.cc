@@ -142,8 +142,10 @@ absl::StatusOr<std::pair<int64_t, int64_t>> Watermarks(const KafkaOptions& optio
 
 absl::Status ReadPartition(const KafkaOptions& options, const std::string& topic, int32_t partition,
                            int64_t from, int timeout_ms,
-                           const std::function<bool(const rd_kafka_message_t*)>& fn) {
+                           const std::function<bool(const rd_kafka_message_t*)>& fn,
+                           const std::function<bool()>& cancelled) {
   FERRY_ASSIGN_OR_RETURN(auto marks, Watermarks(options, topic, partition, timeout_ms));
+  if (from == kLastMessage) from = marks.second - 1;
   from = std::max(from, marks.first);
   if (from >= marks.second) return absl::OkStatus();
   FERRY_ASSIGN_OR_RETURN(rd_kafka_conf_t * conf,
@@ -159,6 +161,7 @@ absl::Status ReadPartition(const KafkaOptions& options, const std::string& topic
   const absl::Time deadline = absl::Now() + absl::Milliseconds(timeout_ms);
   int64_t next = from;
   while (next < marks.second) {
+    if (cancelled && cancelled()) return absl::CancelledError("stopping");
     if (absl::Now() > deadline) {
       return absl::UnavailableError(absl::StrCat("kafka ", options.brokers, ": reading ", topic, " timed out at offset ",
                                                  next, " of ", marks.second));

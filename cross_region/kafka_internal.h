@@ -63,12 +63,15 @@ std::string Where(const rd_kafka_message_t* m);
 // The status for a librdkafka error code, with context.
 absl::Status KafkaError(absl::string_view what, rd_kafka_resp_err_t err);
 
-// Reads partition `partition` of `topic` from offset `from` up to the high watermark as of the
-// call, handing each message to `fn` (stops early when fn returns false). The consumer is a
-// throwaway without a group. kUnavailable when the cluster cannot be reached in `timeout_ms`.
+// Reads partition `partition` of `topic` from offset `from` (kLastMessage: only the last
+// message) up to the high watermark as of the call, handing each message to `fn` (stops early
+// when fn returns false). The consumer is a throwaway without a group. kUnavailable when the
+// cluster cannot be reached in `timeout_ms`; kCancelled as soon as `cancelled` says so.
+inline constexpr int64_t kLastMessage = -1;
 absl::Status ReadPartition(const KafkaOptions& options, const std::string& topic, int32_t partition,
                            int64_t from, int timeout_ms,
-                           const std::function<bool(const rd_kafka_message_t*)>& fn);
+                           const std::function<bool(const rd_kafka_message_t*)>& fn,
+                           const std::function<bool()>& cancelled = nullptr);
 // The low and high watermarks of a partition (an unknown topic is created empty, 0/0).
 absl::StatusOr<std::pair<int64_t, int64_t>> Watermarks(const KafkaOptions& options, const std::string& topic,
                                                        int32_t partition, int timeout_ms);

@@ -19,8 +19,9 @@ namespace ferry::cross_region {
 
 namespace {
 
-// How long a reader waits for Kafka before calling the session off (and retrying later).
-constexpr int kKafkaTimeoutMs = 10000;
+// How long a reader waits for Kafka before calling the session off (and retrying later);
+// short, so that a service stopping while Kafka is away is not held up by it.
+constexpr int kKafkaTimeoutMs = 5000;
 
 // Producer settings for ferry's topics: idempotent (no duplicate or reordering on retries),
 // acks=all (a delivered message survives a broker loss), no message timeout (while Kafka is
@@ -37,11 +38,9 @@ struct KafkaTail {
 };
 
 absl::StatusOr<KafkaTail> ReadTail(const KafkaOptions& kafka, const std::string& topic) {
-  FERRY_ASSIGN_OR_RETURN(auto marks, Watermarks(kafka, topic, 0, kKafkaTimeoutMs));
   KafkaTail tail;
-  if (marks.second <= marks.first) return tail;
   absl::Status parsed;
-  FERRY_RETURN_IF_ERROR(ReadPartition(kafka, topic, 0, marks.second - 1, kKafkaTimeoutMs,
+  FERRY_RETURN_IF_ERROR(ReadPartition(kafka, topic, 0, kLastMessage, kKafkaTimeoutMs,
                                       [&](const rd_kafka_message_t* m) {
     auto type = HeaderValue(m, kHeaderType);
     if (!type.has_value()) {
@@ -106,8 +105,10 @@ class Producer {
     // the next session starts from Kafka's tail). Reports of purged messages free their
     // Delivery before the handle goes.
     rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    while (rd_kafka_outq_len(rk_.get()) > 0 && in_flight_messages_ > 0) rd_kafka_poll(rk_.get(), 10);
-    rd_kafka_poll(rk_.get(), 0);
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    while (in_flight_messages_ > 0 && absl::Now() < deadline) rd_kafka_poll(rk_.get(), 10);
+    // Reports still missing after that are never served: rd_kafka_destroy does not call
+    // delivery callbacks, so their Delivery objects leak (a few bytes), nothing worse.
   }
 
   // partition -1: by the key's hash.
@@ -447,16 +448,19 @@ absl::Status SnapshotShipper::Session() {
   FERRY_ASSIGN_OR_RETURN(auto producer, Producer::Create(options_.kafka, nullptr));
   // What the manifest topic already has (keys are snapshot ids); it is small.
   std::set<std::string> shipped;
-  FERRY_RETURN_IF_ERROR(ReadPartition(options_.kafka, manifest_topic, 0, 0, 60000, [&](const rd_kafka_message_t* m) {
-    shipped.emplace(static_cast<const char*>(m->key), m->key_len);
-    return true;
-  }));
-  std::set<storage::ChunkId> chunks_sent;
-  bool first = true;
   auto cancelled = [this] {
     absl::MutexLock lock(&mu_);
     return stop_;
   };
+  FERRY_RETURN_IF_ERROR(ReadPartition(
+      options_.kafka, manifest_topic, 0, 0, 60000,
+      [&](const rd_kafka_message_t* m) {
+        shipped.emplace(static_cast<const char*>(m->key), m->key_len);
+        return true;
+      },
+      cancelled));
+  std::set<storage::ChunkId> chunks_sent;
+  bool first = true;
   while (first || Wait(absl::Seconds(2))) {
     first = false;
     auto archive = storage::Archive::Open(options_.archive_path, storage::ArchiveOptions{});

@@ -268,8 +268,11 @@ bool SameSource(const SourceConfig& a, const SourceConfig& b) {
 
 void Service::Reload(const Config& next) {
   if (next.archive_path != config_.archive_path || next.writer != config_.writer ||
-      next.segment_bytes != config_.segment_bytes || next.http_listen != config_.http_listen) {
-    spdlog::warn("event=reload note=\"archive and http settings change only with a restart; applying [[source]] changes\"");
+      next.segment_bytes != config_.segment_bytes || next.http_listen != config_.http_listen ||
+      next.kafka_brokers != config_.kafka_brokers || next.kafka_topic_prefix != config_.kafka_topic_prefix ||
+      next.kafka_properties != config_.kafka_properties) {
+    spdlog::warn(
+        "event=reload note=\"archive, http and kafka settings change only with a restart; applying [[source]] changes\"");
   }
   // Sources that went away or changed stop (and are joined before a replacement starts: one
   // writer per stream); new ones start. The others never notice.
