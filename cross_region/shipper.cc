@@ -26,8 +26,14 @@ constexpr int kKafkaTimeoutMs = 5000;
 // Producer settings for ferry's topics: idempotent (no duplicate or reordering on retries),
 // acks=all (a delivered message survives a broker loss), no message timeout (while Kafka is
 // down messages wait; the in-flight cap stops reading the archive meanwhile).
-const std::map<std::string, std::string> kProducerDefaults = {
-    {"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", "2"}, {"message.timeout.ms", "0"}};
+// One request in flight per broker: a stream's order must survive a failed request whose
+// successor succeeded, whatever the broker's sequence checking does (librdkafka's mock let a
+// retried batch land after the next one with five in flight: a gap, then a duplicate).
+const std::map<std::string, std::string> kProducerDefaults = {{"enable.idempotence", "true"},
+                                                              {"acks", "all"},
+                                                              {"linger.ms", "2"},
+                                                              {"message.timeout.ms", "0"},
+                                                              {"max.in.flight.requests.per.connection", "1"}};
 
 // Where a stream stands in Kafka, from the headers of the topic's last message.
 struct KafkaTail {
@@ -279,16 +285,18 @@ absl::Status StreamShipper::Session::Run() {
                topic_, tail.any ? absl::StrCat(tail.epoch, ":", tail.end, tail.complete ? "" : " (partial frame)") : "start");
 
   absl::Time last_refresh = absl::Now();
-  bool refresh = false;  // the first pass ships what the open found
+  bool refresh = true;
   while (true) {
-    FERRY_RETURN_IF_ERROR(producer_->Poll(producer_->in_flight_messages() > 0 ? 2 : 0));
+    // Delivery reports: poll returns as soon as one is served, so a short wait adds no latency.
+    FERRY_RETURN_IF_ERROR(producer_->Poll(producer_->in_flight_messages() > 0 ? 5 : 0));
     const bool stopping = StopRequested();
     if (refresh || stopping || absl::Now() - last_refresh > absl::Seconds(1)) {
       FERRY_RETURN_IF_ERROR(log_->Refresh());
+      // Side files before the frames found with them: a timeline's history file was written
+      // before that timeline's frames.
+      FERRY_RETURN_IF_ERROR(ShipSideFiles());
       last_refresh = absl::Now();
     }
-    // Side files first: a timeline's history file precedes that timeline's frames.
-    FERRY_RETURN_IF_ERROR(ShipSideFiles());
     while (next < log_->frames().size() && producer_->in_flight_bytes() < o.max_in_flight_bytes) {
       FERRY_RETURN_IF_ERROR(ShipFrame(log_->frames()[next]));
       ++next;

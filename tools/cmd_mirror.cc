@@ -121,11 +121,11 @@ int CmdKafkaMock(int brokers) {
   StopSignals signals;
   auto cluster = cross_region::MockCluster::Start(brokers);
   if (!cluster.ok()) return Fail("kafka-mock", cluster.status());
-  // One line on stdout, for scripts: the bootstrap address.
+  // stdout is the bootstrap address alone, one line, for scripts; the rest goes to stderr.
   std::printf("%s\n", (*cluster)->bootstrap().c_str());
   std::fflush(stdout);
-  spdlog::info("event=kafka_mock brokers={} bootstrap={} note=\"in memory only; stops with SIGTERM\"", brokers,
-               (*cluster)->bootstrap());
+  std::fprintf(stderr, "ferry kafka-mock: %d brokers at %s (in memory only; stop with SIGTERM)\n", brokers,
+               (*cluster)->bootstrap().c_str());
   while (signals.WaitForStop() == SIGUSR1) {
   }
   return 0;

@@ -306,7 +306,6 @@ TEST(KafkaMockTest, ProcessServesTheKafkaProtocol) {
   std::string line;
   char c;
   while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
-  close(out[0]);
   EXPECT_NE(line.find("127.0.0.1:"), std::string::npos) << line;
   EXPECT_NE(line.find(','), std::string::npos) << "two brokers, two addresses: " << line;
   tools::RunOptions ro;
@@ -319,6 +318,11 @@ TEST(KafkaMockTest, ProcessServesTheKafkaProtocol) {
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // Nothing on stdout but the address.
+  std::string rest;
+  while (read(out[0], &c, 1) == 1) rest += c;
+  close(out[0]);
+  EXPECT_EQ(rest, "");
 }
 
 // apply_redis: the mirror feeds a standby Redis as its primary would; through a restart of the
