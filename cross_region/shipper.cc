@@ -27,8 +27,9 @@ constexpr int kKafkaTimeoutMs = 5000;
 // acks=all (a delivered message survives a broker loss), no message timeout (while Kafka is
 // down messages wait; the in-flight cap stops reading the archive meanwhile).
 // One request in flight per broker: a stream's order must survive a failed request whose
-// successor succeeded, whatever the broker's sequence checking does (librdkafka's mock let a
-// retried batch land after the next one with five in flight: a gap, then a duplicate).
+// successor succeeded, whatever the broker's sequence checking does. With librdkafka's
+// default of five, the mock cluster under injected produce errors showed a frame missing
+// from its place in the topic (the mirror stopped at the gap); with one, never.
 const std::map<std::string, std::string> kProducerDefaults = {{"enable.idempotence", "true"},
                                                               {"acks", "all"},
                                                               {"linger.ms", "2"},
