@@ -1,0 +1,260 @@
+// End-to-end physical WAL benchmark: ferry against pg_receivewal, side by side in one run, on
+// the same PostgreSQL 15 primary under the same pgbench load. Measures only (never pass/fail).
+//
+//  * synchronous standby: pgbench TPS with no standby, with ferry in synchronous_standby_names,
+//    and with `pg_receivewal --synchronous` there;
+//  * asynchronous capture: for ferry, pg_receivewal and `pg_receivewal --compress=lz4`, CPU
+//    seconds per GB of WAL and peak RSS of the capturing process (from wait4's rusage), bytes
+//    it stored per GB of WAL, and how far its flush position trails the primary when the load
+//    stops.
+//
+// Writes physical.md and physical.csv to --out.
+//
+//   build/bench/ferry_bench_physical [--seconds 20] [--clients 4] [--scale 10] [--out bench/results]
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "pipeline/check.h"
+#include "pipeline/position.h"
+#include "storage/durable_file.h"
+#include "tools/sandbox/local_postgres.h"
+
+namespace ferry::bench {
+namespace {
+
+using tools::LocalPostgres;
+
+constexpr char kPgBin[] = "/usr/lib/postgresql/15/bin/";
+
+// A process that captures WAL: how to start it, how it shows in pg_stat_replication, where
+// it stores what it captures, and the signal that stops it cleanly.
+struct Capturer {
+  std::string name;
+  std::string app_name;
+  std::vector<std::string> argv;
+  std::string store_dir;
+  std::string slot;
+  int stop_signal = SIGTERM;
+};
+
+struct Row {
+  std::string capture;  // "none" for the baseline
+  bool sync = false;
+  double tps = 0, latency_ms = 0;
+  double wal_gb = 0;       // WAL the primary wrote during the load
+  double cpu_s = 0;        // capturer's user + system CPU
+  double max_rss_mib = 0;
+  double stored_gb = 0;    // what it holds on disk at the end
+  double lag_bytes = 0;    // primary's WAL end minus the capturer's flush position, as the load ends
+};
+
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid != 0) return pid;
+  const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (fd >= 0) {
+    dup2(fd, 1);
+    dup2(fd, 2);
+  }
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  execv(args[0], args.data());
+  _exit(127);
+}
+
+uint64_t DiskBytes(const std::string& dir) {
+  uint64_t n = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec)) {
+    struct ::stat st;
+    if (e.is_regular_file(ec) && ::stat(e.path().c_str(), &st) == 0) n += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  return n;
+}
+
+absl::StatusOr<pipeline::Lsn> Lsn(const LocalPostgres& pg, const std::string& sql) {
+  FERRY_ASSIGN_OR_RETURN(std::string s, pg.Query(sql));
+  return pipeline::Lsn::Parse(s);
+}
+
+double Field(const std::string& out, const std::string& key) {
+  const size_t at = out.find(key);
+  return at == std::string::npos ? 0 : std::strtod(out.c_str() + at + key.size(), nullptr);
+}
+
+absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer>& c, bool sync, int seconds,
+                           int clients, const std::string& dir) {
+  Row row;
+  row.capture = c.has_value() ? c->name : "none";
+  row.sync = sync;
+  FERRY_RETURN_IF_ERROR(pg.Query(absl::StrCat("alter system set synchronous_standby_names = '",
+                                              sync && c.has_value() ? c->app_name : "", "'"))
+                            .status());
+  FERRY_RETURN_IF_ERROR(pg.Query("select pg_reload_conf()").status());
+  pid_t pid = -1;
+  if (c.has_value()) {
+    std::filesystem::create_directories(c->store_dir);
+    pid = Spawn(c->argv, dir + "/" + c->app_name + ".log");
+    // Streaming (and, for a synchronous standby, chosen as the synchronous one).
+    bool ready = false;
+    for (int i = 0; i < 300 && !ready; ++i) {
+      auto state = pg.Query(absl::StrCat("select state || '/' || sync_state from pg_stat_replication where application_name = '",
+                                         c->app_name, "'"));
+      ready = state.ok() && (*state == (sync ? "streaming/sync" : "streaming/async"));
+      if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (!ready) return absl::DeadlineExceededError(absl::StrCat(c->name, " did not start streaming (log in ", dir, ")"));
+  }
+  FERRY_ASSIGN_OR_RETURN(pipeline::Lsn start, Lsn(pg, "select pg_current_wal_lsn()"));
+  FERRY_ASSIGN_OR_RETURN(tools::CommandResult load,
+                         pg.RunTool({"pgbench", "-c", absl::StrCat(clients), "-j", "2", "-T", absl::StrCat(seconds),
+                                     "postgres"}));
+  if (load.exit_code != 0) return absl::InternalError(absl::StrCat("pgbench: ", load.err));
+  FERRY_ASSIGN_OR_RETURN(pipeline::Lsn end, Lsn(pg, "select pg_current_wal_lsn()"));
+  row.tps = Field(load.out, "tps = ");
+  row.latency_ms = Field(load.out, "latency average = ");
+  row.wal_gb = static_cast<double>(end.value() - start.value()) / 1e9;
+  if (c.has_value()) {
+    auto flushed = Lsn(pg, absl::StrCat("select flush_lsn from pg_stat_replication where application_name = '",
+                                        c->app_name, "'"));
+    if (flushed.ok()) row.lag_bytes = end.value() > flushed->value() ? static_cast<double>(end.value() - flushed->value()) : 0;
+    kill(pid, c->stop_signal);
+    int status = 0;
+    struct rusage ru {};
+    wait4(pid, &status, 0, &ru);
+    row.cpu_s = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    row.max_rss_mib = static_cast<double>(ru.ru_maxrss) / 1024;
+    row.stored_gb = static_cast<double>(DiskBytes(c->store_dir)) / 1e9;
+    FERRY_RETURN_IF_ERROR(pg.Query(absl::StrCat("select pg_drop_replication_slot('", c->slot, "')")).status());
+  }
+  std::printf("bench: %-32s %-5s %7.0f TPS  %.3f GB WAL  CPU %.2f s  RSS %.0f MiB  stored %.3f GB  lag %.0f B\n",
+              row.capture.c_str(), sync ? "sync" : "async", row.tps, row.wal_gb, row.cpu_s, row.max_rss_mib,
+              row.stored_gb, row.lag_bytes);
+  return row;
+}
+
+Capturer Ferry(const LocalPostgres& pg, const std::string& dir, const std::string& ferry, int n) {
+  Capturer c;
+  c.name = "ferry";
+  c.app_name = "ferry_main";
+  c.slot = "ferry_main";
+  c.store_dir = absl::StrCat(dir, "/ferry-", n, "/archive");
+  const std::string config = absl::StrCat(dir, "/ferry-", n, ".toml");
+  std::filesystem::create_directories(c.store_dir);
+  std::ofstream(config) << "drill_every = \"0s\"\n[archive]\npath = \"" << c.store_dir << "\"\n\n"
+                        << "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << pg.Conninfo()
+                        << "\"\nscheduled_backups = false\nstatus_interval_ms = 1000\n";
+  c.argv = {ferry, "run", "--config", config};
+  return c;
+}
+
+Capturer Receivewal(const LocalPostgres& pg, const std::string& dir, const std::string& extra, int n) {
+  Capturer c;
+  c.name = extra.empty() ? "pg_receivewal" : absl::StrCat("pg_receivewal ", extra);
+  c.app_name = "pg_receivewal";
+  c.slot = absl::StrCat("bench_", n);
+  c.store_dir = absl::StrCat(dir, "/receivewal-", n);
+  c.stop_signal = SIGINT;  // its documented clean stop
+  c.argv = {absl::StrCat(kPgBin, "pg_receivewal"), "-d", pg.Conninfo(), "-D", c.store_dir, "-S", c.slot, "--no-loop",
+            "--status-interval=1"};
+  if (!extra.empty()) c.argv.push_back(extra);
+  return c;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"ferry physical WAL benchmark: ferry vs pg_receivewal on one primary, one run"};
+  int seconds = 20, clients = 4, scale = 10;
+  std::string out = "bench/results";
+  std::string ferry = FERRY_BINARY;
+  app.add_option("--seconds", seconds, "pgbench duration per measurement");
+  app.add_option("--clients", clients, "pgbench clients (-j 2)");
+  app.add_option("--scale", scale, "pgbench scale");
+  app.add_option("--out", out, "directory for physical.md and physical.csv");
+  app.add_option("--ferry", ferry, "ferry binary");
+  CLI11_PARSE(app, argc, argv);
+
+  char tmpl[] = "/tmp/ferry-bench-physical-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  std::filesystem::permissions(dir, std::filesystem::perms::others_exec, std::filesystem::perm_options::add);
+  std::vector<Row> rows;
+  absl::Status st = [&]() -> absl::Status {
+    tools::LocalPostgresOptions po;
+    po.base_dir = dir + "/primary";
+    FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::Create(po));
+    FERRY_ASSIGN_OR_RETURN(tools::CommandResult init, pg->RunTool({"pgbench", "-i", "-s", absl::StrCat(scale), "-q", "postgres"}));
+    if (init.exit_code != 0) return absl::InternalError(absl::StrCat("pgbench -i: ", init.err));
+    int n = 0;
+    auto run = [&](const std::optional<Capturer>& c, bool sync) -> absl::Status {
+      if (c.has_value() && c->app_name == "pg_receivewal") {
+        FERRY_ASSIGN_OR_RETURN(tools::CommandResult slot,
+                               tools::RunCommand({absl::StrCat(kPgBin, "pg_receivewal"), "-d", pg->Conninfo(), "-S",
+                                                  c->slot, "--create-slot"}));
+        if (slot.exit_code != 0) return absl::InternalError(absl::StrCat("pg_receivewal --create-slot: ", slot.err));
+      }
+      FERRY_ASSIGN_OR_RETURN(Row r, RunOne(*pg, c, sync, seconds, clients, dir));
+      rows.push_back(r);
+      return absl::OkStatus();
+    };
+    FERRY_RETURN_IF_ERROR(run(std::nullopt, false));
+    FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, ++n), true));
+    FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "--synchronous", ++n), true));
+    FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, ++n), false));
+    FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "", ++n), false));
+    FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "--compress=lz4", ++n), false));
+    return pg->Stop();
+  }();
+  if (!st.ok()) {
+    std::fprintf(stderr, "bench: %s\n", std::string(st.message()).c_str());
+    return 1;
+  }
+  std::filesystem::create_directories(out);
+  std::ofstream md(out + "/physical.md");
+  std::ofstream csv(out + "/physical.csv");
+  const double base_tps = rows[0].tps;
+  md << absl::StrFormat("pgbench -c %d -j 2, scale %d, %d s per row, synchronous_commit = on; %u cores\n\n", clients,
+                        scale, seconds, std::thread::hardware_concurrency())
+     << "| capture | standby | TPS | vs no standby | latency ms | CPU s per GB WAL | peak RSS MiB | stored per GB WAL | "
+        "flush lag at end |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
+  csv << "capture,standby,tps,tps_ratio,latency_ms,wal_gb,cpu_s,cpu_s_per_gb,max_rss_mib,stored_gb_per_gb,lag_bytes\n";
+  for (const Row& r : rows) {
+    const bool none = r.capture == "none";
+    const double per_gb = r.wal_gb > 0 ? r.cpu_s / r.wal_gb : 0;
+    const double stored = r.wal_gb > 0 ? r.stored_gb / r.wal_gb : 0;
+    md << absl::StrFormat("| %s | %s | %.0f | %.2fx | %.2f | %s | %s | %s | %s |\n", r.capture,
+                          none ? "-" : (r.sync ? "sync" : "async"), r.tps, r.tps / base_tps, r.latency_ms,
+                          none ? "-" : absl::StrFormat("%.1f", per_gb), none ? "-" : absl::StrFormat("%.0f", r.max_rss_mib),
+                          none ? "-" : absl::StrFormat("%.3f", stored),
+                          none ? "-" : absl::StrFormat("%.0f KiB", r.lag_bytes / 1024));
+    csv << absl::StrFormat("%s,%s,%.1f,%.3f,%.3f,%.4f,%.3f,%.3f,%.1f,%.4f,%.0f\n", r.capture,
+                           none ? "none" : (r.sync ? "sync" : "async"), r.tps, r.tps / base_tps, r.latency_ms, r.wal_gb,
+                           r.cpu_s, per_gb, r.max_rss_mib, stored, r.lag_bytes);
+  }
+  md << "\nCPU and RSS are the capturing process's own (wait4); stored = its directory's allocated blocks "
+        "(pg_receivewal preallocates 16 MB segments); lag = pg_current_wal_lsn() minus its reported flush position "
+        "when pgbench ends.\n";
+  md.close();
+  std::printf("\n%s", storage::ReadWholeFile(out + "/physical.md").value_or("").c_str());
+  std::filesystem::remove_all(dir);
+  return 0;
+}
+
+}  // namespace
+}  // namespace ferry::bench
+
+int main(int argc, char** argv) { return ferry::bench::Main(argc, argv); }
