@@ -305,6 +305,9 @@ absl::Status Mirror::Impl::FlushStream(StreamState& s) {
 absl::Status Mirror::Impl::HandleChunk(const std::string& source, const rd_kafka_message_t* m) {
   FERRY_ASSIGN_OR_RETURN(SnapshotState * st, Snapshots(source));
   FERRY_ASSIGN_OR_RETURN(uint64_t raw_len, HeaderNumber(m, kHeaderRawLen));
+  if (raw_len > pipeline::kMaxFramePayload) {  // chunks are far smaller; never allocate what a header claims
+    return absl::DataLossError(absl::StrCat("kafka message ", Where(m), ": chunk claims ", raw_len, " bytes"));
+  }
   const std::string key(static_cast<const char*>(m->key), m->key_len);
   std::string raw;
   FERRY_RETURN_IF_ERROR(pipeline::DecompressZstd(absl::string_view(static_cast<const char*>(m->payload), m->len),
