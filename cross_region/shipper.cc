@@ -286,6 +286,7 @@ absl::Status StreamShipper::Session::Run() {
                topic_, tail.any ? absl::StrCat(tail.epoch, ":", tail.end, tail.complete ? "" : " (partial frame)") : "start");
 
   absl::Time last_refresh = absl::Now();
+  absl::Time stop_deadline = absl::InfiniteFuture();
   bool refresh = true;
   while (true) {
     // Delivery reports: poll returns as soon as one is served, so a short wait adds no latency.
@@ -303,8 +304,10 @@ absl::Status StreamShipper::Session::Run() {
       ++next;
     }
     if (stopping) {
-      // Ship what is archived (within a bound: Kafka may be down), then leave.
-      if (next < log_->frames().size()) {
+      // Ship what is archived, within a bound (Kafka may be down, or far behind): what is
+      // left goes with the next run, which starts from Kafka's tail.
+      if (stop_deadline == absl::InfiniteFuture()) stop_deadline = absl::Now() + absl::Seconds(10);
+      if (next < log_->frames().size() && absl::Now() < stop_deadline) {
         absl::Status drained = producer_->Drain(absl::Seconds(1), nullptr);
         if (drained.ok()) continue;
       }
