@@ -149,15 +149,17 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
   return row;
 }
 
-Capturer Ferry(const LocalPostgres& pg, const std::string& dir, const std::string& ferry, int n) {
+Capturer Ferry(const LocalPostgres& pg, const std::string& dir, const std::string& ferry, const std::string& writer,
+                int n) {
   Capturer c;
-  c.name = "ferry";
+  c.name = writer == "io_uring" ? "ferry" : absl::StrCat("ferry (", writer, " writer)");
   c.app_name = "ferry_main";
   c.slot = "ferry_main";
   c.store_dir = absl::StrCat(dir, "/ferry-", n, "/archive");
   const std::string config = absl::StrCat(dir, "/ferry-", n, ".toml");
   std::filesystem::create_directories(c.store_dir);
-  std::ofstream(config) << "drill_every = \"0s\"\n[archive]\npath = \"" << c.store_dir << "\"\n\n"
+  std::ofstream(config) << "drill_every = \"0s\"\n[archive]\npath = \"" << c.store_dir << "\"\nwriter = \"" << writer
+                        << "\"\n\n"
                         << "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << pg.Conninfo()
                         << "\"\nscheduled_backups = false\nstatus_interval_ms = 1000\n";
   c.argv = {ferry, "run", "--config", config};
@@ -182,6 +184,8 @@ int Main(int argc, char** argv) {
   int seconds = 20, clients = 4, scale = 10;
   std::string out = "bench/results";
   std::string ferry = FERRY_BINARY;
+  std::string writer = "io_uring";
+  app.add_option("--writer", writer, "ferry's archive writer: io_uring (default) or posix");
   app.add_option("--seconds", seconds, "pgbench duration per measurement");
   app.add_option("--clients", clients, "pgbench clients (-j 2)");
   app.add_option("--scale", scale, "pgbench scale");
@@ -212,9 +216,9 @@ int Main(int argc, char** argv) {
       return absl::OkStatus();
     };
     FERRY_RETURN_IF_ERROR(run(std::nullopt, false));
-    FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, ++n), true));
+    FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n), true));
     FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "--synchronous", ++n), true));
-    FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, ++n), false));
+    FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n), false));
     FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "", ++n), false));
     FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "--compress=lz4", ++n), false));
     return pg->Stop();
