@@ -9,10 +9,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/ascii.h"
 #include "ingest/redis/client.h"
 #include "ingest/redis/command_parser.h"
 #include "ingest/redis/redis_source.h"
