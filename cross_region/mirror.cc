@@ -84,7 +84,7 @@ struct Mirror::Impl {
 
   absl::Status Handle(const rd_kafka_message_t* m);
   absl::Status HandleStream(StreamState& s, const rd_kafka_message_t* m, bool* done);
-  absl::Status AcceptFrame(StreamState& s, const std::string& bytes, const rd_kafka_message_t* m);
+  absl::Status AcceptFrame(StreamState& s, absl::string_view bytes, const rd_kafka_message_t* m);
   absl::Status FlushStream(StreamState& s);
   absl::Status HandleChunk(const std::string& source, const rd_kafka_message_t* m);
   absl::Status HandleManifest(const std::string& source, const rd_kafka_message_t* m);
@@ -224,6 +224,11 @@ absl::Status Mirror::Impl::HandleStream(StreamState& s, const rd_kafka_message_t
   if (!absl::SimpleAtoi(part.first, &i) || !absl::SimpleAtoi(part.second, &n) || i >= n) {
     return absl::DataLossError(absl::StrCat("kafka message ", Where(m), ": bad ", kHeaderPart, " header"));
   }
+  if (n == 1) {  // the common case: the whole frame in one message, no reassembly copy
+    s.parts.clear();
+    s.next_part = 0;
+    return AcceptFrame(s, value, m);
+  }
   if (i == 0) {
     s.parts.clear();
   } else if (s.next_part != i || s.parts_end != end) {
@@ -246,7 +251,7 @@ absl::Status Mirror::Impl::HandleStream(StreamState& s, const rd_kafka_message_t
   return AcceptFrame(s, bytes, m);
 }
 
-absl::Status Mirror::Impl::AcceptFrame(StreamState& s, const std::string& bytes, const rd_kafka_message_t* m) {
+absl::Status Mirror::Impl::AcceptFrame(StreamState& s, absl::string_view bytes, const rd_kafka_message_t* m) {
   auto bad = [&](absl::string_view why) {
     return absl::DataLossError(absl::StrCat("kafka message ", Where(m), ": frame ", why,
                                             "; the primary's archive is the reference: run ferry verify there"));
@@ -254,7 +259,7 @@ absl::Status Mirror::Impl::AcceptFrame(StreamState& s, const std::string& bytes,
   auto header = pipeline::DecodeFrameHeader(bytes);
   if (!header.ok()) return bad(header.status().message());
   if (header->frame_size() != bytes.size()) return bad("size does not match its header");
-  if (pipeline::Checksum64(absl::string_view(bytes).substr(pipeline::kFrameHeaderSize)) != header->payload_checksum) {
+  if (pipeline::Checksum64(bytes.substr(pipeline::kFrameHeaderSize)) != header->payload_checksum) {
     return bad("payload checksum mismatch");
   }
   FERRY_ASSIGN_OR_RETURN(uint64_t start, HeaderNumber(m, kHeaderStart));
@@ -272,7 +277,7 @@ absl::Status Mirror::Impl::AcceptFrame(StreamState& s, const std::string& bytes,
           "); Kafka no longer has the frames between (retention?): re-seed this archive from the primary's"));
     }
   }
-  s.pending.bytes += bytes;
+  s.pending.bytes.append(bytes.data(), bytes.size());
   s.pending.headers.push_back(*header);
   s.have_end = true;
   s.end_epoch = header->epoch;

@@ -80,7 +80,7 @@ absl::Status RedisStandbyFeeder::PointStandbyHere() {
   auto host = ingest::redis::RedisInfoField(standby, "master_host");
   if (port.ok() && host.ok() && *port == absl::StrCat(port_) && *host == "127.0.0.1") return absl::OkStatus();
   FERRY_RETURN_IF_ERROR(ingest::redis::RunRedisCommand(standby, {"REPLICAOF", "127.0.0.1", absl::StrCat(port_)}).status());
-  spdlog::info("source={} event=standby_redis_attached standby={} feeder=127.0.0.1:{}", options_.source,
+  spdlog::info("source={} event=standby_redis_attached standby={} feeder=127.0.0.1:{}", LogName(),
                options_.standby, port_);
   return absl::OkStatus();
 }
@@ -94,7 +94,7 @@ void RedisStandbyFeeder::Run() {
       absl::Status st = PointStandbyHere();
       if (!st.ok() && st.code() != last) {
         spdlog::warn("source={} event=standby_redis_unreachable standby={} error=\"{}\" action=retrying",
-                     options_.source, options_.standby, std::string(st.message()));
+                     LogName(), options_.standby, std::string(st.message()));
       }
       last = st.code();
       next_check = absl::Now() + absl::Seconds(5);
@@ -108,7 +108,7 @@ void RedisStandbyFeeder::Run() {
     absl::Status st = Serve(fd);
     close(fd);
     if (!st.ok() && !stop_) {
-      spdlog::warn("source={} event=standby_redis_disconnected error=\"{}\"", options_.source, std::string(st.message()));
+      spdlog::warn("source={} event=standby_redis_disconnected error=\"{}\"", LogName(), std::string(st.message()));
     }
   }
 }

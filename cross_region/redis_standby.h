@@ -55,6 +55,8 @@ class RedisStandbyFeeder {
   void Run();
   absl::Status Serve(int fd);
   absl::StatusOr<std::string> ResolveSource(const storage::Archive& archive) const;
+  // For log lines: the configured source, or what stands for the one found when serving.
+  std::string LogName() const { return options_.source.empty() ? "(mirrored-redis)" : options_.source; }
   absl::Status PointStandbyHere();
 
   const RedisStandbyOptions options_;

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "cross_region/kafka.h"
 #include "pipeline/check.h"
 #include "storage/archive.h"
 #include "storage/durable_file.h"
@@ -296,11 +297,8 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view ori
   if (t != nullptr) {
     TableReader r(*t, "kafka", origin);
     FERRY_RETURN_IF_ERROR(r.String("brokers", &c.kafka_brokers, true));
-    if (absl::StartsWith(c.kafka_brokers, "mock:")) {
-      int n = 0;
-      if (!absl::SimpleAtoi(c.kafka_brokers.substr(5), &n) || n < 1 || n > 16) {
-        return r.Error("brokers", "expected \"mock:N\" with N from 1 to 16, or host:port[,host:port]");
-      }
+    if (auto mock = cross_region::ParseMockBrokers(c.kafka_brokers); absl::IsInvalidArgument(mock.status())) {
+      return r.Error("brokers", mock.status().message());
     }
     FERRY_RETURN_IF_ERROR(r.String("topic_prefix", &c.kafka_topic_prefix));
     FERRY_RETURN_IF_ERROR(r.Int("max_message_bytes", 1024, 64 << 20, &c.kafka_max_message_bytes));

@@ -55,11 +55,19 @@ std::string MetricsText(const ServiceState& state) {
   auto metric = [&](const char* name, const char* type, const char* help) {
     absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
   };
-  auto per_source = [&](const char* name, const char* type, const char* help, auto value) {
+  // One family: HELP/TYPE, then a sample per item that `include` admits, labelled by `labels`.
+  auto family = [&](const char* name, const char* type, const char* help, const auto& items, auto include,
+                    auto labels, auto value) {
     metric(name, type, help);
-    for (const SourceState& s : state.sources) {
-      absl::StrAppend(&out, name, "{source=\"", Label(s.name), "\",kind=\"", s.kind, "\"} ", value(s), "\n");
+    for (const auto& item : items) {
+      if (include(item)) absl::StrAppend(&out, name, "{", labels(item), "} ", value(item), "\n");
     }
+  };
+  auto source_labels = [](const SourceState& s) {
+    return absl::StrCat("source=\"", Label(s.name), "\",kind=\"", s.kind, "\"");
+  };
+  auto per_source = [&](const char* name, const char* type, const char* help, auto value) {
+    family(name, type, help, state.sources, [](const SourceState&) { return true; }, source_labels, value);
   };
   per_source("ferry_source_up", "gauge", "1 while the source is streaming",
              [](const SourceState& s) { return s.up ? "1" : "0"; });
@@ -115,10 +123,7 @@ std::string MetricsText(const ServiceState& state) {
   }
   if (!state.kafka_bootstrap.empty()) {
     auto shipping = [&](const char* name, const char* type, const char* help, auto value) {
-      metric(name, type, help);
-      for (const SourceState& s : state.sources) {
-        if (s.kafka) absl::StrAppend(&out, name, "{source=\"", Label(s.name), "\",kind=\"", s.kind, "\"} ", value(s), "\n");
-      }
+      family(name, type, help, state.sources, [](const SourceState& s) { return s.kafka; }, source_labels, value);
     };
     shipping("ferry_kafka_connected", "gauge", "1 while the stream's shipper has Kafka",
              [](const SourceState& s) { return s.kafka_connected ? "1" : "0"; });
@@ -138,10 +143,12 @@ std::string MetricsText(const ServiceState& state) {
   if (state.mirror.has_value()) {
     const cross_region::MirrorState& m = *state.mirror;
     auto mirrored = [&](const char* name, const char* type, const char* help, auto value) {
-      metric(name, type, help);
-      for (const cross_region::MirroredStream& s : m.streams) {
-        absl::StrAppend(&out, name, "{source=\"", Label(s.source), "\",stream=\"", s.stream, "\"} ", value(s), "\n");
-      }
+      family(
+          name, type, help, m.streams, [](const cross_region::MirroredStream&) { return true; },
+          [](const cross_region::MirroredStream& s) {
+            return absl::StrCat("source=\"", Label(s.source), "\",stream=\"", s.stream, "\"");
+          },
+          value);
     };
     mirrored("ferry_mirror_position", "gauge", "end of the last frame synced in the mirror's archive",
              [](const cross_region::MirroredStream& s) { return absl::StrCat(s.position); });
