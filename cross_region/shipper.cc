@@ -9,8 +9,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "cross_region/debezium.h"
 #include "cross_region/kafka_internal.h"
 #include "pipeline/check.h"
+#include "pipeline/change_event.h"
 #include "pipeline/compress.h"
 #include "storage/archive.h"
 #include "storage/snapshot_store.h"
@@ -119,8 +121,10 @@ class Producer {
   }
 
   // partition -1: by the key's hash.
+  // `null_value`: a message without a value (a tombstone), not an empty one.
   absl::Status Produce(const std::string& topic, int32_t partition, absl::string_view key,
-                       absl::string_view value, const Headers& headers, const Delivery& what) {
+                       absl::string_view value, const Headers& headers, const Delivery& what,
+                       bool null_value = false) {
     while (true) {
       rd_kafka_headers_t* h = rd_kafka_headers_new(headers.size());
       for (const auto& [name, v] : headers) rd_kafka_header_add(h, name, -1, v.data(), static_cast<ssize_t>(v.size()));
@@ -129,8 +133,9 @@ class Producer {
       const rd_kafka_resp_err_t err = rd_kafka_producev(
           rk_.get(), RD_KAFKA_V_TOPIC(topic.c_str()),
           RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
-          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key.data(), key.size()),
-          RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()), RD_KAFKA_V_HEADERS(h),
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key.empty() ? nullptr : key.data(), key.size()),
+          RD_KAFKA_V_VALUE(null_value ? nullptr : const_cast<char*>(value.data()), null_value ? 0 : value.size()),
+          RD_KAFKA_V_HEADERS(h),
           RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
       if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         in_flight_ += value.size();
@@ -215,6 +220,8 @@ class StreamShipper::Session {
 
  private:
   absl::Status ShipFrame(const storage::FrameLocation& loc);
+  // pg-changes: the frame's events as Debezium messages to their table topics, delivered.
+  absl::Status PublishChanges(absl::string_view frame_bytes);
   absl::Status ShipSideFiles();
   bool StopRequested() {
     absl::MutexLock lock(&s_->mu_);
@@ -351,9 +358,37 @@ absl::Status StreamShipper::Session::ShipSideFiles() {
   return absl::OkStatus();
 }
 
+absl::Status StreamShipper::Session::PublishChanges(absl::string_view bytes) {
+  // The header as read back with the bytes (the views must outlive this call when the
+  // payload is stored uncompressed: it is copied into scratch first).
+  FERRY_ASSIGN_OR_RETURN(pipeline::FrameHeader h, pipeline::DecodeFrameHeader(bytes));
+  std::string scratch(bytes.substr(pipeline::kFrameHeaderSize));
+  std::string decompressed;
+  FERRY_ASSIGN_OR_RETURN(std::vector<pipeline::RecordView> records,
+                         pipeline::DecodeFramePayload(h, scratch, h.codec == pipeline::Codec::kNone ? nullptr : &decompressed));
+  const DebeziumOptions dz{s_->options_.kafka.topic_prefix, s_->options_.source, s_->options_.tombstones};
+  const int64_t now_ms = pipeline::NowUnixMicros() / 1000;
+  std::vector<KafkaRecord> messages;
+  for (const pipeline::RecordView& r : records) {
+    FERRY_ASSIGN_OR_RETURN(pipeline::ChangeBatch batch, pipeline::DecodeChangeBatch(r.payload));
+    RenderDebezium(batch, dz, now_ms, &messages);
+  }
+  if (messages.empty()) return absl::OkStatus();
+  for (const KafkaRecord& m : messages) {
+    // Keyed messages go to the key's partition, as Debezium's do.
+    FERRY_RETURN_IF_ERROR(producer_->Produce(m.topic, -1, m.key, m.tombstone ? absl::string_view() : m.value,
+                                             {}, {}, m.tombstone));
+  }
+  // All of them out before the frame: see shipper.h.
+  FERRY_RETURN_IF_ERROR(producer_->Drain(absl::Seconds(30), [this] { return StopRequested(); }));
+  s_->stats_.change_events.fetch_add(messages.size(), std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
 absl::Status StreamShipper::Session::ShipFrame(const storage::FrameLocation& loc) {
   FERRY_ASSIGN_OR_RETURN(std::string bytes, log_->ReadFrameBytes(loc));
   const pipeline::FrameHeader& h = loc.header;
+  if (s_->options_.kind == pipeline::StreamKind::kPgChanges) FERRY_RETURN_IF_ERROR(PublishChanges(bytes));
   const size_t max = s_->options_.kafka.max_message_bytes;
   const size_t parts = std::max<size_t>(1, (bytes.size() + max - 1) / max);
   for (size_t i = 0; i < parts; ++i) {

@@ -5,6 +5,11 @@
 // holds up local archiving, and catching up after an outage is the same code path as live
 // shipping. Where to start is read from Kafka itself (the last message's headers), so a
 // restart neither skips nor repeats a frame, and no local state can disagree with the topic.
+//
+// The pg-changes stream is also published as Debezium events, one topic per table. A frame's
+// events are delivered before the frame itself is sent, so the frame topic's tail also says
+// which events are out: after a restart they are at least once (the frame after the tail may
+// have had its events delivered already), never missing.
 #pragma once
 
 #include <atomic>
@@ -30,6 +35,7 @@ struct ShipperStats {
   std::atomic<uint32_t> shipped_epoch{0};
   std::atomic<uint64_t> shipped_pos{0};  // end of the last frame delivered
   std::atomic<int64_t> shipped_arrival_us{0};  // that frame's arrival_us
+  std::atomic<uint64_t> change_events{0};  // pg-changes: Debezium messages delivered to table topics
 };
 
 struct StreamShipperOptions {
@@ -41,6 +47,8 @@ struct StreamShipperOptions {
   pipeline::StreamProgress* progress = nullptr;
   // Frames read from the archive but not yet delivered; reading pauses above this.
   size_t max_in_flight_bytes = 16 << 20;
+  // pg-changes: a Debezium tombstone after each delete event.
+  bool tombstones = true;
 };
 
 // Ships one stream on a thread of its own. Thread-safe.

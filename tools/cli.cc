@@ -77,6 +77,16 @@ int RunCli(int argc, char** argv) {
       "         recovery_end_command = 'ferry wal-fetch --archive /var/lib/ferry/archive --source main "
       "--drop-spool pg_wal/.ferry-prefetch'");
 
+  std::string topic_prefix = "ferry";
+  CLI::App* changes = app.add_subcommand("changes", "Print a source's archived change events as Debezium JSON lines");
+  changes->add_option("--archive", archive, "archive directory")->required();
+  changes->add_option("--source", source, "the PostgreSQL source (its logical_slot)")->required();
+  changes->add_option("--topic-prefix", topic_prefix, "prefix for source.name, as [kafka] topic_prefix")
+      ->default_val("ferry");
+  changes->footer(
+      "Complete transactions in commit order, the initial snapshot's reads first; the same envelopes\n"
+      "the service publishes per table to Kafka. Example: ferry changes --archive /var/lib/ferry/archive --source main");
+
   CLI::App* verify = app.add_subcommand("verify", "Check every frame checksum and position continuity");
   verify->add_option("--archive", archive, "archive directory")->required();
   verify->add_option("--source", source, "only this source");
@@ -218,6 +228,7 @@ int RunCli(int argc, char** argv) {
     return CmdWalFetch(wf);
   }
   if (verify->parsed()) return CmdVerify(archive, source, json);
+  if (changes->parsed()) return CmdChanges(archive, source, topic_prefix);
   if (ls->parsed()) return CmdLs(archive, json);
   if (sandbox->parsed()) return CmdSandbox(dir, seconds, keep);
   if (backup->parsed()) return CmdBackup(config, source, json);

@@ -20,6 +20,7 @@ struct WalFetchArgs {
 int CmdWalFetch(const WalFetchArgs& args);
 int CmdVerify(const std::string& archive, const std::string& source, bool json);
 int CmdLs(const std::string& archive, bool json);
+int CmdChanges(const std::string& archive, const std::string& source, const std::string& topic_prefix);
 int CmdBackup(const std::string& config_path, const std::string& source, bool json);
 
 struct PgRestoreArgs {

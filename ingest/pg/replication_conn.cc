@@ -82,11 +82,14 @@ ReplicationConnection::ReplicationConnection(std::unique_ptr<Impl> impl) : impl_
 ReplicationConnection::~ReplicationConnection() = default;
 
 absl::StatusOr<std::unique_ptr<ReplicationConnection>> ReplicationConnection::Connect(
-    const std::string& conninfo, const std::string& application_name) {
+    const std::string& conninfo, const std::string& application_name, bool logical,
+    const std::string& session_options) {
   // Keyword arrays let the user's conninfo (or URI) be expanded while ferry's replication
   // and application_name settings take precedence.
-  const char* keys[] = {"dbname", "replication", "application_name", nullptr};
-  const char* values[] = {conninfo.c_str(), "true", application_name.c_str(), nullptr};
+  const char* keys[] = {"dbname", "replication", "application_name", session_options.empty() ? nullptr : "options",
+                        nullptr};
+  const char* values[] = {conninfo.c_str(), logical ? "database" : "true", application_name.c_str(),
+                          session_options.c_str(), nullptr};
   auto impl = std::make_unique<Impl>();
   impl->conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
   if (impl->conn == nullptr || PQstatus(impl->conn) != CONNECTION_OK) {
@@ -229,6 +232,25 @@ absl::Status ReplicationConnection::CreatePhysicalSlot(const std::string& slot) 
       .status();
 }
 
+absl::StatusOr<LogicalSlotCreated> ReplicationConnection::CreateLogicalSlot(const std::string& slot) {
+  FERRY_ASSIGN_OR_RETURN(
+      Result r, impl_->Exec(absl::StrCat("CREATE_REPLICATION_SLOT ", slot, " LOGICAL pgoutput (SNAPSHOT 'export')"),
+                            PGRES_TUPLES_OK));
+  if (PQntuples(r.get()) != 1 || PQnfields(r.get()) < 3 || PQgetisnull(r.get(), 0, 2)) {
+    return absl::FailedPreconditionError("CREATE_REPLICATION_SLOT returned an unexpected shape");
+  }
+  LogicalSlotCreated created;
+  FERRY_ASSIGN_OR_RETURN(created.consistent_point, Lsn::Parse(PQgetvalue(r.get(), 0, 1)));
+  created.snapshot_name = PQgetvalue(r.get(), 0, 2);
+  return created;
+}
+
+absl::Status ReplicationConnection::DropSlot(const std::string& slot) {
+  return impl_->Exec(absl::StrCat("DROP_REPLICATION_SLOT ", slot, " WAIT"), PGRES_COMMAND_OK).status();
+}
+
+int ReplicationConnection::ServerVersion() const { return PQserverVersion(impl_->conn); }
+
 absl::StatusOr<TimelineHistoryFile> ReplicationConnection::TimelineHistory(TimelineId tli) {
   FERRY_ASSIGN_OR_RETURN(
       Result r, impl_->Exec(absl::StrCat("TIMELINE_HISTORY ", tli.value()), PGRES_TUPLES_OK));
@@ -267,6 +289,23 @@ absl::StatusOr<absl::optional<TimelineEnd>> ReplicationConnection::StartPhysical
   }
   return absl::FailedPreconditionError(
       absl::StrCat(cmd, ": ", OneLine(PQresultErrorMessage(r.get()))));
+}
+
+absl::Status ReplicationConnection::StartLogical(const std::string& slot, Lsn start, const std::string& options) {
+  const std::string cmd =
+      absl::StrCat("START_REPLICATION SLOT ", slot, " LOGICAL ", start.ToString(), " (", options, ")");
+  if (PQsendQuery(impl_->conn, cmd.c_str()) != 1) return impl_->Error(cmd);
+  Result r(PQgetResult(impl_->conn));
+  if (r == nullptr) return impl_->Error(cmd);
+  if (PQresultStatus(r.get()) != PGRES_COPY_BOTH) {
+    const std::string msg = absl::StrCat(cmd, ": ", OneLine(PQresultErrorMessage(r.get())));
+    while (Result more{PQgetResult(impl_->conn)}) {
+    }
+    if (PQstatus(impl_->conn) != CONNECTION_OK) return absl::UnavailableError(msg);
+    return absl::FailedPreconditionError(msg);
+  }
+  if (PQsetnonblocking(impl_->conn, 1) != 0) return impl_->Error("set non-blocking");
+  return absl::OkStatus();
 }
 
 absl::StatusOr<CopyMessage> ReplicationConnection::ReadMessage() {

@@ -58,19 +58,34 @@ struct BackupPoints {
   uint64_t estimated_bytes = 0;  // the server's size estimate (PROGRESS), 0 if none
 };
 
+// A logical slot just created: where it streams from and the snapshot it exported (usable by
+// other sessions with SET TRANSACTION SNAPSHOT until this connection runs its next command).
+struct LogicalSlotCreated {
+  pipeline::Lsn consistent_point;
+  std::string snapshot_name;
+};
+
 // Not thread-safe. Errors: kUnavailable for a lost or refused connection (retry),
 // kFailedPrecondition for what an operator must fix (permissions, missing slot, wrong mode).
 class ReplicationConnection {
  public:
-  // Connects with replication=true and the given application_name (what
-  // synchronous_standby_names matches).
+  // Connects with replication=true (physical) or replication=database (`logical`: logical
+  // decoding needs a database) and the given application_name (what
+  // synchronous_standby_names matches). `session_options` (libpq's "options", e.g.
+  // "-c TimeZone=UTC") replaces any the conninfo sets.
   static absl::StatusOr<std::unique_ptr<ReplicationConnection>> Connect(
-      const std::string& conninfo, const std::string& application_name);
+      const std::string& conninfo, const std::string& application_name, bool logical = false,
+      const std::string& session_options = "");
   ~ReplicationConnection();
 
   absl::StatusOr<SystemInfo> IdentifySystem();
   absl::StatusOr<SlotInfo> ReadSlot(const std::string& slot);
   absl::Status CreatePhysicalSlot(const std::string& slot);
+  // CREATE_REPLICATION_SLOT s LOGICAL pgoutput, exporting its snapshot.
+  absl::StatusOr<LogicalSlotCreated> CreateLogicalSlot(const std::string& slot);
+  absl::Status DropSlot(const std::string& slot);
+  // The server's version number (150004 for 15.4).
+  int ServerVersion() const;
   absl::StatusOr<TimelineHistoryFile> TimelineHistory(pipeline::TimelineId tli);
 
   // START_REPLICATION SLOT s PHYSICAL pos TIMELINE tli. kFailedPrecondition when the server
@@ -80,6 +95,11 @@ class ReplicationConnection {
   absl::StatusOr<absl::optional<TimelineEnd>> StartPhysical(const std::string& slot,
                                                            pipeline::Lsn start,
                                                            pipeline::TimelineId tli);
+
+  // START_REPLICATION SLOT s LOGICAL pos (options): `options` is the parenthesised list's
+  // inside, e.g. "proto_version '2', publication_names '\"pub\"'". kFailedPrecondition with
+  // the server's words when it refuses an option.
+  absl::Status StartLogical(const std::string& slot, pipeline::Lsn start, const std::string& options);
 
   // Reads the next complete message without blocking (Kind::kNone when none is buffered).
   // Malformed messages are kDataLoss naming the message type.

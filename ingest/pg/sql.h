@@ -1,10 +1,13 @@
-// One-off SQL on a normal (not replication) connection: for `ferry mark`'s restore point.
+// SQL on a normal (not replication) connection: `ferry mark`'s restore point, the logical
+// source's publication and snapshot reads, and the standby region's change applier.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/optional.h"
 
 namespace ferry::ingest::pg {
 
@@ -13,5 +16,39 @@ namespace ferry::ingest::pg {
 // reached, kFailedPrecondition with the server's message when the statement fails.
 absl::StatusOr<std::vector<std::string>> QueryFirstRow(const std::string& conninfo, const std::string& sql,
                                                        const std::vector<std::string>& params = {});
+
+// A result: rows of text values, absl::nullopt for NULL.
+using SqlRow = std::vector<absl::optional<std::string>>;
+struct SqlRows {
+  std::vector<std::string> columns;
+  std::vector<SqlRow> rows;
+};
+
+// One connection for a sequence of statements. Not thread-safe. Errors as QueryFirstRow's:
+// kUnavailable once the connection is lost, kFailedPrecondition for a failed statement
+// (the message is the server's, prefixed with `what` when given).
+class SqlSession {
+ public:
+  // `session_options`: libpq's "options" (e.g. "-c TimeZone=UTC"), replacing the conninfo's.
+  static absl::StatusOr<std::unique_ptr<SqlSession>> Connect(const std::string& conninfo,
+                                                             const std::string& session_options = "");
+  ~SqlSession();
+
+  // Runs one statement with text parameters (absl::nullopt binds NULL; the server infers each
+  // parameter's type from where it is used).
+  absl::StatusOr<SqlRows> Query(const std::string& sql, const SqlRow& params = {});
+  absl::Status Exec(const std::string& sql, const SqlRow& params = {}) { return Query(sql, params).status(); }
+  // Rows the last INSERT/UPDATE/DELETE touched.
+  int64_t affected() const { return affected_; }
+
+  // "name" quoted as an SQL identifier (doubling any quote inside).
+  static std::string Ident(const std::string& name);
+
+ private:
+  struct Impl;
+  explicit SqlSession(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  int64_t affected_ = 0;
+};
 
 }  // namespace ferry::ingest::pg

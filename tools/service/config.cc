@@ -157,18 +157,29 @@ absl::Status ParseSource(const toml::table& t, size_t index, absl::string_view o
     FERRY_RETURN_IF_ERROR(r.Bool("create_slot", &s->create_slot));
     FERRY_RETURN_IF_ERROR(r.String("logical_slot", &s->logical_slot));
     FERRY_RETURN_IF_ERROR(r.String("publication", &s->publication));
+    FERRY_RETURN_IF_ERROR(r.StringList("publication_tables", &s->publication_tables));
+    if (!s->logical_slot.empty() && s->publication.empty()) s->publication = absl::StrCat("ferry_", s->name);
+    if (s->logical_slot.empty() && (!s->publication.empty() || !s->publication_tables.empty())) {
+      return r.Error("publication", "set logical_slot too: change events stream from a logical slot");
+    }
     FERRY_RETURN_IF_ERROR(r.Duration("full_backup_every", &s->full_backup_every));
     FERRY_RETURN_IF_ERROR(r.Duration("incremental_every", &s->incremental_every));
     FERRY_RETURN_IF_ERROR(r.Bool("scheduled_backups", &s->scheduled_backups));
     int64_t interval = s->status_interval_ms;
     FERRY_RETURN_IF_ERROR(r.Int("status_interval_ms", 100, 3600 * 1000, &interval));
     s->status_interval_ms = static_cast<int>(interval);
-    for (char c : s->physical_slot) {
-      if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '_')) {
-        return r.Error("physical_slot", absl::StrCat("\"", s->physical_slot,
-                       "\" is not a valid slot name (lower-case letters, digits and '_'; "
-                       "the default is ferry_<name> with '-' not allowed)"));
+    for (const auto& [key, slot] : {std::pair<const char*, const std::string*>{"physical_slot", &s->physical_slot},
+                                    {"logical_slot", &s->logical_slot}}) {
+      for (char c : *slot) {
+        if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '_')) {
+          return r.Error(key, absl::StrCat("\"", *slot,
+                         "\" is not a valid slot name (lower-case letters, digits and '_'; "
+                         "the default is ferry_<name> with '-' not allowed)"));
+        }
       }
+    }
+    if (!s->logical_slot.empty() && s->logical_slot == s->physical_slot) {
+      return r.Error("logical_slot", "must differ from physical_slot");
     }
   } else if (s->kind == "redis") {
     FERRY_RETURN_IF_ERROR(r.String("address", &s->address, true));
@@ -302,6 +313,7 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view ori
     }
     FERRY_RETURN_IF_ERROR(r.String("topic_prefix", &c.kafka_topic_prefix));
     FERRY_RETURN_IF_ERROR(r.Int("max_message_bytes", 1024, 64 << 20, &c.kafka_max_message_bytes));
+    FERRY_RETURN_IF_ERROR(r.Bool("tombstones", &c.kafka_tombstones));
     r.Skip("properties");
     const toml::table* props = nullptr;
     FERRY_RETURN_IF_ERROR(SubTable(*t, "properties", origin, &props));
@@ -352,6 +364,7 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view ori
     if (!c.mirror_apply_redis.empty() && !ParseListen(c.mirror_apply_redis).ok()) {
       return r.Error("apply_redis", "expected host:port of the standby Redis, e.g. \"127.0.0.1:6380\"");
     }
+    FERRY_RETURN_IF_ERROR(r.String("apply_postgres", &c.mirror_apply_postgres));
     FERRY_RETURN_IF_ERROR(r.CheckUnknown());
   }
   top.Skip("source");

@@ -23,8 +23,12 @@ struct SourceConfig {
   std::string physical_slot;     // default "ferry_<name>"
   std::string application_name;  // default "ferry_<name>"
   bool create_slot = true;
+  // Change events (the pg-changes stream) come from this logical slot when it is set; the
+  // publication (default "ferry_<name>") is created if missing, for publication_tables or, when
+  // that is empty, for all tables.
   std::string logical_slot;
   std::string publication;
+  std::vector<std::string> publication_tables;
   absl::Duration full_backup_every = absl::Hours(24);
   absl::Duration incremental_every = absl::Hours(1);
   bool scheduled_backups = true;  // false: backups (Redis: snapshot_every) only on demand
@@ -68,11 +72,14 @@ struct Config {
   std::string kafka_topic_prefix;
   std::map<std::string, std::string> kafka_properties;  // [kafka.properties], for librdkafka as is
   int64_t kafka_max_message_bytes = 900 * 1024;
+  bool kafka_tombstones = true;  // a Debezium tombstone (null value) follows each delete event
   // [mirror] (ferry mirror): the primary region's sources to mirror, the consumer group (one
   // per standby region), and a standby Redis kept in sync from the mirrored stream.
   std::vector<std::string> mirror_sources;
   std::string mirror_group_id;
   std::string mirror_apply_redis;  // "host:port", empty: none
+  // A PostgreSQL database (libpq conninfo) the mirrored change events are applied to; empty: none.
+  std::string mirror_apply_postgres;
   std::vector<SourceConfig> sources;
 };
 

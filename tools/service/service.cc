@@ -16,9 +16,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cross_region/shipper.h"
+#include "ingest/pg/logical_source.h"
 #include "ingest/pg/physical_source.h"
 #include "ingest/redis/redis_source.h"
 #include "pipeline/batcher.h"
+#include "pipeline/change_event.h"
 #include "pipeline/check.h"
 #include "storage/durable_file.h"
 #include "storage/snapshot_store.h"
@@ -31,6 +33,27 @@
 namespace ferry::tools {
 
 using pipeline::Lsn;
+
+namespace {
+
+// The kind of the runner that streams a PostgreSQL source's change events (its logical slot)
+// beside the one that streams its WAL: each stream has its own thread, connection and batcher.
+constexpr char kPgChangesKind[] = "postgres-changes";
+
+// One runner per stream: a PostgreSQL source with a logical slot has two.
+std::vector<SourceConfig> RunnerConfigs(const std::vector<SourceConfig>& sources) {
+  std::vector<SourceConfig> out;
+  for (const SourceConfig& sc : sources) {
+    out.push_back(sc);
+    if (sc.kind == "postgres" && !sc.logical_slot.empty()) {
+      out.push_back(sc);
+      out.back().kind = kPgChangesKind;
+    }
+  }
+  return out;
+}
+
+}  // namespace
 
 struct Service::SourceRunner {
   explicit SourceRunner(SourceConfig sc) : own(std::move(sc)), config(&own) {}
@@ -98,6 +121,7 @@ class Service::Outflow {
       so.source = sc.name;
       so.kind = kind;
       so.progress = &batcher_->progress();
+      so.tombstones = service->config_.kafka_tombstones;
       shipper_ = std::make_unique<cross_region::StreamShipper>(so);
       shipper_->Start();
       link_->store(shipper_.get());
@@ -188,7 +212,7 @@ absl::StatusOr<std::unique_ptr<Service>> Service::Create(const Config& config) {
     FERRY_RETURN_IF_ERROR(storage::WriteFileAtomically(config.archive_path, "KAFKA", s->kafka_.brokers + "\n"));
   }
   absl::MutexLock lock(&s->mu_);
-  for (const SourceConfig& sc : config.sources) s->runners_.push_back(std::make_unique<SourceRunner>(sc));
+  for (const SourceConfig& sc : RunnerConfigs(config.sources)) s->runners_.push_back(std::make_unique<SourceRunner>(sc));
   return s;
 }
 
@@ -228,12 +252,14 @@ void Service::JoinRunner(SourceRunner* r) {
 
 void Service::StartRunner(SourceRunner* raw) {
   raw->thread = std::thread([this, raw] {
-    raw->result = raw->config->kind == "redis" ? RunRedis(raw) : RunPostgres(raw);
+    const std::string& kind = raw->config->kind;
+    raw->result = kind == "redis" ? RunRedis(raw) : kind == kPgChangesKind ? RunPgChanges(raw) : RunPostgres(raw);
     if (!raw->result.ok()) {
       spdlog::error("source={} event=stopped error=\"{}\"", raw->config->name, raw->result.ToString());
     }
     raw->ended = true;
   });
+  if (raw->config->kind == kPgChangesKind) return;  // snapshots and their shipping are the WAL runner's
   if (raw->config->scheduled_backups) {
     raw->backup_thread = std::thread([this, raw] { RunBackupSchedule(raw); });
   }
@@ -261,7 +287,8 @@ bool SameSource(const SourceConfig& a, const SourceConfig& b) {
          a.redis.password == b.redis.password && a.ack == b.ack && a.scheduled_backups == b.scheduled_backups &&
          a.full_backup_every == b.full_backup_every && a.incremental_every == b.incremental_every &&
          a.snapshot_every == b.snapshot_every && a.status_interval_ms == b.status_interval_ms &&
-         a.down_after == b.down_after;
+         a.down_after == b.down_after && a.logical_slot == b.logical_slot && a.publication == b.publication &&
+         a.publication_tables == b.publication_tables;
 }
 
 }  // namespace
@@ -277,6 +304,7 @@ void Service::Reload(const Config& next) {
   // Sources that went away or changed stop (and are joined before a replacement starts: one
   // writer per stream); new ones start. The others never notice.
   std::vector<SourceRunner*> retire;
+  const std::vector<SourceConfig> wanted = RunnerConfigs(next.sources);
   std::vector<const SourceConfig*> start;
   {
     absl::MutexLock lock(&mu_);
@@ -285,7 +313,7 @@ void Service::Reload(const Config& next) {
       if (r->retired) continue;
       bool keep = false;
       // A source that stopped on a fatal error starts again on a reload, as after a restart.
-      for (const SourceConfig& sc : next.sources) {
+      for (const SourceConfig& sc : wanted) {
         keep = keep || (sc.name == r->config->name && SameSource(sc, *r->config) && !r->ended);
       }
       if (!keep) {
@@ -293,9 +321,11 @@ void Service::Reload(const Config& next) {
         retire.push_back(r.get());
       }
     }
-    for (const SourceConfig& sc : next.sources) {
+    for (const SourceConfig& sc : wanted) {
       bool running = false;
-      for (auto& r : runners_) running = running || (!r->retired && r->config->name == sc.name);
+      for (auto& r : runners_) {
+        running = running || (!r->retired && r->config->name == sc.name && r->config->kind == sc.kind);
+      }
       if (!running) start.push_back(&sc);
     }
   }
@@ -489,6 +519,10 @@ ServiceState Service::State() {
       }
       if (r->snapshot_shipper != nullptr) s.snapshots_shipped = r->snapshot_shipper->shipped().load();
     }
+    if (s.kind == kPgChangesKind) {
+      // Its positions are (LSN << 16 | part): show the LSNs, comparable with the WAL stream's.
+      for (uint64_t* pos : {&s.received, &s.synced, &s.acked, &s.shipped}) *pos = pipeline::ChangePositionLsn(*pos);
+    }
     // Read-only looks at the archive: the streaming threads own the writers.
     auto store = storage::SnapshotStore::Open(archive_->SnapshotDir(s.name), false);
     if (store.ok()) {
@@ -665,6 +699,66 @@ absl::Status Service::RunPostgres(SourceRunner* runner) {
   FERRY_RETURN_IF_ERROR(outflow.Stop());
   spdlog::info("source={} event=stopped synced={}", sc.name,
                Lsn(batcher.progress().synced()).ToString());
+  return absl::OkStatus();
+}
+
+absl::Status Service::RunPgChanges(SourceRunner* runner) {
+  const SourceConfig& sc = *runner->config;
+  FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log, OpenStream(sc, pipeline::StreamKind::kPgChanges));
+  Outflow outflow(this, runner, log, pipeline::StreamKind::kPgChanges);
+  pipeline::Batcher& batcher = outflow.batcher();
+
+  ingest::pg::PgLogicalOptions lo;
+  lo.conninfo = sc.conninfo;
+  lo.slot = sc.logical_slot;
+  lo.publication = sc.publication;
+  lo.tables = sc.publication_tables;
+  lo.application_name = absl::StrCat(sc.application_name, "_changes");
+  lo.create_slot = sc.create_slot;
+  lo.status_interval_ms = sc.status_interval_ms;
+
+  absl::Duration backoff = absl::Milliseconds(500);
+  bool was_down = false;
+  while (true) {
+    {
+      absl::MutexLock lock(&runner->mu);
+      if (runner->stop) break;
+    }
+    ingest::pg::PgLogicalSource source(lo, &batcher);
+    absl::Status st = source.Connect();
+    if (st.ok()) {
+      // Resume from what is durable: wait for anything still queued from a lost connection.
+      FERRY_RETURN_IF_ERROR(batcher.Drain());
+      const uint64_t archive_end = log->empty() ? 0 : log->frames().back().header.end_pos;
+      {
+        absl::MutexLock lock(&runner->mu);
+        if (runner->stop) break;
+        runner->SetActive([&source] { source.RequestStop(); }, [&source] {
+          const auto& st = source.stats();
+          return absl::StrCat("stream=pg-changes received=", Lsn(st.received_lsn.load()).ToString(),
+                              " flushed=", Lsn(st.reported_flush_lsn.load()).ToString(),
+                              " transactions=", st.transactions.load(), " events=", st.events.load(),
+                              " snapshot_rows=", st.snapshot_rows.load());
+        });
+      }
+      spdlog::info("source={} event=streaming stream=pg-changes slot={} publication={} archive_end={}", sc.name,
+                   lo.slot, lo.publication,
+                   archive_end == 0 ? std::string("empty") : Lsn(pipeline::ChangePositionLsn(archive_end)).ToString());
+      if (was_down) spdlog::info("source={} event=reconnected stream=pg-changes", sc.name);
+      was_down = false;
+      backoff = absl::Milliseconds(500);
+      runner->Up();
+      st = source.Stream(archive_end);
+      runner->Down();
+      absl::MutexLock lock(&runner->mu);
+      runner->SetActive(nullptr, nullptr);
+    }
+    FERRY_ASSIGN_OR_RETURN(bool retry, RetryAfter(runner, st, batcher, &was_down, &backoff));
+    if (!retry) break;
+  }
+  FERRY_RETURN_IF_ERROR(outflow.Stop());
+  spdlog::info("source={} event=stopped stream=pg-changes synced={}", sc.name,
+               Lsn(pipeline::ChangePositionLsn(batcher.progress().synced())).ToString());
   return absl::OkStatus();
 }
 

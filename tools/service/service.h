@@ -61,6 +61,8 @@ class Service {
   void JoinRunner(SourceRunner* runner);  // once, from whichever thread comes first
   absl::Status RunPostgres(SourceRunner* runner);
   absl::Status RunRedis(SourceRunner* runner);
+  // A PostgreSQL source's change events (its logical slot), next to its WAL.
+  absl::Status RunPgChanges(SourceRunner* runner);
   // The source's stream in the archive, logging a torn tail that opening it repaired.
   absl::StatusOr<storage::StreamLog*> OpenStream(const SourceConfig& sc, pipeline::StreamKind kind);
   // After a streaming session of `runner` ended with `st`: false when it was stopped on

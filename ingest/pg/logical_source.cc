@@ -1,0 +1,521 @@
+// Logical streaming: publication and slot set-up, the initial snapshot, pgoutput decoding into
+// change records, reassembly of streamed transactions, and feedback. Protocol facts:
+// ../shared/PROTOCOLS.md A.3, A.6 and D.
+#include "ingest/pg/logical_source.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "ingest/pg/pgoutput.h"
+#include "pipeline/check.h"
+
+namespace ferry::ingest::pg {
+
+using pipeline::ChangeBatch;
+using pipeline::ChangeEvent;
+using pipeline::ChangeOp;
+using pipeline::ChangeRelation;
+using pipeline::ChangeValue;
+using pipeline::Lsn;
+
+namespace {
+
+constexpr uint32_t kFirstNormalObjectId = 16384;  // OIDs below are built in (no Type message)
+
+// Values travel in their text form; these settings make that form the same whoever runs the
+// server (ISO dates, UTC, floats that round-trip), for the events and the snapshot alike.
+constexpr char kLogicalSessionOptions[] =
+    "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex";
+
+int64_t MonotonicMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// "schema.table" or "table" (public), each part quoted.
+std::string QualifiedTable(absl::string_view name) {
+  std::vector<std::string> parts = absl::StrSplit(name, absl::MaxSplits('.', 1));
+  if (parts.size() == 1) parts.insert(parts.begin(), "public");
+  return absl::StrCat(SqlSession::Ident(parts[0]), ".", SqlSession::Ident(parts[1]));
+}
+
+size_t TupleBytes(const pipeline::ChangeTuple& t) {
+  size_t n = 0;
+  for (const ChangeValue& v : t) n += 5 + v.text.size();
+  return n;
+}
+
+}  // namespace
+
+// A transaction being collected: from Begin to Commit, or a streamed one until Stream Commit.
+struct PgLogicalSource::Txn {
+  struct Change {
+    uint32_t subxid = 0;  // streamed transactions: the sub-transaction, for Stream Abort
+    std::shared_ptr<const ChangeRelation> relation;
+    std::vector<std::shared_ptr<const ChangeRelation>> truncated;
+    ChangeEvent event;
+  };
+  ChangeBatch::Kind kind = ChangeBatch::Kind::kTransaction;
+  uint32_t xid = 0;
+  uint64_t commit_lsn = 0;
+  pipeline::UnixMicros commit_ts = 0;
+  bool skip = false;     // archived before a restart: the server sent it again
+  bool started = false;  // its first record is appended
+  std::vector<Change> changes;
+  size_t bytes = 0;
+};
+
+PgLogicalSource::PgLogicalSource(PgLogicalOptions options, pipeline::StreamSink* sink)
+    : options_(std::move(options)), sink_(sink) {
+  stop_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  FERRY_CHECK(stop_fd_ >= 0);
+}
+
+PgLogicalSource::~PgLogicalSource() { close(stop_fd_); }
+
+void PgLogicalSource::RequestStop() {
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(stop_fd_, &one, sizeof(one));
+}
+
+absl::Status PgLogicalSource::Connect() {
+  FERRY_ASSIGN_OR_RETURN(conn_, ReplicationConnection::Connect(options_.conninfo, options_.application_name,
+                                                               /*logical=*/true, kLogicalSessionOptions));
+  FERRY_ASSIGN_OR_RETURN(sql_, SqlSession::Connect(options_.conninfo, kLogicalSessionOptions));
+  FERRY_ASSIGN_OR_RETURN(SqlRows db, sql_->Query("SELECT current_database()"));
+  database_ = db.rows.at(0).at(0).value_or("");
+  FERRY_ASSIGN_OR_RETURN(SqlRows pub, sql_->Query("SELECT 1 FROM pg_publication WHERE pubname = $1",
+                                                  {options_.publication}));
+  if (pub.rows.empty()) {
+    // Created before the slot: pgoutput reads publications through the historic catalog, so a
+    // slot older than its publication fails on its first change (PROTOCOLS.md A.3).
+    std::string what = "FOR ALL TABLES";
+    if (!options_.tables.empty()) {
+      std::vector<std::string> quoted;
+      for (const std::string& t : options_.tables) quoted.push_back(QualifiedTable(t));
+      what = absl::StrCat("FOR TABLE ", absl::StrJoin(quoted, ", "));
+    }
+    FERRY_RETURN_IF_ERROR(sql_->Exec(absl::StrCat("CREATE PUBLICATION ", SqlSession::Ident(options_.publication), " ", what)));
+    spdlog::info("event=publication_created publication={} tables=\"{}\"", options_.publication, what);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PgLogicalSource::EmitPart(Txn* txn, bool last, uint64_t end_lsn) {
+  ChangeBatch b;
+  b.kind = txn->kind;
+  b.first = !txn->started;
+  b.last = last;
+  b.xid = txn->xid;
+  b.commit_lsn = txn->commit_lsn;
+  b.end_lsn = last ? end_lsn : 0;
+  b.commit_ts = txn->commit_ts;
+  b.database = database_;
+  // Each record carries the relations its events use (as they were at the change), so it
+  // can be read alone.
+  std::map<const ChangeRelation*, uint32_t> index;
+  auto relation_index = [&](const std::shared_ptr<const ChangeRelation>& r) {
+    auto [it, added] = index.emplace(r.get(), static_cast<uint32_t>(b.relations.size()));
+    if (added) b.relations.push_back(*r);
+    return it->second;
+  };
+  b.events.reserve(txn->changes.size());
+  for (Txn::Change& c : txn->changes) {
+    if (c.relation != nullptr) c.event.relation = relation_index(c.relation);
+    for (const auto& t : c.truncated) c.event.truncated.push_back(relation_index(t));
+    b.events.push_back(std::move(c.event));
+  }
+  uint64_t pos;
+  if (last) {
+    if (end_lsn > pipeline::kMaxChangeLsn) {
+      return absl::FailedPreconditionError(absl::StrCat("LSN ", Lsn(end_lsn).ToString(),
+                                                        " is beyond what the pg-changes stream can position"));
+    }
+    pos = pipeline::ChangePosition(end_lsn, 0);
+  } else {
+    if ((tail_pos_ & ((uint64_t{1} << pipeline::kChangePartBits) - 1)) == (uint64_t{1} << pipeline::kChangePartBits) - 1) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("transaction ", txn->xid, " needs more than 65535 records; raise max_record_bytes"));
+    }
+    pos = tail_pos_ + 1;
+  }
+  if (pos <= tail_pos_) {
+    return absl::DataLossError(absl::StrCat("transaction ", txn->xid, " ends at ", Lsn(end_lsn).ToString(),
+                                            ", not after the stream's end ",
+                                            Lsn(pipeline::ChangePositionLsn(tail_pos_)).ToString()));
+  }
+  pipeline::Record rec;
+  rec.end_pos = pos;
+  rec.data_ts = txn->commit_ts;
+  rec.payload = pipeline::EncodeChangeBatch(b);
+  stats_.events.fetch_add(b.events.size(), std::memory_order_relaxed);
+  FERRY_RETURN_IF_ERROR(sink_->Append(kEpoch, tail_pos_, std::move(rec)));
+  tail_pos_ = pos;
+  txn->started = true;
+  txn->changes.clear();
+  txn->bytes = 0;
+  return absl::OkStatus();
+}
+
+absl::Status PgLogicalSource::ReadTable(const std::string& schema, const std::string& table, Txn* txn) {
+  // The columns pgoutput would describe: live, not generated, in order, with the replica
+  // identity's key flags (DEFAULT: the primary key; INDEX: that index; FULL: every column).
+  FERRY_ASSIGN_OR_RETURN(
+      SqlRows cols,
+      sql_->Query(
+          "SELECT c.oid, c.relreplident, a.attname, a.atttypid, a.atttypmod, "
+          "  CASE WHEN t.oid >= 16384 THEN tn.nspname || '.' || t.typname ELSE '' END, "
+          "  c.relreplident = 'f' OR a.attnum = ANY(coalesce((SELECT i.indkey::int2[] FROM pg_index i "
+          "    WHERE i.indrelid = c.oid AND CASE c.relreplident WHEN 'i' THEN i.indisreplident "
+          "    WHEN 'd' THEN i.indisprimary ELSE false END LIMIT 1), '{}')), "
+          "  a.attnum = ANY(coalesce((SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = c.oid "
+          "    AND i.indisprimary), '{}')) "
+          "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+          "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' "
+          "JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace "
+          "WHERE n.nspname = $1 AND c.relname = $2 ORDER BY a.attnum",
+          {schema, table}));
+  if (cols.rows.empty()) return absl::OkStatus();
+  auto rel = std::make_shared<ChangeRelation>();
+  rel->relid = static_cast<uint32_t>(std::stoul(*cols.rows[0][0]));
+  rel->schema = schema;
+  rel->table = table;
+  rel->replica_identity = cols.rows[0][1]->empty() ? 'd' : (*cols.rows[0][1])[0];
+  std::vector<std::string> select;
+  for (const SqlRow& r : cols.rows) {
+    pipeline::ChangeColumn c;
+    c.name = *r[2];
+    c.type_oid = static_cast<uint32_t>(std::stoul(*r[3]));
+    c.typmod = std::stoi(*r[4]);
+    c.type_name = *r[5];
+    c.key = *r[6] == "t";
+    c.primary_key = *r[7] == "t";
+    select.push_back(SqlSession::Ident(c.name));
+    rel->columns.push_back(std::move(c));
+  }
+  std::shared_ptr<const ChangeRelation> shared = rel;
+  FERRY_RETURN_IF_ERROR(sql_->Exec(absl::StrCat("DECLARE ferry_snapshot NO SCROLL CURSOR FOR SELECT ",
+                                                absl::StrJoin(select, ", "), " FROM ONLY ", SqlSession::Ident(schema),
+                                                ".", SqlSession::Ident(table))));
+  const std::string fetch = absl::StrCat("FETCH ", options_.snapshot_fetch_rows, " FROM ferry_snapshot");
+  while (true) {
+    FERRY_ASSIGN_OR_RETURN(SqlRows rows, sql_->Query(fetch));
+    if (rows.rows.empty()) break;
+    for (SqlRow& row : rows.rows) {
+      Txn::Change c;
+      c.relation = shared;
+      c.event.op = ChangeOp::kRead;
+      c.event.has_after = true;
+      for (auto& v : row) {
+        ChangeValue cv;
+        if (v.has_value()) {
+          cv.kind = ChangeValue::Kind::kText;
+          cv.text = std::move(*v);
+        }
+        c.event.after.push_back(std::move(cv));
+      }
+      txn->bytes += TupleBytes(c.event.after);
+      txn->changes.push_back(std::move(c));
+      stats_.snapshot_rows.fetch_add(1, std::memory_order_relaxed);
+      if (txn->bytes >= options_.max_record_bytes) FERRY_RETURN_IF_ERROR(EmitPart(txn, false, 0));
+    }
+  }
+  return sql_->Exec("CLOSE ferry_snapshot");
+}
+
+absl::Status PgLogicalSource::TakeSnapshot(const LogicalSlotCreated& slot) {
+  for (char ch : slot.snapshot_name) {
+    if (!absl::ascii_isxdigit(ch) && ch != '-') {
+      return absl::DataLossError(absl::StrCat("unexpected snapshot name \"", slot.snapshot_name, "\""));
+    }
+  }
+  FERRY_RETURN_IF_ERROR(sql_->Exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"));
+  FERRY_RETURN_IF_ERROR(sql_->Exec(absl::StrCat("SET TRANSACTION SNAPSHOT '", slot.snapshot_name, "'")));
+  FERRY_ASSIGN_OR_RETURN(SqlRows tables, sql_->Query("SELECT schemaname, tablename FROM pg_publication_tables "
+                                                     "WHERE pubname = $1 ORDER BY 1, 2",
+                                                     {options_.publication}));
+  Txn txn;
+  txn.kind = ChangeBatch::Kind::kSnapshot;
+  txn.commit_lsn = slot.consistent_point.value();
+  txn.commit_ts = pipeline::NowUnixMicros();
+  for (const SqlRow& t : tables.rows) FERRY_RETURN_IF_ERROR(ReadTable(*t[0], *t[1], &txn));
+  FERRY_RETURN_IF_ERROR(sql_->Exec("COMMIT"));
+  // The last record ends at the consistent point: every change after it comes from the slot.
+  FERRY_RETURN_IF_ERROR(EmitPart(&txn, true, slot.consistent_point.value()));
+  spdlog::info("event=logical_snapshot slot={} tables={} rows={} consistent_point={}", options_.slot,
+               tables.rows.size(), stats_.snapshot_rows.load(), slot.consistent_point.ToString());
+  return absl::OkStatus();
+}
+
+uint64_t PgLogicalSource::ConfirmableLsn() const {
+  const uint64_t acked = sink_->progress().Acked();
+  uint64_t lsn = pipeline::ChangePositionLsn(acked);
+  // Idle (no transaction open, everything appended acknowledged): the server's own position
+  // may be confirmed, so a slot whose tables see no changes does not hold WAL forever.
+  if (open_ == nullptr && streamed_.empty() && acked >= tail_pos_) lsn = std::max(lsn, idle_lsn_);
+  return lsn;
+}
+
+absl::Status PgLogicalSource::SendFeedback() {
+  const uint64_t flushed = ConfirmableLsn();
+  FERRY_RETURN_IF_ERROR(conn_->SendStatus(Lsn(flushed), Lsn(flushed), Lsn(flushed), false));
+  last_sent_flush_ = flushed;
+  stats_.reported_flush_lsn.store(flushed, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status PgLogicalSource::Handle(absl::string_view payload, uint64_t lsn) {
+  FERRY_ASSIGN_OR_RETURN(PgOutputMessage m, ParsePgOutput(payload, in_stream_));
+  // The transaction a data message belongs to: the open one, or a streamed one by xid.
+  auto current = [&]() -> absl::StatusOr<Txn*> {
+    if (in_stream_) {
+      auto& t = streamed_[stream_xid_];
+      if (t == nullptr) {
+        t = std::make_unique<Txn>();
+        t->xid = stream_xid_;
+      }
+      return t.get();
+    }
+    if (open_ == nullptr) {
+      return absl::DataLossError(absl::StrCat("pgoutput '", std::string(1, m.type), "' outside a transaction"));
+    }
+    return open_.get();
+  };
+  auto relation = [&](uint32_t relid) -> absl::StatusOr<std::shared_ptr<const ChangeRelation>> {
+    auto it = relations_.find(relid);
+    if (it == relations_.end()) {
+      return absl::DataLossError(absl::StrCat("pgoutput change for relation ", relid, " before its Relation message"));
+    }
+    return it->second;
+  };
+  auto add = [&](Txn* txn, Txn::Change c) -> absl::Status {
+    if (txn->skip) return absl::OkStatus();
+    c.subxid = m.xid;
+    txn->bytes += 32 + TupleBytes(c.event.before) + TupleBytes(c.event.after) + c.event.content.size();
+    txn->changes.push_back(std::move(c));
+    // A plain transaction goes out in parts as it grows; a streamed one waits for its commit
+    // (it may still abort) and goes out whole then.
+    if (!in_stream_ && txn->bytes >= options_.max_record_bytes) return EmitPart(txn, false, 0);
+    return absl::OkStatus();
+  };
+  auto commit = [&](std::unique_ptr<Txn> txn, uint64_t commit_lsn, uint64_t end_lsn, pipeline::UnixMicros ts)
+      -> absl::Status {
+    txn->commit_lsn = commit_lsn;
+    txn->commit_ts = ts;
+    stats_.received_lsn.store(end_lsn, std::memory_order_relaxed);
+    // Committed before the archive's end: this server sent it again after a restart.
+    if (txn->skip || commit_lsn < skip_below_lsn_) return absl::OkStatus();
+    stats_.transactions.fetch_add(1, std::memory_order_relaxed);
+    return EmitPart(txn.get(), true, end_lsn);
+  };
+
+  switch (m.type) {
+    case 'B':
+      open_ = std::make_unique<Txn>();
+      open_->xid = m.xid;
+      open_->commit_lsn = m.commit_lsn;
+      open_->commit_ts = m.ts;
+      open_->skip = m.commit_lsn < skip_below_lsn_;
+      return absl::OkStatus();
+    case 'C': {
+      if (open_ == nullptr) return absl::DataLossError("pgoutput Commit without Begin");
+      FERRY_RETURN_IF_ERROR(commit(std::move(open_), m.commit_lsn, m.end_lsn, m.ts));
+      open_.reset();
+      return absl::OkStatus();
+    }
+    case 'O':  // replication origin of the transaction: nothing to keep
+      return absl::OkStatus();
+    case 'Y':
+      type_names_[m.type_oid] = absl::StrCat(m.type_namespace, ".", m.type_name);
+      return absl::OkStatus();
+    case 'R': {
+      auto rel = std::make_shared<ChangeRelation>(std::move(m.relation));
+      for (pipeline::ChangeColumn& c : rel->columns) {
+        if (c.type_oid < kFirstNormalObjectId) continue;
+        auto it = type_names_.find(c.type_oid);
+        if (it != type_names_.end()) c.type_name = it->second;
+      }
+      // The Kafka key is the primary key; pgoutput flags the replica identity, which is the
+      // same only under DEFAULT.
+      if (rel->replica_identity == 'd') {
+        for (pipeline::ChangeColumn& c : rel->columns) c.primary_key = c.key;
+      } else {
+        FERRY_ASSIGN_OR_RETURN(
+            SqlRows pk, sql_->Query("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                                    "AND a.attnum = ANY(i.indkey::int2[]) WHERE i.indrelid = $1::oid AND i.indisprimary",
+                                    {absl::StrCat(rel->relid)}));
+        for (pipeline::ChangeColumn& c : rel->columns) {
+          for (const SqlRow& row : pk.rows) c.primary_key = c.primary_key || row[0] == c.name;
+        }
+      }
+      // Events already collected keep the shape they were made with.
+      relations_[rel->relid] = std::move(rel);
+      return absl::OkStatus();
+    }
+    case 'I':
+    case 'U':
+    case 'D': {
+      FERRY_ASSIGN_OR_RETURN(Txn * txn, current());
+      Txn::Change c;
+      FERRY_ASSIGN_OR_RETURN(c.relation, relation(m.relid));
+      const size_t ncols = c.relation->columns.size();
+      c.event.op = m.type == 'I' ? ChangeOp::kInsert : m.type == 'U' ? ChangeOp::kUpdate : ChangeOp::kDelete;
+      c.event.lsn = lsn;
+      c.event.has_before = m.old_kind != 0;
+      c.event.before = std::move(m.old_tuple);
+      c.event.has_after = m.has_new;
+      c.event.after = std::move(m.new_tuple);
+      if ((c.event.has_before && c.event.before.size() != ncols) || (c.event.has_after && c.event.after.size() != ncols)) {
+        return absl::DataLossError(absl::StrCat("pgoutput row of relation ", m.relid, " does not match its ", ncols,
+                                                " columns"));
+      }
+      return add(txn, std::move(c));
+    }
+    case 'T': {
+      FERRY_ASSIGN_OR_RETURN(Txn * txn, current());
+      Txn::Change c;
+      c.event.op = ChangeOp::kTruncate;
+      c.event.lsn = lsn;
+      c.event.truncate_options = m.truncate_options;
+      for (uint32_t relid : m.truncate_relids) {
+        FERRY_ASSIGN_OR_RETURN(auto r, relation(relid));
+        c.truncated.push_back(std::move(r));
+      }
+      return add(txn, std::move(c));
+    }
+    case 'M': {
+      if (!m.transactional) return absl::OkStatus();  // not requested (messages is off)
+      FERRY_ASSIGN_OR_RETURN(Txn * txn, current());
+      Txn::Change c;
+      c.event.op = ChangeOp::kMessage;
+      c.event.lsn = m.message_lsn;
+      c.event.prefix = std::move(m.prefix);
+      c.event.content = std::move(m.content);
+      return add(txn, std::move(c));
+    }
+    case 'S':
+      in_stream_ = true;
+      stream_xid_ = m.xid;
+      return absl::OkStatus();
+    case 'E':
+      in_stream_ = false;
+      return absl::OkStatus();
+    case 'c': {
+      auto it = streamed_.find(m.xid);
+      std::unique_ptr<Txn> txn = it == streamed_.end() ? std::make_unique<Txn>() : std::move(it->second);
+      if (it != streamed_.end()) streamed_.erase(it);
+      txn->xid = m.xid;
+      return commit(std::move(txn), m.commit_lsn, m.end_lsn, m.ts);
+    }
+    case 'A': {
+      auto it = streamed_.find(m.xid);
+      if (it == streamed_.end()) return absl::OkStatus();
+      if (m.subxid == m.xid) {
+        streamed_.erase(it);
+      } else {
+        auto& changes = it->second->changes;
+        changes.erase(std::remove_if(changes.begin(), changes.end(),
+                                     [&](const Txn::Change& c) { return c.subxid == m.subxid; }),
+                      changes.end());
+      }
+      return absl::OkStatus();
+    }
+    default:
+      // Two-phase messages: two_phase is never switched on (it would change the slot for good).
+      return absl::DataLossError(absl::StrCat("unexpected pgoutput message '", std::string(1, m.type), "'"));
+  }
+}
+
+absl::Status PgLogicalSource::Stream(uint64_t archive_end) {
+  FERRY_CHECK(conn_ != nullptr);
+  tail_pos_ = archive_end;
+  skip_below_lsn_ = pipeline::ChangePositionLsn(archive_end);
+  FERRY_ASSIGN_OR_RETURN(SqlRows slot, sql_->Query("SELECT plugin, confirmed_flush_lsn FROM pg_replication_slots "
+                                                   "WHERE slot_name = $1",
+                                                   {options_.slot}));
+  const bool have_snapshot = skip_below_lsn_ != 0;
+  if (!slot.rows.empty() && slot.rows[0][0].value_or("") != "pgoutput") {
+    return absl::FailedPreconditionError(absl::StrCat("replication slot \"", options_.slot,
+                                                      "\" is not a pgoutput logical slot; name another logical_slot"));
+  }
+  if (!slot.rows.empty() && !have_snapshot) {
+    // The slot was made but its snapshot never completed in the archive: start both again.
+    spdlog::warn("event=logical_slot_recreated slot={} reason=\"the archive has no complete initial snapshot\"",
+                 options_.slot);
+    FERRY_RETURN_IF_ERROR(conn_->DropSlot(options_.slot));
+    slot.rows.clear();
+  }
+  Lsn start(skip_below_lsn_);
+  if (slot.rows.empty()) {
+    if (have_snapshot) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "logical slot \"", options_.slot, "\" is gone but the archive's changes end at ",
+          Lsn(skip_below_lsn_).ToString(), ": changes since are lost. Move the pg-changes stream aside to start over"));
+    }
+    if (!options_.create_slot) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("logical slot \"", options_.slot, "\" does not exist: create it or set create_slot = true"));
+    }
+    FERRY_ASSIGN_OR_RETURN(LogicalSlotCreated created, conn_->CreateLogicalSlot(options_.slot));
+    FERRY_RETURN_IF_ERROR(TakeSnapshot(created));
+    start = created.consistent_point;
+  }
+
+  const int version = conn_->ServerVersion();
+  const int proto = version >= 150000 ? 3 : version >= 140000 ? 2 : 1;
+  std::string pub;  // publication_names takes identifiers inside a string literal
+  for (char ch : SqlSession::Ident(options_.publication)) {
+    pub += ch;
+    if (ch == '\'') pub += ch;
+  }
+  std::string opts = absl::StrCat("proto_version '", proto, "', publication_names '", pub, "'");
+  if (proto >= 2) absl::StrAppend(&opts, ", streaming 'on'");
+  FERRY_RETURN_IF_ERROR(conn_->StartLogical(options_.slot, start, opts));
+  idle_lsn_ = 0;
+
+  int64_t next_status_ms = 0;
+  while (true) {
+    const int64_t now = MonotonicMillis();
+    if (now >= next_status_ms) {
+      FERRY_RETURN_IF_ERROR(SendFeedback());
+      next_status_ms = now + options_.status_interval_ms;
+    }
+    FERRY_ASSIGN_OR_RETURN(bool woken, conn_->Wait(static_cast<int>(std::max<int64_t>(1, next_status_ms - now)),
+                                                   sink_->progress().notify_fd(), stop_fd_));
+    if (woken) {
+      uint64_t v;
+      if (read(stop_fd_, &v, sizeof(v)) > 0) {
+        FERRY_RETURN_IF_ERROR(sink_->Drain());
+        FERRY_RETURN_IF_ERROR(SendFeedback());
+        return conn_->EndCopy();
+      }
+      sink_->progress().ConsumeNotification();
+      if (ConfirmableLsn() > last_sent_flush_) FERRY_RETURN_IF_ERROR(SendFeedback());
+    }
+    while (true) {
+      FERRY_ASSIGN_OR_RETURN(CopyMessage m, conn_->ReadMessage());
+      if (m.kind == CopyMessage::Kind::kNone) break;
+      if (m.kind == CopyMessage::Kind::kCopyDone) {
+        absl::Status ended = conn_->FinishTimeline().status();
+        return absl::UnavailableError(absl::StrCat("logical streaming ended by the server: ", ended.message()));
+      }
+      if (m.kind == CopyMessage::Kind::kKeepalive) {
+        idle_lsn_ = std::max(idle_lsn_, m.wal_end.value());
+        if (m.reply_requested || ConfirmableLsn() > last_sent_flush_) FERRY_RETURN_IF_ERROR(SendFeedback());
+        continue;
+      }
+      FERRY_RETURN_IF_ERROR(Handle(m.payload, m.data_start.value()));
+    }
+  }
+}
+
+}  // namespace ferry::ingest::pg

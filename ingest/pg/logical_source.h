@@ -1,0 +1,97 @@
+// PgLogicalSource: streams row-level changes from a logical slot (pgoutput) into the
+// pg-changes stream of a StreamSink, one record per transaction (or part of a large one).
+// A new slot's exported snapshot is read first, as 'r' events. Only what the sink has made
+// durable is confirmed to the slot.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "ingest/pg/replication_conn.h"
+#include "ingest/pg/sql.h"
+#include "pipeline/change_event.h"
+#include "pipeline/sink.h"
+
+namespace ferry::ingest::pg {
+
+struct PgLogicalOptions {
+  std::string conninfo;  // must name the database to decode
+  std::string slot;
+  std::string publication;
+  // When ferry creates the publication: these tables ("schema.table" or "table"), or all
+  // tables when empty. An existing publication is used as it is.
+  std::vector<std::string> tables;
+  std::string application_name;
+  bool create_slot = true;
+  int status_interval_ms = 10000;
+  size_t max_record_bytes = 1 << 20;  // a transaction's record is cut into parts of about this size
+  size_t snapshot_fetch_rows = 2000;  // rows per FETCH while reading the initial snapshot
+};
+
+// Counters for logs and status; read from other threads.
+struct PgLogicalStats {
+  std::atomic<uint64_t> received_lsn{0};        // last commit end received
+  std::atomic<uint64_t> reported_flush_lsn{0};  // confirmed to the slot
+  std::atomic<uint64_t> transactions{0};
+  std::atomic<uint64_t> events{0};
+  std::atomic<uint64_t> snapshot_rows{0};
+};
+
+// Runs on one thread (Stream); RequestStop may be called from any thread.
+class PgLogicalSource {
+ public:
+  static constexpr uint32_t kEpoch = 1;  // the pg-changes stream has a single epoch
+
+  PgLogicalSource(PgLogicalOptions options, pipeline::StreamSink* sink);
+  ~PgLogicalSource();
+
+  // Connects (replication and SQL sessions) and makes sure the publication exists.
+  absl::Status Connect();
+
+  // Streams until RequestStop (drains, confirms, returns OK) or an error: kUnavailable
+  // (connection lost: call again with the archive's new end), kDataLoss (a malformed message),
+  // kFailedPrecondition (the slot is gone while the archive has changes: they are lost).
+  // `archive_end` is the stream's durable end position (0 when empty; see ChangeBatch).
+  absl::Status Stream(uint64_t archive_end);
+
+  void RequestStop();
+  const PgLogicalStats& stats() const { return stats_; }
+
+ private:
+  struct Txn;
+  absl::Status TakeSnapshot(const LogicalSlotCreated& slot);
+  absl::Status ReadTable(const std::string& schema, const std::string& table, Txn* txn);
+  // One pgoutput message; `lsn` is its XLogData's start (a change's own WAL position).
+  absl::Status Handle(absl::string_view payload, uint64_t lsn);
+  // Appends the transaction's buffered events as one record; `last` ends the transaction at
+  // `end_lsn` (its commit record's end).
+  absl::Status EmitPart(Txn* txn, bool last, uint64_t end_lsn);
+  absl::Status SendFeedback();
+  uint64_t ConfirmableLsn() const;
+
+  const PgLogicalOptions options_;
+  pipeline::StreamSink* const sink_;
+  std::unique_ptr<ReplicationConnection> conn_;
+  std::unique_ptr<SqlSession> sql_;
+  std::string database_;
+  int stop_fd_ = -1;
+  PgLogicalStats stats_;
+
+  uint64_t tail_pos_ = 0;        // the stream position the next record starts at
+  uint64_t skip_below_lsn_ = 0;  // transactions committed before this are archived already
+  uint64_t idle_lsn_ = 0;        // the server's position in its last keepalive
+  uint64_t last_sent_flush_ = 0;
+  std::map<uint32_t, std::shared_ptr<const pipeline::ChangeRelation>> relations_;
+  std::map<uint32_t, std::string> type_names_;  // non-builtin type OID -> "schema.name"
+  std::unique_ptr<Txn> open_;                   // between Begin and Commit
+  bool in_stream_ = false;
+  uint32_t stream_xid_ = 0;
+  std::map<uint32_t, std::unique_ptr<Txn>> streamed_;  // in-progress transactions, by top-level xid
+};
+
+}  // namespace ferry::ingest::pg
