@@ -10,6 +10,7 @@
 
 #include "cross_region/kafka.h"
 #include "cross_region/mirror.h"
+#include "cross_region/pg_apply.h"
 #include "cross_region/redis_standby.h"
 #include "tools/commands.h"
 #include "tools/service/config.h"
@@ -99,6 +100,15 @@ int CmdMirror(const std::string& config_path) {
     standby = std::move(*started);
     spdlog::info("event=standby_redis_feeder standby={} feeder=127.0.0.1:{}", ro.standby, standby->port());
   }
+  std::unique_ptr<cross_region::PgApplier> pg_standby;
+  if (!config->mirror_apply_postgres.empty()) {
+    cross_region::PgApplyOptions po;
+    po.archive_path = config->archive_path;
+    po.sources = config->mirror_sources;
+    po.conninfo = config->mirror_apply_postgres;
+    pg_standby = cross_region::PgApplier::Start(po);
+    spdlog::info("event=standby_postgres_applier");
+  }
   std::thread watcher([&] {
     const int sig = signals.WaitForStop();
     if (sig == SIGUSR1) return;
@@ -109,6 +119,7 @@ int CmdMirror(const std::string& config_path) {
   StopSignals::Wake(watcher);
   watcher.join();
   if (standby != nullptr) standby->Stop();
+  if (pg_standby != nullptr) pg_standby->Stop();
   const cross_region::MirrorState state = (*mirror)->State();
   spdlog::info("event=mirror_stopped frames_lag_p50_s={:.3f} lag_p99_s={:.3f} samples={} snapshots={}", state.lag_p50,
                state.lag_p99, state.lag_samples, state.snapshots);

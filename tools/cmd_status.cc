@@ -78,8 +78,9 @@ int CmdConfigCheck(const std::string& config_path) {
                 props.empty() ? "(none)" : props.c_str());
   }
   if (!c.mirror_sources.empty()) {
-    std::printf("\n[mirror]\nsources = [\"%s\"]\ngroup_id = \"%s\"\napply_redis = \"%s\"\n",
-                absl::StrJoin(c.mirror_sources, "\", \"").c_str(), c.mirror_group_id.c_str(), c.mirror_apply_redis.c_str());
+    std::printf("\n[mirror]\nsources = [\"%s\"]\ngroup_id = \"%s\"\napply_redis = \"%s\"\napply_postgres = \"%s\"\n",
+                absl::StrJoin(c.mirror_sources, "\", \"").c_str(), c.mirror_group_id.c_str(), c.mirror_apply_redis.c_str(),
+                c.mirror_apply_postgres.c_str());
   }
   for (const SourceConfig& s : c.sources) {
     std::printf("\n[[source]]\nname = \"%s\"\nkind = \"%s\"\nack = \"%s\"\ndown_after = \"%s\"\nscheduled_backups = %s\n",

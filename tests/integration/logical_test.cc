@@ -8,12 +8,14 @@
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cross_region/kafka.h"
 #include "tests/fixtures/ferry_process.h"
 #include "tests/fixtures/pg_cluster.h"
 #include "tools/sandbox/local_postgres.h"
+#include "tools/sandbox/pg_steps.h"
 #include "tools/sandbox/process.h"
 
 namespace ferry::testing {
@@ -232,6 +234,159 @@ TEST(LogicalTest, RowChangesBecomeDebeziumEvents) {
   std::vector<std::string> lines = absl::StrSplit(changes->out, '\n', absl::SkipEmpty());
   EXPECT_EQ(lines.size(), 6u + 5u + 2u) << changes->out;
   EXPECT_TRUE(RunFerrySucceeding({"verify", "--archive", r.archive}, "verify"));
+}
+
+// `ferry changes` for the rig's archive: one Debezium envelope per line, whole transactions in
+// commit order.
+std::vector<rapidjson::Document> ArchivedChanges(const Rig& r) {
+  std::vector<rapidjson::Document> out;
+  auto changes = RunFerrySucceeding({"changes", "--archive", r.archive, "--source", "main"}, "changes");
+  if (!changes) return out;
+  for (absl::string_view line : absl::StrSplit(changes->out, '\n', absl::SkipEmpty())) {
+    rapidjson::Document d;
+    d.Parse(line.data(), line.size());
+    EXPECT_FALSE(d.HasParseError()) << line;
+    if (!d.HasParseError()) out.push_back(std::move(d));
+  }
+  return out;
+}
+
+std::vector<std::string> Keys(const rapidjson::Value& row) {
+  std::vector<std::string> keys;
+  for (const auto& m : row.GetObject()) keys.push_back(m.name.GetString());
+  return keys;
+}
+
+TEST(LogicalTest, LargeTransactionsAndSchemaChangesArriveWholeAndInOrder) {
+  // 64kB of decoded changes and the server streams the transaction while it is in progress.
+  Rig r = StartRig("create table big (id int primary key, v text); create table s (id int primary key, a int)",
+                   {"logical_decoding_work_mem = '64kB'"});
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(WaitSlotCaughtUp(*r.pg)) << r.ferry->Log();
+  // The peer: test_decoding through pg_recvlogical, from the same point.
+  Q(*r.pg, "select pg_create_logical_replication_slot('peer', 'test_decoding')");
+  Q(*r.pg, "insert into big select g, repeat('x', 100) from generate_series(1, 20000) g");
+  Q(*r.pg, "begin; insert into big select g, 'r' from generate_series(100001, 105000) g; rollback");
+  Q(*r.pg, "begin; insert into big select g, 'a' from generate_series(200001, 203000) g; savepoint s1; "
+           "insert into big select g, 'b' from generate_series(300001, 303000) g; rollback to s1; "
+           "insert into big values (400001, 'c'); commit");
+  Q(*r.pg, "insert into s values (1, 1)");
+  Q(*r.pg, "alter table s add column b text; insert into s values (2, 2, 'new')");
+  Q(*r.pg, "alter table s drop column a; insert into s values (3, 'newer'); update s set b = 'x' where id = 1");
+  Q(*r.pg, "update big set v = 'y' where id <= 500; delete from big where id > 19900 and id <= 20000");
+  const std::string end = Q(*r.pg, "select pg_current_wal_lsn()");
+  // WAL that touches no published table: the slot must still confirm past it (the idle
+  // feedback), or it would hold WAL back for good.
+  Q(*r.pg, "select pg_switch_wal(); select txid_current(); checkpoint");
+  ASSERT_TRUE(WaitSlotCaughtUp(*r.pg)) << "the slot does not advance while idle\n" << r.ferry->Log();
+
+  std::vector<rapidjson::Document> events = ArchivedChanges(r);
+  std::vector<int64_t> big_inserts;
+  std::map<std::string, int> ops;
+  std::vector<const rapidjson::Document*> s_events;
+  for (const auto& e : events) {
+    const std::string table = e["source"]["table"].GetString();
+    ops[table + "/" + e["op"].GetString()]++;
+    if (table == "big" && std::string(e["op"].GetString()) == "c") big_inserts.push_back(e["after"]["id"].GetInt64());
+    if (table == "s") s_events.push_back(&e);
+  }
+  // The streamed transaction whole and in order, the rolled-back one and the rolled-back
+  // savepoint absent.
+  ASSERT_EQ(big_inserts.size(), 20000u + 3001u) << r.ferry->Log();
+  for (int64_t i = 0; i < 20000; ++i) ASSERT_EQ(big_inserts[i], i + 1);
+  for (int64_t i = 0; i < 3000; ++i) ASSERT_EQ(big_inserts[20000 + i], 200001 + i);
+  EXPECT_EQ(big_inserts.back(), 400001);
+  EXPECT_EQ(ops["big/u"], 500);
+  EXPECT_EQ(ops["big/d"], 100);
+  // Each event has the table's shape at its change.
+  ASSERT_EQ(s_events.size(), 4u);
+  EXPECT_EQ(Keys((*s_events[0])["after"]), (std::vector<std::string>{"id", "a"}));
+  EXPECT_EQ(Keys((*s_events[1])["after"]), (std::vector<std::string>{"id", "a", "b"}));
+  EXPECT_EQ(Keys((*s_events[2])["after"]), (std::vector<std::string>{"id", "b"}));
+  EXPECT_EQ(Json((*s_events[2])["after"]["b"]), "newer");
+  EXPECT_EQ(Json((*s_events[3])["op"]), "u");
+  EXPECT_EQ(Keys((*s_events[3])["after"]), (std::vector<std::string>{"id", "b"}));
+
+  // The same workload through pg_recvlogical + test_decoding: the same number of changes.
+  const std::string out = r.dir + "/recvlogical.txt";
+  tools::RunOptions o;
+  o.timeout_seconds = 120;
+  auto peer = tools::RunCommand({"pg_recvlogical", "-d", r.pg->Conninfo(), "-S", "peer", "--start", "-E", end, "-f",
+                                 out, "--no-loop"}, o);
+  ASSERT_TRUE(peer.ok() && peer->exit_code == 0) << (peer.ok() ? peer->err : peer.status().ToString());
+  std::ifstream in(out);
+  int peer_changes = 0;
+  for (std::string line; std::getline(in, line);) peer_changes += absl::StartsWith(line, "table ") ? 1 : 0;
+  int ferry_changes = 0;
+  for (const auto& [k, n] : ops) ferry_changes += n;
+  EXPECT_EQ(ferry_changes, peer_changes);
+  EXPECT_EQ(peer_changes, 20000 + 3001 + 4 + 500 + 100);
+}
+
+// A pgbench run of `script` against the primary (a custom workload: no pgbench tables).
+void Workload(const Rig& r, const std::string& script, int seconds) {
+  const std::string path = absl::StrCat(r.dir, "/load-", seconds, ".sql");
+  std::ofstream(path) << script;
+  tools::RunOptions o;
+  o.timeout_seconds = seconds + 120;
+  auto res = tools::RunCommand({"pgbench", "-h", "127.0.0.1", "-p", std::to_string(r.pg->port()), "-U", "postgres", "-n",
+                                "-f", path, "-c", "4", "-j", "2", "-T", std::to_string(seconds), "postgres"},
+                               o);
+  ASSERT_TRUE(res.ok() && res->exit_code == 0) << (res.ok() ? res->err : res.status().ToString());
+}
+
+TEST(LogicalTest, StandbyDatabaseFollowsThroughMirrorRestarts) {
+  Rig r = StartRig(
+      "create table acct (id int primary key, bal int not null, note text);"
+      "insert into acct select g, 0, 'seed' from generate_series(1, 2000) g;"
+      "create table logt (k int, v text); alter table logt replica identity full;"
+      "insert into logt select g % 50, 'l' || g from generate_series(1, 300) g;");
+  ASSERT_TRUE(r.ok());
+  tools::LocalPostgresOptions so;
+  auto standby = LocalPostgres::Create(so);
+  ASSERT_TRUE(standby.ok()) << standby.status();
+  const std::string mirror_config = r.dir + "/mirror.toml";
+  std::ofstream(mirror_config) << "region = \"us\"\n[archive]\npath = \"" << r.dir << "/mirror\"\nsegment_mb = 4\n\n"
+                               << "[kafka]\nbrokers = \"" << r.kafka->bootstrap() << "\"\ntopic_prefix = \"ferry.eu\"\n\n"
+                               << "[mirror]\nsources = [\"main\"]\napply_postgres = \"" << (*standby)->Conninfo() << "\"\n";
+  auto mirror = std::make_unique<FerryService>(mirror_config, r.dir + "/mirror.log", "mirror");
+  ASSERT_TRUE(mirror->Start().ok());
+
+  const std::string load =
+      "\\set id random(1, 3000)\n"
+      "insert into acct values (:id, 1, 'new') on conflict (id) do update set bal = acct.bal + 1;\n"
+      "\\set d random(1, 3000)\n"
+      "delete from acct where id = :d and bal % 5 = 3;\n"
+      "\\set k random(1, 60)\n"
+      "insert into logt values (:k, 'w');\n"
+      "delete from logt where ctid = (select ctid from logt where k = :k limit 1);\n";
+  Workload(r, load, 4);
+  // The mirror dies mid-apply; its restart resumes after the last transaction the standby
+  // committed.
+  ASSERT_TRUE(mirror->Kill9().ok());
+  Q(*r.pg, "alter table acct add column tag text; update acct set tag = 't' || id where id % 3 = 0");
+  ASSERT_TRUE(mirror->Start().ok());
+  Workload(r, load, 4);
+  Q(*r.pg, "alter table acct drop column note; update acct set bal = bal + 100 where id < 50");
+
+  const std::vector<std::string> tables = {"acct", "logt"};
+  std::string primary, copy;
+  const bool equal = WaitFor([&] {
+    auto a = tools::TableChecksums(*r.pg, tables);
+    auto b = tools::TableChecksums(**standby, tables);
+    primary = a.value_or("?");
+    copy = b.value_or("-");
+    return a.ok() && b.ok() && *a == *b;
+  }, 90);
+  EXPECT_TRUE(equal) << "primary: " << primary << "\nstandby: " << copy << "\nmirror log:\n" << mirror->Log()
+                     << "\nferry log:\n" << r.ferry->Log();
+  EXPECT_EQ(Q(**standby, "select string_agg(attname, ',' order by attnum) from pg_attribute "
+                         "where attrelid = 'acct'::regclass and attnum > 0 and not attisdropped"),
+            "id,bal,tag");
+  // The applied position is recorded with the rows.
+  EXPECT_EQ(Q(**standby, "select count(*) from ferry.apply_state where source = 'main' and end_lsn > '0/0'"), "1");
+  auto stopped = mirror->Terminate();
+  ASSERT_TRUE(stopped.ok() && *stopped == 0) << mirror->Log();
 }
 
 }  // namespace
