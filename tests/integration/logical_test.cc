@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
@@ -387,6 +388,64 @@ TEST(LogicalTest, StandbyDatabaseFollowsThroughMirrorRestarts) {
   EXPECT_EQ(Q(**standby, "select count(*) from ferry.apply_state where source = 'main' and end_lsn > '0/0'"), "1");
   auto stopped = mirror->Terminate();
   ASSERT_TRUE(stopped.ok() && *stopped == 0) << mirror->Log();
+}
+
+// Changes per "table/op" in pg_recvlogical's test_decoding output, from slot `slot` up to `end`.
+std::map<std::string, int> PeerChanges(const Rig& r, const std::string& slot, const std::string& end) {
+  std::map<std::string, int> out;
+  const std::string path = absl::StrCat(r.dir, "/", slot, ".txt");
+  tools::RunOptions o;
+  o.timeout_seconds = 120;
+  auto peer = tools::RunCommand({"pg_recvlogical", "-d", r.pg->Conninfo(), "-S", slot, "--start", "-E", end, "-f", path,
+                                 "--no-loop"}, o);
+  EXPECT_TRUE(peer.ok() && peer->exit_code == 0) << (peer.ok() ? peer->err : peer.status().ToString());
+  std::ifstream in(path);
+  // "table public.acct: INSERT: id[integer]:1 ..."
+  for (std::string line; std::getline(in, line);) {
+    if (!absl::StartsWith(line, "table public.")) continue;
+    std::vector<std::string> f = absl::StrSplit(line, absl::MaxSplits(' ', 3));
+    if (f.size() < 3) continue;
+    const std::string table = f[1].substr(7, f[1].size() - 8);  // "public.acct:" -> "acct"
+    const std::string op = f[2] == "INSERT:" ? "c" : f[2] == "UPDATE:" ? "u" : f[2] == "DELETE:" ? "d" : f[2];
+    out[table + "/" + op]++;
+  }
+  return out;
+}
+
+TEST(LogicalTest, KilledMidStreamResumesWithoutLossOrDuplicates) {
+  Rig r = StartRig("create table acct (id int primary key, bal int not null)");
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(WaitSlotCaughtUp(*r.pg)) << r.ferry->Log();
+  Q(*r.pg, "select pg_create_logical_replication_slot('peer', 'test_decoding')");
+  const std::string load =
+      "\\set id random(1, 500)\n"
+      "insert into acct values (:id, 1) on conflict (id) do update set bal = acct.bal + 1;\n"
+      "\\set d random(1, 500)\n"
+      "delete from acct where id = :d and bal % 4 = 1;\n";
+  // kill -9 twice while the load runs; each restart resumes from the archive's end.
+  std::thread killer([&] {
+    for (int i = 0; i < 2; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+      EXPECT_TRUE(r.ferry->Kill9().ok());
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      EXPECT_TRUE(r.ferry->Start().ok());
+    }
+  });
+  Workload(r, load, 5);
+  killer.join();
+  // A transaction with a row in it, a restart of ferry, and a large one streamed.
+  Q(*r.pg, "insert into acct select g, 0 from generate_series(1001, 1500) g");
+  const std::string end = Q(*r.pg, "select pg_current_wal_lsn()");
+  ASSERT_TRUE(WaitSlotCaughtUp(*r.pg, 60)) << r.ferry->Log();
+
+  std::map<std::string, int> ours;
+  for (const auto& e : ArchivedChanges(r)) {
+    ours[absl::StrCat(e["source"]["table"].GetString(), "/", e["op"].GetString())]++;
+  }
+  const std::map<std::string, int> peer = PeerChanges(r, "peer", end);
+  EXPECT_EQ(ours, peer) << r.ferry->Log();
+  EXPECT_GT(peer.at("acct/c"), 500);
+  EXPECT_TRUE(RunFerrySucceeding({"verify", "--archive", r.archive}, "verify"));
 }
 
 }  // namespace
