@@ -1,6 +1,7 @@
 #include "cross_region/shipper.h"
 
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <set>
 
@@ -90,6 +91,7 @@ struct Delivery {
   uint32_t epoch = 0;
   uint64_t end = 0;
   int64_t arrival_us = 0;
+  uint64_t change_frame = 0;  // pg-changes: a Debezium event of this frame (its sequence + 1)
 };
 
 using Headers = std::vector<std::pair<const char*, std::string>>;
@@ -220,8 +222,13 @@ class StreamShipper::Session {
 
  private:
   absl::Status ShipFrame(const storage::FrameLocation& loc);
-  // pg-changes: the frame's events as Debezium messages to their table topics, delivered.
-  absl::Status PublishChanges(absl::string_view frame_bytes);
+  // Sends the frame itself to the stream topic (in parts when large).
+  absl::Status SendFrame(const pipeline::FrameHeader& h, const std::string& bytes);
+  // pg-changes: produces the frame's events as Debezium messages to their table topics;
+  // returns how many.
+  absl::StatusOr<size_t> PublishChanges(absl::string_view frame_bytes, uint64_t change_frame);
+  // Sends the frames whose events are all delivered, in order.
+  absl::Status SendReadyFrames();
   absl::Status ShipSideFiles();
   bool StopRequested() {
     absl::MutexLock lock(&s_->mu_);
@@ -235,6 +242,16 @@ class StreamShipper::Session {
   storage::StreamLog* log_ = nullptr;
   bool identity_sent_ = false;
   std::map<std::string, uint64_t> files_sent_;  // name -> checksum of the contents shipped
+  // pg-changes frames waiting for their events' delivery before they are sent (see shipper.h),
+  // oldest first; events of later frames are produced meanwhile.
+  struct HeldFrame {
+    uint64_t seq = 0;
+    size_t undelivered = 0;
+    pipeline::FrameHeader header;
+    std::string bytes;
+  };
+  std::deque<HeldFrame> held_;
+  uint64_t next_change_frame_ = 0;
   // The last frame handed to the producer (its parts all queued).
   bool have_last_ = false;
   uint32_t last_epoch_ = 0;
@@ -244,6 +261,13 @@ class StreamShipper::Session {
 absl::Status StreamShipper::Session::Run() {
   const StreamShipperOptions& o = s_->options_;
   FERRY_ASSIGN_OR_RETURN(producer_, Producer::Create(o.kafka, [this](const Delivery& d) {
+    if (d.change_frame != 0) {
+      s_->stats_.change_events.fetch_add(1, std::memory_order_relaxed);
+      for (HeldFrame& f : held_) {
+        if (f.seq + 1 == d.change_frame) --f.undelivered;
+      }
+      return;
+    }
     if (!d.frame_end) return;
     ShipperStats& st = s_->stats_;
     st.frames.fetch_add(1, std::memory_order_relaxed);
@@ -298,6 +322,7 @@ absl::Status StreamShipper::Session::Run() {
   while (true) {
     // Delivery reports: poll returns as soon as one is served, so a short wait adds no latency.
     FERRY_RETURN_IF_ERROR(producer_->Poll(producer_->in_flight_messages() > 0 ? 5 : 0));
+    FERRY_RETURN_IF_ERROR(SendReadyFrames());
     const bool stopping = StopRequested();
     if (refresh || stopping || absl::Now() - last_refresh > absl::Seconds(1)) {
       FERRY_RETURN_IF_ERROR(log_->Refresh());
@@ -314,10 +339,12 @@ absl::Status StreamShipper::Session::Run() {
       // Ship what is archived, within a bound (Kafka may be down, or far behind): what is
       // left goes with the next run, which starts from Kafka's tail.
       if (stop_deadline == absl::InfiniteFuture()) stop_deadline = absl::Now() + absl::Seconds(10);
-      if (next < log_->frames().size() && absl::Now() < stop_deadline) {
+      if ((next < log_->frames().size() || !held_.empty()) && absl::Now() < stop_deadline) {
         absl::Status drained = producer_->Drain(absl::Seconds(1), nullptr);
         if (drained.ok()) continue;
       }
+      // Held frames whose events made it go too; the rest wait for the next run.
+      FERRY_RETURN_IF_ERROR(SendReadyFrames());
       return producer_->Drain(absl::Seconds(5), nullptr);
     }
     absl::MutexLock lock(&s_->mu_);
@@ -358,14 +385,14 @@ absl::Status StreamShipper::Session::ShipSideFiles() {
   return absl::OkStatus();
 }
 
-absl::Status StreamShipper::Session::PublishChanges(absl::string_view bytes) {
-  // The header as read back with the bytes (the views must outlive this call when the
-  // payload is stored uncompressed: it is copied into scratch first).
+absl::StatusOr<size_t> StreamShipper::Session::PublishChanges(absl::string_view bytes, uint64_t change_frame) {
+  // The header as read back with the bytes; an uncompressed payload is decoded from a copy,
+  // which the record views point into.
   FERRY_ASSIGN_OR_RETURN(pipeline::FrameHeader h, pipeline::DecodeFrameHeader(bytes));
-  std::string scratch(bytes.substr(pipeline::kFrameHeaderSize));
+  std::string stored(bytes.substr(pipeline::kFrameHeaderSize));
   std::string decompressed;
   FERRY_ASSIGN_OR_RETURN(std::vector<pipeline::RecordView> records,
-                         pipeline::DecodeFramePayload(h, scratch, h.codec == pipeline::Codec::kNone ? nullptr : &decompressed));
+                         pipeline::DecodeFramePayload(h, stored, h.codec == pipeline::Codec::kNone ? nullptr : &decompressed));
   const DebeziumOptions dz{s_->options_.kafka.topic_prefix, s_->options_.source, s_->options_.tombstones};
   const int64_t now_ms = pipeline::NowUnixMicros() / 1000;
   std::vector<KafkaRecord> messages;
@@ -373,22 +400,37 @@ absl::Status StreamShipper::Session::PublishChanges(absl::string_view bytes) {
     FERRY_ASSIGN_OR_RETURN(pipeline::ChangeBatch batch, pipeline::DecodeChangeBatch(r.payload));
     RenderDebezium(batch, dz, now_ms, &messages);
   }
-  if (messages.empty()) return absl::OkStatus();
+  Delivery d;
+  d.change_frame = change_frame;
   for (const KafkaRecord& m : messages) {
     // Keyed messages go to the key's partition, as Debezium's do.
-    FERRY_RETURN_IF_ERROR(producer_->Produce(m.topic, -1, m.key, m.tombstone ? absl::string_view() : m.value,
-                                             {}, {}, m.tombstone));
+    FERRY_RETURN_IF_ERROR(producer_->Produce(m.topic, -1, m.key, m.tombstone ? absl::string_view() : m.value, {}, d,
+                                             m.tombstone));
   }
-  // All of them out before the frame: see shipper.h.
-  FERRY_RETURN_IF_ERROR(producer_->Drain(absl::Seconds(30), [this] { return StopRequested(); }));
-  s_->stats_.change_events.fetch_add(messages.size(), std::memory_order_relaxed);
+  return messages.size();
+}
+
+absl::Status StreamShipper::Session::SendReadyFrames() {
+  while (!held_.empty() && held_.front().undelivered == 0) {
+    FERRY_RETURN_IF_ERROR(SendFrame(held_.front().header, held_.front().bytes));
+    held_.pop_front();
+  }
   return absl::OkStatus();
 }
 
 absl::Status StreamShipper::Session::ShipFrame(const storage::FrameLocation& loc) {
   FERRY_ASSIGN_OR_RETURN(std::string bytes, log_->ReadFrameBytes(loc));
-  const pipeline::FrameHeader& h = loc.header;
-  if (s_->options_.kind == pipeline::StreamKind::kPgChanges) FERRY_RETURN_IF_ERROR(PublishChanges(bytes));
+  if (s_->options_.kind != pipeline::StreamKind::kPgChanges) return SendFrame(loc.header, bytes);
+  HeldFrame f;
+  f.seq = next_change_frame_++;
+  FERRY_ASSIGN_OR_RETURN(f.undelivered, PublishChanges(bytes, f.seq + 1));
+  f.header = loc.header;
+  f.bytes = std::move(bytes);
+  held_.push_back(std::move(f));
+  return SendReadyFrames();
+}
+
+absl::Status StreamShipper::Session::SendFrame(const pipeline::FrameHeader& h, const std::string& bytes) {
   const size_t max = s_->options_.kafka.max_message_bytes;
   const size_t parts = std::max<size_t>(1, (bytes.size() + max - 1) / max);
   for (size_t i = 0; i < parts; ++i) {

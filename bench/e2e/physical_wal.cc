@@ -28,6 +28,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/e2e/harness.h"
 #include "pipeline/check.h"
 #include "pipeline/position.h"
 #include "storage/durable_file.h"
@@ -62,36 +63,6 @@ struct Row {
   double lag_bytes = 0;    // primary's WAL end minus the capturer's flush position, as the load ends
 };
 
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
-  const pid_t pid = fork();
-  if (pid != 0) return pid;
-  const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  if (fd >= 0) {
-    dup2(fd, 1);
-    dup2(fd, 2);
-  }
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  execv(args[0], args.data());
-  _exit(127);
-}
-
-uint64_t DiskBytes(const std::string& dir) {
-  uint64_t n = 0;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec)) {
-    struct ::stat st;
-    if (e.is_regular_file(ec) && ::stat(e.path().c_str(), &st) == 0) n += static_cast<uint64_t>(st.st_blocks) * 512;
-  }
-  return n;
-}
-
-absl::StatusOr<pipeline::Lsn> Lsn(const LocalPostgres& pg, const std::string& sql) {
-  FERRY_ASSIGN_OR_RETURN(std::string s, pg.Query(sql));
-  return pipeline::Lsn::Parse(s);
-}
-
 double Field(const std::string& out, const std::string& key) {
   const size_t at = out.find(key);
   return at == std::string::npos ? 0 : std::strtod(out.c_str() + at + key.size(), nullptr);
@@ -120,26 +91,22 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
     }
     if (!ready) return absl::DeadlineExceededError(absl::StrCat(c->name, " did not start streaming (log in ", dir, ")"));
   }
-  FERRY_ASSIGN_OR_RETURN(pipeline::Lsn start, Lsn(pg, "select pg_current_wal_lsn()"));
+  FERRY_ASSIGN_OR_RETURN(pipeline::Lsn start, QueryLsn(pg, "select pg_current_wal_lsn()"));
   FERRY_ASSIGN_OR_RETURN(tools::CommandResult load,
                          pg.RunTool({"pgbench", "-c", absl::StrCat(clients), "-j", "2", "-T", absl::StrCat(seconds),
                                      "postgres"}));
   if (load.exit_code != 0) return absl::InternalError(absl::StrCat("pgbench: ", load.err));
-  FERRY_ASSIGN_OR_RETURN(pipeline::Lsn end, Lsn(pg, "select pg_current_wal_lsn()"));
+  FERRY_ASSIGN_OR_RETURN(pipeline::Lsn end, QueryLsn(pg, "select pg_current_wal_lsn()"));
   row.tps = Field(load.out, "tps = ");
   row.latency_ms = Field(load.out, "latency average = ");
   row.wal_gb = static_cast<double>(end.value() - start.value()) / 1e9;
   if (c.has_value()) {
-    auto flushed = Lsn(pg, absl::StrCat("select flush_lsn from pg_stat_replication where application_name = '",
+    auto flushed = QueryLsn(pg, absl::StrCat("select flush_lsn from pg_stat_replication where application_name = '",
                                         c->app_name, "'"));
     if (flushed.ok()) row.lag_bytes = end.value() > flushed->value() ? static_cast<double>(end.value() - flushed->value()) : 0;
-    kill(pid, c->stop_signal);
-    int status = 0;
-    struct rusage ru {};
-    wait4(pid, &status, 0, &ru);
-    row.cpu_s = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-                static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-    row.max_rss_mib = static_cast<double>(ru.ru_maxrss) / 1024;
+    const Usage used = Reap(pid, c->stop_signal);
+    row.cpu_s = used.cpu_s;
+    row.max_rss_mib = used.max_rss_mib;
     row.stored_gb = static_cast<double>(DiskBytes(c->store_dir)) / 1e9;
     FERRY_RETURN_IF_ERROR(pg.Query(absl::StrCat("select pg_drop_replication_slot('", c->slot, "')")).status());
   }

@@ -422,18 +422,17 @@ TEST(LogicalTest, KilledMidStreamResumesWithoutLossOrDuplicates) {
       "insert into acct values (:id, 1) on conflict (id) do update set bal = acct.bal + 1;\n"
       "\\set d random(1, 500)\n"
       "delete from acct where id = :d and bal % 4 = 1;\n";
-  // kill -9 twice while the load runs; each restart resumes from the archive's end.
-  std::thread killer([&] {
-    for (int i = 0; i < 2; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-      EXPECT_TRUE(r.ferry->Kill9().ok());
-      std::this_thread::sleep_for(std::chrono::milliseconds(300));
-      EXPECT_TRUE(r.ferry->Start().ok());
-    }
-  });
-  Workload(r, load, 5);
-  killer.join();
-  // A transaction with a row in it, a restart of ferry, and a large one streamed.
+  // kill -9 twice while the load runs; each restart resumes from the archive's end. (ferry is
+  // started from this thread: it dies with the thread that forked it, PR_SET_PDEATHSIG.)
+  std::thread load_thread([&] { Workload(r, load, 5); });
+  for (int i = 0; i < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    EXPECT_TRUE(r.ferry->Kill9().ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_TRUE(r.ferry->Start().ok());
+  }
+  load_thread.join();
+  // And one large transaction after the restarts.
   Q(*r.pg, "insert into acct select g, 0 from generate_series(1001, 1500) g");
   const std::string end = Q(*r.pg, "select pg_current_wal_lsn()");
   ASSERT_TRUE(WaitSlotCaughtUp(*r.pg, 60)) << r.ferry->Log();

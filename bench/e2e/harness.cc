@@ -1,0 +1,56 @@
+#include "bench/e2e/harness.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+namespace ferry::bench {
+
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid != 0) return pid;
+  const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (fd >= 0) {
+    dup2(fd, 1);
+    dup2(fd, 2);
+  }
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  execv(args[0], args.data());
+  _exit(127);
+}
+
+Usage Reap(pid_t pid, int sig) {
+  if (sig != 0) kill(pid, sig);
+  Usage u;
+  struct rusage ru {};
+  wait4(pid, &u.status, 0, &ru);
+  u.cpu_s = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  u.max_rss_mib = static_cast<double>(ru.ru_maxrss) / 1024;
+  return u;
+}
+
+uint64_t DiskBytes(const std::string& dir) {
+  uint64_t n = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec)) {
+    struct ::stat st;
+    if (e.is_regular_file(ec) && ::stat(e.path().c_str(), &st) == 0) n += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  return n;
+}
+
+absl::StatusOr<pipeline::Lsn> QueryLsn(const tools::LocalPostgres& pg, const std::string& sql) {
+  auto s = pg.Query(sql);
+  if (!s.ok()) return s.status();
+  return pipeline::Lsn::Parse(*s);
+}
+
+}  // namespace ferry::bench
