@@ -430,7 +430,12 @@ absl::Status StreamShipper::Session::ShipFrame(const storage::FrameLocation& loc
   return SendReadyFrames();
 }
 
-absl::Status StreamShipper::Session::SendFrame(const pipeline::FrameHeader& h, const std::string& bytes) {
+absl::Status StreamShipper::Session::SendFrame(const pipeline::FrameHeader& indexed, const std::string& bytes) {
+  // The checksum header from the frame's own header: an index entry does not carry it.
+  FERRY_ASSIGN_OR_RETURN(pipeline::FrameHeader h, pipeline::DecodeFrameHeader(bytes));
+  if (h.end_pos != indexed.end_pos || h.epoch != indexed.epoch) {
+    return absl::DataLossError(absl::StrCat("frame at ", indexed.end_pos, " of ", topic_, " reads back as another frame"));
+  }
   const size_t max = s_->options_.kafka.max_message_bytes;
   const size_t parts = std::max<size_t>(1, (bytes.size() + max - 1) / max);
   for (size_t i = 0; i < parts; ++i) {

@@ -3,36 +3,41 @@
 
 #include "absl/strings/str_cat.h"
 #include "cross_region/debezium.h"
-#include "pipeline/change_event.h"
+#include "pipeline/check.h"
 #include "pipeline/frame.h"
 #include "storage/archive.h"
 #include "tools/commands.h"
 
 namespace ferry::tools {
 
-int CmdChanges(const std::string& archive_path, const std::string& source, const std::string& topic_prefix) {
-  auto archive = storage::Archive::Open(archive_path, storage::ArchiveOptions{});
-  if (!archive.ok()) return Fail("changes", archive.status());
-  auto log = (*archive)->Stream(source, pipeline::StreamKind::kPgChanges);
-  if (!log.ok()) return Fail("changes", log.status());
-  const cross_region::DebeziumOptions dz{topic_prefix, source, /*tombstones=*/false};
+absl::Status ForEachArchivedTransaction(const std::string& archive_path, const std::string& source,
+                                        const std::function<void(const pipeline::ChangeBatch&)>& fn) {
+  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<storage::Archive> archive,
+                         storage::Archive::Open(archive_path, storage::ArchiveOptions{}));
+  FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log, archive->Stream(source, pipeline::StreamKind::kPgChanges));
   // Whole transactions only: parts of one cut off by a restart were sent again whole.
   pipeline::ChangeAssembler assembler;
   std::string scratch;
-  std::vector<cross_region::KafkaRecord> out;
-  for (const storage::FrameLocation& loc : (*log)->frames()) {
-    auto records = (*log)->ReadRecords(loc, &scratch);
-    if (!records.ok()) return Fail("changes", records.status());
-    for (const pipeline::RecordView& r : *records) {
+  for (const storage::FrameLocation& loc : log->frames()) {
+    FERRY_ASSIGN_OR_RETURN(std::vector<pipeline::RecordView> records, log->ReadRecords(loc, &scratch));
+    for (const pipeline::RecordView& r : records) {
       pipeline::ChangeBatch txn;
-      auto complete = assembler.Add(r.payload, &txn);
-      if (!complete.ok()) return Fail("changes", complete.status());
-      if (!*complete) continue;
-      out.clear();
-      cross_region::RenderDebezium(txn, dz, txn.commit_ts / 1000, &out);
-      for (const auto& m : out) std::printf("%s\n", m.value.c_str());
+      FERRY_ASSIGN_OR_RETURN(bool complete, assembler.Add(r.payload, &txn));
+      if (complete) fn(txn);
     }
   }
+  return absl::OkStatus();
+}
+
+int CmdChanges(const std::string& archive_path, const std::string& source, const std::string& topic_prefix) {
+  const cross_region::DebeziumOptions dz{topic_prefix, source, /*tombstones=*/false};
+  std::vector<cross_region::KafkaRecord> out;
+  absl::Status st = ForEachArchivedTransaction(archive_path, source, [&](const pipeline::ChangeBatch& txn) {
+    out.clear();
+    cross_region::RenderDebezium(txn, dz, txn.commit_ts / 1000, &out);
+    for (const auto& m : out) std::printf("%s\n", m.value.c_str());
+  });
+  if (!st.ok()) return Fail("changes", st);
   return std::fflush(stdout) == 0 ? 0 : 1;
 }
 

@@ -8,6 +8,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "pipeline/change_event.h"
 #include "pipeline/position.h"
 #include "storage/archive.h"
 #include "storage/durable_file.h"
@@ -23,6 +24,12 @@ namespace {
 
 std::string FormatPos(pipeline::StreamKind kind, uint64_t pos) {
   if (kind == pipeline::StreamKind::kRedisCommands) return absl::StrCat(pos);
+  if (kind == pipeline::StreamKind::kPgChanges) {
+    // (LSN << 16 | part): the commit LSN, and the part while a transaction is open.
+    const uint64_t part = pos & ((uint64_t{1} << pipeline::kChangePartBits) - 1);
+    const std::string lsn = pipeline::Lsn(pipeline::ChangePositionLsn(pos)).ToString();
+    return part == 0 ? lsn : absl::StrCat(lsn, "+", part);
+  }
   return pipeline::Lsn(pos).ToString();
 }
 

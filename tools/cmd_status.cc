@@ -73,9 +73,10 @@ int CmdConfigCheck(const std::string& config_path) {
     // Properties are listed by name only: a value may be a credential.
     std::string props;
     for (const auto& [k, v] : c.kafka_properties) absl::StrAppend(&props, props.empty() ? "" : ", ", k);
-    std::printf("\n[kafka]\nbrokers = \"%s\"\ntopic_prefix = \"%s\"\nmax_message_bytes = %lld\n# properties: %s\n",
+    std::printf("\n[kafka]\nbrokers = \"%s\"\ntopic_prefix = \"%s\"\nmax_message_bytes = %lld\ntombstones = %s\n"
+                "# properties: %s\n",
                 c.kafka_brokers.c_str(), c.kafka_topic_prefix.c_str(), static_cast<long long>(c.kafka_max_message_bytes),
-                props.empty() ? "(none)" : props.c_str());
+                c.kafka_tombstones ? "true" : "false", props.empty() ? "(none)" : props.c_str());
   }
   if (!c.mirror_sources.empty()) {
     std::printf("\n[mirror]\nsources = [\"%s\"]\ngroup_id = \"%s\"\napply_redis = \"%s\"\napply_postgres = \"%s\"\n",
@@ -91,6 +92,11 @@ int CmdConfigCheck(const std::string& config_path) {
                   "incremental_every = \"%s\"\n",
                   s.conninfo.c_str(), s.physical_slot.c_str(), s.application_name.c_str(), d(s.full_backup_every).c_str(),
                   d(s.incremental_every).c_str());
+      if (!s.logical_slot.empty()) {
+        std::printf("logical_slot = \"%s\"\npublication = \"%s\"\npublication_tables = [%s]\n", s.logical_slot.c_str(),
+                    s.publication.c_str(),
+                    s.publication_tables.empty() ? "" : absl::StrCat("\"", absl::StrJoin(s.publication_tables, "\", \""), "\"").c_str());
+      }
     } else {
       // The password itself is never printed.
       std::printf("address = \"%s\"\nuser = \"%s\"\npassword = %s\nsnapshot_every = \"%s\"\n", s.address.c_str(),

@@ -2,9 +2,11 @@
 // code: 0 ok, 1 failure, 2 usage; errors are printed as one line on stderr.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
+#include "pipeline/change_event.h"
 #include "tools/restore/wal_prefetch.h"
 
 namespace ferry::tools {
@@ -21,6 +23,9 @@ int CmdWalFetch(const WalFetchArgs& args);
 int CmdVerify(const std::string& archive, const std::string& source, bool json);
 int CmdLs(const std::string& archive, bool json);
 int CmdChanges(const std::string& archive, const std::string& source, const std::string& topic_prefix);
+// Calls fn with each complete transaction of a source's pg-changes stream, in commit order.
+absl::Status ForEachArchivedTransaction(const std::string& archive, const std::string& source,
+                                        const std::function<void(const pipeline::ChangeBatch&)>& fn);
 int CmdBackup(const std::string& config_path, const std::string& source, bool json);
 
 struct PgRestoreArgs {

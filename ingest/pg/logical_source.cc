@@ -60,6 +60,7 @@ size_t TupleBytes(const pipeline::ChangeTuple& t) {
 struct PgLogicalSource::Txn {
   struct Change {
     uint32_t subxid = 0;  // streamed transactions: the sub-transaction, for Stream Abort
+    size_t bytes = 0;     // about what it takes in a record
     std::shared_ptr<const ChangeRelation> relation;
     std::vector<std::shared_ptr<const ChangeRelation>> truncated;
     ChangeEvent event;
@@ -300,7 +301,8 @@ absl::Status PgLogicalSource::Handle(absl::string_view payload, uint64_t lsn) {
   auto add = [&](Txn* txn, Txn::Change c) -> absl::Status {
     if (txn->skip) return absl::OkStatus();
     c.subxid = m.xid;
-    txn->bytes += 32 + TupleBytes(c.event.before) + TupleBytes(c.event.after) + c.event.content.size();
+    c.bytes = 32 + TupleBytes(c.event.before) + TupleBytes(c.event.after) + c.event.content.size();
+    txn->bytes += c.bytes;
     txn->changes.push_back(std::move(c));
     // A plain transaction goes out in parts as it grows; a streamed one waits for its commit
     // (it may still abort) and goes out whole then.
@@ -315,6 +317,17 @@ absl::Status PgLogicalSource::Handle(absl::string_view payload, uint64_t lsn) {
     // Committed before the archive's end: this server sent it again after a restart.
     if (txn->skip || commit_lsn < skip_below_lsn_) return absl::OkStatus();
     stats_.transactions.fetch_add(1, std::memory_order_relaxed);
+    if (txn->bytes > options_.max_record_bytes) {
+      // A streamed transaction arrives whole at its commit: out in parts of the usual size.
+      std::vector<Txn::Change> all = std::move(txn->changes);
+      txn->changes.clear();
+      txn->bytes = 0;
+      for (Txn::Change& c : all) {
+        txn->bytes += c.bytes;
+        txn->changes.push_back(std::move(c));
+        if (txn->bytes >= options_.max_record_bytes) FERRY_RETURN_IF_ERROR(EmitPart(txn.get(), false, 0));
+      }
+    }
     return EmitPart(txn.get(), true, end_lsn);
   };
 

@@ -94,5 +94,35 @@ apply_redis = "127.0.0.1:6380"
               "mirror.apply_redis");
 }
 
+TEST(ConfigTest, LogicalSlotAndApply) {
+  auto c = ParseConfig(R"(
+[archive]
+path = "/a"
+[kafka]
+brokers = "mock:1"
+topic_prefix = "p"
+tombstones = false
+[mirror]
+sources = ["main"]
+apply_postgres = "host=standby dbname=app"
+[[source]]
+name = "main"
+kind = "postgres"
+conninfo = "host=db"
+logical_slot = "ferry_main_cdc"
+publication_tables = ["public.orders", "items"]
+)", "ferry.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->kafka_tombstones);
+  EXPECT_EQ(c->mirror_apply_postgres, "host=standby dbname=app");
+  EXPECT_EQ(c->sources[0].publication, "ferry_main");  // the default names the source
+  EXPECT_EQ(c->sources[0].publication_tables, (std::vector<std::string>{"public.orders", "items"}));
+
+  const std::string pg = "[archive]\npath=\"/a\"\n[[source]]\nname=\"main\"\nkind=\"postgres\"\nconninfo=\"h\"\n";
+  ExpectError(pg + "logical_slot=\"Bad-Slot\"\n", "source[0].logical_slot");
+  ExpectError(pg + "logical_slot=\"ferry_main\"\n", "must differ from physical_slot");
+  ExpectError(pg + "publication=\"pub\"\n", "set logical_slot too");
+}
+
 }  // namespace
 }  // namespace ferry::tools
