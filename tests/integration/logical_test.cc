@@ -7,6 +7,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <rapidjson/document.h>
 
 #include "absl/strings/match.h"
@@ -24,9 +25,10 @@ namespace {
 
 using tools::LocalPostgres;
 
-// A primary, the mock cluster and `ferry run` with a logical slot.
+// A primary, the mock cluster and `ferry run` with a logical slot (and /metrics on http_port).
 struct Rig {
   std::string dir, archive, config;
+  int http_port = 0;
   std::unique_ptr<cross_region::MockCluster> kafka;
   std::unique_ptr<LocalPostgres> pg;
   std::unique_ptr<FerryService> ferry;
@@ -52,8 +54,12 @@ Rig StartRig(const std::string& setup_sql, std::vector<std::string> settings = {
   EXPECT_TRUE(kafka.ok()) << kafka.status();
   if (!kafka.ok()) return r;
   r.kafka = std::move(*kafka);
+  auto port = tools::FindFreeLoopbackPort();
+  EXPECT_TRUE(port.ok()) << port.status();
+  r.http_port = port.value_or(0);
   r.config = r.dir + "/ferry.toml";
-  std::ofstream(r.config) << "region = \"eu\"\ndrill_every = \"0s\"\n[archive]\npath = \"" << r.archive
+  std::ofstream(r.config) << "region = \"eu\"\ndrill_every = \"0s\"\n[http]\nlisten = \"127.0.0.1:" << r.http_port
+                          << "\"\n[archive]\npath = \"" << r.archive
                           << "\"\nsegment_mb = 4\n\n[kafka]\nbrokers = \"" << r.kafka->bootstrap() << "\"\n" << extra
                           << "\n[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << r.pg->Conninfo()
                           << "\"\nscheduled_backups = false\nlogical_slot = \"ferry_main_cdc\"\n";
@@ -235,6 +241,26 @@ TEST(LogicalTest, RowChangesBecomeDebeziumEvents) {
   std::vector<std::string> lines = absl::StrSplit(changes->out, '\n', absl::SkipEmpty());
   EXPECT_EQ(lines.size(), 6u + 5u + 2u) << changes->out;
   EXPECT_TRUE(RunFerrySucceeding({"verify", "--archive", r.archive}, "verify"));
+
+  // /metrics: the change stream is a series of its own, its position an LSN, and the events
+  // Kafka acknowledged are counted (13 envelopes and 3 tombstones).
+  httplib::Client http("127.0.0.1", r.http_port);
+  std::string body;
+  EXPECT_TRUE(WaitFor([&] {
+    auto got = http.Get("/metrics");
+    body = got ? got->body : "";
+    return body.find("ferry_change_events_shipped_total{source=\"main\",kind=\"postgres-changes\"} 16") !=
+           std::string::npos;
+  }, 10)) << body;
+  EXPECT_NE(body.find("ferry_source_up{source=\"main\",kind=\"postgres-changes\"} 1"), std::string::npos) << body;
+  const std::string key = "ferry_synced_position{source=\"main\",kind=\"postgres-changes\"} ";
+  const size_t at = body.find(key);
+  ASSERT_NE(at, std::string::npos) << body;
+  auto confirmed = pipeline::Lsn::Parse(Q(*r.pg, "select confirmed_flush_lsn from pg_replication_slots where slot_name = 'ferry_main_cdc'"));
+  ASSERT_TRUE(confirmed.ok());
+  const uint64_t synced = std::stoull(body.substr(at + key.size()));
+  EXPECT_GT(synced, 0x1000000u);  // an LSN, not the shifted stream position
+  EXPECT_LE(synced, confirmed->value());
 }
 
 // `ferry changes` for the rig's archive: one Debezium envelope per line, whole transactions in

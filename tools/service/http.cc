@@ -139,6 +139,8 @@ std::string MetricsText(const ServiceState& state) {
              [](const SourceState& s) { return absl::StrCat(s.shipped_bytes); });
     shipping("ferry_snapshots_shipped_total", "counter", "snapshot manifests Kafka acknowledged",
              [](const SourceState& s) { return absl::StrCat(s.snapshots_shipped); });
+    shipping("ferry_change_events_shipped_total", "counter", "change events Kafka acknowledged on table topics",
+             [](const SourceState& s) { return absl::StrCat(s.change_events_shipped); });
   }
   if (state.mirror.has_value()) {
     const cross_region::MirrorState& m = *state.mirror;

@@ -42,6 +42,7 @@ struct SourceState {
   bool kafka = false;
   bool kafka_connected = false;
   uint64_t shipped = 0, shipped_frames = 0, shipped_bytes = 0, snapshots_shipped = 0;
+  uint64_t change_events_shipped = 0;  // pg-changes: Debezium messages Kafka acknowledged
   double ship_lag_seconds = 0;
 };
 

@@ -514,6 +514,7 @@ ServiceState Service::State() {
         s.shipped = k.shipped_pos.load();
         s.shipped_frames = k.frames.load();
         s.shipped_bytes = k.bytes.load();
+        s.change_events_shipped = k.change_events.load();
         const int64_t arrival = k.shipped_arrival_us.load();
         s.ship_lag_seconds = s.shipped >= s.synced || arrival == 0 ? 0 : static_cast<double>(now - arrival) / 1e6;
       }
