@@ -116,7 +116,9 @@ void Scalar(JsonWriter& w, uint32_t oid, int32_t typmod, absl::string_view text)
       absl::Time t;
       std::string err;
       if (absl::ParseTime("%H:%M:%E*S", text, absl::UTCTimeZone(), &t, &err)) {
-        w.Int64(absl::ToUnixMicros(t) % (int64_t{86400} * 1000000));  // MicroTime
+        // Precision 0 to 3: io.debezium.time.Time (ms); otherwise MicroTime (µs).
+        const int64_t micros = absl::ToUnixMicros(t) % (int64_t{86400} * 1000000);
+        w.Int64(typmod >= 0 && typmod <= 3 ? micros / 1000 : micros);
         return;
       }
       break;

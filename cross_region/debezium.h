@@ -1,8 +1,9 @@
 // Change events as Debezium's PostgreSQL connector writes them with the JSON converter
 // (schemas off): one message per row change to <prefix>.<source>.<schema>.<table>, keyed by
 // the primary key, so Kafka Connect sinks and other Debezium consumers read ferry's topics
-// as they are. Value typing follows Debezium's defaults (decimal.handling.mode=string,
-// time.precision.mode=adaptive); the README lists the mapping.
+// as they are. Values are typed as Debezium types them with decimal.handling.mode=string (its
+// default is "precise", bytes that JSON readers cannot use) and the default
+// time.precision.mode=adaptive; the README lists the mapping.
 #pragma once
 
 #include <string>

@@ -121,7 +121,8 @@ class Applier {
     for (const ChangeColumn& c : rel.columns) wanted.push_back(c.name);
     auto cached = shapes_.find(name);
     if (cached != shapes_.end() && cached->second == wanted) return absl::OkStatus();
-    FERRY_ASSIGN_OR_RETURN(SqlRows have, db_->Query("SELECT a.attname FROM pg_attribute a WHERE a.attrelid = to_regclass($1) "
+    FERRY_ASSIGN_OR_RETURN(SqlRows have, db_->Query("SELECT a.attname, format_type(a.atttypid, a.atttypmod) "
+                                                    "FROM pg_attribute a WHERE a.attrelid = to_regclass($1) "
                                                     "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
                                                     {name}));
     FERRY_ASSIGN_OR_RETURN(SqlRows exists, db_->Query("SELECT to_regclass($1) IS NOT NULL", {name}));
@@ -139,6 +140,20 @@ class Applier {
     } else {
       std::vector<std::string> present;
       for (const SqlRow& r : have.rows) present.push_back(r[0].value_or(""));
+      // A RENAME COLUMN on the primary: at the same position, a name that is gone and one
+      // that is new, of the same type. Renamed here too (a drop and an add would lose the
+      // column's values).
+      for (size_t i = 0; i < std::min(present.size(), wanted.size()); ++i) {
+        const bool old_gone = std::find(wanted.begin(), wanted.end(), present[i]) == wanted.end();
+        const bool new_absent = std::find(present.begin(), present.end(), wanted[i]) == present.end();
+        if (present[i] == wanted[i] || !old_gone || !new_absent) continue;
+        FERRY_ASSIGN_OR_RETURN(std::string type, TypeName(rel.columns[i]));
+        if (have.rows[i][1].value_or("") != type) continue;
+        FERRY_RETURN_IF_ERROR(db_->Exec(absl::StrCat("ALTER TABLE ", name, " RENAME COLUMN ", SqlSession::Ident(present[i]),
+                                                     " TO ", SqlSession::Ident(wanted[i]))));
+        spdlog::info("event=pg_apply_column_renamed table={} from={} to={}", name, present[i], wanted[i]);
+        present[i] = wanted[i];
+      }
       for (const ChangeColumn& c : rel.columns) {
         if (std::find(present.begin(), present.end(), c.name) != present.end()) continue;
         FERRY_ASSIGN_OR_RETURN(std::string type, TypeName(c));
@@ -175,19 +190,26 @@ class Applier {
     return t.rows[0][0].value_or("text");
   }
 
-  // The row a key (or, without a primary key, the whole old row) names, with its values
-  // appended to *params.
+  // The row `t` names, with its values appended to *params: by primary key when `t` holds
+  // it (a new row; an old row under FULL), else by the replica identity's columns (an old
+  // key under USING INDEX); without either, one row equal in every identity column (FULL).
   std::string Where(const ChangeRelation& rel, const ChangeTuple& t, SqlRow* params) {
-    bool has_pk = false;
-    for (const ChangeColumn& c : rel.columns) has_pk = has_pk || c.primary_key;
+    bool has_pk = false, pk_present = true;
+    for (size_t i = 0; i < rel.columns.size(); ++i) {
+      if (!rel.columns[i].primary_key) continue;
+      has_pk = true;
+      pk_present = pk_present && t[i].kind == ChangeValue::Kind::kText;
+    }
+    const bool by_pk = has_pk && pk_present;
     std::vector<std::string> terms;
     for (size_t i = 0; i < rel.columns.size(); ++i) {
-      if (has_pk ? !rel.columns[i].primary_key : t[i].kind == ChangeValue::Kind::kUnchanged) continue;
+      const ChangeColumn& c = rel.columns[i];
+      if (by_pk ? !c.primary_key : (!c.key || t[i].kind == ChangeValue::Kind::kUnchanged)) continue;
       params->push_back(Param(t[i]));
-      terms.push_back(absl::StrCat(SqlSession::Ident(rel.columns[i].name), " IS NOT DISTINCT FROM $", params->size()));
+      terms.push_back(absl::StrCat(SqlSession::Ident(c.name), " IS NOT DISTINCT FROM $", params->size()));
     }
-    if (has_pk) return absl::StrJoin(terms, " AND ");
-    // No key: one of the identical rows, as the primary changed one.
+    if (by_pk) return absl::StrJoin(terms, " AND ");
+    // Not unique: one of the matching rows, as the primary changed one.
     return absl::StrCat("ctid = (SELECT ctid FROM ", Qualified(rel), " WHERE ", absl::StrJoin(terms, " AND "),
                         " LIMIT 1)");
   }

@@ -5,7 +5,8 @@
 // its end LSN in ferry.apply_state: a restart (of the mirror, of the standby) resumes after the
 // last one applied, neither skipping nor repeating any. Rows are applied idempotently by key
 // (inserts are upserts), and the standby's tables follow the primary's shape: a missing table
-// is created (columns, types, primary key), added columns are added and dropped ones dropped.
+// is created (columns, types, primary key), added columns are added, dropped ones dropped and
+// renamed ones (same position, same type) renamed.
 #pragma once
 
 #include <atomic>

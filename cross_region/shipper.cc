@@ -224,10 +224,10 @@ class StreamShipper::Session {
   absl::Status ShipFrame(const storage::FrameLocation& loc);
   // Sends the frame itself to the stream topic (in parts when large).
   absl::Status SendFrame(const pipeline::FrameHeader& h, const std::string& bytes);
-  // pg-changes: produces the frame's events as Debezium messages to their table topics;
-  // returns how many.
-  absl::StatusOr<size_t> PublishChanges(absl::string_view frame_bytes, uint64_t change_frame);
-  // Sends the frames whose events are all delivered, in order.
+  // pg-changes: produces the Debezium messages of the transactions the frame completes, each
+  // counted on held_.back() before it is produced.
+  absl::Status PublishChanges(absl::string_view frame_bytes);
+  // Sends the held frames that may go, in order (see HeldFrame).
   absl::Status SendReadyFrames();
   absl::Status ShipSideFiles();
   bool StopRequested() {
@@ -237,21 +237,29 @@ class StreamShipper::Session {
 
   StreamShipper* const s_;
   const std::string topic_;
+  // pg-changes frames held back until their events are delivered (see shipper.h), oldest
+  // first; events of later frames are produced meanwhile. A transaction's events are
+  // rendered once it is complete (whole transactions only: parts cut off by a restart are
+  // dropped), counted on the frame that completes it; the frames before it in the same
+  // transaction go with that frame, so the frame topic's tail is never inside a transaction
+  // whose events are not all delivered.
+  struct HeldFrame {
+    uint64_t seq = 0;
+    size_t undelivered = 0;  // its events produced and not yet delivered
+    bool sealed = false;     // all its events are produced
+    bool open_after = false; // a transaction is still open at its end
+    pipeline::FrameHeader header;
+    std::string bytes;
+  };
+  // Declared before producer_: the producer's destructor serves delivery reports into it.
+  std::deque<HeldFrame> held_;
+  uint64_t next_change_frame_ = 0;
+  pipeline::ChangeAssembler assembler_;
   std::unique_ptr<Producer> producer_;
   std::unique_ptr<storage::Archive> archive_;
   storage::StreamLog* log_ = nullptr;
   bool identity_sent_ = false;
   std::map<std::string, uint64_t> files_sent_;  // name -> checksum of the contents shipped
-  // pg-changes frames waiting for their events' delivery before they are sent (see shipper.h),
-  // oldest first; events of later frames are produced meanwhile.
-  struct HeldFrame {
-    uint64_t seq = 0;
-    size_t undelivered = 0;
-    pipeline::FrameHeader header;
-    std::string bytes;
-  };
-  std::deque<HeldFrame> held_;
-  uint64_t next_change_frame_ = 0;
   // The last frame handed to the producer (its parts all queued).
   bool have_last_ = false;
   uint32_t last_epoch_ = 0;
@@ -385,7 +393,7 @@ absl::Status StreamShipper::Session::ShipSideFiles() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<size_t> StreamShipper::Session::PublishChanges(absl::string_view bytes, uint64_t change_frame) {
+absl::Status StreamShipper::Session::PublishChanges(absl::string_view bytes) {
   // The header as read back with the bytes; an uncompressed payload is decoded from a copy,
   // which the record views point into.
   FERRY_ASSIGN_OR_RETURN(pipeline::FrameHeader h, pipeline::DecodeFrameHeader(bytes));
@@ -395,27 +403,50 @@ absl::StatusOr<size_t> StreamShipper::Session::PublishChanges(absl::string_view 
                          pipeline::DecodeFramePayload(h, stored, h.codec == pipeline::Codec::kNone ? nullptr : &decompressed));
   const DebeziumOptions dz{s_->options_.kafka.topic_prefix, s_->options_.source, s_->options_.tombstones};
   const int64_t now_ms = pipeline::NowUnixMicros() / 1000;
+  HeldFrame& frame = held_.back();
+  Delivery d;
+  d.change_frame = frame.seq + 1;
   std::vector<KafkaRecord> messages;
   for (const pipeline::RecordView& r : records) {
-    FERRY_ASSIGN_OR_RETURN(pipeline::ChangeBatch batch, pipeline::DecodeChangeBatch(r.payload));
-    RenderDebezium(batch, dz, now_ms, &messages);
+    pipeline::ChangeBatch txn;
+    FERRY_ASSIGN_OR_RETURN(bool complete, assembler_.Add(r.payload, &txn));
+    if (!complete) continue;
+    messages.clear();
+    RenderDebezium(txn, dz, now_ms, &messages);
+    for (const KafkaRecord& m : messages) {
+      // Counted first: producing may serve delivery reports (a full queue), this one's too.
+      ++frame.undelivered;
+      // Keyed: one key's events stay in order in one partition (librdkafka's partitioner,
+      // which places keys differently from Java clients').
+      FERRY_RETURN_IF_ERROR(producer_->Produce(m.topic, -1, m.key, m.tombstone ? absl::string_view() : m.value, {}, d,
+                                               m.tombstone));
+    }
   }
-  Delivery d;
-  d.change_frame = change_frame;
-  for (const KafkaRecord& m : messages) {
-    // Keyed messages go to the key's partition, as Debezium's do.
-    FERRY_RETURN_IF_ERROR(producer_->Produce(m.topic, -1, m.key, m.tombstone ? absl::string_view() : m.value, {}, d,
-                                             m.tombstone));
-  }
-  return messages.size();
+  frame.open_after = assembler_.open();
+  frame.sealed = true;
+  return absl::OkStatus();
 }
 
 absl::Status StreamShipper::Session::SendReadyFrames() {
-  while (!held_.empty() && held_.front().undelivered == 0) {
-    FERRY_RETURN_IF_ERROR(SendFrame(held_.front().header, held_.front().bytes));
-    held_.pop_front();
+  // The frames up to the first one that ends outside a transaction go together, once all
+  // their events are delivered.
+  while (true) {
+    size_t group = 0;
+    bool ready = false;
+    for (const HeldFrame& f : held_) {
+      if (!f.sealed || f.undelivered > 0) break;
+      ++group;
+      if (!f.open_after) {
+        ready = true;
+        break;
+      }
+    }
+    if (!ready) return absl::OkStatus();
+    for (size_t i = 0; i < group; ++i) {
+      FERRY_RETURN_IF_ERROR(SendFrame(held_.front().header, held_.front().bytes));
+      held_.pop_front();
+    }
   }
-  return absl::OkStatus();
 }
 
 absl::Status StreamShipper::Session::ShipFrame(const storage::FrameLocation& loc) {
@@ -423,10 +454,10 @@ absl::Status StreamShipper::Session::ShipFrame(const storage::FrameLocation& loc
   if (s_->options_.kind != pipeline::StreamKind::kPgChanges) return SendFrame(loc.header, bytes);
   HeldFrame f;
   f.seq = next_change_frame_++;
-  FERRY_ASSIGN_OR_RETURN(f.undelivered, PublishChanges(bytes, f.seq + 1));
   f.header = loc.header;
-  f.bytes = std::move(bytes);
   held_.push_back(std::move(f));
+  FERRY_RETURN_IF_ERROR(PublishChanges(bytes));
+  held_.back().bytes = std::move(bytes);
   return SendReadyFrames();
 }
 

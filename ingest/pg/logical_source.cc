@@ -3,6 +3,7 @@
 // ../shared/PROTOCOLS.md A.3, A.6 and D.
 #include "ingest/pg/logical_source.h"
 
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -83,6 +84,11 @@ PgLogicalSource::PgLogicalSource(PgLogicalOptions options, pipeline::StreamSink*
 
 PgLogicalSource::~PgLogicalSource() { close(stop_fd_); }
 
+bool PgLogicalSource::StopRequested() const {
+  pollfd p{stop_fd_, POLLIN, 0};
+  return poll(&p, 1, 0) > 0;  // the event stays for the streaming loop to read
+}
+
 void PgLogicalSource::RequestStop() {
   uint64_t one = 1;
   [[maybe_unused]] ssize_t n = write(stop_fd_, &one, sizeof(one));
@@ -144,8 +150,10 @@ absl::Status PgLogicalSource::EmitPart(Txn* txn, bool last, uint64_t end_lsn) {
     pos = pipeline::ChangePosition(end_lsn, 0);
   } else {
     if ((tail_pos_ & ((uint64_t{1} << pipeline::kChangePartBits) - 1)) == (uint64_t{1} << pipeline::kChangePartBits) - 1) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("transaction ", txn->xid, " needs more than 65535 records; raise max_record_bytes"));
+      return absl::ResourceExhaustedError(absl::StrCat(
+          txn->kind == ChangeBatch::Kind::kSnapshot ? "the initial snapshot" : absl::StrCat("transaction ", txn->xid),
+          " needs more than 65535 records (about 64 GiB of changes, 1 TiB of snapshot): too large for one pg-changes "
+          "transaction"));
     }
     pos = tail_pos_ + 1;
   }
@@ -209,6 +217,7 @@ absl::Status PgLogicalSource::ReadTable(const std::string& schema, const std::st
                                                 ".", SqlSession::Ident(table))));
   const std::string fetch = absl::StrCat("FETCH ", options_.snapshot_fetch_rows, " FROM ferry_snapshot");
   while (true) {
+    if (StopRequested()) return absl::CancelledError("stopped while reading the initial snapshot");
     FERRY_ASSIGN_OR_RETURN(SqlRows rows, sql_->Query(fetch));
     if (rows.rows.empty()) break;
     for (SqlRow& row : rows.rows) {
@@ -227,7 +236,9 @@ absl::Status PgLogicalSource::ReadTable(const std::string& schema, const std::st
       txn->bytes += TupleBytes(c.event.after);
       txn->changes.push_back(std::move(c));
       stats_.snapshot_rows.fetch_add(1, std::memory_order_relaxed);
-      if (txn->bytes >= options_.max_record_bytes) FERRY_RETURN_IF_ERROR(EmitPart(txn, false, 0));
+      // Snapshot parts are larger: a part number has 16 bits, and 65535 parts of 16 MiB
+      // cover a 1 TiB database.
+      if (txn->bytes >= 16 * options_.max_record_bytes) FERRY_RETURN_IF_ERROR(EmitPart(txn, false, 0));
     }
   }
   return sql_->Exec("CLOSE ferry_snapshot");
@@ -461,6 +472,11 @@ absl::Status PgLogicalSource::Stream(uint64_t archive_end) {
                                                       "\" is not a pgoutput logical slot; name another logical_slot"));
   }
   if (!slot.rows.empty() && !have_snapshot) {
+    if (!options_.create_slot) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "logical slot \"", options_.slot, "\" exists but the archive has no initial snapshot from it; ",
+          "drop the slot (ferry then makes it with its snapshot) or set create_slot = true"));
+    }
     // The slot was made but its snapshot never completed in the archive: start both again.
     spdlog::warn("event=logical_slot_recreated slot={} reason=\"the archive has no complete initial snapshot\"",
                  options_.slot);

@@ -72,6 +72,7 @@ class PgLogicalSource {
   // `end_lsn` (its commit record's end).
   absl::Status EmitPart(Txn* txn, bool last, uint64_t end_lsn);
   absl::Status SendFeedback();
+  bool StopRequested() const;
   uint64_t ConfirmableLsn() const;
 
   const PgLogicalOptions options_;

@@ -299,9 +299,13 @@ absl::Status ReplicationConnection::StartLogical(const std::string& slot, Lsn st
   if (r == nullptr) return impl_->Error(cmd);
   if (PQresultStatus(r.get()) != PGRES_COPY_BOTH) {
     const std::string msg = absl::StrCat(cmd, ": ", OneLine(PQresultErrorMessage(r.get())));
+    // 55006: the slot is still held by our previous session's walsender (a quick
+    // reconnect): gone in a moment, so retry rather than stop.
+    const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
+    const bool in_use = state != nullptr && std::strcmp(state, "55006") == 0;
     while (Result more{PQgetResult(impl_->conn)}) {
     }
-    if (PQstatus(impl_->conn) != CONNECTION_OK) return absl::UnavailableError(msg);
+    if (in_use || PQstatus(impl_->conn) != CONNECTION_OK) return absl::UnavailableError(msg);
     return absl::FailedPreconditionError(msg);
   }
   if (PQsetnonblocking(impl_->conn, 1) != 0) return impl_->Error("set non-blocking");

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -340,8 +341,16 @@ TEST(KafkaMirrorTest, WarmStandbyRedisFollowsTheMirror) {
   std::atomic<bool> stop{false};
   std::atomic<int> rounds{0};
   std::thread load([&] { Load(s, &stop, &rounds); });
+  // A failed ASSERT returns early: the load still stops and is joined (a joinable thread's
+  // destructor would abort the whole test binary).
+  const std::unique_ptr<std::thread, std::function<void(std::thread*)>> join_load(&load, [&](std::thread* t) {
+    stop = true;
+    if (t->joinable()) t->join();
+  });
   ASSERT_TRUE(WaitFor([&] { return rounds >= 30; }, 60));
-  ASSERT_TRUE(WaitFor([&] { return (*standby)->Command({"GET", "k10"}).value_or("") == "10"; }, 60)) << s.mirror->Log();
+  ASSERT_TRUE(WaitFor([&] { return (*standby)->Command({"GET", "k10"}).value_or("") == "10"; }, 60))
+      << "standby Redis: " << (*standby)->Command({"INFO", "replication"}).value_or("?") << "\nmirror log:\n"
+      << s.mirror->Log();
   ASSERT_TRUE(s.mirror->Kill9().ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   ASSERT_TRUE(s.mirror->Start().ok());

@@ -750,6 +750,9 @@ absl::Status Service::RunPgChanges(SourceRunner* runner) {
       backoff = absl::Milliseconds(500);
       runner->Up();
       st = source.Stream(archive_end);
+      // Stopped while reading the initial snapshot: nothing of it was acknowledged, and the
+      // next start takes it again.
+      if (absl::IsCancelled(st)) st = absl::OkStatus();
       runner->Down();
       absl::MutexLock lock(&runner->mu);
       runner->SetActive(nullptr, nullptr);
