@@ -190,25 +190,29 @@ class Applier {
     return t.rows[0][0].value_or("text");
   }
 
-  // The row `t` names, with its values appended to *params: by primary key when `t` holds
-  // it (a new row; an old row under FULL), else by the replica identity's columns (an old
-  // key under USING INDEX); without either, one row equal in every identity column (FULL).
+  // The row `t` names (the old row when the change sent one, else the new one), with its
+  // values appended to *params: by the replica identity (the primary key under DEFAULT, the
+  // unique index under USING INDEX); under FULL by the primary key when there is one (the
+  // whole row cannot be compared when it holds json), else one row equal in every column.
   std::string Where(const ChangeRelation& rel, const ChangeTuple& t, SqlRow* params) {
-    bool has_pk = false, pk_present = true;
+    bool has_pk = false, pk_complete = true, any_key = false;
     for (size_t i = 0; i < rel.columns.size(); ++i) {
+      any_key = any_key || rel.columns[i].key;
       if (!rel.columns[i].primary_key) continue;
       has_pk = true;
-      pk_present = pk_present && t[i].kind == ChangeValue::Kind::kText;
+      pk_complete = pk_complete && t[i].kind == ChangeValue::Kind::kText;
     }
-    const bool by_pk = has_pk && pk_present;
+    const bool by_pk = has_pk && pk_complete && (rel.replica_identity == 'f' || !any_key);
+    const bool unique = by_pk || rel.replica_identity == 'd' || rel.replica_identity == 'i';
     std::vector<std::string> terms;
     for (size_t i = 0; i < rel.columns.size(); ++i) {
       const ChangeColumn& c = rel.columns[i];
-      if (by_pk ? !c.primary_key : (!c.key || t[i].kind == ChangeValue::Kind::kUnchanged)) continue;
+      if (!(by_pk ? c.primary_key : c.key) || t[i].kind == ChangeValue::Kind::kUnchanged) continue;
       params->push_back(Param(t[i]));
-      terms.push_back(absl::StrCat(SqlSession::Ident(c.name), " IS NOT DISTINCT FROM $", params->size()));
+      // Key columns are never NULL, and "=" can use their index; other columns may be.
+      terms.push_back(absl::StrCat(SqlSession::Ident(c.name), unique ? " = $" : " IS NOT DISTINCT FROM $", params->size()));
     }
-    if (by_pk) return absl::StrJoin(terms, " AND ");
+    if (unique) return absl::StrJoin(terms, " AND ");
     // Not unique: one of the matching rows, as the primary changed one.
     return absl::StrCat("ctid = (SELECT ctid FROM ", Qualified(rel), " WHERE ", absl::StrJoin(terms, " AND "),
                         " LIMIT 1)");

@@ -367,7 +367,11 @@ TEST(LogicalTest, StandbyDatabaseFollowsThroughMirrorRestarts) {
       "create table acct (id int primary key, bal int not null, note text);"
       "insert into acct select g, 0, 'seed' from generate_series(1, 2000) g;"
       "create table logt (k int, v text); alter table logt replica identity full;"
-      "insert into logt select g % 50, 'l' || g from generate_series(1, 300) g;");
+      "insert into logt select g % 50, 'l' || g from generate_series(1, 300) g;"
+      // Identified by a unique index other than the primary key.
+      "create table idx (id int primary key, email text not null unique, n int);"
+      "alter table idx replica identity using index idx_email_key;"
+      "insert into idx select g, 'u' || g || '@x', 0 from generate_series(1, 200) g;");
   ASSERT_TRUE(r.ok());
   tools::LocalPostgresOptions so;
   auto standby = LocalPostgres::Create(so);
@@ -395,8 +399,13 @@ TEST(LogicalTest, StandbyDatabaseFollowsThroughMirrorRestarts) {
   ASSERT_TRUE(mirror->Start().ok());
   Workload(r, load, 4);
   Q(*r.pg, "alter table acct drop column note; update acct set bal = bal + 100 where id < 50");
+  // Under USING INDEX: primary keys changed (the old row found by its email), rows deleted by
+  // email, emails changed; then a column renamed, which keeps its values.
+  Q(*r.pg, "update idx set id = id + 10000 where id % 10 = 0; delete from idx where id % 7 = 0; "
+           "update idx set email = 'v' || email where id % 3 = 0; update idx set n = id");
+  Q(*r.pg, "alter table idx rename column n to m; update idx set m = m + 1 where id < 20");
 
-  const std::vector<std::string> tables = {"acct", "logt"};
+  const std::vector<std::string> tables = {"acct", "logt", "idx"};
   std::string primary, copy;
   const bool equal = WaitFor([&] {
     auto a = tools::TableChecksums(*r.pg, tables);
@@ -410,6 +419,9 @@ TEST(LogicalTest, StandbyDatabaseFollowsThroughMirrorRestarts) {
   EXPECT_EQ(Q(**standby, "select string_agg(attname, ',' order by attnum) from pg_attribute "
                          "where attrelid = 'acct'::regclass and attnum > 0 and not attisdropped"),
             "id,bal,tag");
+  EXPECT_EQ(Q(**standby, "select string_agg(attname, ',' order by attnum) from pg_attribute "
+                         "where attrelid = 'idx'::regclass and attnum > 0 and not attisdropped"),
+            "id,email,m");
   // The applied position is recorded with the rows.
   EXPECT_EQ(Q(**standby, "select count(*) from ferry.apply_state where source = 'main' and end_lsn > '0/0'"), "1");
   auto stopped = mirror->Terminate();
