@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -418,8 +419,15 @@ absl::Status StreamShipper::Session::PublishChanges(absl::string_view bytes) {
       ++frame.undelivered;
       // Keyed: one key's events stay in order in one partition (librdkafka's partitioner,
       // which places keys differently from Java clients').
-      FERRY_RETURN_IF_ERROR(producer_->Produce(m.topic, -1, m.key, m.tombstone ? absl::string_view() : m.value, {}, d,
-                                               m.tombstone));
+      absl::Status st =
+          producer_->Produce(m.topic, -1, m.key, m.tombstone ? absl::string_view() : m.value, {}, d, m.tombstone);
+      if (!st.ok() && absl::StrContains(st.message(), "too large")) {
+        // Retrying cannot help: say what to change (Debezium stops on such a row too).
+        return absl::FailedPreconditionError(absl::StrCat(
+            st.message(), ": a change event of ", m.value.size(), " bytes (commit ", pipeline::Lsn(txn.end_lsn).ToString(),
+            "); raise message.max.bytes in [kafka.properties] and the topic's max.message.bytes"));
+      }
+      FERRY_RETURN_IF_ERROR(st);
     }
   }
   frame.open_after = assembler_.open();

@@ -428,6 +428,22 @@ TEST(LogicalTest, StandbyDatabaseFollowsThroughMirrorRestarts) {
   ASSERT_TRUE(stopped.ok() && *stopped == 0) << mirror->Log();
 }
 
+// An event larger than the producer may send: shipping stops with a line saying what to
+// change, and the archive (ack = "local") still has the event.
+TEST(LogicalTest, AnEventTooLargeForKafkaNamesTheSettingAndLosesNothing) {
+  Rig r = StartRig("create table docs (id int primary key, body text)", {},
+                   "max_message_bytes = 1024\n[kafka.properties]\n\"message.max.bytes\" = \"4096\"\n");
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(WaitSlotCaughtUp(*r.pg)) << r.ferry->Log();
+  Q(*r.pg, "insert into docs values (1, 'small'); insert into docs values (2, repeat('x', 6000))");
+  ASSERT_TRUE(WaitSlotCaughtUp(*r.pg)) << r.ferry->Log();
+  EXPECT_TRUE(WaitFor([&] { return r.ferry->Log().find("raise message.max.bytes") != std::string::npos; }, 20))
+      << r.ferry->Log();
+  const auto events = ArchivedChanges(r);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(Json(events[1]["after"]["body"]).size(), 6000u);
+}
+
 // Changes per "table/op" in pg_recvlogical's test_decoding output, from slot `slot` up to `end`.
 std::map<std::string, int> PeerChanges(const Rig& r, const std::string& slot, const std::string& end) {
   std::map<std::string, int> out;
