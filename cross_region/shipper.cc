@@ -225,10 +225,10 @@ class StreamShipper::Session {
   absl::Status ShipFrame(const storage::FrameLocation& loc);
   // Sends the frame itself to the stream topic (in parts when large).
   absl::Status SendFrame(const pipeline::FrameHeader& h, const std::string& bytes);
-  // pg-changes: produces the Debezium messages of the transactions the frame completes, each
-  // counted on held_.back() before it is produced.
+  // pg-changes: produces the Debezium messages of the frame's records, each counted on
+  // held_.back() before it is produced.
   absl::Status PublishChanges(absl::string_view frame_bytes);
-  // Sends the held frames that may go, in order (see HeldFrame).
+  // Sends the held frames whose events are all delivered, in order.
   absl::Status SendReadyFrames();
   absl::Status ShipSideFiles();
   bool StopRequested() {
@@ -239,23 +239,19 @@ class StreamShipper::Session {
   StreamShipper* const s_;
   const std::string topic_;
   // pg-changes frames held back until their events are delivered (see shipper.h), oldest
-  // first; events of later frames are produced meanwhile. A transaction's events are
-  // rendered once it is complete (whole transactions only: parts cut off by a restart are
-  // dropped), counted on the frame that completes it; the frames before it in the same
-  // transaction go with that frame, so the frame topic's tail is never inside a transaction
-  // whose events are not all delivered.
+  // first; events of later frames are produced meanwhile. Each record (a transaction, or a
+  // part of a large one) is rendered as it comes, so memory stays bounded by what is in
+  // flight, however large a transaction or the initial snapshot.
   struct HeldFrame {
     uint64_t seq = 0;
     size_t undelivered = 0;  // its events produced and not yet delivered
     bool sealed = false;     // all its events are produced
-    bool open_after = false; // a transaction is still open at its end
     pipeline::FrameHeader header;
     std::string bytes;
   };
   // Declared before producer_: the producer's destructor serves delivery reports into it.
   std::deque<HeldFrame> held_;
   uint64_t next_change_frame_ = 0;
-  pipeline::ChangeAssembler assembler_;
   std::unique_ptr<Producer> producer_;
   std::unique_ptr<storage::Archive> archive_;
   storage::StreamLog* log_ = nullptr;
@@ -409,11 +405,9 @@ absl::Status StreamShipper::Session::PublishChanges(absl::string_view bytes) {
   d.change_frame = frame.seq + 1;
   std::vector<KafkaRecord> messages;
   for (const pipeline::RecordView& r : records) {
-    pipeline::ChangeBatch txn;
-    FERRY_ASSIGN_OR_RETURN(bool complete, assembler_.Add(r.payload, &txn));
-    if (!complete) continue;
+    FERRY_ASSIGN_OR_RETURN(pipeline::ChangeBatch part, pipeline::DecodeChangeBatch(r.payload));
     messages.clear();
-    RenderDebezium(txn, dz, now_ms, &messages);
+    RenderDebezium(part, dz, now_ms, &messages);
     for (const KafkaRecord& m : messages) {
       // Counted first: producing may serve delivery reports (a full queue), this one's too.
       ++frame.undelivered;
@@ -424,37 +418,22 @@ absl::Status StreamShipper::Session::PublishChanges(absl::string_view bytes) {
       if (!st.ok() && absl::StrContains(st.message(), "too large")) {
         // Retrying cannot help: say what to change (Debezium stops on such a row too).
         return absl::FailedPreconditionError(absl::StrCat(
-            st.message(), ": a change event of ", m.value.size(), " bytes (commit ", pipeline::Lsn(txn.end_lsn).ToString(),
+            st.message(), ": a change event of ", m.value.size(), " bytes (transaction ", part.xid,
             "); raise message.max.bytes in [kafka.properties] and the topic's max.message.bytes"));
       }
       FERRY_RETURN_IF_ERROR(st);
     }
   }
-  frame.open_after = assembler_.open();
   frame.sealed = true;
   return absl::OkStatus();
 }
 
 absl::Status StreamShipper::Session::SendReadyFrames() {
-  // The frames up to the first one that ends outside a transaction go together, once all
-  // their events are delivered.
-  while (true) {
-    size_t group = 0;
-    bool ready = false;
-    for (const HeldFrame& f : held_) {
-      if (!f.sealed || f.undelivered > 0) break;
-      ++group;
-      if (!f.open_after) {
-        ready = true;
-        break;
-      }
-    }
-    if (!ready) return absl::OkStatus();
-    for (size_t i = 0; i < group; ++i) {
-      FERRY_RETURN_IF_ERROR(SendFrame(held_.front().header, held_.front().bytes));
-      held_.pop_front();
-    }
+  while (!held_.empty() && held_.front().sealed && held_.front().undelivered == 0) {
+    FERRY_RETURN_IF_ERROR(SendFrame(held_.front().header, held_.front().bytes));
+    held_.pop_front();
   }
+  return absl::OkStatus();
 }
 
 absl::Status StreamShipper::Session::ShipFrame(const storage::FrameLocation& loc) {

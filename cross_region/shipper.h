@@ -9,7 +9,10 @@
 // The pg-changes stream is also published as Debezium events, one topic per table. A frame's
 // events are delivered before the frame itself is sent, so the frame topic's tail also says
 // which events are out: after a restart they are at least once (the frame after the tail may
-// have had its events delivered already), never missing.
+// have had its events delivered already), never missing. Records are published as they come,
+// not held until their transaction is complete, so memory stays bounded: the parts of a
+// transaction cut off by a restart of the source (it is archived again whole) and the reads
+// of an initial snapshot that never completed are published too.
 #pragma once
 
 #include <atomic>

@@ -106,9 +106,6 @@ class ChangeAssembler {
  public:
   // Returns true when *out holds a complete transaction (or snapshot) after this record.
   absl::StatusOr<bool> Add(absl::string_view record, ChangeBatch* out);
-  // A transaction has begun and not ended yet.
-  bool open() const { return open_; }
-
  private:
   bool open_ = false;
   ChangeBatch pending_;
