@@ -265,8 +265,13 @@ std::string TableTopic(const DebeziumOptions& options, const std::string& schema
 void RenderDebezium(const ChangeBatch& batch, const DebeziumOptions& options, int64_t now_ms,
                     std::vector<KafkaRecord>* out) {
   const bool snapshot = batch.kind == ChangeBatch::Kind::kSnapshot;
-  auto emit = [&](const ChangeRelation& rel, char op, const ChangeEvent& e, const ChangeTuple* before,
-                  const ChangeTuple* after, const std::string& key, bool last_of_snapshot) {
+  // Made once per record, not per event.
+  const std::string server_name = absl::StrCat(options.topic_prefix, ".", options.source);
+  std::vector<std::string> topics;
+  for (const ChangeRelation& rel : batch.relations) topics.push_back(TableTopic(options, rel.schema, rel.table));
+  auto emit = [&](uint32_t r, char op, const ChangeEvent& e, const ChangeTuple* before, const ChangeTuple* after,
+                  const std::string& key, bool last_of_snapshot) {
+    const ChangeRelation& rel = batch.relations[r];
     rapidjson::StringBuffer buf;
     JsonWriter w(buf);
     w.StartObject();
@@ -281,7 +286,7 @@ void RenderDebezium(const ChangeBatch& batch, const DebeziumOptions& options, in
     w.Key("connector");
     w.String("postgresql");
     w.Key("name");
-    String(w, absl::StrCat(options.topic_prefix, ".", options.source));
+    String(w, server_name);
     w.Key("ts_ms");
     w.Int64(batch.commit_ts / 1000);
     w.Key("snapshot");
@@ -306,18 +311,18 @@ void RenderDebezium(const ChangeBatch& batch, const DebeziumOptions& options, in
     w.Key("ts_ms");
     w.Int64(now_ms);
     w.EndObject();
-    out->push_back(KafkaRecord{TableTopic(options, rel.schema, rel.table), key, false,
+    out->push_back(KafkaRecord{topics[r], key, false,
                                std::string(buf.GetString(), buf.GetSize())});
   };
-  auto tombstone = [&](const ChangeRelation& rel, const std::string& key) {
-    if (options.tombstones && !key.empty()) out->push_back(KafkaRecord{TableTopic(options, rel.schema, rel.table), key, true, ""});
+  auto tombstone = [&](uint32_t r, const std::string& key) {
+    if (options.tombstones && !key.empty()) out->push_back(KafkaRecord{topics[r], key, true, ""});
   };
 
   for (size_t i = 0; i < batch.events.size(); ++i) {
     const ChangeEvent& e = batch.events[i];
     if (e.op == ChangeOp::kMessage) continue;
     if (e.op == ChangeOp::kTruncate) {
-      for (uint32_t r : e.truncated) emit(batch.relations[r], 't', e, nullptr, nullptr, "", false);
+      for (uint32_t r : e.truncated) emit(r, 't', e, nullptr, nullptr, "", false);
       continue;
     }
     const ChangeRelation& rel = batch.relations[e.relation];
@@ -327,25 +332,25 @@ void RenderDebezium(const ChangeBatch& batch, const DebeziumOptions& options, in
       case ChangeOp::kInsert:
       case ChangeOp::kRead: {
         const bool last = snapshot && batch.last && i + 1 == batch.events.size();
-        emit(rel, static_cast<char>(e.op), e, nullptr, after, Key(rel, e.after), last);
+        emit(e.relation, static_cast<char>(e.op), e, nullptr, after, Key(rel, e.after), last);
         break;
       }
       case ChangeOp::kUpdate:
         if (KeyChanged(rel, e)) {
           const std::string old_key = Key(rel, e.before);
-          emit(rel, 'd', e, before, nullptr, old_key, false);
-          tombstone(rel, old_key);
-          emit(rel, 'c', e, nullptr, after, Key(rel, e.after), false);
+          emit(e.relation, 'd', e, before, nullptr, old_key, false);
+          tombstone(e.relation, old_key);
+          emit(e.relation, 'c', e, nullptr, after, Key(rel, e.after), false);
         } else {
           // Under DEFAULT identity the old row is not sent; Debezium then writes before: null.
-          emit(rel, 'u', e, e.has_before && rel.replica_identity == 'f' ? before : nullptr, after, Key(rel, e.after),
+          emit(e.relation, 'u', e, e.has_before && rel.replica_identity == 'f' ? before : nullptr, after, Key(rel, e.after),
                false);
         }
         break;
       case ChangeOp::kDelete: {
         const std::string key = Key(rel, e.before);
-        emit(rel, 'd', e, before, nullptr, key, false);
-        tombstone(rel, key);
+        emit(e.relation, 'd', e, before, nullptr, key, false);
+        tombstone(e.relation, key);
         break;
       }
       default:

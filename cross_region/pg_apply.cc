@@ -7,7 +7,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "ingest/pg/sql.h"
 #include "pipeline/change_event.h"
 #include "pipeline/check.h"
@@ -29,11 +28,7 @@ using pipeline::ChangeValue;
 
 namespace {
 
-constexpr uint32_t kFirstNormalObjectId = 16384;
-
-std::string Qualified(const ChangeRelation& rel) {
-  return absl::StrCat(SqlSession::Ident(rel.schema), ".", SqlSession::Ident(rel.table));
-}
+std::string Qualified(const ChangeRelation& rel) { return SqlSession::Ident(rel.schema, rel.table); }
 
 absl::optional<std::string> Param(const ChangeValue& v) {
   if (v.kind == ChangeValue::Kind::kText) return v.text;
@@ -116,11 +111,16 @@ class Applier {
 
   // The standby table has the relation's columns: created, or columns added and dropped.
   absl::Status Shape(const ChangeRelation& rel) {
+    // Checked once per shape: every event runs through here.
+    auto cached = shapes_.find(std::make_pair(rel.schema, rel.table));
+    if (cached != shapes_.end() && std::equal(cached->second.begin(), cached->second.end(), rel.columns.begin(),
+                                              rel.columns.end(),
+                                              [](const std::string& a, const ChangeColumn& b) { return a == b.name; })) {
+      return absl::OkStatus();
+    }
     const std::string name = Qualified(rel);
     std::vector<std::string> wanted;
     for (const ChangeColumn& c : rel.columns) wanted.push_back(c.name);
-    auto cached = shapes_.find(name);
-    if (cached != shapes_.end() && cached->second == wanted) return absl::OkStatus();
     FERRY_ASSIGN_OR_RETURN(SqlRows have, db_->Query("SELECT a.attname, format_type(a.atttypid, a.atttypmod) "
                                                     "FROM pg_attribute a WHERE a.attrelid = to_regclass($1) "
                                                     "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
@@ -167,21 +167,19 @@ class Applier {
         spdlog::info("event=pg_apply_column_dropped table={} column={}", name, p);
       }
     }
-    shapes_[name] = std::move(wanted);
+    shapes_[std::make_pair(rel.schema, rel.table)] = std::move(wanted);
     return absl::OkStatus();
   }
 
   // The column's type as the standby spells it: built-in types by OID (the same on every
   // server), others by the name the primary sent (they must exist on the standby).
   absl::StatusOr<std::string> TypeName(const ChangeColumn& c) {
-    if (c.type_oid >= kFirstNormalObjectId) {
+    if (c.type_oid >= pipeline::kFirstNormalObjectId) {
       if (c.type_name.empty()) {
         return absl::FailedPreconditionError(absl::StrCat("column ", c.name, " has type OID ", c.type_oid,
                                                           " without a name; create the table on the standby"));
       }
-      std::vector<std::string> parts = absl::StrSplit(c.type_name, absl::MaxSplits('.', 1));
-      return parts.size() == 2 ? absl::StrCat(SqlSession::Ident(parts[0]), ".", SqlSession::Ident(parts[1]))
-                               : SqlSession::Ident(c.type_name);
+      return SqlSession::DottedIdent(c.type_name);
     }
     FERRY_ASSIGN_OR_RETURN(SqlRows t, db_->Query("SELECT format_type($1::oid, $2::int)",
                                                  {absl::StrCat(c.type_oid), c.typmod < 0
@@ -269,7 +267,8 @@ class Applier {
 
   SqlSession* const db_;
   const std::string source_;
-  std::map<std::string, std::vector<std::string>> shapes_;  // table -> columns as last checked
+  // (schema, table) -> its columns as last checked
+  std::map<std::pair<std::string, std::string>, std::vector<std::string>> shapes_;
 };
 
 }  // namespace
@@ -317,7 +316,7 @@ absl::Status PgApplier::Session() {
   if (log == nullptr) return absl::UnavailableError("no change events mirrored yet");
   // The same text forms as the primary's logical session (ISO dates, UTC).
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<SqlSession> db,
-                         SqlSession::Connect(options_.conninfo, "-c DateStyle=ISO -c TimeZone=UTC"));
+                         SqlSession::Connect(options_.conninfo, ingest::pg::kCanonicalTextOptions));
   // As PostgreSQL's own apply workers: no triggers or foreign-key actions fire twice.
   if (absl::Status st = db->Exec("SET session_replication_role = replica"); !st.ok()) {
     spdlog::warn("event=pg_apply_note note=\"triggers stay on: {}\"", std::string(st.message()));

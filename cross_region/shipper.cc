@@ -391,13 +391,12 @@ absl::Status StreamShipper::Session::ShipSideFiles() {
 }
 
 absl::Status StreamShipper::Session::PublishChanges(absl::string_view bytes) {
-  // The header as read back with the bytes; an uncompressed payload is decoded from a copy,
-  // which the record views point into.
+  // The header as read back with the bytes (an index entry lacks the checksums). The records
+  // are views into `bytes` (uncompressed) or `decompressed`, both outliving them.
   FERRY_ASSIGN_OR_RETURN(pipeline::FrameHeader h, pipeline::DecodeFrameHeader(bytes));
-  std::string stored(bytes.substr(pipeline::kFrameHeaderSize));
   std::string decompressed;
   FERRY_ASSIGN_OR_RETURN(std::vector<pipeline::RecordView> records,
-                         pipeline::DecodeFramePayload(h, stored, h.codec == pipeline::Codec::kNone ? nullptr : &decompressed));
+                         pipeline::DecodeFramePayload(h, bytes.substr(pipeline::kFrameHeaderSize), &decompressed));
   const DebeziumOptions dz{s_->options_.kafka.topic_prefix, s_->options_.source, s_->options_.tombstones};
   const int64_t now_ms = pipeline::NowUnixMicros() / 1000;
   HeldFrame& frame = held_.back();

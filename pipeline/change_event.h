@@ -13,6 +13,10 @@
 
 namespace ferry::pipeline {
 
+// PostgreSQL's first OID for objects not built in: types below it are the same on every server
+// (and pgoutput sends no Type message for them).
+inline constexpr uint32_t kFirstNormalObjectId = 16384;
+
 // One live column of a relation, as pgoutput's Relation message describes it.
 struct ChangeColumn {
   std::string name;

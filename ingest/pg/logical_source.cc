@@ -8,14 +8,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "ingest/pg/pgoutput.h"
 #include "pipeline/check.h"
 
@@ -29,25 +27,6 @@ using pipeline::ChangeValue;
 using pipeline::Lsn;
 
 namespace {
-
-constexpr uint32_t kFirstNormalObjectId = 16384;  // OIDs below are built in (no Type message)
-
-// Values travel in their text form; these settings make that form the same whoever runs the
-// server (ISO dates, UTC, floats that round-trip), for the events and the snapshot alike.
-constexpr char kLogicalSessionOptions[] =
-    "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex";
-
-int64_t MonotonicMillis() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-// "schema.table" or "table" (public), each part quoted.
-std::string QualifiedTable(absl::string_view name) {
-  std::vector<std::string> parts = absl::StrSplit(name, absl::MaxSplits('.', 1));
-  if (parts.size() == 1) parts.insert(parts.begin(), "public");
-  return absl::StrCat(SqlSession::Ident(parts[0]), ".", SqlSession::Ident(parts[1]));
-}
 
 size_t TupleBytes(const pipeline::ChangeTuple& t) {
   size_t n = 0;
@@ -96,8 +75,8 @@ void PgLogicalSource::RequestStop() {
 
 absl::Status PgLogicalSource::Connect() {
   FERRY_ASSIGN_OR_RETURN(conn_, ReplicationConnection::Connect(options_.conninfo, options_.application_name,
-                                                               /*logical=*/true, kLogicalSessionOptions));
-  FERRY_ASSIGN_OR_RETURN(sql_, SqlSession::Connect(options_.conninfo, kLogicalSessionOptions));
+                                                               /*logical=*/true, kCanonicalTextOptions));
+  FERRY_ASSIGN_OR_RETURN(sql_, SqlSession::Connect(options_.conninfo, kCanonicalTextOptions));
   FERRY_ASSIGN_OR_RETURN(SqlRows db, sql_->Query("SELECT current_database()"));
   database_ = db.rows.at(0).at(0).value_or("");
   FERRY_ASSIGN_OR_RETURN(SqlRows pub, sql_->Query("SELECT 1 FROM pg_publication WHERE pubname = $1",
@@ -108,7 +87,7 @@ absl::Status PgLogicalSource::Connect() {
     std::string what = "FOR ALL TABLES";
     if (!options_.tables.empty()) {
       std::vector<std::string> quoted;
-      for (const std::string& t : options_.tables) quoted.push_back(QualifiedTable(t));
+      for (const std::string& t : options_.tables) quoted.push_back(SqlSession::DottedIdent(t, "public"));
       what = absl::StrCat("FOR TABLE ", absl::StrJoin(quoted, ", "));
     }
     FERRY_RETURN_IF_ERROR(sql_->Exec(absl::StrCat("CREATE PUBLICATION ", SqlSession::Ident(options_.publication), " ", what)));
@@ -213,8 +192,8 @@ absl::Status PgLogicalSource::ReadTable(const std::string& schema, const std::st
   }
   std::shared_ptr<const ChangeRelation> shared = rel;
   FERRY_RETURN_IF_ERROR(sql_->Exec(absl::StrCat("DECLARE ferry_snapshot NO SCROLL CURSOR FOR SELECT ",
-                                                absl::StrJoin(select, ", "), " FROM ONLY ", SqlSession::Ident(schema),
-                                                ".", SqlSession::Ident(table))));
+                                                absl::StrJoin(select, ", "), " FROM ONLY ",
+                                                SqlSession::Ident(schema, table))));
   const std::string fetch = absl::StrCat("FETCH ", options_.snapshot_fetch_rows, " FROM ferry_snapshot");
   while (true) {
     if (StopRequested()) return absl::CancelledError("stopped while reading the initial snapshot");
@@ -364,7 +343,7 @@ absl::Status PgLogicalSource::Handle(absl::string_view payload, uint64_t lsn) {
     case 'R': {
       auto rel = std::make_shared<ChangeRelation>(std::move(m.relation));
       for (pipeline::ChangeColumn& c : rel->columns) {
-        if (c.type_oid < kFirstNormalObjectId) continue;
+        if (c.type_oid < pipeline::kFirstNormalObjectId) continue;
         auto it = type_names_.find(c.type_oid);
         if (it != type_names_.end()) c.type_name = it->second;
       }

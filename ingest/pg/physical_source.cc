@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "pipeline/check.h"
@@ -15,15 +14,6 @@ namespace ferry::ingest::pg {
 using pipeline::Lsn;
 using pipeline::TimelineId;
 
-namespace {
-
-int64_t MonotonicMillis() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
 
 PgPhysicalSource::PgPhysicalSource(PgPhysicalOptions options, pipeline::StreamSink* sink)
     : options_(std::move(options)), sink_(sink) {

@@ -5,6 +5,7 @@
 #include <poll.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 
@@ -419,6 +420,11 @@ absl::Status ReplicationConnection::EndCopy() {
   while (Result r{PQgetResult(impl_->conn)}) {
   }
   return absl::OkStatus();
+}
+
+int64_t MonotonicMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 std::string WalFileName(TimelineId tli, uint64_t segno, uint64_t segment_bytes) {

@@ -137,6 +137,9 @@ class ReplicationConnection {
   std::string server_name_;
 };
 
+// Milliseconds of a monotonic clock: when the next standby status update is due.
+int64_t MonotonicMillis();
+
 // PostgreSQL's segment file name for `lsn` on `tli`: "%08X%08X%08X".
 std::string WalFileName(pipeline::TimelineId tli, uint64_t segno, uint64_t segment_bytes);
 // Parses a segment file name; false if it is not one (history, partial, backup files).

@@ -76,6 +76,16 @@ std::string SqlSession::Ident(const std::string& name) {
   return out + "\"";
 }
 
+std::string SqlSession::Ident(const std::string& schema, const std::string& name) {
+  return absl::StrCat(Ident(schema), ".", Ident(name));
+}
+
+std::string SqlSession::DottedIdent(const std::string& dotted, const std::string& default_schema) {
+  const size_t dot = dotted.find('.');
+  if (dot != std::string::npos) return Ident(dotted.substr(0, dot), dotted.substr(dot + 1));
+  return default_schema.empty() ? Ident(dotted) : Ident(default_schema, dotted);
+}
+
 absl::StatusOr<std::vector<std::string>> QueryFirstRow(const std::string& conninfo, const std::string& sql,
                                                        const std::vector<std::string>& params) {
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<SqlSession> session, SqlSession::Connect(conninfo));

@@ -11,6 +11,12 @@
 
 namespace ferry::ingest::pg {
 
+// Session settings under which values travel in their text form the same way whoever runs the
+// server (ISO dates, UTC, floats that round-trip, hex bytea): the logical source reads and the
+// standby applier writes with them.
+inline constexpr char kCanonicalTextOptions[] =
+    "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex";
+
 // Connects with `conninfo`, runs `sql` with text parameters $1.., returns the first row's
 // columns (empty when no row) and disconnects. kUnavailable when the server cannot be
 // reached, kFailedPrecondition with the server's message when the statement fails.
@@ -43,6 +49,11 @@ class SqlSession {
 
   // "name" quoted as an SQL identifier (doubling any quote inside).
   static std::string Ident(const std::string& name);
+  // "schema"."name".
+  static std::string Ident(const std::string& schema, const std::string& name);
+  // "schema.name" quoted part by part; a bare "name" is qualified with default_schema when
+  // one is given.
+  static std::string DottedIdent(const std::string& dotted, const std::string& default_schema = "");
 
  private:
   struct Impl;

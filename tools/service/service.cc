@@ -91,6 +91,28 @@ struct Service::SourceRunner {
   void Down() {
     if (up.exchange(false)) down_since_us = pipeline::NowUnixMicros();
   }
+  // Publishes how to stop the source now connected, and its progress line; false (nothing
+  // published) when the runner was stopped meanwhile.
+  bool Activate(std::function<void()> stop_source, std::function<std::string()> line) ABSL_LOCKS_EXCLUDED(mu) {
+    absl::MutexLock lock(&mu);
+    if (stop) return false;
+    SetActive(std::move(stop_source), std::move(line));
+    return true;
+  }
+  // The source streams: a reconnection is logged, the backoff starts over, the runner is up.
+  // `what` qualifies the log line (" stream=pg-changes").
+  void Streaming(bool* was_down, absl::Duration* backoff, absl::string_view what = "") {
+    if (*was_down) spdlog::info("source={} event=reconnected{}", config->name, std::string(what));
+    *was_down = false;
+    *backoff = absl::Milliseconds(500);
+    Up();
+  }
+  // Its session ended: down, and nothing of it published.
+  void Deactivate() ABSL_LOCKS_EXCLUDED(mu) {
+    Down();
+    absl::MutexLock lock(&mu);
+    SetActive(nullptr, nullptr);
+  }
   bool stop ABSL_GUARDED_BY(mu) = false;
 };
 
@@ -671,26 +693,18 @@ absl::Status Service::RunPostgres(SourceRunner* runner) {
         resume.timeline = pipeline::TimelineId(last.epoch);
         resume.end = Lsn(last.end_pos);
       }
-      {
-        absl::MutexLock lock(&runner->mu);
-        if (runner->stop) break;
-        runner->SetActive([&source] { source.RequestStop(); }, [&source] {
-          const auto& st = source.stats();
-          return absl::StrCat("timeline=", st.timeline.load(), " received=", Lsn(st.received_lsn.load()).ToString(),
-                              " flushed=", Lsn(st.reported_flush_lsn.load()).ToString(),
-                              " records_verified=", st.records_verified.load(), " bytes=", st.bytes_received.load());
-        });
-      }
+      const bool active = runner->Activate([&source] { source.RequestStop(); }, [&source] {
+        const auto& st = source.stats();
+        return absl::StrCat("timeline=", st.timeline.load(), " received=", Lsn(st.received_lsn.load()).ToString(),
+                            " flushed=", Lsn(st.reported_flush_lsn.load()).ToString(),
+                            " records_verified=", st.records_verified.load(), " bytes=", st.bytes_received.load());
+      });
+      if (!active) break;
       spdlog::info("source={} event=streaming server_timeline={} archive_end={} slot={}", sc.name,
                    sys->timeline.value(), resume.empty ? "empty" : resume.end.ToString(), po.slot);
-      if (was_down) spdlog::info("source={} event=reconnected", sc.name);
-      was_down = false;
-      backoff = absl::Milliseconds(500);
-      runner->Up();
+      runner->Streaming(&was_down, &backoff);
       st = source.Stream(resume);
-      runner->Down();
-      absl::MutexLock lock(&runner->mu);
-      runner->SetActive(nullptr, nullptr);
+      runner->Deactivate();
     } else {
       st = sys.status();
     }
@@ -731,31 +745,23 @@ absl::Status Service::RunPgChanges(SourceRunner* runner) {
       // Resume from what is durable: wait for anything still queued from a lost connection.
       FERRY_RETURN_IF_ERROR(batcher.Drain());
       const uint64_t archive_end = log->empty() ? 0 : log->frames().back().header.end_pos;
-      {
-        absl::MutexLock lock(&runner->mu);
-        if (runner->stop) break;
-        runner->SetActive([&source] { source.RequestStop(); }, [&source] {
-          const auto& st = source.stats();
-          return absl::StrCat("stream=pg-changes received=", Lsn(st.received_lsn.load()).ToString(),
-                              " flushed=", Lsn(st.reported_flush_lsn.load()).ToString(),
-                              " transactions=", st.transactions.load(), " events=", st.events.load(),
-                              " snapshot_rows=", st.snapshot_rows.load());
-        });
-      }
+      const bool active = runner->Activate([&source] { source.RequestStop(); }, [&source] {
+        const auto& st = source.stats();
+        return absl::StrCat("stream=pg-changes received=", Lsn(st.received_lsn.load()).ToString(),
+                            " flushed=", Lsn(st.reported_flush_lsn.load()).ToString(),
+                            " transactions=", st.transactions.load(), " events=", st.events.load(),
+                            " snapshot_rows=", st.snapshot_rows.load());
+      });
+      if (!active) break;
       spdlog::info("source={} event=streaming stream=pg-changes slot={} publication={} archive_end={}", sc.name,
                    lo.slot, lo.publication,
                    archive_end == 0 ? std::string("empty") : Lsn(pipeline::ChangePositionLsn(archive_end)).ToString());
-      if (was_down) spdlog::info("source={} event=reconnected stream=pg-changes", sc.name);
-      was_down = false;
-      backoff = absl::Milliseconds(500);
-      runner->Up();
+      runner->Streaming(&was_down, &backoff, " stream=pg-changes");
       st = source.Stream(archive_end);
       // Stopped while reading the initial snapshot: nothing of it was acknowledged, and the
       // next start takes it again.
       if (absl::IsCancelled(st)) st = absl::OkStatus();
-      runner->Down();
-      absl::MutexLock lock(&runner->mu);
-      runner->SetActive(nullptr, nullptr);
+      runner->Deactivate();
     }
     FERRY_ASSIGN_OR_RETURN(bool retry, RetryAfter(runner, st, batcher, &was_down, &backoff));
     if (!retry) break;
@@ -795,10 +801,7 @@ absl::Status Service::RunRedis(SourceRunner* runner) {
       spdlog::info("source={} event=streaming sync=partial epoch={} offset={} replid={}", sc.name, epoch,
                    offset, replid);
     }
-    if (was_down) spdlog::info("source={} event=reconnected", sc.name);
-    was_down = false;
-    backoff = absl::Milliseconds(500);
-    runner->Up();
+    runner->Streaming(&was_down, &backoff);
   };
 
   while (true) {
@@ -826,23 +829,15 @@ absl::Status Service::RunRedis(SourceRunner* runner) {
       return file.status();
     }
     ingest::redis::RedisSource source(ro, &batcher, &rdb);
-    {
-      absl::MutexLock lock(&runner->mu);
-      if (runner->stop) break;
-      runner->SetActive([&source] { source.RequestStop(); }, [&source] {
-        const auto& st = source.stats();
-        return absl::StrCat("offset=", st.offset.load(), " acked=", st.acked_offset.load(),
-                            " commands=", st.commands.load());
-      });
-    }
+    const bool active = runner->Activate([&source] { source.RequestStop(); }, [&source] {
+      const auto& st = source.stats();
+      return absl::StrCat("offset=", st.offset.load(), " acked=", st.acked_offset.load(), " commands=", st.commands.load());
+    });
+    if (!active) break;
     spdlog::info("source={} event=connecting address={} archive_end={}", sc.name, sc.address,
                  resume.empty ? std::string("empty") : absl::StrCat(resume.replid, ":", resume.offset));
     absl::Status st = source.Stream(resume);
-    runner->Down();
-    {
-      absl::MutexLock lock(&runner->mu);
-      runner->SetActive(nullptr, nullptr);
-    }
+    runner->Deactivate();
     FERRY_ASSIGN_OR_RETURN(bool retry, RetryAfter(runner, st, batcher, &was_down, &backoff));
     if (!retry) break;
   }
