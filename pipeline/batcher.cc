@@ -61,7 +61,7 @@ absl::Status Batcher::Drain() {
         return !b->error_.ok() || (b->queue_.empty() && !b->busy_) || (b->held_ && b->stopping_);
       },
       this));
-  if (error_.ok() && !queue_.empty()) {
+  if (error_.ok() && (!queue_.empty() || busy_)) {
     return absl::UnavailableError("stopped while the archive's file system was nearly full: nothing queued was written");
   }
   return error_;
@@ -149,7 +149,7 @@ absl::Status Batcher::WriteBatch(std::deque<Item>& batch) {
     FERRY_RETURN_IF_ERROR(close_frame());
     if (frames.headers.empty()) return absl::OkStatus();
     const auto t0 = std::chrono::steady_clock::now();
-    FERRY_RETURN_IF_ERROR(consumer_->Write(frames));
+    FERRY_RETURN_IF_ERROR(WriteFrames(frames));
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     size_t bucket = 0;
     while (bucket + 1 < BatcherStats::kBuckets && seconds > BatcherStats::kLatencyBounds[bucket]) ++bucket;
@@ -201,6 +201,47 @@ absl::Status Batcher::WriteBatch(std::deque<Item>& batch) {
     if (pending_bytes >= options_.max_frame_raw_bytes) FERRY_RETURN_IF_ERROR(close_frame());
   }
   return flush();
+}
+
+absl::Status Batcher::WriteFrames(const EncodedFrames& frames) {
+  size_t durable = 0;
+  absl::Status st = consumer_->Write(frames, &durable);
+  if (!absl::IsResourceExhausted(st)) return st;
+  if (options_.on_disk_full) options_.on_disk_full(st);
+  // What is still to write: the frames after those the failed call made durable anyway.
+  EncodedFrames rest;
+  size_t from = 0;
+  auto drop_durable = [&](const EncodedFrames& src) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < durable; ++i) bytes += src.headers[i].frame_size();
+    EncodedFrames left;
+    left.bytes = src.bytes.substr(bytes);
+    left.headers.assign(src.headers.begin() + static_cast<ptrdiff_t>(durable), src.headers.end());
+    from += durable;
+    rest = std::move(left);
+  };
+  drop_durable(frames);
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      held_ = true;
+      if (!stopping_) mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.disk_full_retry);
+      if (stopping_) {
+        return absl::UnavailableError(absl::StrCat(
+            "stopped while the archive's file system was full: ", frames.headers.size() - from,
+            " frame(s) not written and not acknowledged"));
+      }
+    }
+    st = consumer_->Write(rest, &durable);
+    if (!absl::IsResourceExhausted(st)) break;
+    drop_durable(rest);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    held_ = false;
+  }
+  if (st.ok() && options_.on_disk_full) options_.on_disk_full(st);
+  return st;
 }
 
 }  // namespace ferry::pipeline

@@ -14,6 +14,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "pipeline/sink.h"
 
 namespace ferry::pipeline {
@@ -28,6 +29,12 @@ struct BatcherOptions {
   // waits. Polled about every 200 ms; the writing resumes by itself when it turns false.
   // Empty: never held.
   std::function<bool()> hold;
+  // A write that fails for lack of space (kResourceExhausted: ENOSPC, EDQUOT) holds the
+  // stream like `hold` does and is retried every disk_full_retry until it succeeds; nothing of it
+  // is acknowledged meanwhile. Called on the worker thread with that error when the holding
+  // starts and with OK when the write succeeds again (for logs). May be empty.
+  std::function<void(const absl::Status&)> on_disk_full;
+  absl::Duration disk_full_retry = absl::Seconds(1);
   // Called on the worker thread after each group commit is synced (the Kafka shipper's
   // wake-up). Must not block.
   std::function<void()> on_synced;
@@ -82,6 +89,8 @@ class Batcher final : public StreamSink {
 
   void Run();
   absl::Status WriteBatch(std::deque<Item>& batch);
+  // consumer_->Write, retried while the disk is full (see BatcherOptions::on_disk_full).
+  absl::Status WriteFrames(const EncodedFrames& frames);
 
   FrameConsumer* const consumer_;
   const BatcherOptions options_;

@@ -43,7 +43,9 @@ struct EncodedFrames {
 class FrameConsumer {
  public:
   virtual ~FrameConsumer() = default;
-  virtual absl::Status Write(const EncodedFrames& frames) = 0;
+  // On error, *durable says how many leading frames of `frames` were nevertheless made durable
+  // (a batch that spans segments can fail in its second write); a retry sends the rest.
+  virtual absl::Status Write(const EncodedFrames& frames, size_t* durable) = 0;
   virtual absl::Status PutFile(absl::string_view name, absl::string_view contents) = 0;
 };
 

@@ -13,6 +13,8 @@ absl::StatusOr<int> OpenForWrite(const std::string& path, bool create);
 std::unique_ptr<DurableFile> NewPosixFile(int fd, const std::string& path);
 // Takes ownership of fd (closes it on failure too).
 absl::StatusOr<std::unique_ptr<DurableFile>> NewUringFile(int fd, const std::string& path);
+// ftruncate, through the fault injector.
+absl::Status TruncateFile(int fd, const std::string& path, uint64_t size);
 [[noreturn]] void AbortOnSyncFailure(const std::string& path, int err);
 
 }  // namespace ferry::storage

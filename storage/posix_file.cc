@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -12,8 +13,23 @@
 #include "pipeline/check.h"
 #include "storage/durable_file.h"
 #include "storage/durable_file_internal.h"
+#include "storage/fault_injection.h"
 
 namespace ferry::storage {
+
+namespace {
+std::atomic<FaultInjector*> g_injector{nullptr};
+}  // namespace
+
+void SetFaultInjector(FaultInjector* injector) { g_injector.store(injector, std::memory_order_release); }
+
+int64_t InjectFault(IoOp op, const std::string& path, int64_t result) {
+  FaultInjector* injector = g_injector.load(std::memory_order_acquire);
+  if (injector == nullptr) return result;
+  const int64_t seen = injector->OnResult(op, path, result);
+  // A short write may be invented, never a longer one than the kernel made.
+  return op == IoOp::kWrite && seen > result ? result : seen;
+}
 
 absl::Status ErrnoStatus(absl::string_view op, absl::string_view path, int err) {
   std::string msg = absl::StrCat(op, " ", path, ": ", std::strerror(err));
@@ -68,9 +84,10 @@ class PosixFile final : public DurableFile {
     size_t done = 0;
     while (done < data.size()) {
       ssize_t n = pwrite(fd_, data.data() + done, data.size() - done, offset + done);
+      n = InjectFault(IoOp::kWrite, path_, n < 0 ? -errno : n);
       if (n < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoStatus("write", path_, errno);
+        if (n == -EINTR) continue;
+        return ErrnoStatus("write", path_, static_cast<int>(-n));
       }
       done += static_cast<size_t>(n);  // a short write continues at the exact offset
     }
@@ -78,7 +95,8 @@ class PosixFile final : public DurableFile {
   }
 
   absl::Status Sync() override {
-    if (fdatasync(fd_) != 0) AbortOnSyncFailure(path_, errno);
+    const int64_t rc = InjectFault(IoOp::kSync, path_, fdatasync(fd_) != 0 ? -errno : 0);
+    if (rc < 0) AbortOnSyncFailure(path_, static_cast<int>(-rc));
     return absl::OkStatus();
   }
 
@@ -88,7 +106,7 @@ class PosixFile final : public DurableFile {
   }
 
   absl::Status Truncate(uint64_t size) override {
-    if (ftruncate(fd_, static_cast<off_t>(size)) != 0) return ErrnoStatus("truncate", path_, errno);
+    FERRY_RETURN_IF_ERROR(TruncateFile(fd_, path_, size));
     return Sync();
   }
 
@@ -105,6 +123,13 @@ absl::StatusOr<int> OpenForWrite(const std::string& path, bool create) {
   int fd = open(path.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
   if (fd < 0) return ErrnoStatus("open", path, errno);
   return fd;
+}
+
+absl::Status TruncateFile(int fd, const std::string& path, uint64_t size) {
+  const int64_t rc =
+      InjectFault(IoOp::kTruncate, path, ftruncate(fd, static_cast<off_t>(size)) != 0 ? -errno : 0);
+  if (rc < 0) return ErrnoStatus("truncate", path, static_cast<int>(-rc));
+  return absl::OkStatus();
 }
 
 std::unique_ptr<DurableFile> NewPosixFile(int fd, const std::string& path) {
@@ -132,10 +157,9 @@ absl::Status ProbeWriter(WriterKind kind, const std::string& dir) {
 absl::Status SyncDirectory(const std::string& dir) {
   int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open directory", dir, errno);
-  int rc = fsync(fd);
-  int err = errno;
+  const int64_t rc = InjectFault(IoOp::kSync, dir, fsync(fd) != 0 ? -errno : 0);
   close(fd);
-  if (rc != 0) AbortOnSyncFailure(dir, err);
+  if (rc < 0) AbortOnSyncFailure(dir, static_cast<int>(-rc));
   return absl::OkStatus();
 }
 

@@ -298,14 +298,20 @@ absl::Status StreamLog::StartSegment(uint64_t seq) {
 }
 
 absl::Status StreamLog::SealActive() {
-  if (active_index_ != nullptr) FERRY_RETURN_IF_ERROR(active_index_->Sync());
+  if (active_index_ != nullptr) {
+    // A sealed segment's index is loaded as far as it chains; entries it misses are found by
+    // scanning the segment, so a failed index write costs a scan, not data.
+    if (!FlushIndex().ok()) index_pending_.clear();
+    FERRY_RETURN_IF_ERROR(active_index_->Sync());
+  }
   active_.reset();
   active_index_.reset();
   return absl::OkStatus();
 }
 
-absl::Status StreamLog::Write(const pipeline::EncodedFrames& frames) {
+absl::Status StreamLog::Write(const pipeline::EncodedFrames& frames, size_t* durable) {
   FERRY_CHECK(!options_.read_only);
+  *durable = 0;
   // Frames never span segments: runs of whole frames go to the active segment, which is
   // sealed and replaced once the next frame would take it past segment_bytes.
   size_t run_begin = 0;
@@ -318,6 +324,7 @@ absl::Status StreamLog::Write(const pipeline::EncodedFrames& frames) {
     byte_begin += run_bytes;
     run_bytes = 0;
     run_begin = end;
+    *durable = end;
     return absl::OkStatus();
   };
   for (size_t i = 0; i < frames.headers.size(); ++i) {
@@ -344,16 +351,25 @@ absl::Status StreamLog::WriteToActive(absl::string_view bytes, const FrameHeader
     (void)active_->Truncate(at);
     return st;
   }
-  std::string entries;
   uint64_t off = at;
   for (size_t i = 0; i < count; ++i) {
     frames_.push_back(FrameLocation{active_seq_, off, headers[i]});
-    entries += EncodeIndexEntry(off, headers[i]);
+    index_pending_ += EncodeIndexEntry(off, headers[i]);
     off += headers[i].frame_size();
   }
   active_size_ = off;
-  FERRY_RETURN_IF_ERROR(active_index_->WriteAt(active_index_size_, entries));
-  active_index_size_ += entries.size();
+  // The frames are durable whatever happens to their index entries: a failed index write
+  // (ENOSPC) is retried with the next write, or the index is rebuilt from the segment at open.
+  (void)FlushIndex();
+  return absl::OkStatus();
+}
+
+absl::Status StreamLog::FlushIndex() {
+  if (index_pending_.empty() || active_index_ == nullptr) return absl::OkStatus();
+  absl::Status st = active_index_->WriteAt(active_index_size_, index_pending_);
+  if (!st.ok()) return st;
+  active_index_size_ += index_pending_.size();
+  index_pending_.clear();
   return absl::OkStatus();
 }
 

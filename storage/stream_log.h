@@ -51,8 +51,13 @@ class StreamLog final : public pipeline::FrameConsumer {
 
   // FrameConsumer: appends the frames durably (data fdatasync'ed; a new segment's directory
   // entry fsync'ed) before returning. A write error truncates the partial write away and is
-  // returned; nothing of the failed call counts as written.
-  absl::Status Write(const pipeline::EncodedFrames& frames) override;
+  // returned (ENOSPC as kResourceExhausted); the log stays consistent and the call may be
+  // retried with the frames after *durable. An fdatasync error aborts the process.
+  absl::Status Write(const pipeline::EncodedFrames& frames, size_t* durable) override;
+  absl::Status Write(const pipeline::EncodedFrames& frames) {
+    size_t durable = 0;
+    return Write(frames, &durable);
+  }
   // Side files (timeline histories) in dir/files/, written atomically.
   absl::Status PutFile(absl::string_view name, absl::string_view contents) override;
   absl::StatusOr<std::string> GetFile(absl::string_view name) const;  // kNotFound if absent
@@ -103,6 +108,7 @@ class StreamLog final : public pipeline::FrameConsumer {
   absl::Status SealActive();
   absl::Status WriteToActive(absl::string_view bytes, const pipeline::FrameHeader* headers,
                              size_t count);
+  absl::Status FlushIndex();
 
   const std::string dir_;
   const pipeline::StreamKind kind_;
@@ -117,6 +123,9 @@ class StreamLog final : public pipeline::FrameConsumer {
   uint64_t active_seq_ = 0;
   uint64_t active_size_ = 0;
   uint64_t active_index_size_ = 0;
+  // Index entries of durable frames not yet written to the index file (its write failed;
+  // retried with the next write, and rebuilt from the segment at open if never written).
+  std::string index_pending_;
 };
 
 }  // namespace ferry::storage

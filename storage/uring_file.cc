@@ -12,6 +12,7 @@
 #include "pipeline/check.h"
 #include "storage/durable_file.h"
 #include "storage/durable_file_internal.h"
+#include "storage/fault_injection.h"
 
 namespace ferry::storage {
 namespace {
@@ -73,9 +74,9 @@ class UringFile final : public DurableFile {
     io_uring_cqe* cqe = nullptr;
     rc = WaitCqe(&cqe);
     if (rc < 0) return ErrnoStatus("io_uring wait", path_, -rc);
-    const int res = cqe->res;
+    const int64_t res = InjectFault(IoOp::kSync, path_, cqe->res);
     io_uring_cqe_seen(&ring_, cqe);
-    if (res < 0) AbortOnSyncFailure(path_, -res);
+    if (res < 0) AbortOnSyncFailure(path_, static_cast<int>(-res));
     return absl::OkStatus();
   }
 
@@ -84,7 +85,7 @@ class UringFile final : public DurableFile {
   }
 
   absl::Status Truncate(uint64_t size) override {
-    if (ftruncate(fd_, static_cast<off_t>(size)) != 0) return ErrnoStatus("truncate", path_, errno);
+    FERRY_RETURN_IF_ERROR(TruncateFile(fd_, path_, size));
     return Sync();
   }
 
@@ -133,22 +134,26 @@ class UringFile final : public DurableFile {
       }
       int rc = io_uring_submit(&ring_);
       if (rc < 0) return ErrnoStatus("io_uring submit", path_, -rc);
-      int write_res = 0;
-      int sync_res = 0;
+      int64_t write_res = 0;
+      int64_t sync_res = 0;
       for (unsigned i = 0; i < expected; ++i) {
         io_uring_cqe* cqe = nullptr;
         rc = WaitCqe(&cqe);
         if (rc < 0) return ErrnoStatus("io_uring wait", path_, -rc);
-        (cqe->user_data == kWriteTag ? write_res : sync_res) = cqe->res;
+        if (cqe->user_data == kWriteTag) {
+          write_res = InjectFault(IoOp::kWrite, path_, cqe->res);
+        } else {
+          sync_res = cqe->res == -ECANCELED ? cqe->res : InjectFault(IoOp::kSync, path_, cqe->res);
+        }
         io_uring_cqe_seen(&ring_, cqe);
       }
       if (len > 0) {
-        if (write_res < 0) return ErrnoStatus("write", path_, -write_res);
+        if (write_res < 0) return ErrnoStatus("write", path_, static_cast<int>(-write_res));
         done += static_cast<size_t>(write_res);
       }
       if (sync) {
         if (sync_res == -ECANCELED) continue;  // short write broke the link: go round again
-        if (sync_res < 0) AbortOnSyncFailure(path_, -sync_res);
+        if (sync_res < 0) AbortOnSyncFailure(path_, static_cast<int>(-sync_res));
         if (done == data.size()) synced = true;
       }
     }

@@ -128,6 +128,14 @@ class Service::Outflow {
     pipeline::BatcherOptions bo;
     bo.zstd_level = service->config_.zstd_level;
     bo.hold = [service] { return service->disk_guard_.Low(); };
+    bo.on_disk_full = [name = sc.name, kind](const absl::Status& st) {
+      if (st.ok()) {
+        spdlog::info("source={} stream={} event=disk_writable action=resumed", name, std::string(pipeline::StreamKindName(kind)));
+      } else {
+        spdlog::error("source={} stream={} event=disk_full error=\"{}\" action=holding_writes_and_acks retry_every=1s",
+                      name, std::string(pipeline::StreamKindName(kind)), std::string(st.message()));
+      }
+    };
     bo.on_synced = [link = link_] {
       if (cross_region::StreamShipper* s = link->load()) s->Notify();
     };
