@@ -4,6 +4,7 @@
 
 #include <compare>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -57,6 +58,13 @@ using UnixMicros = int64_t;
 
 // PostgreSQL's TimestampTz epoch (2000-01-01) in Unix microseconds.
 inline constexpr UnixMicros kPgEpochUnixMicros = 946684800LL * 1000000;
+
+// A PostgreSQL TimestampTz (microseconds since 2000-01-01) in Unix microseconds. 'infinity'
+// (INT64_MAX) and anything else that would overflow stay at INT64_MAX.
+inline UnixMicros PgTimeToUnixMicros(int64_t pg_time) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  return pg_time > kMax - kPgEpochUnixMicros ? kMax : pg_time + kPgEpochUnixMicros;
+}
 
 UnixMicros NowUnixMicros();
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's two commands:
 #   scripts/dev.sh sandbox [ferry sandbox flags]   install, build, run `ferry sandbox`
-#   scripts/dev.sh test                            install, build, run unit then integration tests
+#   scripts/dev.sh test                            install, build, run unit then integration tests,
+#                                                  then scripts/sanitize.sh (ASan/UBSan, fuzzing)
 # FERRY_BUILD_DIR overrides the build directory (default: build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,16 @@ run_ctest() {
 status=0
 run_ctest unit 2 || status=1
 run_ctest integration 1 || status=1
+
+# Hostile input: the unit tests again under ASan+UBSan, and every fuzz target for a bounded
+# time from its seed corpus (scripts/sanitize.sh; a clang build of its own in build-asan/).
+echo "dev.sh: scripts/sanitize.sh"
+set +e
+bash scripts/sanitize.sh
+rc=$?
+set -e
+summary+=("== sanitize: ASan+UBSan unit tests and fuzz targets (exit $rc)")
+[ $rc -eq 0 ] || status=1
 
 echo
 echo "dev.sh test summary:"

@@ -56,7 +56,7 @@ class Cursor {
     return s;
   }
   pipeline::UnixMicros Timestamp() {
-    return static_cast<int64_t>(I64()) + pipeline::kPgEpochUnixMicros;
+    return pipeline::PgTimeToUnixMicros(static_cast<int64_t>(I64()));
   }
   ChangeTuple Tuple() {
     const uint16_t n = I16();

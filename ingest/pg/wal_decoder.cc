@@ -389,7 +389,7 @@ absl::Status WalDecoder::OnRecordComplete(const char* header, uint32_t body_crc,
     if (commits != nullptr) {
       const auto xact_time = static_cast<int64_t>(GetLe64(main.data()));
       commits->push_back(
-          CommitInfo{position_, xact_time + pipeline::kPgEpochUnixMicros, GetLe32(header + 4)});
+          CommitInfo{position_, pipeline::PgTimeToUnixMicros(xact_time), GetLe32(header + 4)});
     }
   }
   ++records_verified_;

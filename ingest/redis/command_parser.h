@@ -1,6 +1,6 @@
-// CommandParser: splits Redis's replication stream into commands with hiredis's RESP reader,
-// keeping each command's exact bytes (the archive stores the stream byte for byte, so that
-// positions are replication offsets and a restore replays exactly what the primary sent).
+// CommandParser: splits Redis's replication stream into commands, keeping each command's exact
+// bytes (the archive stores the stream byte for byte, so that positions are replication offsets
+// and a restore replays exactly what the primary sent).
 #pragma once
 
 #include <cstdint>
@@ -9,8 +9,6 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-
-struct redisReader;
 
 namespace ferry::ingest::redis {
 
@@ -24,28 +22,42 @@ struct Command {
   size_t argc = 0;                // how many arguments it has
 };
 
+// Limits on what one command may claim, checked before anything is allocated for it: a
+// corrupt or hostile stream must not make ferry reserve gigabytes on a header's word. The bulk
+// limit is Redis's own default proto-max-bulk-len; Redis takes up to INT_MAX arguments from an
+// authenticated client, ferry 16 M, far beyond any real command.
+inline constexpr int64_t kMaxCommandArgs = 16 << 20;
+inline constexpr int64_t kMaxBulkBytes = 512 << 20;
+
+// The replication stream holds nothing but RESP arrays of bulk strings, so this parses exactly
+// that, resumably across Feed calls, rather than using hiredis's reader: hiredis 0.14 (Debian
+// 12) allocates the element array a header claims, whatever its size (found by tests/fuzz).
 class CommandParser {
  public:
-  CommandParser();
-  ~CommandParser();
-  CommandParser(const CommandParser&) = delete;
-  CommandParser& operator=(const CommandParser&) = delete;
-
   void Feed(absl::string_view bytes);
 
   // The next complete command, false when more bytes are needed. kDataLoss for anything
-  // that is not a RESP array of bulk strings (the replication stream holds nothing else),
-  // naming the byte offset within everything fed.
+  // that is not a RESP array of bulk strings within the limits above, naming the byte offset
+  // within everything fed.
   absl::StatusOr<bool> Next(Command* out);
 
   // Bytes fed that are not yet part of a returned command.
   size_t pending() const { return pending_.size() - start_; }
 
  private:
-  redisReader* reader_;
+  // Reads a "<type><decimal>\r\n" line at pending_[*at]; false when it is not all there yet.
+  absl::StatusOr<bool> ReadHeader(char type, int64_t max, size_t* at, int64_t* value) const;
+
   std::string pending_;   // fed bytes; those from start_ on are not part of a returned command
   size_t start_ = 0;
   uint64_t consumed_ = 0; // bytes of all returned commands
+  // The command being parsed, resumed where the last call ran out of bytes: its argument
+  // count (-1: header not read yet), the arguments read, where the next one starts (relative
+  // to start_), and the arguments kept.
+  int64_t argc_ = -1;
+  int64_t args_read_ = 0;
+  size_t next_ = 0;
+  std::vector<std::string> argv_;
 };
 
 // True for a command a Redis restore must not replay: the primary's replication chatter

@@ -2,6 +2,8 @@
 // (../shared/PROTOCOLS.md D), and the rejection of truncated ones.
 #include "ingest/pg/pgoutput.h"
 
+#include <limits>
+
 #include <gtest/gtest.h>
 
 namespace ferry::ingest::pg {
@@ -28,6 +30,10 @@ TEST(PgOutputTest, DecodesTransactionFraming) {
   EXPECT_EQ(b->commit_lsn, 0x16B3A28u);
   EXPECT_EQ(b->ts, 1000000 + pipeline::kPgEpochUnixMicros);
   EXPECT_EQ(b->xid, 742u);
+  // 'infinity' (and any time past it) saturates instead of overflowing (found by fuzz_pgoutput).
+  auto inf = ParsePgOutput(Msg('B').I64(1).I64(0x7FFFFFFFFFFFFF00ull).I32(1).bytes(), false);
+  ASSERT_TRUE(inf.ok()) << inf.status();
+  EXPECT_EQ(inf->ts, std::numeric_limits<int64_t>::max());
   auto c = ParsePgOutput(Msg('C').I8(0).I64(0x16B3A28).I64(0x16B3A58).I64(5).bytes(), false);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->end_lsn, 0x16B3A58u);

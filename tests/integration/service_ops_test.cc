@@ -1,6 +1,7 @@
 // Operating the service: the archive's file system fills up (a small tmpfs the test mounts)
 // and ferry stops acknowledging — a synchronous commit waits, /healthz says why — then space
 // returns and everything resumes without loss.
+#include <sys/stat.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/statvfs.h>
@@ -109,6 +110,7 @@ TEST(PgHealthTest, ServerStopIsUnhealthyWithinTenSecondsAndRestartHeals) {
   ASSERT_TRUE(port.ok());
   const std::string config = *dir + "/ferry.toml";
   std::ofstream(*dir + "/token") << "s3cret-token\n";
+  ASSERT_EQ(chmod((*dir + "/token").c_str(), 0600), 0);  // a secret others can read is refused
   std::ofstream(config) << "[archive]\npath = \"" << *dir << "/archive\"\n\n[http]\nlisten = \"127.0.0.1:" << *port
                         << "\"\ntoken_file = \"" << *dir << "/token\"\n\n[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << (*pg)->Conninfo()
                         << "\"\nscheduled_backups = false\n";

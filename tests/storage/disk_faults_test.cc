@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
 #include "pipeline/batcher.h"
+#include "pipeline/check.h"
 #include "storage/durable_file.h"
 #include "storage/fault_injection.h"
 #include "storage/stream_log.h"
@@ -79,8 +80,9 @@ StreamLogOptions Writable(WriterKind kind) {
   return o;
 }
 
-// Appends records of random sizes (seeded) at *pos, remembering their bytes in *model.
-void AppendRecords(pipeline::Batcher* b, int n, uint64_t* pos, std::mt19937* rng, std::string* model) {
+// Appends records of random sizes (seeded) at *pos, remembering their bytes in *model. Stops at
+// the first Append that fails (the batcher has failed) and returns its error.
+absl::Status AppendRecords(pipeline::Batcher* b, int n, uint64_t* pos, std::mt19937* rng, std::string* model) {
   for (int i = 0; i < n; ++i) {
     Record r;
     r.payload.resize(1 + (*rng)() % 4000);
@@ -89,8 +91,9 @@ void AppendRecords(pipeline::Batcher* b, int n, uint64_t* pos, std::mt19937* rng
     *pos += r.payload.size();
     r.end_pos = *pos;
     model->append(r.payload);
-    ASSERT_TRUE(b->Append(1, start, std::move(r)).ok());
+    FERRY_RETURN_IF_ERROR(b->Append(1, start, std::move(r)));
   }
+  return absl::OkStatus();
 }
 
 // Reopens the stream read-only: no damage, positions contiguous from 0, the bytes equal *model.
@@ -125,7 +128,7 @@ TEST_P(DiskFaultsTest, ShortWritesLoseNothing) {
     disk.Set({.op = IoOp::kWrite, .path_part = "/", .short_writes = true});
     std::mt19937 rng(7);
     uint64_t pos = 0;
-    AppendRecords(&batcher, 300, &pos, &rng, &model);
+    ASSERT_TRUE(AppendRecords(&batcher, 300, &pos, &rng, &model).ok());
     ASSERT_TRUE(batcher.Drain().ok());
     EXPECT_EQ(batcher.progress().synced(), pos);
     disk.Clear();
@@ -160,28 +163,31 @@ TEST_P(DiskFaultsTest, FullDiskHoldsAndResumesWithoutGapOrDuplicate) {
     pipeline::Batcher batcher(log->get(), pipeline::AckPolicy::kLocal, bo);
     std::mt19937 rng(11);
     uint64_t pos = 0;
-    AppendRecords(&batcher, 100, &pos, &rng, &model);
+    ASSERT_TRUE(AppendRecords(&batcher, 100, &pos, &rng, &model).ok());
     ASSERT_TRUE(batcher.Drain().ok());
     const uint64_t before = batcher.progress().synced();
     ASSERT_EQ(before, pos);
 
     // A disk that is simply full: nothing more becomes durable or acknowledged.
     disk.Set({.op = IoOp::kWrite, .path_part = dir, .error = ENOSPC});
-    AppendRecords(&batcher, 50, &pos, &rng, &model);
+    ASSERT_TRUE(AppendRecords(&batcher, 50, &pos, &rng, &model).ok());
     while (full_reports.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     EXPECT_EQ(batcher.progress().synced(), before) << "acknowledged past a failed write";
 
     // Space comes and goes.
     disk.Set({.op = IoOp::kWrite, .path_part = dir, .error = ENOSPC, .probability = 0.3});
-    AppendRecords(&batcher, 600, &pos, &rng, &model);
-    ASSERT_TRUE(batcher.Drain().ok());
+    // Rounds of appends, each drained, so that there are many writes whatever the batching.
+    for (int round = 0; round < 60; ++round) {
+      ASSERT_TRUE(AppendRecords(&batcher, 10, &pos, &rng, &model).ok());
+      ASSERT_TRUE(batcher.Drain().ok());
+    }
     disk.Clear();
     ASSERT_TRUE(batcher.Drain().ok());
     EXPECT_EQ(batcher.progress().synced(), pos);
   }
-  EXPECT_GT(disk.injected(), 20);
-  EXPECT_GT(full_reports.load(), 1);
+  EXPECT_GT(disk.injected(), 5);
+  EXPECT_GT(full_reports.load(), 5);
   EXPECT_EQ(resumed_reports.load(), full_reports.load());
   ExpectArchiveHolds(dir, model);
 }
@@ -198,14 +204,14 @@ TEST_P(DiskFaultsTest, WriteErrorStopsTheStreamWithNothingAcknowledged) {
     pipeline::Batcher batcher(log->get(), pipeline::AckPolicy::kLocal, {});
     std::mt19937 rng(5);
     uint64_t pos = 0;
-    AppendRecords(&batcher, 80, &pos, &rng, &model);
+    ASSERT_TRUE(AppendRecords(&batcher, 80, &pos, &rng, &model).ok());
     ASSERT_TRUE(batcher.Drain().ok());
     const uint64_t durable = batcher.progress().synced();
 
     disk.Set({.op = IoOp::kWrite, .path_part = ".seg", .error = EIO});
     std::string lost;
     uint64_t lost_pos = pos;
-    AppendRecords(&batcher, 20, &lost_pos, &rng, &lost);
+    (void)AppendRecords(&batcher, 20, &lost_pos, &rng, &lost);  // fails once the write has failed
     absl::Status st = batcher.Drain();
     EXPECT_TRUE(absl::IsDataLoss(st)) << st;
     EXPECT_TRUE(absl::StrContains(st.message(), "Input/output error")) << st;
@@ -235,10 +241,9 @@ TEST_P(DiskFaultsTest, FailedFdatasyncIsFatal) {
         std::mt19937 rng(9);
         std::string model;
         uint64_t pos = 0;
-        AppendRecords(&batcher, 5, &pos, &rng, &model);
-        if (!batcher.Drain().ok()) std::exit(4);
+        if (!AppendRecords(&batcher, 5, &pos, &rng, &model).ok() || !batcher.Drain().ok()) std::exit(4);
         disk.Set({.op = IoOp::kSync, .path_part = ".seg", .error = EIO});
-        AppendRecords(&batcher, 5, &pos, &rng, &model);
+        (void)AppendRecords(&batcher, 5, &pos, &rng, &model);
         (void)batcher.Drain();
         std::exit(5);  // not reached: the fdatasync failure aborts
       },

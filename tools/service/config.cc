@@ -1,6 +1,11 @@
 #include "tools/service/config.h"
 
+#include <libpq-fe.h>
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <string_view>
 #include <cstdlib>
 #include <set>
 
@@ -16,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "cross_region/kafka.h"
@@ -130,6 +136,48 @@ absl::Status SubTable(const toml::table& root, absl::string_view name, absl::str
   return absl::OkStatus();
 }
 
+// A secret (password, token, key) from a file that only its owner may read: a file others can
+// read is refused, as ssh refuses such a key, so that a slip in its mode is noticed.
+absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return storage::ErrnoStatus("stat", path, errno);
+  if ((st.st_mode & 0077) != 0) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "%s is readable by group or others (mode %04o); secrets must be private: chmod 600 %s", path,
+        st.st_mode & 07777, path));
+  }
+  return storage::ReadWholeFile(path);
+}
+
+// A libpq connection string (key=value or URI) that carries a password is refused: the config
+// file is read by operators and tools, and passwords belong to PGPASSWORD, a passfile or a
+// client certificate.
+absl::Status CheckNoPassword(const std::string& conninfo) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+  if (opts == nullptr) {
+    std::string msg = err != nullptr ? std::string(absl::StripTrailingAsciiWhitespace(err)) : "out of memory";
+    PQfreemem(err);
+    return absl::InvalidArgumentError(absl::StrCat("not a libpq connection string: ", msg));
+  }
+  bool has_password = false;
+  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+    if (std::string_view(o->keyword) == "password" && o->val != nullptr && *o->val != '\0') has_password = true;
+  }
+  PQconninfoFree(opts);
+  if (has_password) {
+    return absl::InvalidArgumentError(
+        "holds a password; secrets do not belong in the config file: set PGPASSWORD in the service's "
+        "environment, use a passfile (passfile=/path, mode 0600) or a client certificate (sslcert/sslkey)");
+  }
+  return absl::OkStatus();
+}
+
+// An address is loopback when it is "localhost", 127.0.0.0/8 or ::1.
+bool IsLoopbackHost(absl::string_view host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || absl::StartsWith(host, "127.");
+}
+
 absl::Status ParseSource(const toml::table& t, size_t index, absl::string_view origin,
                          SourceConfig* s) {
   TableReader r(t, absl::StrCat("source[", index, "]"), origin);
@@ -150,6 +198,7 @@ absl::Status ParseSource(const toml::table& t, size_t index, absl::string_view o
   }
   if (s->kind == "postgres") {
     FERRY_RETURN_IF_ERROR(r.String("conninfo", &s->conninfo, true));
+    if (absl::Status st = CheckNoPassword(s->conninfo); !st.ok()) return r.Error("conninfo", st.message());
     s->physical_slot = absl::StrCat("ferry_", s->name);
     s->application_name = absl::StrCat("ferry_", s->name);
     FERRY_RETURN_IF_ERROR(r.String("physical_slot", &s->physical_slot));
@@ -200,7 +249,7 @@ absl::Status ParseSource(const toml::table& t, size_t index, absl::string_view o
       }
       s->redis.password = v;
     } else if (!password_file.empty()) {
-      auto v = storage::ReadWholeFile(password_file);
+      auto v = ReadSecretFile(password_file);
       if (!v.ok()) return r.Error("password_file", v.status().message());
       s->redis.password = std::string(absl::StripTrailingAsciiWhitespace(*v));
     }
@@ -230,7 +279,129 @@ absl::StatusOr<absl::Duration> ParseDuration(absl::string_view text) {
       absl::StrCat("bad duration \"", text, "\": unit must be ms, s, m, h or d"));
 }
 
+namespace {
+
+// toml++ 3.3 (Debian 12) reaches __builtin_unreachable() — undefined behaviour — when it asks
+// whether certain non-ASCII characters are whitespace (is_non_ascii_horizontal_whitespace; found
+// by tests/fuzz). It asks that of characters between tokens, of every character while it scans
+// a bare value to its end (quotes included), and of what follows a backslash in a string (a
+// line-ending backslash trims spaces and newlines). TOML allows non-ASCII only inside strings and
+// comments, so this refuses it anywhere else, with the line, before toml++ sees it.
+// A run of 3 to 5 quotes at i closes a multi-line string (up to two of them are its last
+// characters); returns the index of the run's last closing quote.
+size_t CloseMultiLine(absl::string_view text, size_t i) {
+  size_t n = 3;
+  while (n < 5 && i + n < text.size() && text[i + n] == text[i]) ++n;
+  return i + n - 1;
+}
+
+absl::Status CheckAsciiOutsideStrings(absl::string_view text, absl::string_view origin) {
+  enum { kCode, kBareKey, kBareValue, kComment, kBasic, kLiteral, kMultiBasic, kMultiLiteral } state = kCode;
+  int line = 1;
+  // Open brackets: 'a' an array, 't' an inline table, 'h' a [table] header. A bare token is a
+  // value after '=' and inside arrays, a key anywhere else.
+  std::string open;
+  bool expect_value = false;
+  auto refuse = [&](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ":", line, ": ", what));
+  };
+  auto at = [&](size_t i, absl::string_view s) { return absl::StartsWith(text.substr(i), s); };
+  auto non_ascii = [&](size_t i) { return i < text.size() && static_cast<unsigned char>(text[i]) >= 0x80; };
+  auto blank = [&](size_t i) { return i < text.size() && absl::string_view(" \t\r\n").find(text[i]) != absl::string_view::npos; };
+  auto key_char = [](char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; };
+  auto reread = [&](size_t* i) {  // the token ended at *i: read that character again as code
+    state = kCode;
+    line -= text[*i] == '\n';
+    --*i;
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n') ++line;
+    switch (state) {
+      case kCode:
+        if (at(i, "\"\"\"") || at(i, "'''")) {
+          state = c == '"' ? kMultiBasic : kMultiLiteral;
+          i += 2;
+        } else if (c == '"' || c == '\'') {
+          state = c == '"' ? kBasic : kLiteral;
+        } else if (c == '#') {
+          state = kComment;
+        } else if (non_ascii(i)) {
+          return refuse("a non-ASCII character outside a quoted string; quote the value");
+        } else if (c == '=') {
+          expect_value = true;
+        } else if (c == '[') {
+          open.push_back(expect_value ? 'a' : 'h');
+        } else if (c == '{') {
+          open.push_back('t');
+          expect_value = false;
+        } else if (c == ']' || c == '}') {
+          if (!open.empty()) open.pop_back();
+          expect_value = !open.empty() && open.back() == 'a';
+        } else if (c == ',') {
+          expect_value = !open.empty() && open.back() == 'a';
+        } else if (c == '\n' && open.empty()) {
+          expect_value = false;
+        } else if (!blank(i) && c != '.') {
+          state = expect_value ? kBareValue : kBareKey;
+        }
+        break;
+      case kBareKey:
+        if (non_ascii(i)) return refuse("a non-ASCII character in a bare key; quote the key");
+        if (!key_char(c)) reread(&i);
+        break;
+      case kBareValue:
+        if (non_ascii(i)) return refuse("a non-ASCII character outside a quoted string; quote the value");
+        if (blank(i) || c == ']' || c == '}' || c == ',' || c == '#') reread(&i);
+        break;
+      case kComment:
+        if (c == '\n') reread(&i);
+        break;
+      case kBasic:
+      case kMultiBasic:
+        if (c == '\\') {
+          size_t j = i + 1;
+          if (state == kMultiBasic) {
+            for (; blank(j); ++j) line += text[j] == '\n';
+          }
+          if (non_ascii(j)) return refuse("a non-ASCII character after a backslash; write it as \\uXXXX");
+          if (j == i + 1) {
+            line += j < text.size() && text[j] == '\n';
+            i = j;  // the escaped character is content, whatever it is
+          } else {
+            i = j - 1;  // after trimming, the next character is read as usual
+          }
+        } else if (state == kBasic && c == '\n') {
+          reread(&i);
+        } else if (state == kBasic && c == '"') {
+          state = kCode;
+        } else if (state == kMultiBasic && at(i, "\"\"\"")) {
+          state = kCode;
+          i = CloseMultiLine(text, i);
+        }
+        break;
+      case kLiteral:
+        if (c == '\n') {
+          reread(&i);
+        } else if (c == '\'') {
+          state = kCode;
+        }
+        break;
+      case kMultiLiteral:
+        if (at(i, "'''")) {
+          state = kCode;
+          i = CloseMultiLine(text, i);
+        }
+        break;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view origin) {
+  FERRY_RETURN_IF_ERROR(CheckAsciiOutsideStrings(text, origin));
   toml::parse_result parsed = toml::parse(std::string_view(text.data(), text.size()));
   if (!parsed) {
     const auto& err = parsed.error();
@@ -295,10 +466,16 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view ori
     std::string token_file;
     FERRY_RETURN_IF_ERROR(r.String("token_file", &token_file));
     if (!token_file.empty()) {
-      auto token = storage::ReadWholeFile(token_file);
+      auto token = ReadSecretFile(token_file);
       if (!token.ok()) return r.Error("token_file", token.status().message());
       c.http_token = std::string(absl::StripAsciiWhitespace(*token));
       if (c.http_token.empty()) return r.Error("token_file", absl::StrCat(token_file, " is empty"));
+    }
+    // /status names servers, slots and positions: anywhere but loopback it needs the token.
+    if (auto listen = ParseListen(c.http_listen); listen.ok() && !IsLoopbackHost(listen->host) && c.http_token.empty()) {
+      return r.Error("listen", absl::StrCat("\"", c.http_listen,
+                                            "\" is not a loopback address: set token_file too, so that every "
+                                            "request must carry \"Authorization: Bearer <token>\""));
     }
     FERRY_RETURN_IF_ERROR(r.CheckUnknown());
   }
@@ -365,6 +542,9 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view ori
       return r.Error("apply_redis", "expected host:port of the standby Redis, e.g. \"127.0.0.1:6380\"");
     }
     FERRY_RETURN_IF_ERROR(r.String("apply_postgres", &c.mirror_apply_postgres));
+    if (!c.mirror_apply_postgres.empty()) {
+      if (absl::Status st = CheckNoPassword(c.mirror_apply_postgres); !st.ok()) return r.Error("apply_postgres", st.message());
+    }
     FERRY_RETURN_IF_ERROR(r.CheckUnknown());
   }
   top.Skip("source");

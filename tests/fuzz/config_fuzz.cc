@@ -1,0 +1,11 @@
+// libFuzzer target: the config loader (the seed corpus: tools/ferry.example.toml and
+// tools/ferry.mirror.example.toml).
+#include <cstddef>
+#include <cstdint>
+
+#include "tools/service/config.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  (void)ferry::tools::ParseConfig(absl::string_view(reinterpret_cast<const char*>(data), size), "fuzz.toml");
+  return 0;
+}
