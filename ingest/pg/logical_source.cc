@@ -256,9 +256,9 @@ uint64_t PgLogicalSource::ConfirmableLsn() const {
   return lsn;
 }
 
-absl::Status PgLogicalSource::SendFeedback() {
+absl::Status PgLogicalSource::SendFeedback(bool reply_requested) {
   const uint64_t flushed = ConfirmableLsn();
-  FERRY_RETURN_IF_ERROR(conn_->SendStatus(Lsn(flushed), Lsn(flushed), Lsn(flushed), false));
+  FERRY_RETURN_IF_ERROR(conn_->SendStatus(Lsn(flushed), Lsn(flushed), Lsn(flushed), reply_requested));
   last_sent_flush_ = flushed;
   stats_.reported_flush_lsn.store(flushed, std::memory_order_relaxed);
   return absl::OkStatus();
@@ -490,14 +490,18 @@ absl::Status PgLogicalSource::Stream(uint64_t archive_end) {
   FERRY_RETURN_IF_ERROR(conn_->StartLogical(options_.slot, start, opts));
   idle_lsn_ = 0;
 
+  FERRY_ASSIGN_OR_RETURN(const int64_t sender_timeout_ms, conn_->SenderTimeoutMillis());
+  SilenceWatch silence(sender_timeout_ms, MonotonicMillis());
   int64_t next_status_ms = 0;
   while (true) {
     const int64_t now = MonotonicMillis();
-    if (now >= next_status_ms) {
-      FERRY_RETURN_IF_ERROR(SendFeedback());
+    const bool ask = silence.ShouldAsk(now);
+    if (now >= next_status_ms || ask) {
+      FERRY_RETURN_IF_ERROR(SendFeedback(ask));
       next_status_ms = now + options_.status_interval_ms;
     }
-    FERRY_ASSIGN_OR_RETURN(bool woken, conn_->Wait(static_cast<int>(std::max<int64_t>(1, next_status_ms - now)),
+    const int64_t wake = std::min(next_status_ms, silence.NextDeadline());
+    FERRY_ASSIGN_OR_RETURN(bool woken, conn_->Wait(static_cast<int>(std::max<int64_t>(1, wake - now)),
                                                    sink_->progress().notify_fd(), stop_fd_));
     if (woken) {
       uint64_t v;
@@ -512,6 +516,7 @@ absl::Status PgLogicalSource::Stream(uint64_t archive_end) {
     while (true) {
       FERRY_ASSIGN_OR_RETURN(CopyMessage m, conn_->ReadMessage());
       if (m.kind == CopyMessage::Kind::kNone) break;
+      silence.Heard(MonotonicMillis());
       if (m.kind == CopyMessage::Kind::kCopyDone) {
         absl::Status ended = conn_->FinishTimeline().status();
         return absl::UnavailableError(absl::StrCat("logical streaming ended by the server: ", ended.message()));
@@ -523,6 +528,8 @@ absl::Status PgLogicalSource::Stream(uint64_t archive_end) {
       }
       FERRY_RETURN_IF_ERROR(Handle(m.payload, m.data_start.value()));
     }
+    // After draining what arrived: a server that answered nothing for so long is gone.
+    FERRY_RETURN_IF_ERROR(silence.Check(MonotonicMillis()));
   }
 }
 

@@ -71,7 +71,7 @@ class PgLogicalSource {
   // Appends the transaction's buffered events as one record; `last` ends the transaction at
   // `end_lsn` (its commit record's end).
   absl::Status EmitPart(Txn* txn, bool last, uint64_t end_lsn);
-  absl::Status SendFeedback();
+  absl::Status SendFeedback(bool reply_requested = false);
   bool StopRequested() const;
   uint64_t ConfirmableLsn() const;
 

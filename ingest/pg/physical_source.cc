@@ -117,20 +117,24 @@ absl::Status PgPhysicalSource::Stream(const ResumePoint& resume) {
   std::vector<CommitInfo> commits;
   stats_.timeline.store(tli.value());
 
+  FERRY_ASSIGN_OR_RETURN(const int64_t sender_timeout_ms, conn_->SenderTimeoutMillis());
   while (true) {
     FERRY_ASSIGN_OR_RETURN(absl::optional<TimelineEnd> immediate,
                            conn_->StartPhysical(options_.slot, start, tli));
     absl::optional<TimelineEnd> ended = immediate;
     int64_t next_status_ms = 0;  // send one at once: the primary learns our flush position
+    SilenceWatch silence(sender_timeout_ms, MonotonicMillis());
     bool stop = false;
     while (!ended.has_value() && !stop) {
       const int64_t now = MonotonicMillis();
-      if (now >= next_status_ms) {
-        FERRY_RETURN_IF_ERROR(SendFeedback(false));
+      const bool ask = silence.ShouldAsk(now);
+      if (now >= next_status_ms || ask) {
+        FERRY_RETURN_IF_ERROR(SendFeedback(ask));
         next_status_ms = now + options_.status_interval_ms;
       }
+      const int64_t wake = std::min(next_status_ms, silence.NextDeadline());
       FERRY_ASSIGN_OR_RETURN(
-          bool woken, conn_->Wait(static_cast<int>(std::max<int64_t>(1, next_status_ms - now)),
+          bool woken, conn_->Wait(static_cast<int>(std::max<int64_t>(1, wake - now)),
                                   sink_->progress().notify_fd(), stop_fd_));
       if (woken) {
         uint64_t v;
@@ -144,6 +148,7 @@ absl::Status PgPhysicalSource::Stream(const ResumePoint& resume) {
       while (!stop) {
         FERRY_ASSIGN_OR_RETURN(CopyMessage m, conn_->ReadMessage());
         if (m.kind == CopyMessage::Kind::kNone) break;
+        silence.Heard(MonotonicMillis());
         if (m.kind == CopyMessage::Kind::kCopyDone) {
           FERRY_ASSIGN_OR_RETURN(TimelineEnd e, conn_->FinishTimeline());
           ended = e;
@@ -175,6 +180,8 @@ absl::Status PgPhysicalSource::Stream(const ResumePoint& resume) {
         FERRY_RETURN_IF_ERROR(sink_->Append(tli.value(), from, std::move(rec)));
         feedback_cap_ = end;
       }
+      // After draining what arrived: a server that answered nothing for so long is gone.
+      if (!ended.has_value() && !stop) FERRY_RETURN_IF_ERROR(silence.Check(MonotonicMillis()));
     }
     if (stop) {
       // Graceful stop: everything received is synced, the primary hears the final flush

@@ -86,10 +86,12 @@ absl::StatusOr<std::unique_ptr<ReplicationConnection>> ReplicationConnection::Co
     const std::string& conninfo, const std::string& application_name, bool logical,
     const std::string& session_options) {
   // Keyword arrays let the user's conninfo (or URI) be expanded while ferry's replication
-  // and application_name settings take precedence.
-  const char* keys[] = {"dbname", "replication", "application_name", session_options.empty() ? nullptr : "options",
-                        nullptr};
-  const char* values[] = {conninfo.c_str(), logical ? "database" : "true", application_name.c_str(),
+  // and application_name settings take precedence. What comes before dbname is a default the
+  // conninfo may override: a connect_timeout, so that a server (or proxy) that accepts the
+  // connection and then says nothing cannot hold a reconnect forever.
+  const char* keys[] = {"connect_timeout", "dbname", "replication", "application_name",
+                        session_options.empty() ? nullptr : "options", nullptr};
+  const char* values[] = {"10", conninfo.c_str(), logical ? "database" : "true", application_name.c_str(),
                           session_options.c_str(), nullptr};
   auto impl = std::make_unique<Impl>();
   impl->conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
@@ -118,6 +120,30 @@ absl::StatusOr<SystemInfo> ReplicationConnection::IdentifySystem() {
   FERRY_ASSIGN_OR_RETURN(Result s, impl_->Exec("SHOW wal_segment_size", PGRES_TUPLES_OK));
   FERRY_ASSIGN_OR_RETURN(info.segment_bytes, ParseSize(PQgetvalue(s.get(), 0, 0)));
   return info;
+}
+
+absl::Status SilenceWatch::Check(int64_t now_ms) const {
+  if (now_ms - last_ms_ < timeout_ms_) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat(
+      "no message from the server for ", (now_ms - last_ms_) / 1000.0,
+      " s, not even an answer to a reply request (timeout: the server's wal_sender_timeout): "
+      "the connection is dead; reconnecting"));
+}
+
+absl::StatusOr<int64_t> ReplicationConnection::SenderTimeoutMillis() {
+  FERRY_ASSIGN_OR_RETURN(Result r, impl_->Exec("SHOW wal_sender_timeout", PGRES_TUPLES_OK));
+  // GUC_UNIT_MS values are shown in the largest unit that divides them: "60s", "1min", "500ms".
+  const absl::string_view text = PQgetvalue(r.get(), 0, 0);
+  int64_t n = 0;
+  size_t i = 0;
+  while (i < text.size() && absl::ascii_isdigit(text[i])) n = n * 10 + (text[i++] - '0');
+  const absl::string_view unit = text.substr(i);
+  if (unit.empty() || unit == "ms") return n;
+  if (unit == "s") return n * 1000;
+  if (unit == "min") return n * 60 * 1000;
+  if (unit == "h") return n * 3600 * 1000;
+  if (unit == "d") return n * 86400 * 1000;
+  return absl::FailedPreconditionError(absl::StrCat("unexpected wal_sender_timeout \"", text, "\""));
 }
 
 absl::StatusOr<BackupPoints> ReplicationConnection::BaseBackup(

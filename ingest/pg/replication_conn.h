@@ -65,6 +65,35 @@ struct LogicalSlotCreated {
   std::string snapshot_name;
 };
 
+// Notices a streaming connection that is dead although TCP has not said so (a stalled proxy,
+// a pulled cable, a server that stops sending). A live server answers a status message that
+// asks for a reply at once, so: after half the timeout without any message the source asks
+// (ShouldAsk), and after the whole timeout Check gives kUnavailable, which reconnects. The
+// timeout is the server's wal_sender_timeout (the silence it allows us), 60 s when disabled.
+class SilenceWatch {
+ public:
+  SilenceWatch(int64_t timeout_ms, int64_t now_ms)
+      : timeout_ms_(timeout_ms > 0 ? timeout_ms : 60000), last_ms_(now_ms) {}
+  void Heard(int64_t now_ms) {
+    last_ms_ = now_ms;
+    asked_ = false;
+  }
+  // True once per silence, when it is time to ask the server for a reply.
+  bool ShouldAsk(int64_t now_ms) {
+    if (asked_ || now_ms - last_ms_ < timeout_ms_ / 2) return false;
+    asked_ = true;
+    return true;
+  }
+  absl::Status Check(int64_t now_ms) const;
+  // When ShouldAsk or Check next has something to say.
+  int64_t NextDeadline() const { return last_ms_ + (asked_ ? timeout_ms_ : timeout_ms_ / 2); }
+
+ private:
+  int64_t timeout_ms_;
+  int64_t last_ms_;
+  bool asked_ = false;
+};
+
 // Not thread-safe. Errors: kUnavailable for a lost or refused connection (retry),
 // kFailedPrecondition for what an operator must fix (permissions, missing slot, wrong mode).
 class ReplicationConnection {
@@ -79,6 +108,8 @@ class ReplicationConnection {
   ~ReplicationConnection();
 
   absl::StatusOr<SystemInfo> IdentifySystem();
+  // The server's wal_sender_timeout in ms (SHOW); 0 when it is disabled.
+  absl::StatusOr<int64_t> SenderTimeoutMillis();
   absl::StatusOr<SlotInfo> ReadSlot(const std::string& slot);
   absl::Status CreatePhysicalSlot(const std::string& slot);
   // CREATE_REPLICATION_SLOT s LOGICAL pgoutput, exporting its snapshot.

@@ -28,8 +28,9 @@ SqlSession::~SqlSession() = default;
 absl::StatusOr<std::unique_ptr<SqlSession>> SqlSession::Connect(const std::string& conninfo,
                                                                const std::string& session_options) {
   auto impl = std::make_unique<Impl>();
-  const char* keys[] = {"dbname", session_options.empty() ? nullptr : "options", nullptr};
-  const char* values[] = {conninfo.c_str(), session_options.c_str(), nullptr};
+  // connect_timeout before dbname: a default the conninfo may override (replication_conn.cc).
+  const char* keys[] = {"connect_timeout", "dbname", session_options.empty() ? nullptr : "options", nullptr};
+  const char* values[] = {"10", conninfo.c_str(), session_options.c_str(), nullptr};
   impl->conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
   if (impl->conn == nullptr || PQstatus(impl->conn) != CONNECTION_OK) {
     return absl::UnavailableError(absl::StrCat("connect to PostgreSQL (", conninfo, "): ", LastError(impl->conn)));

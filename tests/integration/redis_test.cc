@@ -26,6 +26,7 @@
 #include "ingest/redis/client.h"
 #include "pipeline/position.h"
 #include "tests/fixtures/ferry_process.h"
+#include "tests/fixtures/tcp_relay.h"
 #include "tests/fixtures/pg_cluster.h"
 #include "tools/sandbox/local_postgres.h"
 #include "tools/sandbox/local_redis.h"
@@ -401,75 +402,6 @@ TEST(RedisAuthTest, AclUserWithPasswordFromAFile) {
   ASSERT_TRUE(ferry.Terminate().ok());
 }
 
-// A TCP relay between ferry and a real Redis that the test controls: it passes every byte
-// both ways until told to send the replica some bytes of its own.
-class Relay {
- public:
-  explicit Relay(int upstream_port) : upstream_port_(upstream_port) {
-    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-    socklen_t len = sizeof(a);
-    EXPECT_EQ(getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len), 0);
-    port_ = ntohs(a.sin_port);
-    EXPECT_EQ(listen(listen_fd_, 4), 0);
-    thread_ = std::thread([this] { Run(); });
-  }
-  ~Relay() {
-    stop_ = true;
-    thread_.join();
-    close(listen_fd_);
-  }
-  int port() const { return port_; }
-  void Inject(std::string bytes) {
-    std::lock_guard<std::mutex> lock(mu_);
-    inject_ = std::move(bytes);
-  }
-
- private:
-  void Run() {
-    int down = -1, up = -1;
-    char buf[1 << 16];
-    while (!stop_) {
-      pollfd fds[3] = {{listen_fd_, POLLIN, 0}, {down, POLLIN, 0}, {up, POLLIN, 0}};
-      if (poll(fds, 3, 20) < 0) break;
-      if (fds[0].revents & POLLIN) {
-        if (down >= 0) close(down);
-        if (up >= 0) close(up);
-        down = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-        up = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        a.sin_port = htons(static_cast<uint16_t>(upstream_port_));
-        EXPECT_EQ(connect(up, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-      }
-      for (int i : {1, 2}) {
-        if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
-        const ssize_t n = read(fds[i].fd, buf, sizeof(buf));
-        if (n > 0) (void)!write(i == 1 ? up : down, buf, static_cast<size_t>(n));
-      }
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!inject_.empty() && down >= 0) {
-        (void)!write(down, inject_.data(), inject_.size());
-        inject_.clear();
-      }
-    }
-    if (down >= 0) close(down);
-    if (up >= 0) close(up);
-  }
-
-  int upstream_port_;
-  int listen_fd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::mutex mu_;
-  std::string inject_;
-  std::thread thread_;
-};
-
 // Bytes in the replication stream that are not RESP: ferry stops with a line naming the
 // offset, acknowledges nothing after the last whole command, and the archive verifies and
 // restores to what the primary had before.
@@ -477,7 +409,7 @@ TEST(RedisMalformedTest, BadRespStopsWithAClearErrorAndAnArchiveThatVerifies) {
   tools::LocalRedisOptions o;
   auto primary = LocalRedis::Start(o);
   ASSERT_TRUE(primary.ok()) << primary.status();
-  Relay relay((*primary)->port());
+  TcpRelay relay((*primary)->port());
   auto dir = tools::MakeTempDir("ferry-redis-test");
   ASSERT_TRUE(dir.ok());
   const std::string archive = *dir + "/archive";

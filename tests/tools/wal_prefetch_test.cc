@@ -90,8 +90,15 @@ class WalPrefetchTest : public ::testing::Test {
     spool_ = dir_ + "/pg_wal/.ferry-prefetch";
   }
   void TearDown() override {
+    // A detached prefetcher may still be filling the spool: let it go away (idle_exit) before
+    // the directory is removed under it.
+    for (int i = 0; i < 250 && std::filesystem::exists(spool_) && LockHeld(spool_); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
     archive_.reset();
-    std::filesystem::remove_all(dir_);
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+    EXPECT_FALSE(ec) << dir_ << ": " << ec.message();
   }
   std::string Segment(uint64_t segno) const { return wal_.substr(segno * kSeg, kSeg); }
 
