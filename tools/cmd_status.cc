@@ -99,8 +99,9 @@ int CmdConfigCheck(const std::string& config_path) {
       }
     } else {
       // The password itself is never printed.
-      std::printf("address = \"%s\"\nuser = \"%s\"\npassword = %s\nsnapshot_every = \"%s\"\n", s.address.c_str(),
-                  s.redis.user.c_str(), s.redis.password.empty() ? "(none)" : "(set)", d(s.snapshot_every).c_str());
+      std::printf("address = \"%s\"\nuser = \"%s\"\npassword = %s\nsnapshot_every = \"%s\"\nrepl_timeout = \"%s\"\n",
+                  s.address.c_str(), s.redis.user.c_str(), s.redis.password.empty() ? "(none)" : "(set)",
+                  d(s.snapshot_every).c_str(), d(s.repl_timeout).c_str());
     }
   }
   return 0;

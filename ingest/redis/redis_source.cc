@@ -100,6 +100,8 @@ absl::Status RedisSource::Stream(const RedisResume& resume) {
   CommandParser parser;
   std::string buf;
   Command cmd;
+  auto last_heard = std::chrono::steady_clock::now();
+  const auto repl_timeout = std::chrono::milliseconds(options_.repl_timeout_ms);
   while (true) {
     buf.clear();
     // Wake at the next periodic ACK, and (below) whenever the sink reports progress.
@@ -110,7 +112,14 @@ absl::Status RedisSource::Stream(const RedisResume& resume) {
     if (absl::IsCancelled(st)) break;
     FERRY_RETURN_IF_ERROR(st);
     bool getack = false;
-    if (!buf.empty()) {
+    if (buf.empty()) {
+      if (std::chrono::steady_clock::now() - last_heard >= repl_timeout) {
+        return absl::UnavailableError(absl::StrCat(
+            "no bytes from the primary for ", options_.repl_timeout_ms / 1000.0,
+            " s, not even its PING (repl_timeout): the connection is dead; reconnecting"));
+      }
+    } else {
+      last_heard = std::chrono::steady_clock::now();
       parser.Feed(buf);
       while (true) {
         FERRY_ASSIGN_OR_RETURN(bool got, parser.Next(&cmd));

@@ -22,6 +22,11 @@ namespace ferry::ingest::redis {
 struct RedisSourceOptions {
   RedisEndpoint endpoint;
   int ack_interval_ms = 1000;  // REPLCONF ACK at least this often (and whenever acked moves)
+  // A primary PINGs its replicas every repl-ping-replica-period (10 s by default), so a stream
+  // silent this long is dead even when TCP has not said so (a stalled proxy, a pulled cable):
+  // the source gives up with kUnavailable and reconnects (PSYNC continues). Redis's own
+  // repl-timeout, with its default.
+  int repl_timeout_ms = 60000;
   // Called once the stream is synchronised: full (after the RDB is stored) or partial, the
   // epoch and offset it continues from, and the replication id.
   std::function<void(bool full, uint32_t epoch, uint64_t offset, const std::string& replid)> on_sync;

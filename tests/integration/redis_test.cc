@@ -431,5 +431,43 @@ TEST(RedisMalformedTest, BadRespStopsWithAClearErrorAndAnArchiveThatVerifies) {
   EXPECT_EQ(RestoreAndDigest(view, "latest", {"--latest"}), digest);
 }
 
+
+// The connection to the primary cut, then stalled (nothing flows, nothing closes): the cut is
+// seen at once, the stall after repl_timeout without even the primary's PING; both times ferry
+// reconnects, continues by partial resync, and the archive restores to the primary's digest.
+TEST(RedisNetworkFaultsTest, CutAndStalledStreamsReconnectByPartialResync) {
+  tools::LocalRedisOptions o;
+  o.args = {"--repl-ping-replica-period", "1"};
+  auto primary = LocalRedis::Start(o);
+  ASSERT_TRUE(primary.ok()) << primary.status();
+  TcpRelay relay((*primary)->port());
+  auto dir = tools::MakeTempDir("ferry-redis-test");
+  ASSERT_TRUE(dir.ok());
+  const std::string archive = *dir + "/archive";
+  FerryService ferry(WriteRedisConfig(*dir, archive, absl::StrCat("127.0.0.1:", relay.port()), "",
+                                      "scheduled_backups = false\nrepl_timeout = \"3s\"\n"),
+                     *dir + "/ferry.log");
+  ASSERT_TRUE(ferry.Start().ok());
+  WaitOnline(**primary, ferry);
+  Workload(**primary, 1);
+
+  relay.Cut();
+  Workload(**primary, 2);  // ends with WAIT 1: ferry is back and has it durable
+  relay.Stall(true);
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(ferry.Log(), "no bytes from the primary for 3 s"); }, 30))
+      << ferry.Log();
+  relay.Stall(false);
+  Workload(**primary, 3);
+  const std::string digest = Digest(**primary);
+  EXPECT_EQ(Info(**primary, "sync_full"), "1") << "a reconnect fell back to a full resync";
+  EXPECT_GE(relay.accepted(), 3);
+  ASSERT_TRUE(ferry.Terminate().ok());
+  ASSERT_TRUE(RunFerrySucceeding({"verify", "--archive", archive}, "verify"));
+  RedisSetup view;
+  view.dir = *dir;
+  view.archive = archive;
+  EXPECT_EQ(RestoreAndDigest(view, "latest", {"--latest"}), digest);
+}
+
 }  // namespace
 }  // namespace ferry::testing

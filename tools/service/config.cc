@@ -233,6 +233,8 @@ absl::Status ParseSource(const toml::table& t, size_t index, absl::string_view o
   } else if (s->kind == "redis") {
     FERRY_RETURN_IF_ERROR(r.String("address", &s->address, true));
     FERRY_RETURN_IF_ERROR(r.Duration("snapshot_every", &s->snapshot_every));
+    FERRY_RETURN_IF_ERROR(r.Duration("repl_timeout", &s->repl_timeout));
+    if (s->repl_timeout < absl::Seconds(1)) return r.Error("repl_timeout", "must be at least 1s");
     FERRY_RETURN_IF_ERROR(r.Bool("scheduled_backups", &s->scheduled_backups));
     auto endpoint = ingest::redis::ParseRedisAddress(s->address);
     if (!endpoint.ok()) return r.Error("address", endpoint.status().message());

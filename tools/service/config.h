@@ -39,6 +39,8 @@ struct SourceConfig {
   // from the config itself) for AUTH.
   ingest::redis::RedisEndpoint redis;
   absl::Duration snapshot_every = absl::Hours(6);
+  // A replication stream silent this long is dead (ingest::redis::RedisSourceOptions).
+  absl::Duration repl_timeout = absl::Seconds(60);
   // both
   pipeline::AckPolicy ack = pipeline::AckPolicy::kLocal;
   // /healthz reports the source down when it has not streamed for this long.

@@ -798,6 +798,7 @@ absl::Status Service::RunRedis(SourceRunner* runner) {
   ArchiveRdbReceiver rdb(archive_->SnapshotDir(sc.name));
   ingest::redis::RedisSourceOptions ro;
   ro.endpoint = sc.redis;
+  ro.repl_timeout_ms = static_cast<int>(absl::ToInt64Milliseconds(sc.repl_timeout));
   bool was_down = false;
   absl::Duration backoff = absl::Milliseconds(500);
   ro.on_sync = [&](bool full, uint32_t epoch, uint64_t offset, const std::string& replid) {
