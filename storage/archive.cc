@@ -54,8 +54,26 @@ absl::Status ValidateSourceName(absl::string_view name) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// An archive is private unless its directory has group access (durable_file.h,
+// SetArchiveGroupAccess): as PostgreSQL does with its data directory, the directory's mode
+// decides, and a new archive directory is made private.
+absl::Status ApplyArchiveMode(const std::string& path) {
+  if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+    return ErrnoStatus("create archive directory", path, errno);
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return ErrnoStatus("stat", path, errno);
+  SetArchiveGroupAccess((st.st_mode & 0050) == 0050);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Archive>> Archive::Open(const std::string& path,
                                                        const ArchiveOptions& options) {
+  if (options.writable) FERRY_RETURN_IF_ERROR(ApplyArchiveMode(path));
   std::unique_ptr<Archive> a(new Archive(path, options));
   const std::string version_path = absl::StrCat(path, "/", kVersionFile);
   auto version = ReadWholeFile(version_path);
@@ -67,7 +85,7 @@ absl::StatusOr<std::unique_ptr<Archive>> Archive::Open(const std::string& path,
       }
       return version.status();
     }
-    if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
+    if (mkdir(path.c_str(), DirCreateMode()) != 0 && errno != EEXIST) {
       return ErrnoStatus("create archive directory", path, errno);
     }
     FERRY_RETURN_IF_ERROR(WriteFileAtomically(path, kVersionFile,
@@ -79,7 +97,7 @@ absl::StatusOr<std::unique_ptr<Archive>> Archive::Open(const std::string& path,
   }
   if (options.writable) {
     const std::string lock_path = path + "/LOCK";
-    a->lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    a->lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, FileCreateMode());
     if (a->lock_fd_ < 0) return ErrnoStatus("open", lock_path, errno);
     if (flock(a->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -89,7 +107,7 @@ absl::StatusOr<std::unique_ptr<Archive>> Archive::Open(const std::string& path,
     if (ftruncate(a->lock_fd_, 0) != 0 || pwrite(a->lock_fd_, pid.data(), pid.size(), 0) < 0) {
       return ErrnoStatus("write", lock_path, errno);
     }
-    if (mkdir((path + "/streams").c_str(), 0755) != 0 && errno != EEXIST) {
+    if (mkdir((path + "/streams").c_str(), DirCreateMode()) != 0 && errno != EEXIST) {
       return ErrnoStatus("create directory", path + "/streams", errno);
     }
   }
@@ -152,7 +170,7 @@ absl::Status Archive::SetIdentity(absl::string_view source, const SourceIdentity
   FERRY_CHECK(options_.writable);
   FERRY_RETURN_IF_ERROR(ValidateSourceName(source));
   const std::string dir = SourceDir(source);
-  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+  if (mkdir(dir.c_str(), DirCreateMode()) != 0 && errno != EEXIST) {
     return ErrnoStatus("create directory", dir, errno);
   }
   std::string text;

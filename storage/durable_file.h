@@ -38,7 +38,7 @@ class DurableFile {
   virtual const std::string& path() const = 0;
 };
 
-// Opens (creating with mode 0644 when asked) `path` for writing with the chosen writer. An
+// Opens (creating with FileCreateMode() when asked) `path` for writing with the chosen writer. An
 // io_uring that cannot be set up (seccomp, sysctl kernel.io_uring_disabled, old kernel) is
 // reported as kFailedPrecondition saying to use writer = "posix".
 absl::StatusOr<std::unique_ptr<DurableFile>> OpenDurableFile(const std::string& path,
@@ -47,6 +47,15 @@ absl::StatusOr<std::unique_ptr<DurableFile>> OpenDurableFile(const std::string& 
 // Start-up check of a writer in `dir`: opens a scratch file with it, writes and syncs 4 KiB,
 // removes it. kFailedPrecondition (naming the fix) when io_uring is blocked on this machine.
 absl::Status ProbeWriter(WriterKind kind, const std::string& dir);
+
+// The modes of the files and directories storage creates. Archive::Open (writable) sets them
+// from the archive directory's own mode: private (files 0600, directories 0700), or
+// group-readable (0640, 0750) when the operator gave that directory group access, for a
+// restoring user in its group (the postgres user running `ferry wal-fetch`). Before any archive
+// is opened for writing (readers, wal-fetch's spool): 0644 and 0755, less the umask.
+void SetArchiveGroupAccess(bool group);
+unsigned FileCreateMode();
+unsigned DirCreateMode();
 
 // fsyncs a directory so that a created or renamed entry in it survives a crash.
 absl::Status SyncDirectory(const std::string& dir);

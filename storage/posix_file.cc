@@ -19,7 +19,21 @@ namespace ferry::storage {
 
 namespace {
 std::atomic<FaultInjector*> g_injector{nullptr};
+// 0: no archive opened for writing yet; else 1 (private) or 2 (group-readable).
+std::atomic<int> g_archive_access{0};
 }  // namespace
+
+void SetArchiveGroupAccess(bool group) { g_archive_access.store(group ? 2 : 1, std::memory_order_relaxed); }
+
+unsigned FileCreateMode() {
+  const int a = g_archive_access.load(std::memory_order_relaxed);
+  return a == 0 ? 0644 : a == 1 ? 0600 : 0640;
+}
+
+unsigned DirCreateMode() {
+  const int a = g_archive_access.load(std::memory_order_relaxed);
+  return a == 0 ? 0755 : a == 1 ? 0700 : 0750;
+}
 
 void SetFaultInjector(FaultInjector* injector) { g_injector.store(injector, std::memory_order_release); }
 
@@ -120,7 +134,7 @@ class PosixFile final : public DurableFile {
 }  // namespace
 
 absl::StatusOr<int> OpenForWrite(const std::string& path, bool create) {
-  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
+  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), FileCreateMode());
   if (fd < 0) return ErrnoStatus("open", path, errno);
   return fd;
 }

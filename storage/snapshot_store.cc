@@ -258,7 +258,7 @@ absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::Open(const std::st
   std::unique_ptr<SnapshotStore> s(new SnapshotStore(dir));
   if (writable) {
     for (const std::string& d : {dir, dir + "/packs"}) {
-      if (mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) {
+      if (mkdir(d.c_str(), DirCreateMode()) != 0 && errno != EEXIST) {
         return ErrnoStatus("create snapshot directory", d, errno);
       }
     }
@@ -324,7 +324,7 @@ uint64_t SnapshotStore::PackBytes() const {
 
 absl::StatusOr<int> SnapshotStore::Lock() const {
   const std::string path = dir_ + "/LOCK";
-  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, FileCreateMode());
   if (fd < 0) return ErrnoStatus("open", path, errno);
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;

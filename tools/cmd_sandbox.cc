@@ -70,6 +70,8 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
   std::printf("sandbox: Redis on %s\n", redis->Address().c_str());
 
   const std::string archive = dir + "/archive";
+  // The restores below run PostgreSQL (and its restore_command) as the postgres user.
+  FERRY_RETURN_IF_ERROR(tools::MakeArchiveDirForServerUser(archive));
   const std::string config_text = absl::StrCat(
       "region = \"sandbox\"\n[archive]\npath = \"", archive, "\"\nwriter = \"io_uring\"\n\n",
       "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"", pg->Conninfo(), "\"\n",
@@ -98,6 +100,7 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
   };
 
   const std::string mirror_archive = dir + "/mirror";
+  FERRY_RETURN_IF_ERROR(tools::MakeArchiveDirForServerUser(mirror_archive));
   std::unique_ptr<cross_region::Mirror> mirror;
   std::thread mirror_thread;
   absl::Status mirror_result;

@@ -61,6 +61,7 @@ absl::StatusOr<Setup> Prepare(const std::string& dir, uint64_t wal_mb) {
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::Create(po));
   Setup s;
   s.archive = dir + "/archive";
+  FERRY_RETURN_IF_ERROR(tools::MakeArchiveDirForServerUser(s.archive));
   const std::string config_text = absl::StrCat(
       "region = \"bench\"\n[archive]\npath = \"", s.archive, "\"\nwriter = \"posix\"\n\n",
       "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"", pg->Conninfo(), "\"\n",

@@ -487,10 +487,11 @@ absl::Status PgLogicalSource::Stream(uint64_t archive_end) {
   }
   std::string opts = absl::StrCat("proto_version '", proto, "', publication_names '", pub, "'");
   if (proto >= 2) absl::StrAppend(&opts, ", streaming 'on'");
+  // Asked before the COPY starts: no other command can run during it.
+  FERRY_ASSIGN_OR_RETURN(const int64_t sender_timeout_ms, conn_->SenderTimeoutMillis());
   FERRY_RETURN_IF_ERROR(conn_->StartLogical(options_.slot, start, opts));
   idle_lsn_ = 0;
 
-  FERRY_ASSIGN_OR_RETURN(const int64_t sender_timeout_ms, conn_->SenderTimeoutMillis());
   SilenceWatch silence(sender_timeout_ms, MonotonicMillis());
   int64_t next_status_ms = 0;
   while (true) {

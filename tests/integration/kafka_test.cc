@@ -109,6 +109,8 @@ Regions Start(const std::string& source_extra = "", const std::string& mirror_ex
   s.dir = p.dir;
   s.archive = s.dir + "/archive";
   s.mirror_archive = s.dir + "/mirror";
+  MakeArchiveDir(s.archive);
+  MakeArchiveDir(s.mirror_archive);
   s.pg = std::move(p.pg);
   s.redis = std::move(p.redis);
   auto kafka = cross_region::MockCluster::Start(3);

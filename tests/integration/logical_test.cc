@@ -43,6 +43,7 @@ Rig StartRig(const std::string& setup_sql, std::vector<std::string> settings = {
   if (!dir.ok()) return r;
   r.dir = *dir;
   r.archive = r.dir + "/archive";
+  MakeArchiveDir(r.archive);
   tools::LocalPostgresOptions po;
   po.settings = std::move(settings);
   auto pg = LocalPostgres::Create(po);

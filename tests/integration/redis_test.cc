@@ -402,71 +402,77 @@ TEST(RedisAuthTest, AclUserWithPasswordFromAFile) {
   ASSERT_TRUE(ferry.Terminate().ok());
 }
 
+// A Redis primary that ferry reaches through a TcpRelay the test controls.
+class RelayedRedisTest : public ::testing::Test {
+ protected:
+  // Starts the primary (with `server_args`), the relay and ferry (with `source_extra`), then
+  // waits until ferry is its online replica.
+  void Start(std::vector<std::string> server_args, const std::string& source_extra = "scheduled_backups = false\n") {
+    tools::LocalRedisOptions o;
+    o.args = std::move(server_args);
+    auto primary = LocalRedis::Start(o);
+    ASSERT_TRUE(primary.ok()) << primary.status();
+    primary_ = std::move(*primary);
+    relay_ = std::make_unique<TcpRelay>(primary_->port());
+    auto dir = tools::MakeTempDir("ferry-redis-test");
+    ASSERT_TRUE(dir.ok());
+    view_.dir = *dir;
+    view_.archive = *dir + "/archive";
+    ferry_ = std::make_unique<FerryService>(
+        WriteRedisConfig(view_.dir, view_.archive, absl::StrCat("127.0.0.1:", relay_->port()), "", source_extra),
+        view_.dir + "/ferry.log");
+    ASSERT_TRUE(ferry_->Start().ok());
+    WaitOnline(*primary_, *ferry_);
+  }
+
+  // After ferry has stopped: the archive verifies and restores to `digest`.
+  void ExpectArchiveRestoresTo(const std::string& digest) {
+    ASSERT_TRUE(RunFerrySucceeding({"verify", "--archive", view_.archive}, "verify"));
+    EXPECT_EQ(RestoreAndDigest(view_, "latest", {"--latest"}), digest);
+  }
+
+  std::unique_ptr<LocalRedis> primary_;
+  std::unique_ptr<TcpRelay> relay_;
+  std::unique_ptr<FerryService> ferry_;
+  RedisSetup view_;  // dir and archive
+};
+
 // Bytes in the replication stream that are not RESP: ferry stops with a line naming the
 // offset, acknowledges nothing after the last whole command, and the archive verifies and
 // restores to what the primary had before.
-TEST(RedisMalformedTest, BadRespStopsWithAClearErrorAndAnArchiveThatVerifies) {
-  tools::LocalRedisOptions o;
-  auto primary = LocalRedis::Start(o);
-  ASSERT_TRUE(primary.ok()) << primary.status();
-  TcpRelay relay((*primary)->port());
-  auto dir = tools::MakeTempDir("ferry-redis-test");
-  ASSERT_TRUE(dir.ok());
-  const std::string archive = *dir + "/archive";
-  FerryService ferry(WriteRedisConfig(*dir, archive, absl::StrCat("127.0.0.1:", relay.port())), *dir + "/ferry.log");
-  ASSERT_TRUE(ferry.Start().ok());
-  WaitOnline(**primary, ferry);
-  Workload(**primary, 1);
-  const std::string digest = Digest(**primary);
-  relay.Inject("*2\r\n$3\r\nDEL\r\n$x\r\n");
-  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(ferry.Log(), "malformed RESP"); }, 30)) << ferry.Log();
-  EXPECT_TRUE(absl::StrContains(ferry.Log(), "in the replication stream at byte ")) << ferry.Log();
-  auto exit_code = ferry.Terminate();
+TEST_F(RelayedRedisTest, BadRespStopsWithAClearErrorAndAnArchiveThatVerifies) {
+  Start({});
+  if (HasFatalFailure()) return;
+  Workload(*primary_, 1);
+  const std::string digest = Digest(*primary_);
+  relay_->Inject("*2\r\n$3\r\nDEL\r\n$x\r\n");
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(ferry_->Log(), "malformed RESP"); }, 30)) << ferry_->Log();
+  EXPECT_TRUE(absl::StrContains(ferry_->Log(), "in the replication stream at byte ")) << ferry_->Log();
+  auto exit_code = ferry_->Terminate();
   ASSERT_TRUE(exit_code.ok());
-  EXPECT_NE(*exit_code, 0) << ferry.Log();
-  ASSERT_TRUE(RunFerrySucceeding({"verify", "--archive", archive}, "verify"));
-  RedisSetup view;
-  view.dir = *dir;
-  view.archive = archive;
-  EXPECT_EQ(RestoreAndDigest(view, "latest", {"--latest"}), digest);
+  EXPECT_NE(*exit_code, 0) << ferry_->Log();
+  ExpectArchiveRestoresTo(digest);
 }
-
 
 // The connection to the primary cut, then stalled (nothing flows, nothing closes): the cut is
 // seen at once, the stall after repl_timeout without even the primary's PING; both times ferry
 // reconnects, continues by partial resync, and the archive restores to the primary's digest.
-TEST(RedisNetworkFaultsTest, CutAndStalledStreamsReconnectByPartialResync) {
-  tools::LocalRedisOptions o;
-  o.args = {"--repl-ping-replica-period", "1"};
-  auto primary = LocalRedis::Start(o);
-  ASSERT_TRUE(primary.ok()) << primary.status();
-  TcpRelay relay((*primary)->port());
-  auto dir = tools::MakeTempDir("ferry-redis-test");
-  ASSERT_TRUE(dir.ok());
-  const std::string archive = *dir + "/archive";
-  FerryService ferry(WriteRedisConfig(*dir, archive, absl::StrCat("127.0.0.1:", relay.port()), "",
-                                      "scheduled_backups = false\nrepl_timeout = \"3s\"\n"),
-                     *dir + "/ferry.log");
-  ASSERT_TRUE(ferry.Start().ok());
-  WaitOnline(**primary, ferry);
-  Workload(**primary, 1);
-
-  relay.Cut();
-  Workload(**primary, 2);  // ends with WAIT 1: ferry is back and has it durable
-  relay.Stall(true);
-  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(ferry.Log(), "no bytes from the primary for 3 s"); }, 30))
-      << ferry.Log();
-  relay.Stall(false);
-  Workload(**primary, 3);
-  const std::string digest = Digest(**primary);
-  EXPECT_EQ(Info(**primary, "sync_full"), "1") << "a reconnect fell back to a full resync";
-  EXPECT_GE(relay.accepted(), 3);
-  ASSERT_TRUE(ferry.Terminate().ok());
-  ASSERT_TRUE(RunFerrySucceeding({"verify", "--archive", archive}, "verify"));
-  RedisSetup view;
-  view.dir = *dir;
-  view.archive = archive;
-  EXPECT_EQ(RestoreAndDigest(view, "latest", {"--latest"}), digest);
+TEST_F(RelayedRedisTest, CutAndStalledStreamsReconnectByPartialResync) {
+  Start({"--repl-ping-replica-period", "1"}, "scheduled_backups = false\nrepl_timeout = \"3s\"\n");
+  if (HasFatalFailure()) return;
+  Workload(*primary_, 1);
+  relay_->Cut();
+  Workload(*primary_, 2);  // ends with WAIT 1: ferry is back and has it durable
+  relay_->Stall(true);
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(ferry_->Log(), "no bytes from the primary for 3 s"); }, 30))
+      << ferry_->Log();
+  relay_->Stall(false);
+  Workload(*primary_, 3);
+  const std::string digest = Digest(*primary_);
+  EXPECT_EQ(Info(*primary_, "sync_full"), "1") << "a reconnect fell back to a full resync";
+  EXPECT_GE(relay_->accepted(), 3);
+  ASSERT_TRUE(ferry_->Terminate().ok());
+  ExpectArchiveRestoresTo(digest);
 }
 
 }  // namespace

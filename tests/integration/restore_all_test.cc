@@ -76,6 +76,7 @@ Servers Start(const std::string& archive_extra = "", const std::string& head = "
   Primaries p = StartPrimaries("ferry-all-test");
   s.dir = p.dir;
   s.archive = s.dir + "/archive";
+  MakeArchiveDir(s.archive);
   s.pg = std::move(p.pg);
   s.redis = std::move(p.redis);
   if (!s.pg || !s.redis) return s;
@@ -359,24 +360,6 @@ TEST(ServiceHttpTest, MetricsStatusHealthAndScheduledDrill) {
 }
 
 
-// The end of stream `stream` of source `source` in the archive, from `ferry ls --json` ("" when
-// there is none).
-std::string ArchiveEnd(const std::string& archive, const std::string& source, const std::string& stream) {
-  auto ls = RunFerry({"ls", "--archive", archive, "--json"});
-  EXPECT_TRUE(ls.ok() && ls->exit_code == 0);
-  if (!ls.ok()) return "";
-  rapidjson::Document d;
-  d.Parse(ls->out.c_str());
-  if (d.HasParseError() || !d.HasMember("sources")) return "";
-  for (const auto& src : d["sources"].GetArray()) {
-    if (src["name"].GetString() != source) continue;
-    for (const auto& st : src["streams"].GetArray()) {
-      if (st["stream"].GetString() == stream) return st["end"].GetString();
-    }
-  }
-  return "";
-}
-
 // What the Redis primary has seen its replica (ferry) acknowledge: slave0's offset.
 int64_t RedisAcked(const LocalRedis& redis) {
   auto info = redis.Command({"INFO", "replication"});
@@ -407,14 +390,9 @@ TEST(CrashLoopTest, TwentyKillsLoseNothingAcknowledged) {
   Servers s = Start();
   ASSERT_TRUE(s.pg && s.redis && s.ferry);
   Pgbench(*s.pg, {"-i", "-s", "1", "-q"});
-  std::atomic<bool> stop{false};
   std::atomic<int> orders{0};
-  std::thread pgbench([&] {
-    while (!stop) Pgbench(*s.pg, {"-T", "3", "-c", "2"});
-  });
-  std::thread writer([&] {
-    while (!stop) WriteOrder(*s.pg, *s.redis, ++orders);
-  });
+  Repeat pgbench([&] { Pgbench(*s.pg, {"-T", "3", "-c", "2"}); });
+  Repeat writer([&] { WriteOrder(*s.pg, *s.redis, ++orders); });
 
   int kills = 0;
   for (; kills < 20; ++kills) {
@@ -433,9 +411,8 @@ TEST(CrashLoopTest, TwentyKillsLoseNothingAcknowledged) {
     EXPECT_GE(redis_end, redis_acked) << "kill " << kills << " (seed " << seed << ")";
     ASSERT_TRUE(s.ferry->Start().ok());
   }
-  stop = true;
-  writer.join();
-  pgbench.join();
+  writer.Stop();
+  pgbench.Stop();
   WaitArchived(s);
   const Pair expected = Orders(*s.pg, *s.redis);
   const std::string pgbench_sums = TableChecksums(*s.pg);

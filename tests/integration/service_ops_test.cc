@@ -46,6 +46,7 @@ TEST(DiskGuardTest, FullArchiveFileSystemStopsAcksAndSpaceResumesThem) {
     ~Unmount() { umount2(fs.c_str(), MNT_DETACH); }
   } unmount{fs_dir};
   const std::string archive = fs_dir + "/archive";
+  MakeArchiveDir(archive);
 
   auto pg = LocalPostgres::Create({.settings = {"synchronous_standby_names = 'ferry_main'"}});
   ASSERT_TRUE(pg.ok()) << pg.status();
@@ -111,6 +112,7 @@ TEST(PgHealthTest, ServerStopIsUnhealthyWithinTenSecondsAndRestartHeals) {
   const std::string config = *dir + "/ferry.toml";
   std::ofstream(*dir + "/token") << "s3cret-token\n";
   ASSERT_EQ(chmod((*dir + "/token").c_str(), 0600), 0);  // a secret others can read is refused
+  MakeArchiveDir(*dir + "/archive");
   std::ofstream(config) << "[archive]\npath = \"" << *dir << "/archive\"\n\n[http]\nlisten = \"127.0.0.1:" << *port
                         << "\"\ntoken_file = \"" << *dir << "/token\"\n\n[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << (*pg)->Conninfo()
                         << "\"\nscheduled_backups = false\n";
@@ -167,6 +169,7 @@ TEST(ReloadTest, SighupAddsAndRemovesSourcesAndSigtermUnderLoadExitsZero) {
   auto redis = tools::LocalRedis::Start(ro);
   ASSERT_TRUE(redis.ok()) << redis.status();
   const std::string archive = *dir + "/archive";
+  MakeArchiveDir(archive);
   const std::string config = *dir + "/ferry.toml";
   auto write_config = [&](bool with_redis) {
     std::ofstream out(config);

@@ -1,6 +1,8 @@
 // Config loading: defaults, and errors that name the key.
 #include "tools/service/config.h"
 
+#include <stdlib.h>
+
 #include <gtest/gtest.h>
 
 namespace ferry::tools {
@@ -92,6 +94,17 @@ apply_redis = "127.0.0.1:6380"
   ExpectError("[archive]\npath=\"/a\"\n[kafka]\nbrokers=\"mock:x\"\n", "kafka.brokers");
   ExpectError("[archive]\npath=\"/a\"\n[kafka]\nbrokers=\"k:1\"\n[kafka.properties]\n\"sasl.password\"=\"x\"\n",
               "FERRY_KAFKA_");
+  // TLS and SASL settings pass through to librdkafka; their secrets come from the environment.
+  ASSERT_EQ(setenv("FERRY_KAFKA_SASL_PASSWORD", "s3cret", 1), 0);
+  auto sasl = ParseConfig("[archive]\npath=\"/a\"\n[kafka]\nbrokers=\"k:1\"\n[kafka.properties]\n"
+                          "\"security.protocol\"=\"sasl_ssl\"\n\"sasl.mechanisms\"=\"SCRAM-SHA-512\"\n"
+                          "\"sasl.username\"=\"ferry\"\n\"ssl.ca.location\"=\"/etc/ferry/kafka-ca.pem\"\n",
+                          "f.toml");
+  unsetenv("FERRY_KAFKA_SASL_PASSWORD");
+  ASSERT_TRUE(sasl.ok()) << sasl.status();
+  EXPECT_EQ(sasl->kafka_properties.at("security.protocol"), "sasl_ssl");
+  EXPECT_EQ(sasl->kafka_properties.at("ssl.ca.location"), "/etc/ferry/kafka-ca.pem");
+  EXPECT_EQ(sasl->kafka_properties.at("sasl.password"), "s3cret");
   // A mirror reads the primary's topics: their prefix must be given, not defaulted.
   ExpectError("region=\"us\"\n[archive]\npath=\"/a\"\n[kafka]\nbrokers=\"k:1\"\n[mirror]\nsources=[\"main\"]\n",
               "topic_prefix");

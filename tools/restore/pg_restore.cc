@@ -15,6 +15,7 @@
 #include "pipeline/check.h"
 #include "storage/archive.h"
 #include "tools/progress_bar.h"
+#include "tools/sandbox/local_postgres.h"
 
 namespace ferry::tools {
 namespace {
@@ -275,6 +276,8 @@ absl::StatusOr<std::string> RestorePostgresTo(const std::string& archive_path,
                                               const std::string& to,
                                               const std::string& ferry_binary) {
   FERRY_ASSIGN_OR_RETURN(auto archive, storage::Archive::Open(archive_path, storage::ArchiveOptions{}));
+  // Checked before anything is written: recovery would fail later, less clearly.
+  FERRY_RETURN_IF_ERROR(CheckServerUserCanRead(archive_path));
   FERRY_ASSIGN_OR_RETURN(storage::StreamLog * wal, archive->Stream(source, pipeline::StreamKind::kPgWal));
   FERRY_ASSIGN_OR_RETURN(storage::SourceIdentity identity, archive->GetIdentity(source));
   uint64_t segment_bytes = 0, system_id = 0;

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
@@ -17,12 +18,14 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 #include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "pipeline/check.h"
@@ -167,6 +170,43 @@ absl::Status GiveToServerUser(const std::string& path) {
   }
   if (ec) return absl::ErrnoToStatus(ec.value(), absl::StrCat("chown ", path, " to postgres: walk"));
   return absl::OkStatus();
+}
+
+absl::Status MakeArchiveDirForServerUser(const std::string& path) {
+  if (mkdir(path.c_str(), 0750) != 0 && errno != EEXIST) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("create archive directory ", path));
+  }
+  if (RunningAsRoot()) {
+    FERRY_ASSIGN_OR_RETURN(passwd * pw, ServerUser());
+    if (chown(path.c_str(), static_cast<uid_t>(-1), pw->pw_gid) != 0) {
+      return absl::ErrnoToStatus(errno, absl::StrCat("chgrp ", path, " to postgres's group"));
+    }
+  }
+  // setgid: what ferry creates under it gets the same group.
+  if (chmod(path.c_str(), 02750) != 0) return absl::ErrnoToStatus(errno, absl::StrCat("chmod 2750 ", path));
+  return absl::OkStatus();
+}
+
+absl::Status CheckServerUserCanRead(const std::string& archive_path) {
+  if (!RunningAsRoot()) return absl::OkStatus();
+  FERRY_ASSIGN_OR_RETURN(passwd * pw, ServerUser());
+  struct stat st;
+  if (stat(archive_path.c_str(), &st) != 0) return absl::ErrnoToStatus(errno, absl::StrCat("stat ", archive_path));
+  bool in_group = st.st_gid == pw->pw_gid;
+  int n = 64;
+  std::vector<gid_t> groups(static_cast<size_t>(n));
+  if (getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &n) >= 0) {
+    for (int i = 0; i < n; ++i) in_group = in_group || groups[static_cast<size_t>(i)] == st.st_gid;
+  }
+  const mode_t m = st.st_mode;
+  const bool readable = (st.st_uid == pw->pw_uid && (m & 0500) == 0500) || (in_group && (m & 0050) == 0050) ||
+                        (m & 0005) == 0005;
+  if (readable) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "the archive %s (mode %04o) is not readable by the postgres user, which runs the restored server and "
+      "its restore_command (ferry wal-fetch): give the archive group access for it (chgrp -R postgres %s; "
+      "chmod -R g+rX %s; chmod g+s %s), or restore as a user that can read it",
+      archive_path, m & 07777, archive_path, archive_path, archive_path));
 }
 
 absl::StatusOr<std::string> MakeTempDir(absl::string_view prefix) {

@@ -114,6 +114,16 @@ absl::StatusOr<std::string> PgBinDir();
 // postgres user so the server and its tools can write there. No-op otherwise.
 absl::Status GiveToServerUser(const std::string& path);
 
+// Creates an archive directory the postgres user may read: mode 2750 and, when we are root,
+// group postgres. The archive keeps that group access for everything ferry creates under it
+// (storage::Archive), so a restored server's restore_command (ferry wal-fetch, run as
+// postgres) reads it.
+absl::Status MakeArchiveDirForServerUser(const std::string& path);
+
+// When we are root, a restored server and its restore_command run as the postgres user:
+// kFailedPrecondition naming the fix when that user cannot read `archive_path`. OK otherwise.
+absl::Status CheckServerUserCanRead(const std::string& archive_path);
+
 // A new directory /tmp/<prefix>-XXXXXX (under $TMPDIR when set) with mode 0755, so that the
 // postgres user can reach what we put in it (archives, the ferry binary's inputs).
 absl::StatusOr<std::string> MakeTempDir(absl::string_view prefix);

@@ -1,0 +1,70 @@
+// The archive's file modes: private by default (directories 0700, files 0600), group-readable
+// (0750, 0640) when the operator gave the archive directory group access.
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "pipeline/frame.h"
+#include "storage/archive.h"
+#include "tests/fixtures/scratch.h"
+
+namespace ferry::storage {
+namespace {
+
+unsigned Mode(const std::string& path) {
+  struct stat st;
+  EXPECT_EQ(stat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 0777;
+}
+
+// Opens `path` as a writable archive, writes a frame, a side file and an identity, and returns
+// every file and directory under it with its mode.
+std::map<std::string, unsigned> WriteAndList(const std::string& path) {
+  ArchiveOptions o;
+  o.writable = true;
+  o.writer = WriterKind::kPosix;
+  auto a = Archive::Open(path, o);
+  EXPECT_TRUE(a.ok()) << a.status();
+  if (!a.ok()) return {};
+  EXPECT_TRUE((*a)->SetIdentity("main", {{"kind", "postgres"}}).ok());
+  auto log = (*a)->Stream("main", pipeline::StreamKind::kPgWal);
+  EXPECT_TRUE(log.ok()) << log.status();
+  pipeline::EncodedFrames frames;
+  std::vector<pipeline::Record> records = {{10, 0, std::string(10, 'x')}};
+  auto h = pipeline::EncodeFrame({1, 0, 1, records}, 1, &frames.bytes);
+  EXPECT_TRUE(h.ok());
+  frames.headers.push_back(*h);
+  EXPECT_TRUE((*log)->Write(frames).ok());
+  EXPECT_TRUE((*log)->PutFile("00000002.history", "1\t0/0\tno reason\n").ok());
+  std::map<std::string, unsigned> out;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(path)) out[e.path().string()] = Mode(e.path());
+  out[path] = Mode(path);
+  return out;
+}
+
+TEST(ArchiveModeTest, PrivateByDefault) {
+  const std::string path = testing::TestDir("mode") + "/archive";  // does not exist yet
+  auto modes = WriteAndList(path);
+  ASSERT_GT(modes.size(), 6u);
+  for (const auto& [p, mode] : modes) {
+    EXPECT_EQ(mode, std::filesystem::is_directory(p) ? 0700u : 0600u) << p << " has mode " << std::oct << mode;
+  }
+}
+
+TEST(ArchiveModeTest, GroupReadableWhenTheDirectoryIs) {
+  const std::string path = testing::TestDir("mode") + "/archive";
+  ASSERT_EQ(mkdir(path.c_str(), 0750), 0);
+  ASSERT_EQ(chmod(path.c_str(), 02750), 0);
+  auto modes = WriteAndList(path);
+  ASSERT_GT(modes.size(), 6u);
+  for (const auto& [p, mode] : modes) {
+    EXPECT_EQ(mode, std::filesystem::is_directory(p) ? 0750u : 0640u) << p << " has mode " << std::oct << mode;
+  }
+}
+
+}  // namespace
+}  // namespace ferry::storage
