@@ -198,9 +198,10 @@ absl::Status CheckServerUserCanRead(const std::string& archive_path) {
   if (getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &n) >= 0) {
     for (int i = 0; i < n; ++i) in_group = in_group || groups[static_cast<size_t>(i)] == st.st_gid;
   }
+  // ferry never makes archive files readable by others (storage::FileCreateMode), so only the
+  // owner and the group count, whatever the directory grants others.
   const mode_t m = st.st_mode;
-  const bool readable = (st.st_uid == pw->pw_uid && (m & 0500) == 0500) || (in_group && (m & 0050) == 0050) ||
-                        (m & 0005) == 0005;
+  const bool readable = (st.st_uid == pw->pw_uid && (m & 0500) == 0500) || (in_group && (m & 0050) == 0050);
   if (readable) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrFormat(
       "the archive %s (mode %04o) is not readable by the postgres user, which runs the restored server and "

@@ -1,6 +1,7 @@
 #include "tools/service/http.h"
 
 #include <httplib.h>
+#include <openssl/crypto.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
@@ -322,7 +323,11 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::str
   if (!token.empty()) {
     const std::string expected = "Bearer " + token;
     e->server_->set_pre_routing_handler([expected](const httplib::Request& req, httplib::Response& res) {
-      if (req.get_header_value("Authorization") == expected) return httplib::Server::HandlerResponse::Unhandled;
+      // Compared in constant time, so that response timing does not give the token away.
+      const std::string got = req.get_header_value("Authorization");
+      if (got.size() == expected.size() && CRYPTO_memcmp(got.data(), expected.data(), got.size()) == 0) {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
       res.status = 401;
       res.set_content("a bearer token is required (the service's [http] token_file)\n", "text/plain");
       return httplib::Server::HandlerResponse::Handled;
