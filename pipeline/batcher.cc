@@ -62,13 +62,18 @@ absl::Status Batcher::Drain() {
       },
       this));
   if (error_.ok() && (!queue_.empty() || busy_)) {
-    return absl::UnavailableError("stopped while the archive's file system was nearly full: nothing queued was written");
+    return absl::UnavailableError(
+        "stopped while the archive's file system was full or nearly full: what was queued is not acknowledged "
+        "(the source sends it again after a restart)");
   }
   return error_;
 }
 
 void Batcher::StopIfHeld() {
   absl::MutexLock lock(&mu_);
+  // Sticky: a hold that starts after this call (the next poll, a write failing with ENOSPC)
+  // gives up too, instead of waiting for space while the service waits to stop.
+  stop_if_held_ = true;
   if (held_) stopping_ = true;
 }
 
@@ -98,6 +103,7 @@ void Batcher::Run() {
         if (held_) {
           // Nothing queued was acknowledged: on stop it is dropped, and re-sent by the
           // source after a restart, rather than written into a full disk.
+          if (stop_if_held_) stopping_ = true;
           if (stopping_) return;
           mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(200));
           continue;
@@ -225,6 +231,7 @@ absl::Status Batcher::WriteFrames(const EncodedFrames& frames) {
     {
       absl::MutexLock lock(&mu_);
       held_ = true;
+      if (stop_if_held_) stopping_ = true;
       if (!stopping_) mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.disk_full_retry);
       if (stopping_) {
         return absl::UnavailableError(absl::StrCat(

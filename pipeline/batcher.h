@@ -73,9 +73,10 @@ class Batcher final : public StreamSink {
   // Drains what is queued, then stops the worker. Returns the sink's error, if any.
   absl::Status Stop();
 
-  // For a service that stops while options.hold holds the writing: stops the worker without
-  // writing what is queued (nothing of it was acknowledged), so that a pending Drain returns
-  // kUnavailable instead of waiting for disk space. Does nothing when not held. Any thread.
+  // For a service that stops while options.hold (or a full disk) holds the writing: stops the
+  // worker without writing what is queued (nothing of it was acknowledged), so that a pending
+  // Drain returns kUnavailable instead of waiting for disk space. When not held it does nothing
+  // now, but a hold that starts later gives up the same way. Any thread.
   void StopIfHeld();
 
  private:
@@ -103,6 +104,7 @@ class Batcher final : public StreamSink {
   bool busy_ ABSL_GUARDED_BY(mu_) = false;  // the worker holds a batch
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool held_ ABSL_GUARDED_BY(mu_) = false;  // options_.hold() said so at the last poll
+  bool stop_if_held_ ABSL_GUARDED_BY(mu_) = false;  // StopIfHeld was called
   absl::Status error_ ABSL_GUARDED_BY(mu_);
 
   // Worker state (set by Resume before the first Append, then only by the worker): where the

@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "pipeline/check.h"
+#include "storage/durable_file_internal.h"
 #include "storage/segment_format.h"
 
 namespace ferry::storage {
@@ -85,9 +86,7 @@ absl::StatusOr<std::unique_ptr<Archive>> Archive::Open(const std::string& path,
       }
       return version.status();
     }
-    if (mkdir(path.c_str(), DirCreateMode()) != 0 && errno != EEXIST) {
-      return ErrnoStatus("create archive directory", path, errno);
-    }
+    FERRY_RETURN_IF_ERROR(CreateDirectory(path));
     FERRY_RETURN_IF_ERROR(WriteFileAtomically(path, kVersionFile,
                                               absl::StrCat("ferry archive ", kArchiveVersion, "\n")));
   } else if (absl::StripSuffix(*version, "\n") != absl::StrCat("ferry archive ", kArchiveVersion)) {
@@ -97,8 +96,7 @@ absl::StatusOr<std::unique_ptr<Archive>> Archive::Open(const std::string& path,
   }
   if (options.writable) {
     const std::string lock_path = path + "/LOCK";
-    a->lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, FileCreateMode());
-    if (a->lock_fd_ < 0) return ErrnoStatus("open", lock_path, errno);
+    FERRY_ASSIGN_OR_RETURN(a->lock_fd_, OpenForWrite(lock_path, true));
     if (flock(a->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
       return absl::FailedPreconditionError(absl::StrCat(
           "archive ", path, " is locked by another ferry process: stop it or use another archive"));
@@ -107,9 +105,7 @@ absl::StatusOr<std::unique_ptr<Archive>> Archive::Open(const std::string& path,
     if (ftruncate(a->lock_fd_, 0) != 0 || pwrite(a->lock_fd_, pid.data(), pid.size(), 0) < 0) {
       return ErrnoStatus("write", lock_path, errno);
     }
-    if (mkdir((path + "/streams").c_str(), DirCreateMode()) != 0 && errno != EEXIST) {
-      return ErrnoStatus("create directory", path + "/streams", errno);
-    }
+    FERRY_RETURN_IF_ERROR(CreateDirectory(path + "/streams"));
   }
   return a;
 }
@@ -170,9 +166,7 @@ absl::Status Archive::SetIdentity(absl::string_view source, const SourceIdentity
   FERRY_CHECK(options_.writable);
   FERRY_RETURN_IF_ERROR(ValidateSourceName(source));
   const std::string dir = SourceDir(source);
-  if (mkdir(dir.c_str(), DirCreateMode()) != 0 && errno != EEXIST) {
-    return ErrnoStatus("create directory", dir, errno);
-  }
+  FERRY_RETURN_IF_ERROR(CreateDirectory(dir));
   std::string text;
   for (const auto& [k, v] : identity) absl::StrAppend(&text, k, "=", v, "\n");
   return WriteFileAtomically(dir, kIdentityFile, text);

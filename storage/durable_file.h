@@ -56,6 +56,9 @@ absl::Status ProbeWriter(WriterKind kind, const std::string& dir);
 void SetArchiveGroupAccess(bool group);
 unsigned FileCreateMode();
 unsigned DirCreateMode();
+// Creates directory `path` with DirCreateMode() (OK when it exists). Once an archive sets the
+// modes they are applied exactly, whatever the process umask, as files get theirs at creation.
+absl::Status CreateDirectory(const std::string& path);
 
 // fsyncs a directory so that a created or renamed entry in it survives a crash.
 absl::Status SyncDirectory(const std::string& dir);

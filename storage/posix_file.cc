@@ -35,6 +35,18 @@ unsigned DirCreateMode() {
   return a == 0 ? 0755 : a == 1 ? 0700 : 0750;
 }
 
+absl::Status CreateDirectory(const std::string& path) {
+  if (mkdir(path.c_str(), DirCreateMode()) != 0) {
+    if (errno == EEXIST) return absl::OkStatus();
+    return ErrnoStatus("create directory", path, errno);
+  }
+  // A umask (077, say) must not take away the group access the archive asked for.
+  if (g_archive_access.load(std::memory_order_relaxed) != 0 && chmod(path.c_str(), DirCreateMode()) != 0) {
+    return ErrnoStatus("chmod", path, errno);
+  }
+  return absl::OkStatus();
+}
+
 void SetFaultInjector(FaultInjector* injector) { g_injector.store(injector, std::memory_order_release); }
 
 int64_t InjectFault(IoOp op, const std::string& path, int64_t result) {
@@ -134,8 +146,16 @@ class PosixFile final : public DurableFile {
 }  // namespace
 
 absl::StatusOr<int> OpenForWrite(const std::string& path, bool create) {
-  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), FileCreateMode());
+  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), FileCreateMode());
+  const bool created = fd >= 0 && create;
+  if (fd < 0 && create && errno == EEXIST) fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open", path, errno);
+  // As CreateDirectory: the archive's modes exactly, whatever the umask.
+  if (created && g_archive_access.load(std::memory_order_relaxed) != 0 && fchmod(fd, FileCreateMode()) != 0) {
+    const int err = errno;
+    close(fd);
+    return ErrnoStatus("chmod", path, err);
+  }
   return fd;
 }
 

@@ -24,6 +24,7 @@
 #include "pipeline/endian.h"
 #include "pipeline/frame.h"
 #include "pipeline/sha256.h"
+#include "storage/durable_file_internal.h"
 
 namespace ferry::storage {
 namespace {
@@ -258,9 +259,7 @@ absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::Open(const std::st
   std::unique_ptr<SnapshotStore> s(new SnapshotStore(dir));
   if (writable) {
     for (const std::string& d : {dir, dir + "/packs"}) {
-      if (mkdir(d.c_str(), DirCreateMode()) != 0 && errno != EEXIST) {
-        return ErrnoStatus("create snapshot directory", d, errno);
-      }
+      FERRY_RETURN_IF_ERROR(CreateDirectory(d));
     }
   }
   FERRY_RETURN_IF_ERROR(s->Load());
@@ -324,8 +323,7 @@ uint64_t SnapshotStore::PackBytes() const {
 
 absl::StatusOr<int> SnapshotStore::Lock() const {
   const std::string path = dir_ + "/LOCK";
-  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, FileCreateMode());
-  if (fd < 0) return ErrnoStatus("open", path, errno);
+  FERRY_ASSIGN_OR_RETURN(const int fd, OpenForWrite(path, true));
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     close(fd);

@@ -24,9 +24,7 @@ absl::Status MakeDirs(const std::string& path) {
   std::string cur;
   for (size_t i = 0; i <= path.size(); ++i) {
     if (i == path.size() || path[i] == '/') {
-      if (!cur.empty() && mkdir(cur.c_str(), DirCreateMode()) != 0 && errno != EEXIST) {
-        return ErrnoStatus("create directory", cur, errno);
-      }
+      if (!cur.empty()) FERRY_RETURN_IF_ERROR(CreateDirectory(cur));
     }
     if (i < path.size()) cur.push_back(path[i]);
   }

@@ -123,11 +123,10 @@ absl::StatusOr<SystemInfo> ReplicationConnection::IdentifySystem() {
 }
 
 absl::Status SilenceWatch::Check(int64_t now_ms) const {
-  if (now_ms - last_ms_ < timeout_ms_) return absl::OkStatus();
+  if (!asked_ || now_ms - asked_ms_ < timeout_ms_ / 2) return absl::OkStatus();
   return absl::UnavailableError(absl::StrCat(
-      "no message from the server for ", (now_ms - last_ms_) / 1000.0,
-      " s, not even an answer to a reply request (timeout: the server's wal_sender_timeout): "
-      "the connection is dead; reconnecting"));
+      "no message from the server for ", (now_ms - last_ms_) / 1000.0, " s, not even an answer to a reply request sent ",
+      (now_ms - asked_ms_) / 1000.0, " s ago (timeout: the server's wal_sender_timeout): the connection is dead; reconnecting"));
 }
 
 absl::StatusOr<int64_t> ReplicationConnection::SenderTimeoutMillis() {

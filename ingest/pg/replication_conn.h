@@ -68,8 +68,10 @@ struct LogicalSlotCreated {
 // Notices a streaming connection that is dead although TCP has not said so (a stalled proxy,
 // a pulled cable, a server that stops sending). A live server answers a status message that
 // asks for a reply at once, so: after half the timeout without any message the source asks
-// (ShouldAsk), and after the whole timeout Check gives kUnavailable, which reconnects. The
-// timeout is the server's wal_sender_timeout (the silence it allows us), 60 s when disabled.
+// (ShouldAsk), and when half the timeout more passes without an answer Check gives
+// kUnavailable, which reconnects. Only an unanswered request counts, so time the source spent
+// blocked elsewhere (back-pressure, a full disk) never looks like a dead server. The timeout is
+// the server's wal_sender_timeout (the silence it allows us), 60 s when disabled.
 class SilenceWatch {
  public:
   SilenceWatch(int64_t timeout_ms, int64_t now_ms)
@@ -82,16 +84,18 @@ class SilenceWatch {
   bool ShouldAsk(int64_t now_ms) {
     if (asked_ || now_ms - last_ms_ < timeout_ms_ / 2) return false;
     asked_ = true;
+    asked_ms_ = now_ms;
     return true;
   }
   absl::Status Check(int64_t now_ms) const;
   // When ShouldAsk or Check next has something to say.
-  int64_t NextDeadline() const { return last_ms_ + (asked_ ? timeout_ms_ : timeout_ms_ / 2); }
+  int64_t NextDeadline() const { return (asked_ ? asked_ms_ : last_ms_) + timeout_ms_ / 2; }
 
  private:
   int64_t timeout_ms_;
   int64_t last_ms_;
   bool asked_ = false;
+  int64_t asked_ms_ = 0;
 };
 
 // Not thread-safe. Errors: kUnavailable for a lost or refused connection (retry),

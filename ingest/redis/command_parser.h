@@ -22,12 +22,11 @@ struct Command {
   size_t argc = 0;                // how many arguments it has
 };
 
-// Limits on what one command may claim, checked before anything is allocated for it: a
-// corrupt or hostile stream must not make ferry reserve gigabytes on a header's word. The bulk
-// limit is Redis's own default proto-max-bulk-len; Redis takes up to INT_MAX arguments from an
-// authenticated client, ferry 16 M, far beyond any real command.
-inline constexpr int64_t kMaxCommandArgs = 16 << 20;
-inline constexpr int64_t kMaxBulkBytes = 512 << 20;
+// The largest lengths a header may claim: Redis's own (an array of at most INT_MAX elements;
+// proto-max-bulk-len can be raised to any size, so bulk strings are bounded only against
+// overflow). Nothing is allocated on a header's word: a command's bytes are held as they arrive.
+inline constexpr int64_t kMaxCommandArgs = 2147483647;
+inline constexpr int64_t kMaxBulkBytes = int64_t{1} << 50;
 
 // The replication stream holds nothing but RESP arrays of bulk strings, so this parses exactly
 // that, resumably across Feed calls, rather than using hiredis's reader: hiredis 0.14 (Debian

@@ -55,11 +55,13 @@ TEST(ArchiveModeTest, PrivateByDefault) {
   }
 }
 
-TEST(ArchiveModeTest, GroupReadableWhenTheDirectoryIs) {
+TEST(ArchiveModeTest, GroupReadableWhenTheDirectoryIsWhateverTheUmask) {
   const std::string path = testing::TestDir("mode") + "/archive";
   ASSERT_EQ(mkdir(path.c_str(), 0750), 0);
   ASSERT_EQ(chmod(path.c_str(), 02750), 0);
+  const mode_t old_umask = umask(077);  // a service's umask must not take the group access away
   auto modes = WriteAndList(path);
+  umask(old_umask);
   ASSERT_GT(modes.size(), 6u);
   for (const auto& [p, mode] : modes) {
     EXPECT_EQ(mode, std::filesystem::is_directory(p) ? 0750u : 0640u) << p << " has mode " << std::oct << mode;

@@ -53,6 +53,7 @@ TEST(ConfigTest, ErrorsNameTheKey) {
   ExpectError("region = \"\"\"\\\xef\xbb\xaf\"\"\"\n", "f.toml:1: a non-ASCII character after a backslash");
   EXPECT_TRUE(ParseConfig("# caf\xc3\xa9\n[archive]\npath = \"/caf\xc3\xa9\" # \xc3\xa9\nwriter = '''posix'''\n",
                           "f.toml").ok());
+  EXPECT_TRUE(ParseConfig("\xEF\xBB\xBF[archive]\npath = \"/a\"\n", "f.toml").ok());  // a byte order mark
 }
 
 }  // namespace
@@ -165,6 +166,7 @@ TEST(ConfigTest, SecretsStayOutOfTheConfigAndPrivate) {
               "sources=[\"m\"]\napply_postgres=\"host=standby password=x\"\n",
               "mirror.apply_postgres: holds a password");
   EXPECT_TRUE(ParseConfig(head + "conninfo=\"host=db user=r passfile=/etc/ferry/pgpass\"\n", "f.toml").ok());
+  EXPECT_TRUE(ParseConfig(head + "conninfo=\"mydb\"\n", "f.toml").ok());  // a bare database name
 
   const std::string dir = testing::TestDir("secrets");
   const std::string pass = dir + "/redis.pass";
@@ -175,7 +177,7 @@ TEST(ConfigTest, SecretsStayOutOfTheConfigAndPrivate) {
   auto refused = ParseConfig(redis, "f.toml");
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("source[0].password_file: " + pass +
-                                            " is readable by group or others (mode 0644)"),
+                                            " can be read or written by group or others (mode 0644)"),
             absl::string_view::npos) << refused.status();
   EXPECT_NE(refused.status().message().find("chmod 600"), absl::string_view::npos) << refused.status();
   ASSERT_EQ(chmod(pass.c_str(), 0600), 0);
@@ -191,6 +193,8 @@ TEST(ConfigTest, HttpOffLoopbackNeedsAToken) {
   EXPECT_TRUE(ParseConfig(head + "listen=\"localhost:9187\"\n", "f.toml").ok());
   ExpectError(head + "listen=\"0.0.0.0:9187\"\n", "http.listen: \"0.0.0.0:9187\" is not a loopback address: set token_file");
   ExpectError(head + "listen=\":9187\"\n", "set token_file");
+  ExpectError(head + "listen=\"127.example.com:9187\"\n", "set token_file");
+  EXPECT_TRUE(ParseConfig(head + "listen=\"127.0.0.2:9187\"\n", "f.toml").ok());
 
   const std::string token = testing::TestDir("token") + "/token";
   std::ofstream(token) << "t0ken\n";

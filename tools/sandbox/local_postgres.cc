@@ -195,9 +195,11 @@ absl::Status CheckServerUserCanRead(const std::string& archive_path) {
   bool in_group = st.st_gid == pw->pw_gid;
   int n = 64;
   std::vector<gid_t> groups(static_cast<size_t>(n));
-  if (getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &n) >= 0) {
-    for (int i = 0; i < n; ++i) in_group = in_group || groups[static_cast<size_t>(i)] == st.st_gid;
+  if (getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &n) < 0) {
+    groups.resize(static_cast<size_t>(n));  // n now says how many there are
+    if (getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &n) < 0) n = 0;
   }
+  for (int i = 0; i < n; ++i) in_group = in_group || groups[static_cast<size_t>(i)] == st.st_gid;
   // ferry never makes archive files readable by others (storage::FileCreateMode), so only the
   // owner and the group count, whatever the directory grants others.
   const mode_t m = st.st_mode;

@@ -1,5 +1,6 @@
 #include "tools/service/config.h"
 
+#include <arpa/inet.h>
 #include <libpq-fe.h>
 #include <sys/stat.h>
 
@@ -143,7 +144,7 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
   if (stat(path.c_str(), &st) != 0) return storage::ErrnoStatus("stat", path, errno);
   if ((st.st_mode & 0077) != 0) {
     return absl::PermissionDeniedError(absl::StrFormat(
-        "%s is readable by group or others (mode %04o); secrets must be private: chmod 600 %s", path,
+        "%s can be read or written by group or others (mode %04o); secrets must be private: chmod 600 %s", path,
         st.st_mode & 07777, path));
   }
   return storage::ReadWholeFile(path);
@@ -153,6 +154,12 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
 // file is read by operators and tools, and passwords belong to PGPASSWORD, a passfile or a
 // client certificate.
 absl::Status CheckNoPassword(const std::string& conninfo) {
+  // A bare database name ("mydb") is a conninfo too (libpq expands only strings with '=' or a
+  // URI prefix), and holds no password.
+  if (conninfo.find('=') == std::string::npos && !absl::StartsWith(conninfo, "postgres://") &&
+      !absl::StartsWith(conninfo, "postgresql://")) {
+    return absl::OkStatus();
+  }
   char* err = nullptr;
   PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
   if (opts == nullptr) {
@@ -173,9 +180,12 @@ absl::Status CheckNoPassword(const std::string& conninfo) {
   return absl::OkStatus();
 }
 
-// An address is loopback when it is "localhost", 127.0.0.0/8 or ::1.
-bool IsLoopbackHost(absl::string_view host) {
-  return host == "localhost" || host == "::1" || host == "[::1]" || absl::StartsWith(host, "127.");
+// An address is loopback when it is "localhost", a numeric 127.0.0.0/8 address or ::1 (a name
+// like "127.example.com" is not).
+bool IsLoopbackHost(const std::string& host) {
+  if (host == "localhost" || host == "::1" || host == "[::1]") return true;
+  in_addr a{};
+  return inet_pton(AF_INET, host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
 }
 
 absl::Status ParseSource(const toml::table& t, size_t index, absl::string_view origin,
@@ -234,7 +244,9 @@ absl::Status ParseSource(const toml::table& t, size_t index, absl::string_view o
     FERRY_RETURN_IF_ERROR(r.String("address", &s->address, true));
     FERRY_RETURN_IF_ERROR(r.Duration("snapshot_every", &s->snapshot_every));
     FERRY_RETURN_IF_ERROR(r.Duration("repl_timeout", &s->repl_timeout));
-    if (s->repl_timeout < absl::Seconds(1)) return r.Error("repl_timeout", "must be at least 1s");
+    if (s->repl_timeout < absl::Seconds(1) || s->repl_timeout > absl::Hours(24)) {
+      return r.Error("repl_timeout", "must be between 1s and 24h");
+    }
     FERRY_RETURN_IF_ERROR(r.Bool("scheduled_backups", &s->scheduled_backups));
     auto endpoint = ingest::redis::ParseRedisAddress(s->address);
     if (!endpoint.ok()) return r.Error("address", endpoint.status().message());
@@ -308,6 +320,8 @@ absl::Status CheckAsciiOutsideStrings(absl::string_view text, absl::string_view 
     return absl::InvalidArgumentError(absl::StrCat(origin, ":", line, ": ", what));
   };
   auto at = [&](size_t i, absl::string_view s) { return absl::StartsWith(text.substr(i), s); };
+  // A UTF-8 byte order mark (some editors write one) is skipped, as toml++ skips it.
+  const size_t first = absl::StartsWith(text, "\xEF\xBB\xBF") ? 3 : 0;
   auto non_ascii = [&](size_t i) { return i < text.size() && static_cast<unsigned char>(text[i]) >= 0x80; };
   auto blank = [&](size_t i) { return i < text.size() && absl::string_view(" \t\r\n").find(text[i]) != absl::string_view::npos; };
   auto key_char = [](char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; };
@@ -316,7 +330,7 @@ absl::Status CheckAsciiOutsideStrings(absl::string_view text, absl::string_view 
     line -= text[*i] == '\n';
     --*i;
   };
-  for (size_t i = 0; i < text.size(); ++i) {
+  for (size_t i = first; i < text.size(); ++i) {
     const char c = text[i];
     if (c == '\n') ++line;
     switch (state) {
