@@ -40,9 +40,12 @@ absl::Status CreateDirectory(const std::string& path) {
     if (errno == EEXIST) return absl::OkStatus();
     return ErrnoStatus("create directory", path, errno);
   }
-  // A umask (077, say) must not take away the group access the archive asked for.
-  if (g_archive_access.load(std::memory_order_relaxed) != 0 && chmod(path.c_str(), DirCreateMode()) != 0) {
-    return ErrnoStatus("chmod", path, errno);
+  // A umask (077, say) must not take away the group access the archive asked for. The setgid
+  // bit a new directory inherits (so that its files get the archive's group) stays.
+  if (g_archive_access.load(std::memory_order_relaxed) != 0) {
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0) return ErrnoStatus("stat", path, errno);
+    if (chmod(path.c_str(), (st.st_mode & S_ISGID) | DirCreateMode()) != 0) return ErrnoStatus("chmod", path, errno);
   }
   return absl::OkStatus();
 }

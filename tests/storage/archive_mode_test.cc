@@ -65,6 +65,12 @@ TEST(ArchiveModeTest, GroupReadableWhenTheDirectoryIsWhateverTheUmask) {
   ASSERT_GT(modes.size(), 6u);
   for (const auto& [p, mode] : modes) {
     EXPECT_EQ(mode, std::filesystem::is_directory(p) ? 0750u : 0640u) << p << " has mode " << std::oct << mode;
+    // The setgid bit is kept on every directory, so that every file gets the archive's group.
+    struct stat st;
+    ASSERT_EQ(stat(p.c_str(), &st), 0);
+    if (std::filesystem::is_directory(p)) {
+      EXPECT_TRUE(st.st_mode & S_ISGID) << p << " lost its setgid bit";
+    }
   }
 }
 
