@@ -295,12 +295,6 @@ absl::StatusOr<absl::Duration> ParseDuration(absl::string_view text) {
 
 namespace {
 
-// toml++ 3.3 (Debian 12) reaches __builtin_unreachable() — undefined behaviour — when it asks
-// whether certain non-ASCII characters are whitespace (is_non_ascii_horizontal_whitespace; found
-// by tests/fuzz). It asks that of characters between tokens, of every character while it scans
-// a bare value to its end (quotes included), and of what follows a backslash in a string (a
-// line-ending backslash trims spaces and newlines). TOML allows non-ASCII only inside strings and
-// comments, so this refuses it anywhere else, with the line, before toml++ sees it.
 // A run of 3 to 5 quotes at i closes a multi-line string (up to two of them are its last
 // characters); returns the index of the run's last closing quote.
 size_t CloseMultiLine(absl::string_view text, size_t i) {
@@ -309,6 +303,12 @@ size_t CloseMultiLine(absl::string_view text, size_t i) {
   return i + n - 1;
 }
 
+// toml++ 3.3 (Debian 12) reaches __builtin_unreachable() — undefined behaviour — when it asks
+// whether certain non-ASCII characters are whitespace (is_non_ascii_horizontal_whitespace; found
+// by tests/fuzz). It asks that of characters between tokens, of every character while it scans
+// a bare value to its end (quotes included), and of what follows a backslash in a string (a
+// line-ending backslash trims spaces and newlines). TOML allows non-ASCII only inside strings and
+// comments, so this refuses it anywhere else, with the line, before toml++ sees it.
 absl::Status CheckAsciiOutsideStrings(absl::string_view text, absl::string_view origin) {
   enum { kCode, kBareKey, kBareValue, kComment, kBasic, kLiteral, kMultiBasic, kMultiLiteral } state = kCode;
   int line = 1;
