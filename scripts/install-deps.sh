@@ -14,6 +14,8 @@ PACKAGES=(
   # servers and tools the tests and the sandbox run (runuser is in util-linux, pgrep in procps)
   postgresql-15 postgresql-client-15 redis-server redis-tools kcat zstd
   util-linux procps
+  # the TLS test makes its CA and server certificate with the openssl command
+  openssl
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

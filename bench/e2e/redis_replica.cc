@@ -54,15 +54,7 @@ absl::StatusOr<int64_t> InfoInt(const LocalRedis& r, const std::string& field) {
 }
 
 // The offset the primary's first replica has acknowledged (-1 before it is online).
-int64_t ReplicaAcked(const LocalRedis& primary) {
-  auto line = ingest::redis::RedisInfoField(primary.Endpoint(), "slave0");
-  if (!line.ok() || line->find("state=online") == std::string::npos) return -1;
-  for (absl::string_view kv : absl::StrSplit(*line, ',')) {
-    int64_t n = 0;
-    if (absl::ConsumePrefix(&kv, "offset=") && absl::SimpleAtoi(kv, &n)) return n;
-  }
-  return -1;
-}
+int64_t ReplicaAcked(const LocalRedis& primary) { return tools::ReplicaAckedOffset(primary).value_or(-1); }
 
 absl::Status WaitAcked(const LocalRedis& primary, int64_t offset, int seconds) {
   for (int i = 0; i < seconds * 100; ++i) {

@@ -360,19 +360,6 @@ TEST(ServiceHttpTest, MetricsStatusHealthAndScheduledDrill) {
 }
 
 
-// What the Redis primary has seen its replica (ferry) acknowledge: slave0's offset.
-int64_t RedisAcked(const LocalRedis& redis) {
-  auto info = redis.Command({"INFO", "replication"});
-  if (!info.ok()) return -1;
-  for (absl::string_view line : absl::StrSplit(*info, "\r\n")) {
-    if (!absl::ConsumePrefix(&line, "slave0:")) continue;
-    const size_t at = line.find("offset=");
-    int64_t v = -1;
-    if (at != absl::string_view::npos && absl::SimpleAtoi(line.substr(at + 7, line.find(',', at) - at - 7), &v)) return v;
-  }
-  return -1;
-}
-
 // The crash loop: ferry is killed with kill -9 at random moments 20 times (seeded: the seed
 // is printed, FERRY_CRASH_SEED=N replays a run) under pgbench and a writer of orders to both
 // servers, and restarted each time. Whatever a primary saw acknowledged before a kill is in
@@ -398,7 +385,7 @@ TEST(CrashLoopTest, TwentyKillsLoseNothingAcknowledged) {
   for (; kills < 20; ++kills) {
     std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(100, 1500)(rng)));
     const pipeline::Lsn pg_acked = FerryFlush(*s.pg);
-    const int64_t redis_acked = RedisAcked(*s.redis);
+    const int64_t redis_acked = tools::ReplicaAckedOffset(*s.redis).value_or(-1);
     ASSERT_TRUE(s.ferry->Kill9().ok());
     // The archive as the killed process left it: it holds everything the primaries heard
     // acknowledged (the last ack each saw came from a sync that had completed).

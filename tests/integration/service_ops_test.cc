@@ -210,12 +210,8 @@ TEST(ReloadTest, SighupAddsAndRemovesSourcesAndSigtermUnderLoadExitsZero) {
   EXPECT_EQ(*exit_code, 0) << ferry.Log();
   auto slot = pipeline::Lsn::Parse(Q(**pg, "select restart_lsn from pg_replication_slots where slot_name = 'ferry_main'"));
   ASSERT_TRUE(slot.ok());
-  auto ls = RunFerrySucceeding({"ls", "--archive", archive, "--json"}, "ls");
-  ASSERT_TRUE(ls);
-  const size_t at = ls->out.find("\"end\":\"", ls->out.find("\"stream\":\"pg-wal\""));
-  ASSERT_NE(at, std::string::npos) << ls->out;
-  auto end = pipeline::Lsn::Parse(ls->out.substr(at + 7, ls->out.find('"', at + 7) - at - 7));
-  ASSERT_TRUE(end.ok()) << ls->out;
+  auto end = pipeline::Lsn::Parse(ArchiveEnd(archive, "main", "pg-wal"));
+  ASSERT_TRUE(end.ok());
   EXPECT_LE(slot->value(), end->value()) << "acknowledged " << slot->ToString() << " but archived only " << end->ToString();
 }
 

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -177,21 +178,23 @@ absl::Status LocalRedis::Kill() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<int64_t> ReplicaAckedOffset(const LocalRedis& redis) {
+  FERRY_ASSIGN_OR_RETURN(const std::string line, ingest::redis::RedisInfoField(redis.Endpoint(), "slave0"));
+  if (!absl::StrContains(line, "state=online")) {
+    return absl::NotFoundError(absl::StrCat("redis on port ", redis.port(), ": no replica online"));
+  }
+  for (absl::string_view kv : absl::StrSplit(line, ',')) {
+    int64_t offset = 0;
+    if (absl::ConsumePrefix(&kv, "offset=") && absl::SimpleAtoi(kv, &offset)) return offset;
+  }
+  return absl::NotFoundError(absl::StrCat("redis on port ", redis.port(), ": slave0 has no offset: ", line));
+}
+
 absl::Status WaitReplicaAcked(const LocalRedis& redis, int timeout_seconds) {
   for (int i = 0; i < timeout_seconds * 10; ++i) {
-    auto info = redis.Command({"INFO", "replication"});
-    if (info.ok()) {
-      std::string offset, acked;
-      for (absl::string_view line : absl::StrSplit(*info, "\r\n")) {
-        if (absl::ConsumePrefix(&line, "master_repl_offset:")) offset = std::string(line);
-        // Before its RDB has been loaded a replica is listed (wait_bgsave) but acks nothing.
-        if (absl::ConsumePrefix(&line, "slave0:") && absl::StrContains(line, "state=online")) {
-          const size_t at = line.find("offset=");
-          if (at != absl::string_view::npos) acked = std::string(line.substr(at + 7, line.find(',', at) - at - 7));
-        }
-      }
-      if (!offset.empty() && offset == acked) return absl::OkStatus();
-    }
+    auto offset = ingest::redis::RedisInfoField(redis.Endpoint(), "master_repl_offset");
+    auto acked = ReplicaAckedOffset(redis);
+    if (offset.ok() && acked.ok() && *offset == absl::StrCat(*acked)) return absl::OkStatus();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return absl::DeadlineExceededError(absl::StrCat("redis on port ", redis.port(), ": its replica did not acknowledge the stream within ",

@@ -76,6 +76,10 @@ class LocalRedis {
   int pid_ = -1;
 };
 
+// The replication offset the server's first replica (slave0) has acknowledged; kNotFound
+// while there is none online (a replica still loading its RDB is listed but acks nothing).
+absl::StatusOr<int64_t> ReplicaAckedOffset(const LocalRedis& redis);
+
 // Until the server's one replica (ferry) is online and has acknowledged its whole
 // replication stream: then everything written so far is durable in ferry's archive.
 absl::Status WaitReplicaAcked(const LocalRedis& redis, int timeout_seconds);
