@@ -46,6 +46,11 @@ TEST(ConfigTest, ErrorsNameTheKey) {
   ExpectError("[archive]\npath=\"/a\"\n[retention]\nwal=\"3 days\"\n", "retention.wal");
   ExpectError("bogus = 1\n[archive]\npath=\"/a\"\n", "unknown key \"bogus\"");
   ExpectError("[archive\n", "f.toml:1");
+  // A day count too large for int64 hours saturates instead of overflowing (found by fuzz_config).
+  auto days = ParseDuration("4099276460824344806d");
+  ASSERT_TRUE(days.ok()) << days.status();
+  EXPECT_EQ(*days, absl::InfiniteDuration());
+  EXPECT_EQ(*ParseDuration("2d"), absl::Hours(48));
   // Non-ASCII between tokens would reach undefined behaviour in toml++ 3.3 (found by
   // fuzz_config); inside strings and comments it is fine.
   ExpectError("# caf\xc3\xa9\n[archive]\npath=\"/a\"\nwriter = posix \xc3\xa9\n",

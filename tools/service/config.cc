@@ -288,7 +288,8 @@ absl::StatusOr<absl::Duration> ParseDuration(absl::string_view text) {
   if (unit == "s") return absl::Seconds(n);
   if (unit == "m") return absl::Minutes(n);
   if (unit == "h") return absl::Hours(n);
-  if (unit == "d") return absl::Hours(24 * n);
+  // Duration arithmetic saturates (at infinity) where 24 * n would overflow (found by fuzz_config).
+  if (unit == "d") return absl::Hours(n) * 24;
   return absl::InvalidArgumentError(
       absl::StrCat("bad duration \"", text, "\": unit must be ms, s, m, h or d"));
 }
