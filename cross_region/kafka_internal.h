@@ -51,6 +51,9 @@ inline constexpr char kHeaderPart[] = "ferry-part";  // "i/n"
 inline constexpr char kHeaderChecksum[] = "ferry-checksum";
 inline constexpr char kHeaderName[] = "ferry-name";
 inline constexpr char kHeaderRawLen[] = "ferry-raw-len";
+// On a chunk from an encrypted archive: the key its (compressed) bytes are sealed under, with
+// the chunk id's hex as additional data, so Kafka holds no snapshot in the clear.
+inline constexpr char kHeaderKeyId[] = "ferry-key-id";
 
 // The value of header `name`, or nullopt.
 std::optional<std::string> HeaderValue(const rd_kafka_message_t* m, const char* name);

@@ -314,9 +314,22 @@ absl::Status Mirror::Impl::HandleChunk(const std::string& source, const rd_kafka
     return absl::DataLossError(absl::StrCat("kafka message ", Where(m), ": chunk claims ", raw_len, " bytes"));
   }
   const std::string key(static_cast<const char*>(m->key), m->key_len);
-  std::string raw;
-  FERRY_RETURN_IF_ERROR(pipeline::DecompressZstd(absl::string_view(static_cast<const char*>(m->payload), m->len),
-                                                 raw_len, Where(m), &raw));
+  std::string raw, opened;
+  absl::string_view payload(static_cast<const char*>(m->payload), m->len);
+  if (auto key_id = HeaderValue(m, kHeaderKeyId)) {
+    uint32_t id = 0;
+    if (!absl::SimpleAtoi(*key_id, &id) || id == 0 || id > 65535) {
+      return absl::DataLossError(absl::StrCat("kafka message ", Where(m), ": bad ", kHeaderKeyId, " \"", *key_id, "\""));
+    }
+    const pipeline::Keyring* keys = archive->keys().get();
+    if (keys == nullptr || !keys->Has(static_cast<uint16_t>(id))) {
+      return pipeline::MissingKeyError(static_cast<uint16_t>(id), keys);
+    }
+    absl::Status st = keys->Open(static_cast<uint16_t>(id), key, payload, &opened);
+    if (!st.ok()) return absl::DataLossError(absl::StrCat("kafka message ", Where(m), ": chunk ", st.message()));
+    payload = opened;
+  }
+  FERRY_RETURN_IF_ERROR(pipeline::DecompressZstd(payload, raw_len, Where(m), &raw));
   const storage::ChunkId id = pipeline::Sha256(raw);
   if (storage::ChunkIdHex(id) != key) {
     return absl::DataLossError(absl::StrCat("kafka message ", Where(m), ": chunk bytes do not hash to its key ", key));
@@ -348,9 +361,12 @@ absl::Status Mirror::Impl::TryCommitManifests(SnapshotState& st) {
     if (!committed.ok()) return committed.status();
     spdlog::info("event=snapshot_imported id={} kind={}", committed->id, committed->Get("kind"));
     st.waiting.pop_front();
+    // Chunks of later snapshots that came before this manifest go on to the next writer.
+    const std::vector<storage::ChunkRef> leftovers = st.writer->Leftovers();
     st.writer.reset();
     st.unsynced = false;
     FERRY_ASSIGN_OR_RETURN(st.writer, st.store->Begin(0, {}));
+    st.writer->Adopt(leftovers);
     absl::MutexLock lock(&mu);
     ++snapshots_imported;
   }

@@ -396,7 +396,8 @@ absl::Status StreamShipper::Session::PublishChanges(absl::string_view bytes) {
   FERRY_ASSIGN_OR_RETURN(pipeline::FrameHeader h, pipeline::DecodeFrameHeader(bytes));
   std::string decompressed;
   FERRY_ASSIGN_OR_RETURN(std::vector<pipeline::RecordView> records,
-                         pipeline::DecodeFramePayload(h, bytes.substr(pipeline::kFrameHeaderSize), &decompressed));
+                         pipeline::DecodeFramePayload(h, bytes.substr(pipeline::kFrameHeaderSize), &decompressed,
+                                                      log_->keys()));
   const DebeziumOptions dz{s_->options_.kafka.topic_prefix, s_->options_.source, s_->options_.tombstones};
   const int64_t now_ms = pipeline::NowUnixMicros() / 1000;
   HeldFrame& frame = held_.back();
@@ -590,7 +591,7 @@ absl::Status SnapshotShipper::Session() {
     }
     for (const storage::SnapshotManifest& m : (*store)->snapshots()) {
       if (shipped.count(m.id) > 0) continue;
-      std::string compressed;
+      std::string compressed, sealed;
       for (const storage::SnapshotEntry& e : m.entries) {
         for (const storage::ChunkRef& c : e.chunks) {
           if (!chunks_sent.insert(c.id).second) continue;
@@ -601,8 +602,15 @@ absl::Status SnapshotShipper::Session() {
             return pipeline::CompressZstd(raw, 1, &compressed);
           });
           FERRY_RETURN_IF_ERROR(read);
-          FERRY_RETURN_IF_ERROR(producer->Produce(chunk_topic, -1, storage::ChunkIdHex(c.id), compressed,
-                                                  {{kHeaderType, "chunk"}, {kHeaderRawLen, absl::StrCat(c.raw_len)}}, {}));
+          const std::string key = storage::ChunkIdHex(c.id);
+          Headers headers = {{kHeaderType, "chunk"}, {kHeaderRawLen, absl::StrCat(c.raw_len)}};
+          if (const pipeline::Keyring* keys = (*archive)->keys().get()) {
+            sealed.clear();
+            FERRY_RETURN_IF_ERROR(keys->Seal(keys->current_id(), key, compressed, &sealed));
+            compressed.swap(sealed);
+            headers.emplace_back(kHeaderKeyId, absl::StrCat(keys->current_id()));
+          }
+          FERRY_RETURN_IF_ERROR(producer->Produce(chunk_topic, -1, key, compressed, headers, {}));
           while (producer->in_flight_bytes() > (32u << 20)) FERRY_RETURN_IF_ERROR(producer->Poll(20));
           if (cancelled()) return absl::CancelledError("stopping");
         }

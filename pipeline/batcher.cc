@@ -143,7 +143,7 @@ absl::Status Batcher::WriteBatch(std::deque<Item>& batch) {
   auto close_frame = [&]() -> absl::Status {
     if (pending.empty()) return absl::OkStatus();
     FrameInput input{pending_epoch, pending_start, NowUnixMicros(), pending};
-    FERRY_ASSIGN_OR_RETURN(FrameHeader h, EncodeFrame(input, options_.zstd_level, &frames.bytes));
+    FERRY_ASSIGN_OR_RETURN(FrameHeader h, EncodeFrame(input, options_.zstd_level, &frames.bytes, options_.keys.get()));
     frames.headers.push_back(h);
     pending.clear();
     pending_bytes = 0;

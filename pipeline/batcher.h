@@ -24,6 +24,7 @@ struct BatcherOptions {
   size_t max_batch_bytes = 16 << 20;      // one group commit writes at most this much payload
   size_t max_queued_bytes = 64 << 20;     // Append blocks above this (back-pressure)
   int zstd_level = 1;                     // 0 = store uncompressed
+  std::shared_ptr<const Keyring> keys;    // seals every frame under keys->current_id(); null: clear
   // Disk-space guard: while it returns true the worker writes nothing, so nothing more is
   // synced or acknowledged; records queue, Append blocks once the queue is full and Drain
   // waits. Polled about every 200 ms; the writing resumes by itself when it turns false.

@@ -17,6 +17,25 @@ namespace ferry::pipeline {
 namespace {
 
 constexpr size_t kRecordHeaderSize = 12;  // u32 len + u64 end_pos
+constexpr size_t kHeaderAadSize = 64;     // header bytes a sealed payload authenticates
+constexpr uint8_t kFlagSealed = 1;
+
+// Header bytes 0..63: every field but the two checksums.
+void PutHeaderFields(const FrameHeader& h, char* hp) {
+  PutLe32(hp + 0, kFrameMagic);
+  hp[4] = static_cast<char>(h.codec);
+  hp[5] = static_cast<char>(h.key_id != 0 ? kFlagSealed : 0);
+  PutLe16(hp + 6, h.key_id);
+  PutLe32(hp + 8, h.record_count);
+  PutLe32(hp + 12, h.raw_len);
+  PutLe32(hp + 16, h.stored_len);
+  PutLe32(hp + 20, h.epoch);
+  PutLe64(hp + 24, h.start_pos);
+  PutLe64(hp + 32, h.end_pos);
+  PutLe64(hp + 40, static_cast<uint64_t>(h.arrival_us));
+  PutLe64(hp + 48, static_cast<uint64_t>(h.first_data_ts));
+  PutLe64(hp + 56, static_cast<uint64_t>(h.last_data_ts));
+}
 
 }  // namespace
 
@@ -41,7 +60,8 @@ absl::StatusOr<StreamKind> ParseStreamKind(absl::string_view name) {
 
 uint64_t Checksum64(absl::string_view bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
 
-absl::StatusOr<FrameHeader> EncodeFrame(const FrameInput& input, int zstd_level, std::string* out) {
+absl::StatusOr<FrameHeader> EncodeFrame(const FrameInput& input, int zstd_level, std::string* out,
+                                        const Keyring* keys) {
   size_t raw_len = 0;
   FrameHeader h;
   h.epoch = input.epoch;
@@ -62,20 +82,24 @@ absl::StatusOr<FrameHeader> EncodeFrame(const FrameInput& input, int zstd_level,
   }
   h.record_count = static_cast<uint32_t>(input.records.size());
   h.raw_len = static_cast<uint32_t>(raw_len);
+  h.codec = zstd_level > 0 ? Codec::kZstd : Codec::kNone;
+  if (keys != nullptr) h.key_id = keys->current_id();
 
   // Records are serialised once (the one memcpy per byte): straight behind the header when
-  // stored uncompressed, else into a scratch buffer that zstd compresses behind the header.
+  // stored as they are, else into a scratch buffer that zstd compresses, or sealing
+  // encrypts, behind the header. Both scratch buffers are reused: no allocation per frame.
   const size_t header_at = out->size();
   const size_t payload_at = header_at + kFrameHeaderSize;
-  thread_local std::string raw;  // reused: no allocation per frame
+  thread_local std::string raw;
+  thread_local std::string compressed;
+  const bool in_place = h.codec == Codec::kNone && h.key_id == 0;
   char* p;
-  if (zstd_level > 0) {
-    raw.resize(raw_len);
-    p = raw.data();
-    out->resize(payload_at);
-  } else {
+  if (in_place) {
     out->resize(payload_at + raw_len);
     p = out->data() + payload_at;
+  } else {
+    raw.resize(raw_len);
+    p = raw.data();
   }
   for (const Record& r : input.records) {
     PutLe32(p, static_cast<uint32_t>(r.payload.size()));
@@ -84,36 +108,32 @@ absl::StatusOr<FrameHeader> EncodeFrame(const FrameInput& input, int zstd_level,
     p += kRecordHeaderSize + r.payload.size();
   }
 
-  if (zstd_level > 0) {
-    h.codec = Codec::kZstd;
-    absl::Status st = AppendZstd(raw, zstd_level, out);
+  absl::string_view plain = raw;  // what is sealed, when it is
+  if (!in_place) out->resize(payload_at);
+  if (h.codec == Codec::kZstd) {
+    compressed.clear();
+    absl::Status st = AppendZstd(raw, zstd_level, h.key_id != 0 ? &compressed : out);
     if (!st.ok()) {
       out->resize(header_at);
       return st;
     }
-    h.stored_len = static_cast<uint32_t>(out->size() - payload_at);
-  } else {
-    h.codec = Codec::kNone;
-    h.stored_len = h.raw_len;
+    plain = compressed;
   }
-  out->resize(header_at + kFrameHeaderSize + h.stored_len);
-  h.payload_checksum = Checksum64(
-      absl::string_view(out->data() + header_at + kFrameHeaderSize, h.stored_len));
-
+  h.stored_len = static_cast<uint32_t>(h.key_id != 0 ? plain.size() + kSealOverhead : out->size() - payload_at);
+  // The header is complete but for its checksums before sealing: bytes 0..63 are the
+  // additional authenticated data, so no header field can change without the key.
+  PutHeaderFields(h, out->data() + header_at);
+  if (h.key_id != 0) {
+    char aad[kHeaderAadSize];  // a copy: sealing appends to *out, which may move it
+    std::memcpy(aad, out->data() + header_at, sizeof(aad));
+    absl::Status st = keys->Seal(h.key_id, absl::string_view(aad, sizeof(aad)), plain, out);
+    if (!st.ok()) {
+      out->resize(header_at);
+      return st;
+    }
+  }
   char* hp = out->data() + header_at;
-  PutLe32(hp + 0, kFrameMagic);
-  hp[4] = static_cast<char>(h.codec);
-  hp[5] = 0;  // flags, reserved
-  PutLe16(hp + 6, 0);
-  PutLe32(hp + 8, h.record_count);
-  PutLe32(hp + 12, h.raw_len);
-  PutLe32(hp + 16, h.stored_len);
-  PutLe32(hp + 20, h.epoch);
-  PutLe64(hp + 24, h.start_pos);
-  PutLe64(hp + 32, h.end_pos);
-  PutLe64(hp + 40, static_cast<uint64_t>(h.arrival_us));
-  PutLe64(hp + 48, static_cast<uint64_t>(h.first_data_ts));
-  PutLe64(hp + 56, static_cast<uint64_t>(h.last_data_ts));
+  h.payload_checksum = Checksum64(absl::string_view(hp + kFrameHeaderSize, h.stored_len));
   PutLe64(hp + 64, h.payload_checksum);
   PutLe64(hp + 72, Checksum64(absl::string_view(hp, 72)));
   return h;
@@ -135,6 +155,11 @@ absl::StatusOr<FrameHeader> DecodeFrameHeader(absl::string_view bytes) {
     return absl::DataLossError(absl::StrCat("unknown frame codec ", codec));
   }
   h.codec = static_cast<Codec>(codec);
+  const uint8_t flags = static_cast<uint8_t>(p[5]);
+  h.key_id = GetLe16(p + 6);
+  if ((flags & ~kFlagSealed) != 0 || ((flags & kFlagSealed) != 0) != (h.key_id != 0)) {
+    return absl::DataLossError(absl::StrCat("frame header has unknown flags ", flags, " or key id ", h.key_id));
+  }
   h.record_count = GetLe32(p + 8);
   h.raw_len = GetLe32(p + 12);
   h.stored_len = GetLe32(p + 16);
@@ -145,7 +170,7 @@ absl::StatusOr<FrameHeader> DecodeFrameHeader(absl::string_view bytes) {
   h.first_data_ts = static_cast<UnixMicros>(GetLe64(p + 48));
   h.last_data_ts = static_cast<UnixMicros>(GetLe64(p + 56));
   h.payload_checksum = GetLe64(p + 64);
-  if (h.raw_len > kMaxFramePayload || h.stored_len > ZSTD_compressBound(kMaxFramePayload) ||
+  if (h.raw_len > kMaxFramePayload || h.stored_len > ZSTD_compressBound(kMaxFramePayload) + kSealOverhead ||
       h.end_pos < h.start_pos) {
     return absl::DataLossError("frame header has impossible sizes or positions");
   }
@@ -154,7 +179,8 @@ absl::StatusOr<FrameHeader> DecodeFrameHeader(absl::string_view bytes) {
 
 absl::StatusOr<std::vector<RecordView>> DecodeFramePayload(const FrameHeader& h,
                                                            absl::string_view stored,
-                                                           std::string* scratch) {
+                                                           std::string* scratch,
+                                                           const Keyring* keys) {
   if (stored.size() != h.stored_len) {
     return absl::DataLossError(
         absl::StrCat("frame payload is ", stored.size(), " bytes, header says ", h.stored_len));
@@ -162,13 +188,25 @@ absl::StatusOr<std::vector<RecordView>> DecodeFramePayload(const FrameHeader& h,
   if (Checksum64(stored) != h.payload_checksum) {
     return absl::DataLossError("frame payload checksum mismatch");
   }
+  absl::string_view payload = stored;
+  if (h.key_id != 0) {
+    if (keys == nullptr || !keys->Has(h.key_id)) return MissingKeyError(h.key_id, keys);
+    char aad[kHeaderAadSize];
+    PutHeaderFields(h, aad);
+    // Compressed plaintext goes to a reused buffer; an uncompressed one is the records
+    // themselves, which the views point into.
+    thread_local std::string opened;
+    std::string* dst = h.codec == Codec::kZstd ? &opened : scratch;
+    FERRY_RETURN_IF_ERROR(keys->Open(h.key_id, absl::string_view(aad, sizeof(aad)), stored, dst));
+    payload = *dst;
+  }
   absl::string_view raw;
   if (h.codec == Codec::kZstd) {
-    FERRY_RETURN_IF_ERROR(DecompressZstd(stored, h.raw_len, "frame payload", scratch));
+    FERRY_RETURN_IF_ERROR(DecompressZstd(payload, h.raw_len, "frame payload", scratch));
     raw = *scratch;
   } else {
-    if (h.raw_len != h.stored_len) return absl::DataLossError("uncompressed frame sizes differ");
-    raw = stored;
+    if (h.raw_len != payload.size()) return absl::DataLossError("uncompressed frame sizes differ");
+    raw = payload;
   }
   std::vector<RecordView> records;
   records.reserve(h.record_count);

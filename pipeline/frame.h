@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "pipeline/cipher.h"
 #include "pipeline/position.h"
 
 namespace ferry::pipeline {
@@ -59,6 +60,9 @@ struct FrameHeader {
   UnixMicros first_data_ts = 0;  // first/last data timestamp in the frame, 0 if none
   UnixMicros last_data_ts = 0;
   uint64_t payload_checksum = 0;  // XXH3-64 of the stored payload bytes
+  // Non-zero: the payload is sealed (pipeline/cipher.h) under this key, with header bytes
+  // 0..63 as additional authenticated data. Flags bit 0 says the same.
+  uint16_t key_id = 0;
 
   size_t frame_size() const { return kFrameHeaderSize + stored_len; }
 };
@@ -72,20 +76,25 @@ struct FrameInput {
 };
 
 // Appends one encoded frame (header + payload) to *out and returns its header.
-// zstd_level 0 stores the payload uncompressed. Fails only if the payload exceeds
-// kMaxFramePayload (kInvalidArgument) or zstd fails (kInternal).
-absl::StatusOr<FrameHeader> EncodeFrame(const FrameInput& input, int zstd_level, std::string* out);
+// zstd_level 0 stores the payload uncompressed; `keys` seals it under their current key.
+// Fails only if the payload exceeds kMaxFramePayload (kInvalidArgument) or zstd or OpenSSL
+// fails (kInternal).
+absl::StatusOr<FrameHeader> EncodeFrame(const FrameInput& input, int zstd_level, std::string* out,
+                                        const Keyring* keys = nullptr);
 
 // Parses and checks a header from at least kFrameHeaderSize bytes. kDataLoss on a bad magic,
 // header checksum or impossible sizes, with the reason in the message.
 absl::StatusOr<FrameHeader> DecodeFrameHeader(absl::string_view bytes);
 
-// Verifies the payload checksum, decompresses into *scratch and splits it into records.
-// The views point into *scratch. kDataLoss on any mismatch (checksum, sizes, record bounds,
-// positions not ending at header.end_pos).
+// Verifies the payload checksum, opens a sealed payload with `keys`, decompresses into
+// *scratch and splits it into records. The views point into *scratch, or into `stored` for
+// a payload neither sealed nor compressed (scratch may then be null). kDataLoss on any
+// mismatch (checksum, authentication, sizes, record bounds, positions not ending at
+// header.end_pos); kFailedPrecondition for a sealed payload whose key `keys` lacks.
 absl::StatusOr<std::vector<RecordView>> DecodeFramePayload(const FrameHeader& header,
                                                            absl::string_view stored,
-                                                           std::string* scratch);
+                                                           std::string* scratch,
+                                                           const Keyring* keys = nullptr);
 
 // XXH3-64, the checksum used by frames, segment headers and digests.
 uint64_t Checksum64(absl::string_view bytes);

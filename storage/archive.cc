@@ -22,6 +22,7 @@ namespace {
 
 constexpr char kVersionFile[] = "FERRY-ARCHIVE";
 constexpr char kIdentityFile[] = "SOURCE";
+constexpr char kEncryptedFile[] = "ENCRYPTED";
 
 bool IsDir(const std::string& path) {
   struct stat st;
@@ -106,6 +107,15 @@ absl::StatusOr<std::unique_ptr<Archive>> Archive::Open(const std::string& path,
       return ErrnoStatus("write", lock_path, errno);
     }
     FERRY_RETURN_IF_ERROR(CreateDirectory(path + "/streams"));
+    const bool marked = access(absl::StrCat(path, "/", kEncryptedFile).c_str(), F_OK) == 0;
+    if (marked && options.keys == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "archive ", path, " is encrypted (", kEncryptedFile, ") and this process has no key: set [archive] "
+          "encryption_key_file to its key file"));
+    }
+    if (!marked && options.keys != nullptr) {
+      FERRY_RETURN_IF_ERROR(WriteFileAtomically(path, kEncryptedFile, "aes-256-gcm\n"));
+    }
   }
   return a;
 }
@@ -134,6 +144,7 @@ absl::StatusOr<StreamLog*> Archive::Stream(absl::string_view source, pipeline::S
   o.writer = options_.writer;
   o.segment_bytes = options_.segment_bytes;
   o.read_only = !options_.writable;
+  o.keys = options_.keys;
   FERRY_ASSIGN_OR_RETURN(auto log, StreamLog::Open(dir, kind, o));
   StreamLog* raw = log.get();
   streams_[key] = std::move(log);

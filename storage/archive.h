@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "pipeline/frame.h"
+#include "storage/archive_keys.h"
 #include "storage/stream_log.h"
 
 namespace ferry::storage {
@@ -18,6 +19,8 @@ struct ArchiveOptions {
   bool writable = false;  // create if missing, take the lock, repair torn tails
   WriterKind writer = WriterKind::kIoUring;
   uint64_t segment_bytes = 64 << 20;
+  // Seal new data (the caller does: batcher, snapshot writer) and open sealed data with these.
+  std::shared_ptr<const pipeline::Keyring> keys = ProcessKeys();
 };
 
 // Key/value facts that tie a source to the archive (e.g. system_id, wal_segment_size).
@@ -27,7 +30,9 @@ using SourceIdentity = std::map<std::string, std::string>;
 class Archive {
  public:
   // Read-only: kNotFound "no ferry archive at DIR" when it is not one. Writable: creates it,
-  // then takes an exclusive lock; kFailedPrecondition if another process holds it.
+  // then takes an exclusive lock; kFailedPrecondition if another process holds it, or if the
+  // archive is encrypted (its ENCRYPTED marker, left by the first writer with keys) and
+  // options.keys is null, so that a config that lost its key never writes in the clear.
   static absl::StatusOr<std::unique_ptr<Archive>> Open(const std::string& path,
                                                        const ArchiveOptions& options);
   ~Archive();
@@ -43,6 +48,7 @@ class Archive {
   absl::Status SetIdentity(absl::string_view source, const SourceIdentity& identity);
 
   const std::string& path() const { return path_; }
+  const std::shared_ptr<const pipeline::Keyring>& keys() const { return options_.keys; }
   std::string SourceDir(absl::string_view source) const;
   // Where the source's SnapshotStore lives (snapshot_store.h).
   std::string SnapshotDir(absl::string_view source) const { return SourceDir(source) + "/snapshots"; }

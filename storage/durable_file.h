@@ -70,6 +70,11 @@ absl::Status WriteFileAtomically(const std::string& dir, const std::string& name
 // Reads a whole file. kNotFound when it does not exist.
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
 
+// A secret (password, token, key) from a file only its owner may read or write: one that
+// group or others can is refused (kPermissionDenied, saying to chmod 600), as ssh refuses
+// such a key, so that a slip in its mode is noticed.
+absl::StatusOr<std::string> ReadSecretFile(const std::string& path);
+
 // A status for a failed OS call on `path`: "<op> <path>: <strerror>", with the code chosen by
 // errno (ENOSPC -> kResourceExhausted, ENOENT -> kNotFound, EACCES -> kPermissionDenied, ...).
 absl::Status ErrnoStatus(absl::string_view op, absl::string_view path, int err);

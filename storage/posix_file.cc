@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "pipeline/check.h"
 #include "storage/durable_file.h"
 #include "storage/durable_file_internal.h"
@@ -215,6 +216,17 @@ absl::Status WriteFileAtomically(const std::string& dir, const std::string& name
     return ErrnoStatus("rename", final_path, errno);
   }
   return SyncDirectory(dir);
+}
+
+absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return ErrnoStatus("stat", path, errno);
+  if ((st.st_mode & 0077) != 0) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "%s can be read or written by group or others (mode %04o); secrets must be private: chmod 600 %s", path,
+        st.st_mode & 07777, path));
+  }
+  return ReadWholeFile(path);
 }
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {

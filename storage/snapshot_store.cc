@@ -42,10 +42,20 @@ constexpr size_t kChunkHeaderBytes = 64;
 constexpr uint8_t kCodecRaw = 0;
 constexpr uint8_t kCodecZstd = 1;
 constexpr int kChunkZstdLevel = 3;
+constexpr uint8_t kChunkSealed = 1;  // chunk header flags (byte 5); bytes 6..7: key id
 constexpr uint64_t kPackTargetBytes = 256ull << 20;  // a new pack once a pack holds this much
 constexpr size_t kPackBufferBytes = 8 << 20;          // written to the file in pieces this big
 constexpr char kManifestMagic[] = "ferry-snapshot 1";
 constexpr char kManifestSuffix[] = ".snap";
+
+// What a sealed chunk authenticates: its header but for the two checksums (the body's at
+// 16..23 is zeroed, the header's at 56.. left out), so its id, sizes and codec are bound to it.
+std::array<char, 56> ChunkAad(const char* h) {
+  std::array<char, 56> aad;
+  std::memcpy(aad.data(), h, aad.size());
+  std::memset(aad.data() + 16, 0, 8);
+  return aad;
+}
 
 // Bytes outside printable ASCII, space and '%' become %XX so that every field is one token.
 std::string Escape(absl::string_view s) {
@@ -254,9 +264,9 @@ absl::StatusOr<SnapshotManifest> ParseSnapshotManifest(absl::string_view text,
 
 // ---- store ----
 
-absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::Open(const std::string& dir,
-                                                                   bool writable) {
-  std::unique_ptr<SnapshotStore> s(new SnapshotStore(dir));
+absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::Open(
+    const std::string& dir, bool writable, std::shared_ptr<const pipeline::Keyring> keys) {
+  std::unique_ptr<SnapshotStore> s(new SnapshotStore(dir, std::move(keys)));
   if (writable) {
     for (const std::string& d : {dir, dir + "/packs"}) {
       FERRY_RETURN_IF_ERROR(CreateDirectory(d));
@@ -364,7 +374,7 @@ absl::Status SnapshotStore::ReadFile(
       for (auto& [p, fd] : *fds) close(fd);
     }
   } closer{&fds};
-  std::string stored, raw;
+  std::string stored, raw, opened;
   for (const ChunkRef& c : entry.chunks) {
     const std::string path = PackPath(c.pack);
     auto it = fds.find(c.pack);
@@ -392,8 +402,16 @@ absl::Status SnapshotStore::ReadFile(
         std::memcmp(h + 24, c.id.data(), 32) != 0) {
       return where("chunk header does not match the manifest");
     }
-    const absl::string_view body(stored.data() + kChunkHeaderBytes, c.stored_len);
+    absl::string_view body(stored.data() + kChunkHeaderBytes, c.stored_len);
     if (GetLe64(h + 16) != pipeline::Checksum64(body)) return where("chunk checksum mismatch");
+    if ((h[5] & kChunkSealed) != 0) {
+      const uint16_t key_id = pipeline::GetLe16(h + 6);
+      if (keys_ == nullptr || !keys_->Has(key_id)) return pipeline::MissingKeyError(key_id, keys_.get());
+      const std::array<char, 56> aad = ChunkAad(h);
+      absl::Status st = keys_->Open(key_id, absl::string_view(aad.data(), aad.size()), body, &opened);
+      if (!st.ok()) return where(st.message());
+      body = opened;
+    }
     absl::string_view data = body;
     if (static_cast<uint8_t>(h[4]) == kCodecZstd) {
       FERRY_RETURN_IF_ERROR(pipeline::DecompressZstd(body, c.raw_len, path, &raw));
@@ -515,13 +533,22 @@ absl::Status SnapshotWriter::PutChunk(absl::string_view raw, ChunkRef* ref) {
     codec = kCodecRaw;
     body = raw;
   }
+  const pipeline::Keyring* keys = store_->keys_.get();
   char h[kChunkHeaderBytes] = {};
   std::memcpy(h, kChunkMagic, 4);
   h[4] = static_cast<char>(codec);
   PutLe32(h + 8, static_cast<uint32_t>(raw.size()));
-  PutLe32(h + 12, static_cast<uint32_t>(body.size()));
-  PutLe64(h + 16, pipeline::Checksum64(body));
+  PutLe32(h + 12, static_cast<uint32_t>(body.size() + (keys != nullptr ? pipeline::kSealOverhead : 0)));
   std::memcpy(h + 24, id.data(), 32);
+  if (keys != nullptr) {
+    h[5] = static_cast<char>(kChunkSealed);
+    pipeline::PutLe16(h + 6, keys->current_id());
+    const std::array<char, 56> aad = ChunkAad(h);
+    sealed_.clear();
+    FERRY_RETURN_IF_ERROR(keys->Seal(keys->current_id(), absl::string_view(aad.data(), aad.size()), body, &sealed_));
+    body = sealed_;
+  }
+  PutLe64(h + 16, pipeline::Checksum64(body));
   PutLe64(h + 56, pipeline::Checksum64(absl::string_view(h, 56)));
   ref->id = id;
   ref->pack = pack_;
@@ -614,6 +641,20 @@ absl::Status SnapshotWriter::AdoptUnreferencedChunks() {
     }
   }
   return absl::OkStatus();
+}
+
+std::vector<ChunkRef> SnapshotWriter::Leftovers() const {
+  std::vector<ChunkRef> out;
+  for (const auto& [id, ref] : written_) {
+    if (store_->chunks_.count(id) == 0) out.push_back(ref);
+  }
+  return out;
+}
+
+void SnapshotWriter::Adopt(const std::vector<ChunkRef>& chunks) {
+  for (const ChunkRef& ref : chunks) {
+    if (store_->chunks_.count(ref.id) == 0) written_.emplace(ref.id, ref);
+  }
 }
 
 absl::StatusOr<SnapshotManifest> SnapshotWriter::CommitImported(SnapshotManifest manifest) {

@@ -15,8 +15,10 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "pipeline/cipher.h"
 #include "pipeline/sha256.h"
 #include "pipeline/sink.h"
+#include "storage/archive_keys.h"
 #include "storage/chunker.h"
 #include "storage/durable_file.h"
 
@@ -101,6 +103,11 @@ class SnapshotWriter final : public pipeline::SnapshotSink {
   // that did not get to commit its manifest before a crash) referable by this writer, so an
   // importer need not receive them again. A pack is read up to its first damaged chunk.
   absl::Status AdoptUnreferencedChunks();
+  // After a commit: the chunks this writer stored that no committed snapshot names (an
+  // importer received a later snapshot's chunks before this one's manifest), which the next
+  // writer Adopts (the commit synced them) so that they are not lost until a restart.
+  std::vector<ChunkRef> Leftovers() const;
+  void Adopt(const std::vector<ChunkRef>& chunks);
 
  private:
   friend class SnapshotStore;
@@ -123,6 +130,7 @@ class SnapshotWriter final : public pipeline::SnapshotSink {
   uint64_t flushed_ = 0;    // bytes of the pack file already written
   std::string pack_buffer_;  // bytes after the flushed part
   std::string compressed_;
+  std::string sealed_;
 };
 
 // Not thread-safe. Several processes may use one store: writers take an exclusive lock on
@@ -132,9 +140,10 @@ class SnapshotWriter final : public pipeline::SnapshotSink {
 class SnapshotStore {
  public:
   // Opens (writable: creates) the store in `dir` (<archive>/streams/<source>/snapshots).
-  // Reads every manifest; a damaged manifest is kDataLoss naming it.
-  static absl::StatusOr<std::unique_ptr<SnapshotStore>> Open(const std::string& dir,
-                                                             bool writable);
+  // Reads every manifest; a damaged manifest is kDataLoss naming it. New chunks are sealed
+  // with `keys` (when given), and sealed chunks opened with them.
+  static absl::StatusOr<std::unique_ptr<SnapshotStore>> Open(const std::string& dir, bool writable,
+                                                             std::shared_ptr<const pipeline::Keyring> keys = ProcessKeys());
 
   // Committed snapshots, oldest first (by id).
   const std::vector<SnapshotManifest>& snapshots() const { return snapshots_; }
@@ -146,7 +155,8 @@ class SnapshotStore {
                                                         std::map<std::string, std::string> meta);
 
   // Reads a file's bytes in order, checking each chunk (header, XXH3 of the stored bytes,
-  // SHA-256 of the raw bytes against its id). kDataLoss naming pack and offset.
+  // the seal of a sealed one, SHA-256 of the raw bytes against its id). kDataLoss naming
+  // pack and offset; kFailedPrecondition for a sealed chunk whose key the store lacks.
   absl::Status ReadFile(const SnapshotEntry& entry,
                         const std::function<absl::Status(absl::string_view)>& sink) const;
 
@@ -163,13 +173,15 @@ class SnapshotStore {
 
  private:
   friend class SnapshotWriter;
-  explicit SnapshotStore(std::string dir) : dir_(std::move(dir)) {}
+  SnapshotStore(std::string dir, std::shared_ptr<const pipeline::Keyring> keys)
+      : dir_(std::move(dir)), keys_(std::move(keys)) {}
   absl::Status Load();
   absl::StatusOr<int> Lock() const;  // exclusive flock on LOCK, non-blocking
   std::vector<uint32_t> PackNumbers() const;
   void Committed(SnapshotManifest manifest);
 
   const std::string dir_;
+  const std::shared_ptr<const pipeline::Keyring> keys_;
   std::vector<SnapshotManifest> snapshots_;
   absl::flat_hash_map<ChunkId, ChunkRef, ChunkIdHash> chunks_;  // of committed snapshots
 };

@@ -19,6 +19,8 @@ struct StreamLogOptions {
   WriterKind writer = WriterKind::kIoUring;
   uint64_t segment_bytes = 64 << 20;  // a segment is sealed once it holds at least this much
   bool read_only = true;              // read-only never modifies files (a torn tail is ignored)
+  // Opens sealed frames (ReadRecords, Verify); null: sealed frames cannot be read.
+  std::shared_ptr<const pipeline::Keyring> keys;
 };
 
 // Where a frame lives. The header here carries the index fields (positions, epoch, times,
@@ -88,8 +90,12 @@ class StreamLog final : public pipeline::FrameConsumer {
 
   // Checks every frame's checksums and decodes it; positions must be contiguous within an
   // epoch. Appends what is wrong to *damage. Returns a digest (XXH3-64 chained over every
-  // frame's bytes) that two byte-identical streams share.
-  uint64_t Verify(std::vector<Damage>* damage) const;
+  // frame's bytes) that two byte-identical streams share. Sealed frames whose key this log
+  // lacks are checked only as far as their checksums go and counted in *unopened.
+  uint64_t Verify(std::vector<Damage>* damage, uint64_t* unopened = nullptr) const;
+
+  // The keys sealed frames are opened with (null: none).
+  const pipeline::Keyring* keys() const { return options_.keys.get(); }
 
   const std::string& dir() const { return dir_; }
   std::string SegmentPath(uint64_t seq) const;

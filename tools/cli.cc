@@ -1,9 +1,13 @@
 #include "tools/cli.h"
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/str_cat.h"
+#include "storage/archive_keys.h"
 #include "tools/commands.h"
+#include "tools/service/config.h"
 
 namespace ferry::tools {
 
@@ -32,6 +36,30 @@ std::string JsonString(const std::string& s) {
   }
   return out + "\"";
 }
+
+namespace {
+
+// The keys every command seals and opens archive data with (storage/archive_keys.h): a
+// config's [archive] encryption_key_file, else the file FERRY_KEY_FILE names (commands run
+// without a config, such as restore_command's wal-fetch). A config that does not load is
+// left for the command to report.
+absl::Status InstallKeys(const std::string& config_path) {
+  if (!config_path.empty()) {
+    auto config = LoadConfig(config_path);
+    if (config.ok()) {
+      storage::SetProcessKeys(config->keys);
+      if (config->keys != nullptr) return absl::OkStatus();
+    }
+  }
+  const char* file = std::getenv(storage::kKeyFileEnv);
+  if (file == nullptr || *file == '\0') return absl::OkStatus();
+  auto keys = storage::LoadKeyFile(file);
+  if (!keys.ok()) return absl::InvalidArgumentError(absl::StrCat(storage::kKeyFileEnv, ": ", keys.status().message()));
+  storage::SetProcessKeys(*std::move(keys));
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 int RunCli(int argc, char** argv) {
   CLI::App app{"ferry: continuous WAL and AOF streaming replicator"};
@@ -217,6 +245,7 @@ int RunCli(int argc, char** argv) {
     (void)app.exit(e);
     return 2;
   }
+  if (absl::Status st = InstallKeys(config); !st.ok()) return Fail(app.get_subcommands().front()->get_name(), st);
   if (run->parsed()) return CmdRun(config);
   if (mirror->parsed()) return CmdMirror(config);
   if (kafka_mock->parsed()) return CmdKafkaMock(mock_brokers);

@@ -69,6 +69,10 @@ int CmdConfigCheck(const std::string& config_path) {
               static_cast<unsigned long long>(c.segment_bytes >> 20), c.zstd_level, d(c.retention_full).c_str(),
               d(c.retention_incremental).c_str(), d(c.retention_wal).c_str(), d(c.retention_redis_snapshots).c_str(),
               d(c.mark_pause_redis).c_str(), c.http_listen.c_str());
+  if (c.keys != nullptr) {
+    std::printf("# [archive] encryption_key_file = \"%s\": AES-256-GCM, new data sealed with key %u\n",
+                c.encryption_key_file.c_str(), static_cast<unsigned>(c.keys->current_id()));
+  }
   if (!c.kafka_brokers.empty()) {
     // Properties are listed by name only: a value may be a credential.
     std::string props;

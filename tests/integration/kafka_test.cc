@@ -3,6 +3,7 @@
 // primary region's, through broker outages, injected produce errors, and restarts of either
 // side.
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "cross_region/kafka.h"
 #include "pipeline/position.h"
+#include "storage/archive_keys.h"
 #include "tests/fixtures/ferry_process.h"
 #include "tests/fixtures/pg_cluster.h"
 #include "tools/sandbox/local_postgres.h"
@@ -102,8 +104,9 @@ struct Regions {
 
 // A primary region (PostgreSQL, Redis, ferry run shipping to the mock cluster) and a standby
 // region (ferry mirror). `source_extra` goes into the PostgreSQL source, `mirror_extra` into
-// [mirror].
-Regions Start(const std::string& source_extra = "", const std::string& mirror_extra = "") {
+// [mirror], `archive_extra` into both configs' [archive].
+Regions Start(const std::string& source_extra = "", const std::string& mirror_extra = "",
+              const std::string& archive_extra = "") {
   Regions s;
   Primaries p = StartPrimaries("ferry-kafka-test");
   s.dir = p.dir;
@@ -121,7 +124,7 @@ Regions Start(const std::string& source_extra = "", const std::string& mirror_ex
   s.config = s.dir + "/ferry.toml";
   // No scheduled drills: not what these tests are about, and a drill's scratch server would
   // outlive a ferry killed with SIGKILL at the end of a test.
-  std::ofstream(s.config) << "region = \"eu\"\ndrill_every = \"0s\"\n[archive]\npath = \"" << s.archive << "\"\nsegment_mb = 4\n\n"
+  std::ofstream(s.config) << "region = \"eu\"\ndrill_every = \"0s\"\n[archive]\npath = \"" << s.archive << "\"\nsegment_mb = 4\n" << archive_extra << "\n"
                           // Small messages: most frames travel in several parts.
                           << "[kafka]\nbrokers = \"" << s.kafka->bootstrap() << "\"\nmax_message_bytes = 8192\n\n"
                           << "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << s.pg->Conninfo()
@@ -130,7 +133,7 @@ Regions Start(const std::string& source_extra = "", const std::string& mirror_ex
                           << "\"\nscheduled_backups = false\n";
   s.mirror_config = s.dir + "/mirror.toml";
   std::ofstream(s.mirror_config) << "region = \"us\"\n[archive]\npath = \"" << s.mirror_archive
-                                 << "\"\nsegment_mb = 4\n\n[kafka]\nbrokers = \"" << s.kafka->bootstrap()
+                                 << "\"\nsegment_mb = 4\n" << archive_extra << "\n[kafka]\nbrokers = \"" << s.kafka->bootstrap()
                                  << "\"\ntopic_prefix = \"ferry.eu\"\n\n[mirror]\nsources = [\"main\", \"cache\"]\n"
                                  << mirror_extra;
   s.ferry = std::make_unique<FerryService>(s.config, s.dir + "/ferry.log");
@@ -223,6 +226,41 @@ TEST(KafkaMirrorTest, StreamsAndSnapshotsReachTheMirrorThroughFaults) {
   s.SetLeaders(3);
   ASSERT_TRUE(s.WaitMirrored(120));
   EXPECT_NE(s.mirror->Log().find("event=snapshot_imported"), std::string::npos) << s.mirror->Log();
+}
+
+// An encrypted archive's standby: frames reach the mirror sealed as they are, snapshot chunks
+// sealed in Kafka and sealed again by the mirror, which holds no plaintext either and
+// verifies with the same key file. Two base backups in a row also means the second's chunks
+// may arrive before the first's manifest is committed (they used to be forgotten until the
+// mirror restarted, and the second snapshot waited for them).
+TEST(KafkaMirrorTest, EncryptedArchiveMirrorsSealed) {
+  auto key_dir = tools::MakeTempDir("ferry-keys");
+  ASSERT_TRUE(key_dir.ok()) << key_dir.status();
+  const std::string keys = *key_dir + "/archive.keys";
+  std::ofstream(keys) << "5 " << std::string(64, 'c') << "\n";
+  ASSERT_EQ(chmod(keys.c_str(), 0600), 0);
+  Regions s = Start("", "", absl::StrCat("encryption_key_file = \"", keys, "\"\n"));
+  ASSERT_TRUE(s.kafka && s.pg && s.redis && s.ferry && s.mirror);
+  const std::string canary = "ferry-plaintext-canary";
+  Q(*s.pg, absl::StrCat("insert into t (v) select '", canary, "' || g from generate_series(1, 100) g"));
+  ASSERT_TRUE(s.redis->Command({"SET", "note", canary}).ok());
+  Q(*s.pg, "checkpoint");  // the rows reach the heap files the next backup copies
+  ASSERT_TRUE(RunFerrySucceeding({"backup", "--config", s.config, "--source", "main"}, "backup"));
+  WaitUntilArchived(*s.pg);
+  ASSERT_TRUE(tools::WaitReplicaAcked(*s.redis, 30).ok());
+  // verify (in Digests) opens every frame and chunk of both archives with the key.
+  setenv(storage::kKeyFileEnv, keys.c_str(), 1);
+  EXPECT_TRUE(s.WaitMirrored(120));
+  auto v = RunFerrySucceeding({"verify", "--archive", s.mirror_archive, "--json"}, "verify mirror");
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->out.find("\"unopened\":true"), std::string::npos) << v->out;
+  EXPECT_EQ(v->out.find("\"unopened\":0"), v->out.find("\"unopened\":")) << v->out;
+  unsetenv(storage::kKeyFileEnv);
+  EXPECT_TRUE(std::filesystem::exists(s.mirror_archive + "/ENCRYPTED"));
+  for (const std::string& archive : {s.archive, s.mirror_archive}) {
+    EXPECT_EQ(FilesContaining(archive, canary), std::vector<std::string>{}) << "plaintext in " << archive;
+  }
+  std::filesystem::remove_all(*key_dir);
 }
 
 }  // namespace

@@ -278,6 +278,9 @@ absl::StatusOr<std::string> RestorePostgresTo(const std::string& archive_path,
   FERRY_ASSIGN_OR_RETURN(auto archive, storage::Archive::Open(archive_path, storage::ArchiveOptions{}));
   // Checked before anything is written: recovery would fail later, less clearly.
   FERRY_RETURN_IF_ERROR(CheckServerUserCanRead(archive_path));
+  if (auto keys = storage::ProcessKeys()) {
+    FERRY_RETURN_IF_ERROR(CheckServerUserCanReadKeyFile(keys->origin()));
+  }
   FERRY_ASSIGN_OR_RETURN(storage::StreamLog * wal, archive->Stream(source, pipeline::StreamKind::kPgWal));
   FERRY_ASSIGN_OR_RETURN(storage::SourceIdentity identity, archive->GetIdentity(source));
   uint64_t segment_bytes = 0, system_id = 0;
@@ -392,7 +395,10 @@ absl::Status WriteRecoverySettings(const std::string& target, const std::string&
   // restore_command runs in the data directory, so %p is pg_wal/RECOVERYXLOG and wal-fetch's
   // decompress-ahead spool is pg_wal/.ferry-prefetch; recovery_end_command removes what is
   // left in it once recovery is over.
-  const std::string fetch = absl::StrCat(ferry_binary, " wal-fetch --archive ", abs_archive, " --source ", source);
+  // An encrypted archive's key file goes along in the environment (storage/archive_keys.h).
+  const auto keys = storage::ProcessKeys();
+  const std::string fetch = absl::StrCat(keys != nullptr ? absl::StrCat(storage::kKeyFileEnv, "=", keys->origin(), " ") : "",
+                                         ferry_binary, " wal-fetch --archive ", abs_archive, " --source ", source);
   conf << "\n# ferry restore\n"
        << "restore_command = '" << fetch << " %f %p'\n"
        << "recovery_end_command = '" << fetch << " --drop-spool pg_wal/.ferry-prefetch'\n"

@@ -212,6 +212,19 @@ absl::Status CheckServerUserCanRead(const std::string& archive_path) {
       archive_path, m & 07777, archive_path, archive_path, archive_path));
 }
 
+absl::Status CheckServerUserCanReadKeyFile(const std::string& key_file) {
+  if (!RunningAsRoot()) return absl::OkStatus();
+  FERRY_ASSIGN_OR_RETURN(passwd * pw, ServerUser());
+  struct stat st;
+  if (stat(key_file.c_str(), &st) != 0) return absl::ErrnoToStatus(errno, absl::StrCat("stat ", key_file));
+  // A key file is private (mode 600), so only its owner reads it.
+  if (st.st_uid == pw->pw_uid) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "the key file %s is not readable by the postgres user, which runs the restored server's restore_command "
+      "(ferry wal-fetch): chown postgres %s (and keep it mode 600), or restore as the key file's owner",
+      key_file, key_file));
+}
+
 absl::StatusOr<std::string> MakeTempDir(absl::string_view prefix) {
   const char* tmpdir = std::getenv("TMPDIR");
   std::string tmpl = absl::StrCat(tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp", "/", prefix, "-XXXXXX");

@@ -123,6 +123,9 @@ absl::Status MakeArchiveDirForServerUser(const std::string& path);
 // When we are root, a restored server and its restore_command run as the postgres user:
 // kFailedPrecondition naming the fix when that user cannot read `archive_path`. OK otherwise.
 absl::Status CheckServerUserCanRead(const std::string& archive_path);
+// The same for an archive key file (storage/archive_keys.h), which is private: as root, the
+// postgres user must own it.
+absl::Status CheckServerUserCanReadKeyFile(const std::string& key_file);
 
 // A new directory /tmp/<prefix>-XXXXXX (under $TMPDIR when set) with mode 0755, so that the
 // postgres user can reach what we put in it (archives, the ferry binary's inputs).

@@ -28,6 +28,7 @@
 #include "cross_region/kafka.h"
 #include "pipeline/check.h"
 #include "storage/archive.h"
+#include "storage/archive_keys.h"
 #include "storage/durable_file.h"
 #include "tools/service/http.h"
 
@@ -135,19 +136,6 @@ absl::Status SubTable(const toml::table& root, absl::string_view name, absl::str
   }
   *out = n->as_table();
   return absl::OkStatus();
-}
-
-// A secret (password, token, key) from a file that only its owner may read: a file others can
-// read is refused, as ssh refuses such a key, so that a slip in its mode is noticed.
-absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) return storage::ErrnoStatus("stat", path, errno);
-  if ((st.st_mode & 0077) != 0) {
-    return absl::PermissionDeniedError(absl::StrFormat(
-        "%s can be read or written by group or others (mode %04o); secrets must be private: chmod 600 %s", path,
-        st.st_mode & 07777, path));
-  }
-  return storage::ReadWholeFile(path);
 }
 
 // A libpq connection string (key=value or URI) that carries a password is refused: the config
@@ -263,7 +251,7 @@ absl::Status ParseSource(const toml::table& t, size_t index, absl::string_view o
       }
       s->redis.password = v;
     } else if (!password_file.empty()) {
-      auto v = ReadSecretFile(password_file);
+      auto v = storage::ReadSecretFile(password_file);
       if (!v.ok()) return r.Error("password_file", v.status().message());
       s->redis.password = std::string(absl::StripTrailingAsciiWhitespace(*v));
     }
@@ -453,6 +441,12 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view ori
     FERRY_RETURN_IF_ERROR(r.Int("min_free_percent", 0, 99, &min_free));
     c.min_free_percent = static_cast<int>(min_free);
     c.zstd_level = static_cast<int>(level);
+    FERRY_RETURN_IF_ERROR(r.String("encryption_key_file", &c.encryption_key_file));
+    if (!c.encryption_key_file.empty()) {
+      auto keys = storage::LoadKeyFile(c.encryption_key_file);
+      if (!keys.ok()) return r.Error("encryption_key_file", keys.status().message());
+      c.keys = *std::move(keys);
+    }
     FERRY_RETURN_IF_ERROR(r.CheckUnknown());
   }
   top.Skip("retention");
@@ -483,7 +477,7 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view ori
     std::string token_file;
     FERRY_RETURN_IF_ERROR(r.String("token_file", &token_file));
     if (!token_file.empty()) {
-      auto token = ReadSecretFile(token_file);
+      auto token = storage::ReadSecretFile(token_file);
       if (!token.ok()) return r.Error("token_file", token.status().message());
       c.http_token = std::string(absl::StripAsciiWhitespace(*token));
       if (c.http_token.empty()) return r.Error("token_file", absl::StrCat(token_file, " is empty"));

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "ingest/redis/replica_conn.h"
+#include "pipeline/cipher.h"
 #include "pipeline/progress.h"
 #include "storage/durable_file.h"
 
@@ -53,6 +54,10 @@ struct Config {
   storage::WriterKind writer = storage::WriterKind::kIoUring;
   uint64_t segment_bytes = 64ull << 20;
   int zstd_level = 1;
+  // [archive] encryption_key_file and the keys it holds: every frame and snapshot chunk is
+  // sealed with AES-256-GCM under the newest (pipeline/cipher.h). Empty/null: no encryption.
+  std::string encryption_key_file;
+  std::shared_ptr<const pipeline::Keyring> keys;
   // Under this much free space on the archive's file system the service stops writing and
   // acknowledging (it never deletes anything to make room) and resumes when space returns.
   int min_free_percent = 5;

@@ -127,6 +127,7 @@ class Service::Outflow {
     const SourceConfig& sc = *runner->config;
     pipeline::BatcherOptions bo;
     bo.zstd_level = service->config_.zstd_level;
+    bo.keys = service->archive_->keys();
     bo.hold = [service] { return service->disk_guard_.Low(); };
     bo.on_disk_full = [name = sc.name, kind](const absl::Status& st) {
       if (st.ok()) {
