@@ -323,7 +323,8 @@ absl::Status Mirror::Impl::HandleChunk(const std::string& source, const rd_kafka
     }
     const pipeline::Keyring* keys = archive->keys().get();
     if (keys == nullptr || !keys->Has(static_cast<uint16_t>(id))) {
-      return pipeline::MissingKeyError(static_cast<uint16_t>(id), keys);
+      const absl::Status missing = pipeline::MissingKeyError(static_cast<uint16_t>(id), keys);
+      return absl::FailedPreconditionError(absl::StrCat("kafka message ", Where(m), ": chunk ", missing.message()));
     }
     absl::Status st = keys->Open(static_cast<uint16_t>(id), key, payload, &opened);
     if (!st.ok()) return absl::DataLossError(absl::StrCat("kafka message ", Where(m), ": chunk ", st.message()));

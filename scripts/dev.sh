@@ -3,6 +3,10 @@
 #   scripts/dev.sh sandbox [ferry sandbox flags]   install, build, run `ferry sandbox`
 #   scripts/dev.sh test                            install, build, run unit then integration tests,
 #                                                  then scripts/sanitize.sh (ASan/UBSan, fuzzing)
+# and the benchmarks:
+#   scripts/dev.sh bench                           install, build, run the micro benchmarks and
+#                                                  every end-to-end harness (ferry and the peers),
+#                                                  tables, CSVs and PNG plots in bench/results/
 # FERRY_BUILD_DIR overrides the build directory (default: build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,8 +14,8 @@ cd "$(dirname "$0")/.."
 cmd="${1:-}"
 shift || true
 case "$cmd" in
-  sandbox|test) ;;
-  *) echo "usage: scripts/dev.sh sandbox|test [args]" >&2; exit 2 ;;
+  sandbox|test|bench) ;;
+  *) echo "usage: scripts/dev.sh sandbox|test|bench [args]" >&2; exit 2 ;;
 esac
 
 bash scripts/install-deps.sh
@@ -28,6 +32,19 @@ ninja -C "$BUILD" -j2
 
 if [ "$cmd" = sandbox ]; then
   exec "$BUILD/tools/ferry" sandbox "$@"
+fi
+
+if [ "$cmd" = bench ]; then
+  # Each harness starts its own servers and measures ferry and its peers in one run; sizes
+  # are the defaults documented in the README (about 15 minutes on 2 cores in all).
+  out=bench/results
+  mkdir -p "$out"
+  "$BUILD/bench/ferry_bench" --benchmark_min_time=0.3 --benchmark_out="$out/micro.json" --benchmark_out_format=json
+  for b in physical redis logical disk restore kafka_lag; do
+    echo "dev.sh: ferry_bench_$b"
+    "$BUILD/bench/ferry_bench_$b" --out "$out"
+  done
+  exec bash bench/plot.sh "$out"
 fi
 
 # Unit tests in parallel; integration tests (real PostgreSQL servers, pgbench) one at a time

@@ -16,6 +16,8 @@ PACKAGES=(
   util-linux procps
   # the TLS test makes its CA and server certificate with the openssl command
   openssl
+  # bench/plot.sh draws the benchmarks' PNG charts
+  gnuplot-nox
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

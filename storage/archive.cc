@@ -10,6 +10,7 @@
 #include <cctype>
 #include <cerrno>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -73,6 +74,45 @@ absl::Status ApplyArchiveMode(const std::string& path) {
 
 }  // namespace
 
+absl::Status CheckKeys(const std::string& archive, const pipeline::Keyring* keys, bool writing) {
+  const std::string marker_path = absl::StrCat(archive, "/", kEncryptedFile);
+  auto marker = ReadWholeFile(marker_path);
+  if (!marker.ok() && !absl::IsNotFound(marker.status())) return marker.status();
+  if (!marker.ok() && (!writing || keys == nullptr)) return absl::OkStatus();  // not encrypted (yet)
+  if (marker.ok() && keys == nullptr) {
+    if (!writing) return absl::OkStatus();  // reading: each sealed frame says what it lacks
+    return absl::FailedPreconditionError(absl::StrCat(
+        "archive ", archive, " is encrypted (", kEncryptedFile, ") and this process has no key: set [archive] "
+        "encryption_key_file to its key file"));
+  }
+  // "key <id> <check value>" lines: a key file whose key of some id is not the one the archive
+  // was sealed with would make what it writes unreadable with the right file, and the reverse.
+  std::map<uint16_t, std::string> known;
+  for (absl::string_view line : absl::StrSplit(marker.value_or(""), '\n', absl::SkipEmpty())) {
+    std::vector<absl::string_view> f = absl::StrSplit(line, ' ');
+    uint32_t id = 0;
+    if (f.size() == 3 && f[0] == "key" && absl::SimpleAtoi(f[1], &id) && id > 0 && id <= 65535) {
+      known[static_cast<uint16_t>(id)] = std::string(f[2]);
+    }
+  }
+  bool add = false;
+  for (uint16_t id : keys->ids()) {
+    auto it = known.find(id);
+    if (it == known.end()) {
+      add = true;
+    } else if (it->second != keys->CheckValue(id)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "key ", id, " in ", keys->origin(), " is not the key ", id, " archive ", archive,
+          " was sealed with (", kEncryptedFile, " records another): use the key file the archive was written with"));
+    }
+  }
+  if (!writing || (!add && marker.ok())) return absl::OkStatus();
+  std::string text = "aes-256-gcm\n";
+  for (uint16_t id : keys->ids()) known[id] = keys->CheckValue(id);
+  for (const auto& [id, check] : known) absl::StrAppend(&text, "key ", id, " ", check, "\n");
+  return WriteFileAtomically(archive, kEncryptedFile, text);
+}
+
 absl::StatusOr<std::unique_ptr<Archive>> Archive::Open(const std::string& path,
                                                        const ArchiveOptions& options) {
   if (options.writable) FERRY_RETURN_IF_ERROR(ApplyArchiveMode(path));
@@ -107,16 +147,8 @@ absl::StatusOr<std::unique_ptr<Archive>> Archive::Open(const std::string& path,
       return ErrnoStatus("write", lock_path, errno);
     }
     FERRY_RETURN_IF_ERROR(CreateDirectory(path + "/streams"));
-    const bool marked = access(absl::StrCat(path, "/", kEncryptedFile).c_str(), F_OK) == 0;
-    if (marked && options.keys == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "archive ", path, " is encrypted (", kEncryptedFile, ") and this process has no key: set [archive] "
-          "encryption_key_file to its key file"));
-    }
-    if (!marked && options.keys != nullptr) {
-      FERRY_RETURN_IF_ERROR(WriteFileAtomically(path, kEncryptedFile, "aes-256-gcm\n"));
-    }
   }
+  FERRY_RETURN_IF_ERROR(CheckKeys(path, options.keys.get(), options.writable));
   return a;
 }
 

@@ -62,6 +62,13 @@ class Archive {
   std::map<std::string, std::unique_ptr<StreamLog>> streams_;
 };
 
+// The archive's ENCRYPTED marker against `keys` (docs/archive-format.md "Encryption"): a
+// writer (`writing`) without keys is refused once the archive is encrypted, a key whose id
+// the archive knows with another check value is refused to anyone, and a writer records the
+// check values of keys the marker lacks. Archive::Open runs it; so must anyone who writes
+// into an archive without opening it writable (backups, which run beside the service).
+absl::Status CheckKeys(const std::string& archive, const pipeline::Keyring* keys, bool writing);
+
 // Checks that `name` can be a source name (letters, digits, '_', '-'; 1..64 chars).
 absl::Status ValidateSourceName(absl::string_view name);
 

@@ -21,7 +21,8 @@ std::shared_ptr<const pipeline::Keyring>& Keys() {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const pipeline::Keyring>> LoadKeyFile(const std::string& path) {
-  FERRY_ASSIGN_OR_RETURN(std::string text, ReadSecretFile(path));
+  // Group-readable allowed: the service's user owns it, postgres (restore_command) reads it.
+  FERRY_ASSIGN_OR_RETURN(std::string text, ReadSecretFile(path, /*group_may_read=*/true));
   // Absolute: the path is handed on to processes that run elsewhere (restore_command).
   auto keys = pipeline::Keyring::Parse(text, std::filesystem::absolute(path).lexically_normal().string());
   OPENSSL_cleanse(text.data(), text.size());

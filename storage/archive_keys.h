@@ -16,7 +16,8 @@ namespace ferry::storage {
 // The environment variable that names a key file for commands run without a config.
 inline constexpr char kKeyFileEnv[] = "FERRY_KEY_FILE";
 
-// Reads and parses a key file, which must be private (ReadSecretFile).
+// Reads and parses a key file, which must be private to its owner and, at most, readable by
+// its group (ReadSecretFile; mode 600 or 640).
 absl::StatusOr<std::shared_ptr<const pipeline::Keyring>> LoadKeyFile(const std::string& path);
 
 // The process's keys; null when it has none (archives are then written in the clear).

@@ -72,8 +72,9 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
 
 // A secret (password, token, key) from a file only its owner may read or write: one that
 // group or others can is refused (kPermissionDenied, saying to chmod 600), as ssh refuses
-// such a key, so that a slip in its mode is noticed.
-absl::StatusOr<std::string> ReadSecretFile(const std::string& path);
+// such a key, so that a slip in its mode is noticed. `group_may_read` allows 0640, for a
+// secret two users share through a group (the archive key: the service and postgres).
+absl::StatusOr<std::string> ReadSecretFile(const std::string& path, bool group_may_read = false);
 
 // A status for a failed OS call on `path`: "<op> <path>: <strerror>", with the code chosen by
 // errno (ENOSPC -> kResourceExhausted, ENOENT -> kNotFound, EACCES -> kPermissionDenied, ...).

@@ -218,13 +218,14 @@ absl::Status WriteFileAtomically(const std::string& dir, const std::string& name
   return SyncDirectory(dir);
 }
 
-absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
+absl::StatusOr<std::string> ReadSecretFile(const std::string& path, bool group_may_read) {
   struct stat st;
   if (stat(path.c_str(), &st) != 0) return ErrnoStatus("stat", path, errno);
-  if ((st.st_mode & 0077) != 0) {
+  if ((st.st_mode & (group_may_read ? 0037 : 0077)) != 0) {
     return absl::PermissionDeniedError(absl::StrFormat(
-        "%s can be read or written by group or others (mode %04o); secrets must be private: chmod 600 %s", path,
-        st.st_mode & 07777, path));
+        "%s can be %s by %s (mode %04o); secrets must be private: chmod %s %s", path,
+        group_may_read ? "written by its group or read" : "read or written", group_may_read ? "others" : "group or others",
+        st.st_mode & 07777, group_may_read ? "640" : "600", path));
   }
   return ReadWholeFile(path);
 }

@@ -367,6 +367,13 @@ absl::StatusOr<std::unique_ptr<SnapshotWriter>> SnapshotStore::Begin(
 
 absl::Status SnapshotStore::ReadFile(
     const SnapshotEntry& entry, const std::function<absl::Status(absl::string_view)>& sink) const {
+  return ReadChunks(entry, &sink);
+}
+
+absl::Status SnapshotStore::CheckStored(const SnapshotEntry& entry) const { return ReadChunks(entry, nullptr); }
+
+absl::Status SnapshotStore::ReadChunks(const SnapshotEntry& entry,
+                                       const std::function<absl::Status(absl::string_view)>* sink) const {
   std::map<uint32_t, int> fds;
   struct Closer {
     std::map<uint32_t, int>* fds;
@@ -402,11 +409,19 @@ absl::Status SnapshotStore::ReadFile(
         std::memcmp(h + 24, c.id.data(), 32) != 0) {
       return where("chunk header does not match the manifest");
     }
+    const uint8_t flags = static_cast<uint8_t>(h[5]);
+    const uint16_t key_id = pipeline::GetLe16(h + 6);
+    if ((flags & ~kChunkSealed) != 0 || ((flags & kChunkSealed) != 0) != (key_id != 0)) {
+      return where(absl::StrCat("unknown chunk flags ", flags, " or key id ", key_id));
+    }
     absl::string_view body(stored.data() + kChunkHeaderBytes, c.stored_len);
     if (GetLe64(h + 16) != pipeline::Checksum64(body)) return where("chunk checksum mismatch");
-    if ((h[5] & kChunkSealed) != 0) {
-      const uint16_t key_id = pipeline::GetLe16(h + 6);
-      if (keys_ == nullptr || !keys_->Has(key_id)) return pipeline::MissingKeyError(key_id, keys_.get());
+    if (sink == nullptr) continue;  // CheckStored: as far as the checksums go
+    if (key_id != 0) {
+      if (keys_ == nullptr || !keys_->Has(key_id)) {
+        const absl::Status missing = pipeline::MissingKeyError(key_id, keys_.get());
+        return absl::FailedPreconditionError(absl::StrCat(path, " offset ", c.offset, ": ", missing.message()));
+      }
       const std::array<char, 56> aad = ChunkAad(h);
       absl::Status st = keys_->Open(key_id, absl::string_view(aad.data(), aad.size()), body, &opened);
       if (!st.ok()) return where(st.message());
@@ -420,7 +435,7 @@ absl::Status SnapshotStore::ReadFile(
       return where("unknown codec");
     }
     if (pipeline::Sha256(data) != c.id) return where("SHA-256 of the chunk does not match its id");
-    FERRY_RETURN_IF_ERROR(sink(data));
+    FERRY_RETURN_IF_ERROR((*sink)(data));
   }
   return absl::OkStatus();
 }
@@ -517,12 +532,8 @@ absl::Status SnapshotWriter::PutChunk(absl::string_view raw, ChunkRef* ref) {
   stats_.raw_bytes += raw.size();
   ++stats_.chunks;
   const ChunkId id = pipeline::Sha256(raw);
-  if (auto it = store_->chunks_.find(id); it != store_->chunks_.end()) {
-    *ref = it->second;
-    return absl::OkStatus();
-  }
-  if (auto it = written_.find(id); it != written_.end()) {
-    *ref = it->second;
+  if (const ChunkRef* have = Reusable(id)) {
+    *ref = *have;
     return absl::OkStatus();
   }
   if (pack_file_ == nullptr) FERRY_RETURN_IF_ERROR(OpenPack());
@@ -601,8 +612,22 @@ absl::Status SnapshotWriter::ImportChunk(absl::string_view raw) {
   return PutChunk(raw, &ref);
 }
 
-bool SnapshotWriter::HasChunk(const ChunkId& id) const {
-  return store_->chunks_.count(id) > 0 || written_.count(id) > 0;
+bool SnapshotWriter::HasChunk(const ChunkId& id) const { return Reusable(id) != nullptr; }
+
+const ChunkRef* SnapshotWriter::Reusable(const ChunkId& id) const {
+  if (auto it = written_.find(id); it != written_.end()) return &it->second;
+  auto it = store_->chunks_.find(id);
+  if (it == store_->chunks_.end()) return nullptr;
+  const pipeline::Keyring* keys = store_->keys_.get();
+  if (keys == nullptr) return &it->second;
+  // A store with keys writes again what an older snapshot holds in the clear or under an
+  // older key, so that retention can remove those copies (and the old key) in time.
+  char h[kChunkHeaderBytes];
+  const int fd = open(store_->PackPath(it->second.pack).c_str(), O_RDONLY | O_CLOEXEC);
+  const bool read = fd >= 0 && pread(fd, h, sizeof(h), static_cast<off_t>(it->second.offset)) == sizeof(h);
+  if (fd >= 0) close(fd);
+  const bool current = read && (h[5] & kChunkSealed) != 0 && pipeline::GetLe16(h + 6) == keys->current_id();
+  return current ? &it->second : nullptr;
 }
 
 absl::Status SnapshotWriter::SyncPacks() {
@@ -660,13 +685,10 @@ void SnapshotWriter::Adopt(const std::vector<ChunkRef>& chunks) {
 absl::StatusOr<SnapshotManifest> SnapshotWriter::CommitImported(SnapshotManifest manifest) {
   for (SnapshotEntry& e : manifest.entries) {
     for (ChunkRef& c : e.chunks) {
-      const ChunkId id = c.id;
-      if (auto it = store_->chunks_.find(id); it != store_->chunks_.end()) {
-        c = it->second;
-      } else if (auto w = written_.find(id); w != written_.end()) {
-        c = w->second;
+      if (const ChunkRef* have = Reusable(c.id)) {
+        c = *have;
       } else {
-        return absl::NotFoundError(absl::StrCat("snapshot ", manifest.id, ": chunk ", ChunkIdHex(id), " of ", e.path,
+        return absl::NotFoundError(absl::StrCat("snapshot ", manifest.id, ": chunk ", ChunkIdHex(c.id), " of ", e.path,
                                                 " is not in the store yet"));
       }
     }

@@ -113,6 +113,8 @@ class SnapshotWriter final : public pipeline::SnapshotSink {
   friend class SnapshotStore;
   SnapshotWriter(SnapshotStore* store, int lock_fd, uint32_t first_pack);
   absl::Status PutChunk(absl::string_view raw, ChunkRef* ref);
+  // The stored chunk `id` this writer may refer to instead of writing it, or null.
+  const ChunkRef* Reusable(const ChunkId& id) const;
   absl::Status FlushPackBuffer();
   absl::Status OpenPack();
 
@@ -160,6 +162,10 @@ class SnapshotStore {
   absl::Status ReadFile(const SnapshotEntry& entry,
                         const std::function<absl::Status(absl::string_view)>& sink) const;
 
+  // ReadFile's checks as far as they go without opening sealed chunks: header, manifest
+  // reference and XXH3 of the stored bytes (what `ferry verify` does without the key).
+  absl::Status CheckStored(const SnapshotEntry& entry) const;
+
   // Removes a snapshot's manifest (its chunks stay until CollectGarbage). Takes the lock.
   absl::Status Remove(absl::string_view id);
   // Deletes packs that no committed snapshot references (whole packs only: a pack shared
@@ -176,6 +182,8 @@ class SnapshotStore {
   SnapshotStore(std::string dir, std::shared_ptr<const pipeline::Keyring> keys)
       : dir_(std::move(dir)), keys_(std::move(keys)) {}
   absl::Status Load();
+  // ReadFile with a sink, CheckStored without.
+  absl::Status ReadChunks(const SnapshotEntry& entry, const std::function<absl::Status(absl::string_view)>* sink) const;
   absl::StatusOr<int> Lock() const;  // exclusive flock on LOCK, non-blocking
   std::vector<uint32_t> PackNumbers() const;
   void Committed(SnapshotManifest manifest);

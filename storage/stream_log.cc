@@ -415,12 +415,17 @@ absl::StatusOr<std::vector<pipeline::RecordView>> StreamLog::ReadRecords(
   // then costs no allocation (and no page faults) per frame.
   thread_local std::string bytes;
   FERRY_RETURN_IF_ERROR(ReadRangeInto(SegmentPath(loc.segment_seq), loc.offset, loc.header.frame_size(), &bytes));
+  // The code stays: a missing key (kFailedPrecondition) is not damage.
   auto fail = [&](const absl::Status& st) {
-    return absl::DataLossError(absl::StrCat(SegmentPath(loc.segment_seq), " at offset ",
-                                            loc.offset, ": ", st.message()));
+    return absl::Status(st.code(), absl::StrCat(SegmentPath(loc.segment_seq), " at offset ", loc.offset, ": ",
+                                                st.message()));
   };
   auto h = pipeline::DecodeFrameHeader(bytes);
   if (!h.ok()) return fail(h.status());
+  // Readers find frames by the index; the frame itself (sealed: authenticated) must agree.
+  if (h->epoch != loc.header.epoch || h->start_pos != loc.header.start_pos || h->end_pos != loc.header.end_pos) {
+    return fail(absl::DataLossError("the frame's positions differ from its index entry's"));
+  }
   const absl::string_view stored = absl::string_view(bytes).substr(pipeline::kFrameHeaderSize);
   if (h->codec == pipeline::Codec::kNone && h->key_id == 0) {
     // The views must outlive the next call: a payload stored as is is kept in *scratch.
@@ -436,7 +441,7 @@ absl::StatusOr<std::vector<pipeline::RecordView>> StreamLog::ReadRecords(
 
 uint64_t StreamLog::Verify(std::vector<Damage>* damage, uint64_t* unopened) const {
   uint64_t digest = 0;
-  bool have_prev = false;
+  bool have_prev = false, sealed_seen = false;
   FrameHeader prev;
   std::string scratch;
   for (const FrameLocation& loc : frames_) {
@@ -452,11 +457,18 @@ uint64_t StreamLog::Verify(std::vector<Damage>* damage, uint64_t* unopened) cons
       st = pipeline::DecodeFramePayload(*h, absl::string_view(*bytes).substr(pipeline::kFrameHeaderSize),
                                         &scratch, keys())
                .status();
-      // Without its key a sealed frame's checksums were still checked (they come first).
-      if (absl::IsFailedPrecondition(st) && h->key_id != 0) {
+      // Without any key a sealed frame's checksums were still checked (they come first). With
+      // keys, a key id they lack is damage: nothing else could hide a frame from a keyed verify.
+      if (absl::IsFailedPrecondition(st) && h->key_id != 0 && keys() == nullptr) {
         if (unopened != nullptr) ++*unopened;
         st = absl::OkStatus();
       }
+      // With keys, a clear frame after sealed ones was written without the key (a writer that
+      // lost it is refused, see Archive::Open) or put there by someone without it.
+      if (st.ok() && keys() != nullptr && h->key_id == 0 && sealed_seen) {
+        st = absl::DataLossError("a frame in the clear after sealed frames (written without the key, or tampered)");
+      }
+      sealed_seen = sealed_seen || h->key_id != 0;
     }
     if (!st.ok()) {
       damage->push_back({file, loc.offset, std::string(st.message())});

@@ -90,8 +90,9 @@ class StreamLog final : public pipeline::FrameConsumer {
 
   // Checks every frame's checksums and decodes it; positions must be contiguous within an
   // epoch. Appends what is wrong to *damage. Returns a digest (XXH3-64 chained over every
-  // frame's bytes) that two byte-identical streams share. Sealed frames whose key this log
-  // lacks are checked only as far as their checksums go and counted in *unopened.
+  // frame's bytes) that two byte-identical streams share. A log without keys checks sealed
+  // frames as far as their checksums go and counts them in *unopened; a log with keys reports
+  // a frame under a key id they lack, and a clear frame after sealed ones, as damage.
   uint64_t Verify(std::vector<Damage>* damage, uint64_t* unopened = nullptr) const;
 
   // The keys sealed frames are opened with (null: none).

@@ -40,15 +40,15 @@ std::string JsonString(const std::string& s) {
 namespace {
 
 // The keys every command seals and opens archive data with (storage/archive_keys.h): a
-// config's [archive] encryption_key_file, else the file FERRY_KEY_FILE names (commands run
-// without a config, such as restore_command's wal-fetch). A config that does not load is
-// left for the command to report.
+// config's [archive] encryption_key_file (none if it has none: what `config check` shows is
+// what runs), else the file FERRY_KEY_FILE names (commands run without a config, such as
+// restore_command's wal-fetch). A config that does not load is left for the command to report.
 absl::Status InstallKeys(const std::string& config_path) {
   if (!config_path.empty()) {
     auto config = LoadConfig(config_path);
     if (config.ok()) {
       storage::SetProcessKeys(config->keys);
-      if (config->keys != nullptr) return absl::OkStatus();
+      return absl::OkStatus();
     }
   }
   const char* file = std::getenv(storage::kKeyFileEnv);

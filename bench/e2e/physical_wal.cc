@@ -6,9 +6,9 @@
 //  * asynchronous capture: for ferry, pg_receivewal and `pg_receivewal --compress=lz4`, CPU
 //    seconds per GB of WAL and peak RSS of the capturing process (from wait4's rusage), bytes
 //    it stored per GB of WAL, and how far its flush position trails the primary when the load
-//    stops.
+//    stops, and sampled every 250 ms while the load runs.
 //
-// Writes physical.md and physical.csv to --out.
+// Writes physical.md, physical.csv and physical_lag.csv (the samples) to --out.
 //
 //   build/bench/ferry_bench_physical [--seconds 20] [--clients 4] [--scale 10] [--out bench/results]
 #include <signal.h>
@@ -18,6 +18,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -61,6 +63,7 @@ struct Row {
   double max_rss_mib = 0;
   double stored_gb = 0;    // what it holds on disk at the end
   double lag_bytes = 0;    // primary's WAL end minus the capturer's flush position, as the load ends
+  std::vector<std::pair<double, double>> lag_series;  // (seconds into the load, lag bytes)
 };
 
 double Field(const std::string& out, const std::string& key) {
@@ -92,9 +95,26 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
     if (!ready) return absl::DeadlineExceededError(absl::StrCat(c->name, " did not start streaming (log in ", dir, ")"));
   }
   FERRY_ASSIGN_OR_RETURN(pipeline::Lsn start, QueryLsn(pg, "select pg_current_wal_lsn()"));
-  FERRY_ASSIGN_OR_RETURN(tools::CommandResult load,
-                         pg.RunTool({"pgbench", "-c", absl::StrCat(clients), "-j", "2", "-T", absl::StrCat(seconds),
-                                     "postgres"}));
+  absl::StatusOr<tools::CommandResult> ran = absl::UnknownError("pgbench did not run");
+  std::atomic<bool> done{false};
+  std::thread pgbench([&] {
+    ran = pg.RunTool({"pgbench", "-c", absl::StrCat(clients), "-j", "2", "-T", absl::StrCat(seconds), "postgres"});
+    done = true;
+  });
+  // The capturer's lag while the load runs (a sample costs the primary one small query).
+  const auto t0 = std::chrono::steady_clock::now();
+  while (c.has_value() && !done) {
+    auto lag = pg.Query(absl::StrCat("select pg_current_wal_lsn() - flush_lsn from pg_stat_replication where "
+                                     "application_name = '", c->app_name, "'"));
+    if (lag.ok() && !lag->empty()) {
+      row.lag_series.emplace_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                                  std::strtod(lag->c_str(), nullptr));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  pgbench.join();
+  FERRY_RETURN_IF_ERROR(ran.status());
+  const tools::CommandResult& load = *ran;
   if (load.exit_code != 0) return absl::InternalError(absl::StrCat("pgbench: ", load.err));
   FERRY_ASSIGN_OR_RETURN(pipeline::Lsn end, QueryLsn(pg, "select pg_current_wal_lsn()"));
   row.tps = Field(load.out, "tps = ");
@@ -215,6 +235,13 @@ int Main(int argc, char** argv) {
     csv << absl::StrFormat("%s,%s,%.1f,%.3f,%.3f,%.4f,%.3f,%.3f,%.1f,%.4f,%.0f\n", r.capture,
                            none ? "none" : (r.sync ? "sync" : "async"), r.tps, r.tps / base_tps, r.latency_ms, r.wal_gb,
                            r.cpu_s, per_gb, r.max_rss_mib, stored, r.lag_bytes);
+  }
+  std::ofstream lag_csv(out + "/physical_lag.csv");
+  lag_csv << "capture,standby,t_s,lag_bytes\n";
+  for (const Row& r : rows) {
+    for (const auto& [t, lag] : r.lag_series) {
+      lag_csv << absl::StrFormat("%s,%s,%.2f,%.0f\n", r.capture, r.sync ? "sync" : "async", t, lag);
+    }
   }
   md << "\nCPU and RSS are the capturing process's own (wait4); stored = its directory's allocated blocks "
         "(pg_receivewal preallocates 16 MB segments); lag = pg_current_wal_lsn() minus its reported flush position "

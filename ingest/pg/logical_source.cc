@@ -77,6 +77,7 @@ absl::Status PgLogicalSource::Connect() {
   FERRY_ASSIGN_OR_RETURN(conn_, ReplicationConnection::Connect(options_.conninfo, options_.application_name,
                                                                /*logical=*/true, kCanonicalTextOptions));
   FERRY_ASSIGN_OR_RETURN(sql_, SqlSession::Connect(options_.conninfo, kCanonicalTextOptions));
+  sql_->set_silence_ms(kServerSilenceMs);  // a stalled connection is noticed here too
   FERRY_ASSIGN_OR_RETURN(SqlRows db, sql_->Query("SELECT current_database()"));
   database_ = db.rows.at(0).at(0).value_or("");
   FERRY_ASSIGN_OR_RETURN(SqlRows pub, sql_->Query("SELECT 1 FROM pg_publication WHERE pubname = $1",

@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/ascii.h"
+#include "ingest/pg/sql.h"
 #include "pipeline/check.h"
 #include "pipeline/endian.h"
 
@@ -70,11 +71,27 @@ struct ReplicationConnection::Impl {
     return absl::FailedPreconditionError(msg);
   }
 
-  absl::StatusOr<Result> Exec(const std::string& sql, ExecStatusType want) {
-    Result r(PQexec(conn, sql.c_str()));
+  // PQexec's work (the last result counts), with every wait bounded by `silence_ms`.
+  absl::StatusOr<Result> Exec(const std::string& sql, ExecStatusType want, int silence_ms = kServerSilenceMs) {
+    if (PQsendQuery(conn, sql.c_str()) != 1) return Error(sql);
+    Result r;
+    while (true) {
+      FERRY_RETURN_IF_ERROR(AwaitResult(conn, silence_ms, sql));
+      Result next(PQgetResult(conn));
+      if (next == nullptr) break;
+      r = std::move(next);
+    }
     if (r == nullptr || PQresultStatus(r.get()) != want) {
       return Error(sql);
     }
+    return r;
+  }
+
+  // The first result of a command just sent, waiting at most kServerSilenceMs of silence.
+  absl::StatusOr<Result> FirstResult(const std::string& cmd) {
+    FERRY_RETURN_IF_ERROR(AwaitResult(conn, kServerSilenceMs, cmd));
+    Result r(PQgetResult(conn));
+    if (r == nullptr) return Error(cmd);
     return r;
   }
 };
@@ -260,8 +277,9 @@ absl::Status ReplicationConnection::CreatePhysicalSlot(const std::string& slot) 
 
 absl::StatusOr<LogicalSlotCreated> ReplicationConnection::CreateLogicalSlot(const std::string& slot) {
   FERRY_ASSIGN_OR_RETURN(
+      // Waits for the transactions running at the time to end: no silence limit.
       Result r, impl_->Exec(absl::StrCat("CREATE_REPLICATION_SLOT ", slot, " LOGICAL pgoutput (SNAPSHOT 'export')"),
-                            PGRES_TUPLES_OK));
+                            PGRES_TUPLES_OK, 0));
   if (PQntuples(r.get()) != 1 || PQnfields(r.get()) < 3 || PQgetisnull(r.get(), 0, 2)) {
     return absl::FailedPreconditionError("CREATE_REPLICATION_SLOT returned an unexpected shape");
   }
@@ -272,7 +290,8 @@ absl::StatusOr<LogicalSlotCreated> ReplicationConnection::CreateLogicalSlot(cons
 }
 
 absl::Status ReplicationConnection::DropSlot(const std::string& slot) {
-  return impl_->Exec(absl::StrCat("DROP_REPLICATION_SLOT ", slot, " WAIT"), PGRES_COMMAND_OK).status();
+  // WAIT: until the slot's last user lets it go; no silence limit.
+  return impl_->Exec(absl::StrCat("DROP_REPLICATION_SLOT ", slot, " WAIT"), PGRES_COMMAND_OK, 0).status();
 }
 
 int ReplicationConnection::ServerVersion() const { return PQserverVersion(impl_->conn); }
@@ -292,8 +311,7 @@ absl::StatusOr<absl::optional<TimelineEnd>> ReplicationConnection::StartPhysical
   const std::string cmd = absl::StrCat("START_REPLICATION SLOT ", slot, " PHYSICAL ",
                                        start.ToString(), " TIMELINE ", tli.value());
   if (PQsendQuery(impl_->conn, cmd.c_str()) != 1) return impl_->Error(cmd);
-  Result r(PQgetResult(impl_->conn));
-  if (r == nullptr) return impl_->Error(cmd);
+  FERRY_ASSIGN_OR_RETURN(Result r, impl_->FirstResult(cmd));
   const ExecStatusType st = PQresultStatus(r.get());
   if (st == PGRES_COPY_BOTH) {
     if (PQsetnonblocking(impl_->conn, 1) != 0) return impl_->Error("set non-blocking");
@@ -321,8 +339,7 @@ absl::Status ReplicationConnection::StartLogical(const std::string& slot, Lsn st
   const std::string cmd =
       absl::StrCat("START_REPLICATION SLOT ", slot, " LOGICAL ", start.ToString(), " (", options, ")");
   if (PQsendQuery(impl_->conn, cmd.c_str()) != 1) return impl_->Error(cmd);
-  Result r(PQgetResult(impl_->conn));
-  if (r == nullptr) return impl_->Error(cmd);
+  FERRY_ASSIGN_OR_RETURN(Result r, impl_->FirstResult(cmd));
   if (PQresultStatus(r.get()) != PGRES_COPY_BOTH) {
     const std::string msg = absl::StrCat(cmd, ": ", OneLine(PQresultErrorMessage(r.get())));
     // 55006: the slot is still held by our previous session's walsender (a quick

@@ -1,6 +1,11 @@
 #include "ingest/pg/sql.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -14,6 +19,29 @@ namespace {
 std::string LastError(PGconn* conn) { return std::string(absl::StripTrailingAsciiWhitespace(PQerrorMessage(conn))); }
 
 }  // namespace
+
+absl::Status AwaitResult(PGconn* conn, int silence_ms, absl::string_view what) {
+  using Clock = std::chrono::steady_clock;
+  auto heard = Clock::now();
+  while (PQisBusy(conn)) {
+    int wait = -1;
+    if (silence_ms > 0) {
+      const auto quiet = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - heard).count();
+      if (quiet >= silence_ms) {
+        return absl::UnavailableError(absl::StrCat("no answer from the server for ", quiet / 1000, " s to ", what,
+                                                   ": the connection is dead; reconnecting"));
+      }
+      wait = static_cast<int>(silence_ms - quiet);
+    }
+    pollfd p{PQsocket(conn), POLLIN, 0};
+    const int rc = poll(&p, 1, wait);
+    if (rc < 0 && errno != EINTR) return absl::InternalError(absl::StrCat("poll: ", std::strerror(errno)));
+    if (rc <= 0) continue;
+    if (PQconsumeInput(conn) == 0) return absl::UnavailableError(absl::StrCat(what, ": ", LastError(conn)));
+    heard = Clock::now();
+  }
+  return absl::OkStatus();
+}
 
 struct SqlSession::Impl {
   PGconn* conn = nullptr;
@@ -41,8 +69,22 @@ absl::StatusOr<std::unique_ptr<SqlSession>> SqlSession::Connect(const std::strin
 absl::StatusOr<SqlRows> SqlSession::Query(const std::string& sql, const SqlRow& params) {
   std::vector<const char*> values;
   for (const auto& p : params) values.push_back(p.has_value() ? p->c_str() : nullptr);
-  PGresult* res = PQexecParams(impl_->conn, sql.c_str(), static_cast<int>(values.size()), nullptr,
-                               values.data(), nullptr, nullptr, 0);
+  // PQexecParams's work, with every wait bounded by silence_ms_: the last result counts.
+  PGresult* res = nullptr;
+  if (PQsendQueryParams(impl_->conn, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
+                        nullptr, 0) == 1) {
+    while (true) {
+      absl::Status waited = AwaitResult(impl_->conn, silence_ms_, sql.substr(0, 120));
+      if (!waited.ok()) {
+        PQclear(res);
+        return waited;
+      }
+      PGresult* next = PQgetResult(impl_->conn);
+      if (next == nullptr) break;
+      PQclear(res);
+      res = next;
+    }
+  }
   const ExecStatusType st = PQresultStatus(res);
   if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
     const std::string msg = absl::StrCat(LastError(impl_->conn), " (in: ", sql.substr(0, 120), ")");

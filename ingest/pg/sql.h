@@ -7,9 +7,22 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/optional.h"
 
+struct pg_conn;  // libpq's PGconn
+
 namespace ferry::ingest::pg {
+
+// How long a command may go without a byte from the server before the connection counts as
+// dead: what ends a hang on a proxy that stalls (TCP sees nothing wrong) outside streaming,
+// where SilenceWatch (replication_conn.h) does that job.
+inline constexpr int kServerSilenceMs = 60000;
+
+// After a PQsend*: waits until the next PQgetResult will not block. kUnavailable naming
+// `what` when the server sends nothing for `silence_ms` (<= 0: waits for ever) or the
+// connection fails.
+absl::Status AwaitResult(pg_conn* conn, int silence_ms, absl::string_view what);
 
 // Session settings under which values travel in their text form the same way whoever runs the
 // server (ISO dates, UTC, floats that round-trip, hex bytea): the logical source reads and the
@@ -43,6 +56,9 @@ class SqlSession {
   // Runs one statement with text parameters (absl::nullopt binds NULL; the server infers each
   // parameter's type from where it is used).
   absl::StatusOr<SqlRows> Query(const std::string& sql, const SqlRow& params = {});
+  // From now on a statement the server answers nothing for this long fails kUnavailable
+  // (AwaitResult); 0, the default, waits for ever.
+  void set_silence_ms(int ms) { silence_ms_ = ms; }
   absl::Status Exec(const std::string& sql, const SqlRow& params = {}) { return Query(sql, params).status(); }
   // Rows the last INSERT/UPDATE/DELETE touched.
   int64_t affected() const { return affected_; }
@@ -60,6 +76,7 @@ class SqlSession {
   explicit SqlSession(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
   int64_t affected_ = 0;
+  int silence_ms_ = 0;
 };
 
 }  // namespace ferry::ingest::pg

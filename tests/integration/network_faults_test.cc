@@ -74,6 +74,10 @@ TEST(NetworkFaultsTest, CutAndStalledConnectionsReconnectWithoutLoss) {
   }
 
   // A stall: nothing flows, nothing closes. Only the silence tells, after wal_sender_timeout.
+  // Once both walsenders stream: a stall during a reconnect's commands is noticed later, after
+  // kServerSilenceMs, and heals without a reconnect.
+  ASSERT_TRUE(WaitFor([&] { return Q(**pg, "select count(*) from pg_stat_replication where state = 'streaming'") == "2"; },
+                      30));
   relay.Stall(true);
   ASSERT_TRUE(WaitFor([&] { return Count(ferry.Log(), "no message from the server for") >= 2; }, 30))
       << ferry.Log();

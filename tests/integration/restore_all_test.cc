@@ -294,16 +294,29 @@ TEST(EncryptionTest, SealedArchiveRestoresOnlyWithItsKeysAndTamperingIsFound) {
   // Without a key, verify checks every checksum and says how many frames it could not open.
   SetKeyFileEnv("");
   EXPECT_GT(VerifyUnopened(s.archive), 0);
-  // With only one of the two keys, the other key's frames stay closed: both keys were used.
+  // With only one of the two keys, the other key's frames are named: both keys were used.
   const std::string only1 = *key_dir + "/only1.keys", only2 = *key_dir + "/only2.keys";
   write_keys(only1, key1);
   write_keys(only2, key2);
-  SetKeyFileEnv(only1);
-  EXPECT_GT(VerifyUnopened(s.archive), 0);
-  SetKeyFileEnv(only2);
-  EXPECT_GT(VerifyUnopened(s.archive), 0);
+  for (const auto& [file, missing] : {std::pair{only1, 2}, std::pair{only2, 1}}) {
+    SetKeyFileEnv(file);
+    auto partial = RunFerry({"verify", "--archive", s.archive});
+    ASSERT_TRUE(partial.ok());
+    EXPECT_EQ(partial->exit_code, 1) << partial->out;
+    EXPECT_NE(partial->err.find(absl::StrCat("encrypted with key ", missing, ", which ", file, " does not hold")),
+              std::string::npos)
+        << partial->err;
+  }
   SetKeyFileEnv(keys);
   EXPECT_EQ(VerifyUnopened(s.archive), 0);
+  // A different key that reuses id 1 is refused before anything is read or written with it.
+  const std::string impostor = *key_dir + "/impostor.keys";
+  write_keys(impostor, absl::StrCat("1 ", std::string(64, '9'), "\n"));
+  SetKeyFileEnv(impostor);
+  auto wrong = RunFerry({"verify", "--archive", s.archive});
+  ASSERT_TRUE(wrong.ok());
+  EXPECT_NE(wrong->exit_code, 0);
+  EXPECT_NE(wrong->err.find("is not the key 1"), std::string::npos) << wrong->err;
 
   // Restoring needs the key, and says where to give it.
   SetKeyFileEnv("");

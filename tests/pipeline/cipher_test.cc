@@ -64,6 +64,19 @@ TEST(KeyringTest, SealOpensOnlyWithTheSameKeyAndAad) {
   }
 }
 
+TEST(KeyringTest, CheckValuesTellKeysApartAndFailedOpensHandNothingOut) {
+  auto a = Ring(absl::StrCat("1 ", kKey1));
+  auto b = Ring(absl::StrCat("1 ", kKey2));
+  EXPECT_EQ(a->CheckValue(1).size(), 16u);
+  EXPECT_EQ(a->CheckValue(1), Ring(absl::StrCat("1 ", kKey1))->CheckValue(1));
+  EXPECT_NE(a->CheckValue(1), b->CheckValue(1));
+  EXPECT_EQ(a->CheckValue(1).find(std::string(kKey1).substr(0, 8)), std::string::npos);
+  std::string sealed, out = "stale";
+  ASSERT_TRUE(a->Seal(1, "", std::string(1000, 'p'), &sealed).ok());
+  EXPECT_FALSE(b->Open(1, "", sealed, &out).ok());
+  EXPECT_TRUE(out.empty()) << "unauthenticated bytes were handed out";
+}
+
 std::vector<Record> Records() {
   std::vector<Record> records;
   uint64_t pos = 0;

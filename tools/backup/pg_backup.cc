@@ -32,8 +32,10 @@ absl::StatusOr<PgBackupOutcome> TakePostgresBackup(
         "source \"", source.name, "\": server system id ", sys.system_id,
         " differs from the archive's ", (*identity)["system_id"]));
   }
-  FERRY_ASSIGN_OR_RETURN(auto store, storage::SnapshotStore::Open(
-                                         archive->SnapshotDir(source.name), /*writable=*/true));
+  // The service holds the archive's lock, so the backup writes beside it: the same key checks.
+  FERRY_RETURN_IF_ERROR(storage::CheckKeys(archive_path, archive->keys().get(), /*writing=*/true));
+  FERRY_ASSIGN_OR_RETURN(auto store, storage::SnapshotStore::Open(archive->SnapshotDir(source.name),
+                                                                 /*writable=*/true, archive->keys()));
   const pipeline::UnixMicros start = pipeline::NowUnixMicros();
   FERRY_ASSIGN_OR_RETURN(
       auto writer,

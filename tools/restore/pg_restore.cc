@@ -379,6 +379,22 @@ absl::Status MaterialiseSnapshot(const storage::SnapshotStore& store,
   return st;
 }
 
+namespace {
+
+// `s` as one shell word (restore_command runs under /bin/sh) inside a postgresql.conf string:
+// single-quoted for the shell, with each ' of `s` closing, escaping and reopening the quote,
+// and then every ' doubled for the conf file's own quoting.
+std::string ConfShellWord(const std::string& s) {
+  std::string shell = "'";
+  for (char c : s) shell += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  shell += "'";
+  std::string conf;
+  for (char c : shell) conf += c == '\'' ? std::string("''") : std::string(1, c);
+  return conf;
+}
+
+}  // namespace
+
 absl::Status WriteRecoverySettings(const std::string& target, const std::string& ferry_binary,
                                    const std::string& archive, const std::string& source,
                                    const std::string& target_setting, bool standby) {
@@ -397,8 +413,10 @@ absl::Status WriteRecoverySettings(const std::string& target, const std::string&
   // left in it once recovery is over.
   // An encrypted archive's key file goes along in the environment (storage/archive_keys.h).
   const auto keys = storage::ProcessKeys();
-  const std::string fetch = absl::StrCat(keys != nullptr ? absl::StrCat(storage::kKeyFileEnv, "=", keys->origin(), " ") : "",
-                                         ferry_binary, " wal-fetch --archive ", abs_archive, " --source ", source);
+  const std::string fetch =
+      absl::StrCat(keys != nullptr ? absl::StrCat(storage::kKeyFileEnv, "=", ConfShellWord(keys->origin()), " ") : "",
+                   ConfShellWord(ferry_binary), " wal-fetch --archive ", ConfShellWord(abs_archive), " --source ",
+                   ConfShellWord(source));
   conf << "\n# ferry restore\n"
        << "restore_command = '" << fetch << " %f %p'\n"
        << "recovery_end_command = '" << fetch << " --drop-spool pg_wal/.ferry-prefetch'\n"

@@ -187,11 +187,11 @@ absl::Status MakeArchiveDirForServerUser(const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::Status CheckServerUserCanRead(const std::string& archive_path) {
-  if (!RunningAsRoot()) return absl::OkStatus();
-  FERRY_ASSIGN_OR_RETURN(passwd * pw, ServerUser());
-  struct stat st;
-  if (stat(archive_path.c_str(), &st) != 0) return absl::ErrnoToStatus(errno, absl::StrCat("stat ", archive_path));
+namespace {
+
+// Whether the postgres user reads `st`'s file (`need`: the owner's bits needed, e.g. 0500)
+// through its owner or group bits. ferry's files are never for others, so those don't count.
+bool ServerUserReads(const passwd* pw, const struct stat& st, mode_t need) {
   bool in_group = st.st_gid == pw->pw_gid;
   int n = 64;
   std::vector<gid_t> groups(static_cast<size_t>(n));
@@ -200,11 +200,19 @@ absl::Status CheckServerUserCanRead(const std::string& archive_path) {
     if (getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &n) < 0) n = 0;
   }
   for (int i = 0; i < n; ++i) in_group = in_group || groups[static_cast<size_t>(i)] == st.st_gid;
-  // ferry never makes archive files readable by others (storage::FileCreateMode), so only the
-  // owner and the group count, whatever the directory grants others.
   const mode_t m = st.st_mode;
-  const bool readable = (st.st_uid == pw->pw_uid && (m & 0500) == 0500) || (in_group && (m & 0050) == 0050);
-  if (readable) return absl::OkStatus();
+  return (st.st_uid == pw->pw_uid && (m & need) == need) || (in_group && (m & (need >> 3)) == (need >> 3));
+}
+
+}  // namespace
+
+absl::Status CheckServerUserCanRead(const std::string& archive_path) {
+  if (!RunningAsRoot()) return absl::OkStatus();
+  FERRY_ASSIGN_OR_RETURN(passwd * pw, ServerUser());
+  struct stat st;
+  if (stat(archive_path.c_str(), &st) != 0) return absl::ErrnoToStatus(errno, absl::StrCat("stat ", archive_path));
+  const mode_t m = st.st_mode;
+  if (ServerUserReads(pw, st, 0500)) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrFormat(
       "the archive %s (mode %04o) is not readable by the postgres user, which runs the restored server and "
       "its restore_command (ferry wal-fetch): give the archive group access for it (chgrp -R postgres %s; "
@@ -217,12 +225,11 @@ absl::Status CheckServerUserCanReadKeyFile(const std::string& key_file) {
   FERRY_ASSIGN_OR_RETURN(passwd * pw, ServerUser());
   struct stat st;
   if (stat(key_file.c_str(), &st) != 0) return absl::ErrnoToStatus(errno, absl::StrCat("stat ", key_file));
-  // A key file is private (mode 600), so only its owner reads it.
-  if (st.st_uid == pw->pw_uid) return absl::OkStatus();
+  if (ServerUserReads(pw, st, 0400)) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrFormat(
       "the key file %s is not readable by the postgres user, which runs the restored server's restore_command "
-      "(ferry wal-fetch): chown postgres %s (and keep it mode 600), or restore as the key file's owner",
-      key_file, key_file));
+      "(ferry wal-fetch): chgrp postgres %s; chmod 640 %s (or restore as a user that can read it)",
+      key_file, key_file, key_file));
 }
 
 absl::StatusOr<std::string> MakeTempDir(absl::string_view prefix) {

@@ -123,8 +123,8 @@ absl::Status MakeArchiveDirForServerUser(const std::string& path);
 // When we are root, a restored server and its restore_command run as the postgres user:
 // kFailedPrecondition naming the fix when that user cannot read `archive_path`. OK otherwise.
 absl::Status CheckServerUserCanRead(const std::string& archive_path);
-// The same for an archive key file (storage/archive_keys.h), which is private: as root, the
-// postgres user must own it.
+// The same for an archive key file (storage/archive_keys.h), mode 600 or 640: as root, the
+// postgres user must own it or be in its group.
 absl::Status CheckServerUserCanReadKeyFile(const std::string& key_file);
 
 // A new directory /tmp/<prefix>-XXXXXX (under $TMPDIR when set) with mode 0755, so that the

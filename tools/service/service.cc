@@ -222,6 +222,7 @@ absl::StatusOr<std::unique_ptr<Service>> Service::Create(const Config& config) {
   o.writable = true;
   o.writer = config.writer;
   o.segment_bytes = config.segment_bytes;
+  o.keys = config.keys;
   FERRY_ASSIGN_OR_RETURN(s->archive_, storage::Archive::Open(config.archive_path, o));
   // Fail at start, not at the first frame, when the chosen writer cannot work here.
   FERRY_RETURN_IF_ERROR(storage::ProbeWriter(config.writer, config.archive_path));
