@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "storage/durable_file.h"
 
 namespace ferry::storage {
@@ -13,6 +14,9 @@ absl::StatusOr<int> OpenForWrite(const std::string& path, bool create);
 std::unique_ptr<DurableFile> NewPosixFile(int fd, const std::string& path);
 // Takes ownership of fd (closes it on failure too).
 absl::StatusOr<std::unique_ptr<DurableFile>> NewUringFile(int fd, const std::string& path);
+// pwrite until every byte is written (a short write continues at the exact offset), through
+// the fault injector.
+absl::Status PwriteAll(int fd, const std::string& path, uint64_t offset, absl::string_view data);
 // ftruncate, through the fault injector.
 absl::Status TruncateFile(int fd, const std::string& path, uint64_t size);
 [[noreturn]] void AbortOnSyncFailure(const std::string& path, int err);

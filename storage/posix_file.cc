@@ -103,6 +103,20 @@ void AbortOnSyncFailure(const std::string& path, int err) {
   std::abort();
 }
 
+absl::Status PwriteAll(int fd, const std::string& path, uint64_t offset, absl::string_view data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    n = InjectFault(IoOp::kWrite, path, n < 0 ? -errno : n);
+    if (n < 0) {
+      if (n == -EINTR) continue;
+      return ErrnoStatus("write", path, static_cast<int>(-n));
+    }
+    done += static_cast<size_t>(n);  // a short write continues at the exact offset
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
 class PosixFile final : public DurableFile {
@@ -111,17 +125,7 @@ class PosixFile final : public DurableFile {
   ~PosixFile() override { close(fd_); }
 
   absl::Status WriteAt(uint64_t offset, absl::string_view data) override {
-    size_t done = 0;
-    while (done < data.size()) {
-      ssize_t n = pwrite(fd_, data.data() + done, data.size() - done, offset + done);
-      n = InjectFault(IoOp::kWrite, path_, n < 0 ? -errno : n);
-      if (n < 0) {
-        if (n == -EINTR) continue;
-        return ErrnoStatus("write", path_, static_cast<int>(-n));
-      }
-      done += static_cast<size_t>(n);  // a short write continues at the exact offset
-    }
-    return absl::OkStatus();
+    return PwriteAll(fd_, path_, offset, data);
   }
 
   absl::Status Sync() override {

@@ -137,6 +137,38 @@ TEST_P(DiskFaultsTest, ShortWritesLoseNothing) {
   ExpectArchiveHolds(dir, model);
 }
 
+// One group commit of about 10 MiB (the batcher held while it queues): the io_uring writer
+// writes batches that large with pwrite rather than through the ring, and short writes there
+// must lose nothing either.
+TEST_P(DiskFaultsTest, ShortWritesInALargeGroupCommitLoseNothing) {
+  const std::string dir = TestDir("short-large");
+  FaultyDisk disk(2);
+  std::string model;
+  {
+    StreamLogOptions o = Writable(GetParam());
+    o.segment_bytes = 64 << 20;  // the whole group commit is one write into one segment
+    auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, o);
+    ASSERT_TRUE(log.ok()) << log.status();
+    std::atomic<bool> held{true};
+    pipeline::BatcherOptions bo;
+    bo.zstd_level = 0;  // the batch stays as large as what was queued
+    bo.hold = [&] { return held.load(); };
+    pipeline::Batcher batcher(log->get(), pipeline::AckPolicy::kLocal, bo);
+    std::mt19937 rng(8);
+    uint64_t pos = 0;
+    ASSERT_TRUE(AppendRecords(&batcher, 5000, &pos, &rng, &model).ok());
+    ASSERT_GT(model.size(), 8u << 20);
+    disk.Set({.op = IoOp::kWrite, .path_part = "/", .short_writes = true});
+    held = false;
+    ASSERT_TRUE(batcher.Drain().ok());
+    EXPECT_EQ(batcher.progress().synced(), pos);
+    EXPECT_LE(batcher.stats().writes.load(), 2u) << "not one large group commit";
+    disk.Clear();
+  }
+  EXPECT_GT(disk.injected(), 10);
+  ExpectArchiveHolds(dir, model);
+}
+
 // ENOSPC on a third of all writes (segments, indexes, new segments' headers), seeded: each
 // failed write holds the stream, nothing is acknowledged past the last durable frame, and the
 // retries leave every byte exactly once.
