@@ -15,12 +15,9 @@ Batcher::Batcher(FrameConsumer* consumer, AckPolicy policy, BatcherOptions optio
 
 Batcher::~Batcher() { (void)Stop(); }
 
-absl::Status Batcher::Append(uint32_t epoch, uint64_t start_pos, Record record) {
-  const size_t bytes = record.payload.size() + 64;
-  const uint64_t end = record.end_pos;
-  absl::MutexLock lock(&mu_);
-  // Back-pressure: wait for room, but always admit into an empty queue so one record larger
-  // than the limit cannot deadlock.
+absl::Status Batcher::Admit(size_t bytes) {
+  // Back-pressure: wait for room, but always admit into an empty queue so that one record (or
+  // run) larger than the limit cannot deadlock.
   mu_.Await(absl::Condition(
       +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
         return !b->error_.ok() || b->stopping_ ||
@@ -30,8 +27,32 @@ absl::Status Batcher::Append(uint32_t epoch, uint64_t start_pos, Record record) 
   if (!error_.ok()) return error_;
   if (stopping_) return absl::CancelledError("stream sink is stopping");
   queued_bytes_ += bytes;
+  return absl::OkStatus();
+}
+
+absl::Status Batcher::Append(uint32_t epoch, uint64_t start_pos, Record record) {
+  const size_t bytes = record.payload.size() + 64;
+  const uint64_t end = record.end_pos;
+  absl::MutexLock lock(&mu_);
+  FERRY_RETURN_IF_ERROR(Admit(bytes));
   queue_.push_back(Item{epoch, start_pos, std::move(record), false, {}});
   progress_.SetReceived(end);
+  return absl::OkStatus();
+}
+
+absl::Status Batcher::AppendRun(uint32_t epoch, uint64_t start_pos, std::vector<Record>* records) {
+  if (records->empty()) return absl::OkStatus();
+  size_t bytes = 0;
+  for (const Record& r : *records) bytes += r.payload.size() + 64;
+  absl::MutexLock lock(&mu_);
+  FERRY_RETURN_IF_ERROR(Admit(bytes));  // once for the run: one lock, at most one wake-up
+  for (Record& r : *records) {
+    const uint64_t end = r.end_pos;
+    queue_.push_back(Item{epoch, start_pos, std::move(r), false, {}});
+    start_pos = end;
+  }
+  progress_.SetReceived(start_pos);
+  records->clear();
   return absl::OkStatus();
 }
 
@@ -98,6 +119,19 @@ void Batcher::Run() {
           },
           this));
       if (queue_.empty()) return;  // stopping and drained
+      if (options_.commit_delay > absl::ZeroDuration() && !stopping_) {
+        // Gathers a larger group commit; a full batch (or stopping) ends the wait, so the
+        // delay never caps throughput.
+        const absl::Time ready = last_write_end_ + options_.commit_delay;
+        if (absl::Now() < ready) {
+          mu_.AwaitWithTimeout(absl::Condition(
+                                   +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
+                                     return b->stopping_ || b->queued_bytes_ >= b->options_.max_batch_bytes;
+                                   },
+                                   this),
+                               ready - absl::Now());
+        }
+      }
       if (options_.hold) {
         held_ = options_.hold();
         if (held_) {
@@ -123,6 +157,7 @@ void Batcher::Run() {
     absl::Status status = WriteBatch(batch);
     batch.clear();
     absl::MutexLock lock(&mu_);
+    last_write_end_ = absl::Now();
     busy_ = false;
     if (!status.ok()) {
       error_ = status;

@@ -24,6 +24,10 @@ struct BatcherOptions {
   size_t max_batch_bytes = 16 << 20;      // one group commit writes at most this much payload
   size_t max_queued_bytes = 64 << 20;     // Append blocks above this (back-pressure)
   int zstd_level = 1;                     // 0 = store uncompressed
+  // A group commit starts at least this long after the previous one ended, or once a full
+  // batch (max_batch_bytes) is queued: under a steady stream, fewer and larger writes and
+  // fdatasyncs for up to this much more latency; an idle sink writes at once. 0: no wait.
+  absl::Duration commit_delay = absl::ZeroDuration();
   std::shared_ptr<const Keyring> keys;    // seals every frame under keys->current_id(); null: clear
   // Disk-space guard: while it returns true the worker writes nothing, so nothing more is
   // synced or acknowledged; records queue, Append blocks once the queue is full and Drain
@@ -62,6 +66,7 @@ class Batcher final : public StreamSink {
   ~Batcher() override;
 
   absl::Status Append(uint32_t epoch, uint64_t start_pos, Record record) override;
+  absl::Status AppendRun(uint32_t epoch, uint64_t start_pos, std::vector<Record>* records) override;
   absl::Status PutFile(absl::string_view name, absl::string_view contents) override;
   absl::Status Drain() override;
   StreamProgress& progress() override { return progress_; }
@@ -89,6 +94,9 @@ class Batcher final : public StreamSink {
     std::string file_name;
   };
 
+  // Waits (mu_ held) until the queue takes `bytes` more, then counts them; the sink's error
+  // or kCancelled when stopping.
+  absl::Status Admit(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Run();
   absl::Status WriteBatch(std::deque<Item>& batch);
   // consumer_->Write, retried while the disk is full (see BatcherOptions::on_disk_full).
@@ -102,6 +110,7 @@ class Batcher final : public StreamSink {
   absl::Mutex mu_;
   std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time last_write_end_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool busy_ ABSL_GUARDED_BY(mu_) = false;  // the worker holds a batch
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool held_ ABSL_GUARDED_BY(mu_) = false;  // options_.hold() said so at the last poll

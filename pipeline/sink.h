@@ -23,6 +23,10 @@ class StreamSink {
   // sink's first error once it has failed: the source must stop, nothing more will be synced.
   virtual absl::Status Append(uint32_t epoch, uint64_t start_pos, Record record) = 0;
 
+  // Append for a run of contiguous records (each starts where the one before ends), taking
+  // them from *records (left empty on success): one hand-over for many small records.
+  virtual absl::Status AppendRun(uint32_t epoch, uint64_t start_pos, std::vector<Record>* records) = 0;
+
   // Stores a small named side file of the stream (a timeline history file) durably before
   // returning. Ordered after every record appended before it.
   virtual absl::Status PutFile(absl::string_view name, absl::string_view contents) = 0;

@@ -477,6 +477,9 @@ SnapshotWriter::SnapshotWriter(SnapshotStore* store, int lock_fd, uint32_t first
 
 SnapshotWriter::~SnapshotWriter() {
   if (lock_fd_ >= 0) close(lock_fd_);
+  for (const auto& [pack, fd] : pack_fds_) {
+    if (fd >= 0) close(fd);
+  }
 }
 
 absl::Status SnapshotWriter::AddDir(absl::string_view path, uint32_t mode, int64_t mtime) {
@@ -622,10 +625,14 @@ const ChunkRef* SnapshotWriter::Reusable(const ChunkId& id) const {
   if (keys == nullptr) return &it->second;
   // A store with keys writes again what an older snapshot holds in the clear or under an
   // older key, so that retention can remove those copies (and the old key) in time.
+  // (One descriptor per pack for the writer's life: a backup looks up every chunk it has.)
+  auto fd = pack_fds_.find(it->second.pack);
+  if (fd == pack_fds_.end()) {
+    fd = pack_fds_.emplace(it->second.pack, open(store_->PackPath(it->second.pack).c_str(), O_RDONLY | O_CLOEXEC)).first;
+  }
   char h[kChunkHeaderBytes];
-  const int fd = open(store_->PackPath(it->second.pack).c_str(), O_RDONLY | O_CLOEXEC);
-  const bool read = fd >= 0 && pread(fd, h, sizeof(h), static_cast<off_t>(it->second.offset)) == sizeof(h);
-  if (fd >= 0) close(fd);
+  // Unreadable: written again, which is never wrong.
+  const bool read = fd->second >= 0 && pread(fd->second, h, sizeof(h), static_cast<off_t>(it->second.offset)) == sizeof(h);
   const bool current = read && (h[5] & kChunkSealed) != 0 && pipeline::GetLe16(h + 6) == keys->current_id();
   return current ? &it->second : nullptr;
 }

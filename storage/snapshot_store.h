@@ -133,6 +133,7 @@ class SnapshotWriter final : public pipeline::SnapshotSink {
   std::string pack_buffer_;  // bytes after the flushed part
   std::string compressed_;
   std::string sealed_;
+  mutable std::map<uint32_t, int> pack_fds_;  // Reusable's reads of older packs
 };
 
 // Not thread-safe. Several processes may use one store: writers take an exclusive lock on

@@ -1,6 +1,7 @@
 // End-to-end Redis benchmark: ferry against a real Redis replica under the same
 // redis-benchmark load, side by side in one run. Measures only (never pass/fail):
-//   - the primary's SET throughput alone, with a Redis replica attached, with ferry attached;
+//   - the primary's SET throughput alone, with a Redis replica attached, with ferry attached,
+//     and with ferry again with a commit_delay (--commit-delay-ms, fewer group commits);
 //   - each replica's CPU seconds per GB of replication stream (wait4 of its process, the
 //     initial sync of an empty dataset included) and its peak RSS;
 //   - how long after the load each replica has acknowledged the primary's whole stream.
@@ -9,7 +10,7 @@
 //
 // Writes redis.md and redis.csv to --out.
 //
-//   build/bench/ferry_bench_redis [--requests 2000000] [--pipeline 16] [--out bench/results]
+//   build/bench/ferry_bench_redis [--requests 2000000] [--pipeline 16] [--commit-delay-ms 2] [--out bench/results]
 #include <signal.h>
 
 #include <chrono>
@@ -109,7 +110,7 @@ absl::StatusOr<Row> Phase(const std::string& name, LocalRedis& primary, const st
   return row;
 }
 
-absl::Status Main(int requests, int pipeline, const std::string& out_dir) {
+absl::Status Main(int requests, int pipeline, int commit_delay_ms, const std::string& out_dir) {
   FERRY_ASSIGN_OR_RETURN(const std::string dir, tools::MakeTempDir("ferry-bench-redis"));
   tools::LocalRedisOptions po;
   po.dir = dir + "/primary";
@@ -122,20 +123,31 @@ absl::Status Main(int requests, int pipeline, const std::string& out_dir) {
   const std::vector<std::string> replica = {
       "/usr/bin/redis-server", "--port", absl::StrCat(replica_port), "--bind", "127.0.0.1", "--dir", dir + "/replica",
       "--replicaof", "127.0.0.1", absl::StrCat(primary->port()), "--save", "", "--appendonly", "no"};
-  const std::string archive = dir + "/archive";
-  const std::string config = dir + "/ferry.toml";
-  std::ofstream(config) << "drill_every = \"0s\"\n[archive]\npath = \"" << archive << "\"\n\n[[source]]\nname = \"cache\"\n"
-                        << "kind = \"redis\"\naddress = \"" << primary->Address() << "\"\nscheduled_backups = false\n";
-  const std::vector<std::string> ferry = {FERRY_BINARY, "run", "--config", config};
+  // ferry with a config of its own per row (a fresh archive each): `source_extra` goes into
+  // the Redis source.
+  auto ferry = [&](const std::string& name, const std::string& source_extra) {
+    const std::string config = absl::StrCat(dir, "/", name, ".toml");
+    std::ofstream(config) << "drill_every = \"0s\"\n[archive]\npath = \"" << dir << "/" << name
+                          << "-archive\"\n\n[[source]]\nname = \"cache\"\nkind = \"redis\"\naddress = \""
+                          << primary->Address() << "\"\nscheduled_backups = false\n" << source_extra;
+    return std::vector<std::string>{FERRY_BINARY, "run", "--config", config};
+  };
 
   std::vector<Row> rows;
-  std::printf("bench: redis-benchmark -t set -n %d -P %d -d 100 -c 50, three times\n", requests, pipeline);
+  std::printf("bench: redis-benchmark -t set -n %d -P %d -d 100 -c 50, four times\n", requests, pipeline);
   FERRY_ASSIGN_OR_RETURN(Row alone, Phase("no replica", *primary, {}, "", requests, pipeline));
   rows.push_back(alone);
   FERRY_ASSIGN_OR_RETURN(Row redis, Phase("Redis 7 replica", *primary, replica, dir + "/replica.log", requests, pipeline));
   rows.push_back(redis);
-  FERRY_ASSIGN_OR_RETURN(Row f, Phase("ferry (archived, io_uring)", *primary, ferry, dir + "/ferry.log", requests, pipeline));
+  FERRY_ASSIGN_OR_RETURN(Row f, Phase("ferry (archived, io_uring)", *primary, ferry("ferry", ""), dir + "/ferry.log",
+                                      requests, pipeline));
   rows.push_back(f);
+  // Fewer, larger group commits for at most that much more latency (the source's commit_delay).
+  FERRY_ASSIGN_OR_RETURN(Row delayed,
+                         Phase(absl::StrCat("ferry, commit_delay ", commit_delay_ms, "ms"), *primary,
+                               ferry("ferry-delay", absl::StrCat("commit_delay = \"", commit_delay_ms, "ms\"\n")),
+                               dir + "/ferry-delay.log", requests, pipeline));
+  rows.push_back(delayed);
 
   for (const Row& r : rows) {
     std::printf("bench: %-28s %10.0f SET/s  stream %7.1f MB  CPU %6.2f s = %6.1f s/GB  RSS %5.0f MiB  ack lag %.3f s\n",
@@ -174,13 +186,14 @@ absl::Status Main(int requests, int pipeline, const std::string& out_dir) {
 
 int main(int argc, char** argv) {
   CLI::App app{"ferry vs a Redis replica: the primary's throughput and the replica's CPU per GB"};
-  int requests = 2000000, pipeline = 16;
+  int requests = 2000000, pipeline = 16, commit_delay_ms = 2;
   std::string out = "bench/results";
   app.add_option("--requests", requests, "redis-benchmark -n");
   app.add_option("--pipeline", pipeline, "redis-benchmark -P");
+  app.add_option("--commit-delay-ms", commit_delay_ms, "ferry's commit_delay in the last row")->check(CLI::Range(1, 1000));
   app.add_option("--out", out, "where redis.md and redis.csv go");
   CLI11_PARSE(app, argc, argv);
-  absl::Status st = ferry::bench::Main(requests, pipeline, out);
+  absl::Status st = ferry::bench::Main(requests, pipeline, commit_delay_ms, out);
   if (!st.ok()) {
     std::fprintf(stderr, "ferry_bench_redis: %s\n", std::string(st.message()).c_str());
     return 1;

@@ -77,7 +77,6 @@ absl::Status PgLogicalSource::Connect() {
   FERRY_ASSIGN_OR_RETURN(conn_, ReplicationConnection::Connect(options_.conninfo, options_.application_name,
                                                                /*logical=*/true, kCanonicalTextOptions));
   FERRY_ASSIGN_OR_RETURN(sql_, SqlSession::Connect(options_.conninfo, kCanonicalTextOptions));
-  sql_->set_silence_ms(kServerSilenceMs);  // a stalled connection is noticed here too
   FERRY_ASSIGN_OR_RETURN(SqlRows db, sql_->Query("SELECT current_database()"));
   database_ = db.rows.at(0).at(0).value_or("");
   FERRY_ASSIGN_OR_RETURN(SqlRows pub, sql_->Query("SELECT 1 FROM pg_publication WHERE pubname = $1",
@@ -443,9 +442,15 @@ absl::Status PgLogicalSource::Stream(uint64_t archive_end) {
   FERRY_CHECK(conn_ != nullptr);
   tail_pos_ = archive_end;
   skip_below_lsn_ = pipeline::ChangePositionLsn(archive_end);
-  FERRY_ASSIGN_OR_RETURN(SqlRows slot, sql_->Query("SELECT plugin, confirmed_flush_lsn FROM pg_replication_slots "
-                                                   "WHERE slot_name = $1",
-                                                   {options_.slot}));
+  // A catalog read that waits on no lock: silence means a stalled connection (a reconnect
+  // runs it). The session's other statements (publication, snapshot) may wait on locks for
+  // long, so only this one is bounded.
+  sql_->set_silence_ms(kServerSilenceMs);
+  absl::StatusOr<SqlRows> slot_rows = sql_->Query("SELECT plugin, confirmed_flush_lsn FROM pg_replication_slots "
+                                                  "WHERE slot_name = $1",
+                                                  {options_.slot});
+  sql_->set_silence_ms(0);
+  FERRY_ASSIGN_OR_RETURN(SqlRows slot, std::move(slot_rows));
   const bool have_snapshot = skip_below_lsn_ != 0;
   if (!slot.rows.empty() && slot.rows[0][0].value_or("") != "pgoutput") {
     return absl::FailedPreconditionError(absl::StrCat("replication slot \"", options_.slot,

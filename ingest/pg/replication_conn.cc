@@ -31,15 +31,6 @@ struct ResultDeleter {
 };
 using Result = std::unique_ptr<PGresult, ResultDeleter>;
 
-// libpq messages end with a newline and may span lines; keep one line for logs.
-std::string OneLine(const char* msg) {
-  std::string s = msg == nullptr ? "" : msg;
-  for (char& c : s) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  return std::string(absl::StripTrailingAsciiWhitespace(s));
-}
-
 int64_t PgNowMicros() { return pipeline::NowUnixMicros() - pipeline::kPgEpochUnixMicros; }
 
 absl::StatusOr<uint64_t> ParseSize(absl::string_view text) {
@@ -74,13 +65,8 @@ struct ReplicationConnection::Impl {
   // PQexec's work (the last result counts), with every wait bounded by `silence_ms`.
   absl::StatusOr<Result> Exec(const std::string& sql, ExecStatusType want, int silence_ms = kServerSilenceMs) {
     if (PQsendQuery(conn, sql.c_str()) != 1) return Error(sql);
-    Result r;
-    while (true) {
-      FERRY_RETURN_IF_ERROR(AwaitResult(conn, silence_ms, sql));
-      Result next(PQgetResult(conn));
-      if (next == nullptr) break;
-      r = std::move(next);
-    }
+    FERRY_ASSIGN_OR_RETURN(PGresult * last, AwaitLastResult(conn, silence_ms, sql));
+    Result r(last);
     if (r == nullptr || PQresultStatus(r.get()) != want) {
       return Error(sql);
     }
@@ -327,8 +313,7 @@ absl::StatusOr<absl::optional<TimelineEnd>> ReplicationConnection::StartPhysical
     }
     end.next_tli = TimelineId(next);
     FERRY_ASSIGN_OR_RETURN(end.next_start, Lsn::Parse(PQgetvalue(r.get(), 0, 1)));
-    while (Result more{PQgetResult(impl_->conn)}) {
-    }
+    if (auto rest = AwaitLastResult(impl_->conn, kServerSilenceMs, cmd); rest.ok()) PQclear(*rest);
     return absl::optional<TimelineEnd>(end);
   }
   return absl::FailedPreconditionError(
@@ -346,8 +331,7 @@ absl::Status ReplicationConnection::StartLogical(const std::string& slot, Lsn st
     // reconnect): gone in a moment, so retry rather than stop.
     const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
     const bool in_use = state != nullptr && std::strcmp(state, "55006") == 0;
-    while (Result more{PQgetResult(impl_->conn)}) {
-    }
+    if (auto rest = AwaitLastResult(impl_->conn, kServerSilenceMs, cmd); rest.ok()) PQclear(*rest);
     if (in_use || PQstatus(impl_->conn) != CONNECTION_OK) return absl::UnavailableError(msg);
     return absl::FailedPreconditionError(msg);
   }
@@ -429,7 +413,10 @@ absl::StatusOr<TimelineEnd> ReplicationConnection::FinishTimeline() {
   const std::string close_error = closed ? "" : OneLine(PQerrorMessage(impl_->conn));
   PQsetnonblocking(impl_->conn, 0);
   absl::optional<TimelineEnd> end;
-  while (Result r{PQgetResult(impl_->conn)}) {
+  while (true) {
+    FERRY_RETURN_IF_ERROR(AwaitResult(impl_->conn, kServerSilenceMs, "the end of the timeline"));
+    Result r(PQgetResult(impl_->conn));
+    if (r == nullptr) break;
     const ExecStatusType st = PQresultStatus(r.get());
     if (st == PGRES_TUPLES_OK && PQntuples(r.get()) == 1) {
       TimelineEnd e;

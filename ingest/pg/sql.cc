@@ -16,9 +16,34 @@ namespace ferry::ingest::pg {
 
 namespace {
 
-std::string LastError(PGconn* conn) { return std::string(absl::StripTrailingAsciiWhitespace(PQerrorMessage(conn))); }
+std::string LastError(PGconn* conn) { return OneLine(PQerrorMessage(conn)); }
 
 }  // namespace
+
+std::string OneLine(const char* msg) {
+  std::string s = msg == nullptr ? "" : msg;
+  for (char& c : s) {
+    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+  }
+  return std::string(absl::StripTrailingAsciiWhitespace(s));
+}
+
+absl::StatusOr<PGresult*> AwaitLastResult(PGconn* conn, int silence_ms, absl::string_view what) {
+  PGresult* last = nullptr;
+  while (true) {
+    absl::Status waited = AwaitResult(conn, silence_ms, what);
+    if (!waited.ok()) {
+      PQclear(last);
+      return waited;
+    }
+    PGresult* next = PQgetResult(conn);
+    if (next == nullptr) return last;
+    PQclear(last);
+    last = next;
+    const ExecStatusType st = PQresultStatus(last);
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) return last;
+  }
+}
 
 absl::Status AwaitResult(PGconn* conn, int silence_ms, absl::string_view what) {
   using Clock = std::chrono::steady_clock;
@@ -28,7 +53,7 @@ absl::Status AwaitResult(PGconn* conn, int silence_ms, absl::string_view what) {
     if (silence_ms > 0) {
       const auto quiet = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - heard).count();
       if (quiet >= silence_ms) {
-        return absl::UnavailableError(absl::StrCat("no answer from the server for ", quiet / 1000, " s to ", what,
+        return absl::UnavailableError(absl::StrCat("no answer from the server for ", quiet / 1000.0, " s to ", what,
                                                    ": the connection is dead; reconnecting"));
       }
       wait = static_cast<int>(silence_ms - quiet);
@@ -69,21 +94,11 @@ absl::StatusOr<std::unique_ptr<SqlSession>> SqlSession::Connect(const std::strin
 absl::StatusOr<SqlRows> SqlSession::Query(const std::string& sql, const SqlRow& params) {
   std::vector<const char*> values;
   for (const auto& p : params) values.push_back(p.has_value() ? p->c_str() : nullptr);
-  // PQexecParams's work, with every wait bounded by silence_ms_: the last result counts.
+  // PQexecParams's work, with every wait bounded by silence_ms_.
   PGresult* res = nullptr;
   if (PQsendQueryParams(impl_->conn, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
                         nullptr, 0) == 1) {
-    while (true) {
-      absl::Status waited = AwaitResult(impl_->conn, silence_ms_, sql.substr(0, 120));
-      if (!waited.ok()) {
-        PQclear(res);
-        return waited;
-      }
-      PGresult* next = PQgetResult(impl_->conn);
-      if (next == nullptr) break;
-      PQclear(res);
-      res = next;
-    }
+    FERRY_ASSIGN_OR_RETURN(res, AwaitLastResult(impl_->conn, silence_ms_, sql.substr(0, 120)));
   }
   const ExecStatusType st = PQresultStatus(res);
   if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {

@@ -10,7 +10,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/optional.h"
 
-struct pg_conn;  // libpq's PGconn
+struct pg_conn;    // libpq's PGconn
+struct pg_result;  // libpq's PGresult
 
 namespace ferry::ingest::pg {
 
@@ -23,6 +24,14 @@ inline constexpr int kServerSilenceMs = 60000;
 // `what` when the server sends nothing for `silence_ms` (<= 0: waits for ever) or the
 // connection fails.
 absl::Status AwaitResult(pg_conn* conn, int silence_ms, absl::string_view what);
+
+// PQexec's result loop after a PQsend*, each wait bounded as AwaitResult's: the last result
+// (the caller PQclears it; null when there was none), or the first COPY one, as PQexec stops
+// there too.
+absl::StatusOr<struct pg_result*> AwaitLastResult(pg_conn* conn, int silence_ms, absl::string_view what);
+
+// A libpq message (several lines, a trailing newline) as one line, for logs and errors.
+std::string OneLine(const char* msg);
 
 // Session settings under which values travel in their text form the same way whoever runs the
 // server (ISO dates, UTC, floats that round-trip, hex bytea): the logical source reads and the

@@ -100,6 +100,7 @@ absl::Status RedisSource::Stream(const RedisResume& resume) {
   CommandParser parser;
   std::string buf;
   Command cmd;
+  std::vector<pipeline::Record> run;
   auto last_heard = std::chrono::steady_clock::now();
   const auto repl_timeout = std::chrono::milliseconds(options_.repl_timeout_ms);
   while (true) {
@@ -121,23 +122,32 @@ absl::Status RedisSource::Stream(const RedisResume& resume) {
     } else {
       last_heard = std::chrono::steady_clock::now();
       parser.Feed(buf);
+      const pipeline::UnixMicros arrival = pipeline::NowUnixMicros();
+      // What one read brought goes to the sink as one run: one hand-over, not one per command.
+      const uint64_t run_start = offset;
+      absl::Status parsed;
       while (true) {
-        FERRY_ASSIGN_OR_RETURN(bool got, parser.Next(&cmd));
-        if (!got) break;
-        const uint64_t start_pos = offset;
+        absl::StatusOr<bool> got = parser.Next(&cmd);
+        if (!got.ok()) {
+          parsed = got.status();  // the whole commands before the bad bytes are still archived
+          break;
+        }
+        if (!*got) break;
         offset += cmd.raw.size();
         if (cmd.argv.size() >= 2 && strcasecmp(cmd.argv[0].c_str(), "REPLCONF") == 0 &&
             strcasecmp(cmd.argv[1].c_str(), "GETACK") == 0) {
           getack = true;
         }
-        pipeline::Record r;
+        pipeline::Record& r = run.emplace_back();
         r.end_pos = offset;
-        r.data_ts = pipeline::NowUnixMicros();  // Redis commands carry no time: arrival is theirs
+        r.data_ts = arrival;  // Redis commands carry no time: arrival is theirs
         r.payload = std::move(cmd.raw);
-        FERRY_RETURN_IF_ERROR(sink_->Append(epoch, start_pos, std::move(r)));
-        stats_.commands.fetch_add(1, std::memory_order_relaxed);
       }
+      const size_t commands = run.size();
+      FERRY_RETURN_IF_ERROR(sink_->AppendRun(epoch, run_start, &run));
+      stats_.commands.fetch_add(commands, std::memory_order_relaxed);
       stats_.offset.store(offset, std::memory_order_relaxed);
+      FERRY_RETURN_IF_ERROR(parsed);
     }
     progress.ConsumeNotification();
     const uint64_t now_acked = std::min(progress.Acked(), offset);

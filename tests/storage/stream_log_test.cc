@@ -335,6 +335,38 @@ TEST(BatcherTest, HoldWritesNothingUntilReleased) {
   std::filesystem::remove_all(dir);
 }
 
+// commit_delay: an idle sink writes at once; a record right after a write waits for the
+// delay (here far longer than the test) and for nothing else, and AppendRun queues a run as
+// one hand-over of contiguous records.
+TEST(BatcherTest, CommitDelaySpacesGroupCommitsButNotTheFirst) {
+  const std::string dir = TestDir("ferry-test");
+  auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, Writable());
+  ASSERT_TRUE(log.ok());
+  pipeline::BatcherOptions options;
+  options.commit_delay = absl::Seconds(60);
+  pipeline::Batcher batcher(log->get(), pipeline::AckPolicy::kLocal, options);
+  batcher.Resume(1, 0);
+  std::vector<Record> run(3);
+  for (size_t i = 0; i < run.size(); ++i) {
+    run[i].payload = std::string(10, static_cast<char>('a' + i));
+    run[i].end_pos = 10 * (i + 1);
+  }
+  ASSERT_TRUE(batcher.AppendRun(1, 0, &run).ok());
+  EXPECT_TRUE(run.empty());
+  ASSERT_TRUE(batcher.Drain().ok());  // idle: written at once, not 60 s later
+  EXPECT_EQ(batcher.progress().Acked(), 30u);
+
+  Record r;
+  r.payload = "next";
+  r.end_pos = 34;
+  ASSERT_TRUE(batcher.Append(1, 30, std::move(r)).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(batcher.progress().Acked(), 30u) << "written before its commit_delay";
+  ASSERT_TRUE(batcher.Stop().ok());  // stopping cuts the wait short and writes it
+  EXPECT_EQ((*log)->frames().back().header.end_pos, 34u);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(ArchiveTest, SecondWriterIsRefusedAndMissingArchiveIsNamed) {
   const std::string dir = TestDir("ferry-test") + "/a";
   ArchiveOptions w;

@@ -48,6 +48,8 @@ absl::optional<std::string> DueRedisSnapshot(const storage::SnapshotStore& snaps
 
 absl::StatusOr<storage::SnapshotManifest> TakeRedisSnapshot(storage::Archive& archive, const SourceConfig& source,
                                                             const std::atomic<bool>* cancel) {
+  // `ferry backup` writes beside the service, without the archive's lock: the same key checks.
+  FERRY_RETURN_IF_ERROR(storage::CheckKeys(archive.path(), archive.keys().get(), /*writing=*/true));
   FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log, archive.Stream(source.name, pipeline::StreamKind::kRedisCommands));
   FERRY_ASSIGN_OR_RETURN(std::string file, log->GetFile(ingest::redis::kReplicationFile));
   FERRY_ASSIGN_OR_RETURN(ingest::redis::RedisResume stream, ingest::redis::ParseReplicationFile(file));

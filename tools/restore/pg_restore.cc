@@ -382,14 +382,22 @@ absl::Status MaterialiseSnapshot(const storage::SnapshotStore& store,
 namespace {
 
 // `s` as one shell word (restore_command runs under /bin/sh) inside a postgresql.conf string:
-// single-quoted for the shell, with each ' of `s` closing, escaping and reopening the quote,
-// and then every ' doubled for the conf file's own quoting.
+// single-quoted for the shell, with each ' of `s` closing, escaping and reopening the quote;
+// then, for the conf file's own quoting, every ' doubled and every backslash escaped.
 std::string ConfShellWord(const std::string& s) {
   std::string shell = "'";
   for (char c : s) shell += c == '\'' ? std::string("'\\''") : std::string(1, c);
   shell += "'";
   std::string conf;
-  for (char c : shell) conf += c == '\'' ? std::string("''") : std::string(1, c);
+  for (char c : shell) {
+    if (c == '\'') {
+      conf += "''";
+    } else if (c == '\\') {
+      conf += "\\\\";
+    } else {
+      conf += c;
+    }
+  }
   return conf;
 }
 

@@ -187,6 +187,8 @@ absl::Status ParseSource(const toml::table& t, size_t index, absl::string_view o
   std::string ack = "local";
   FERRY_RETURN_IF_ERROR(r.String("ack", &ack));
   FERRY_RETURN_IF_ERROR(r.Duration("down_after", &s->down_after));
+  FERRY_RETURN_IF_ERROR(r.Duration("commit_delay", &s->commit_delay));
+  if (s->commit_delay > absl::Seconds(1)) return r.Error("commit_delay", "must be at most 1s");
   if (ack == "local") {
     s->ack = pipeline::AckPolicy::kLocal;
   } else if (ack == "local+kafka") {

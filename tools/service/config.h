@@ -46,6 +46,9 @@ struct SourceConfig {
   pipeline::AckPolicy ack = pipeline::AckPolicy::kLocal;
   // /healthz reports the source down when it has not streamed for this long.
   absl::Duration down_after = absl::Seconds(5);
+  // The batcher's commit_delay (pipeline/batcher.h): group commits of this source's streams
+  // at least this far apart under load. 0 (default): every batch written at once.
+  absl::Duration commit_delay = absl::ZeroDuration();
 };
 
 struct Config {

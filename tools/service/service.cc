@@ -128,6 +128,7 @@ class Service::Outflow {
     pipeline::BatcherOptions bo;
     bo.zstd_level = service->config_.zstd_level;
     bo.keys = service->archive_->keys();
+    bo.commit_delay = sc.commit_delay;
     bo.hold = [service] { return service->disk_guard_.Low(); };
     bo.on_disk_full = [name = sc.name, kind](const absl::Status& st) {
       if (st.ok()) {
@@ -320,7 +321,8 @@ bool SameSource(const SourceConfig& a, const SourceConfig& b) {
          a.full_backup_every == b.full_backup_every && a.incremental_every == b.incremental_every &&
          a.snapshot_every == b.snapshot_every && a.status_interval_ms == b.status_interval_ms &&
          a.down_after == b.down_after && a.logical_slot == b.logical_slot && a.publication == b.publication &&
-         a.publication_tables == b.publication_tables;
+         a.publication_tables == b.publication_tables && a.commit_delay == b.commit_delay &&
+         a.repl_timeout == b.repl_timeout;
 }
 
 }  // namespace
