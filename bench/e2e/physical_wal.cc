@@ -3,14 +3,15 @@
 //
 //  * synchronous standby: pgbench TPS with no standby, with ferry in synchronous_standby_names,
 //    and with `pg_receivewal --synchronous` there;
-//  * asynchronous capture: for ferry, pg_receivewal and `pg_receivewal --compress=lz4`, CPU
+//  * asynchronous capture: for ferry (also with a commit_delay, --commit-delay-ms), pg_receivewal
+//    and `pg_receivewal --compress=lz4`, CPU
 //    seconds per GB of WAL and peak RSS of the capturing process (from wait4's rusage), bytes
 //    it stored per GB of WAL, and how far its flush position trails the primary when the load
 //    stops, and sampled every 250 ms while the load runs.
 //
 // Writes physical.md, physical.csv and physical_lag.csv (the samples) to --out.
 //
-//   build/bench/ferry_bench_physical [--seconds 20] [--clients 4] [--scale 10] [--out bench/results]
+//   build/bench/ferry_bench_physical [--seconds 20] [--clients 4] [--scale 10] [--commit-delay-ms 10] [--out bench/results]
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -136,10 +137,12 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
   return row;
 }
 
+// `commit_delay_ms` > 0: the source's commit_delay (fewer, larger group commits).
 Capturer Ferry(const LocalPostgres& pg, const std::string& dir, const std::string& ferry, const std::string& writer,
-                int n) {
+               int n, int commit_delay_ms = 0) {
   Capturer c;
   c.name = writer == "io_uring" ? "ferry" : absl::StrCat("ferry (", writer, " writer)");
+  if (commit_delay_ms > 0) absl::StrAppend(&c.name, ", commit_delay ", commit_delay_ms, "ms");
   c.app_name = "ferry_main";
   c.slot = "ferry_main";
   c.store_dir = absl::StrCat(dir, "/ferry-", n, "/archive");
@@ -148,7 +151,8 @@ Capturer Ferry(const LocalPostgres& pg, const std::string& dir, const std::strin
   std::ofstream(config) << "drill_every = \"0s\"\n[archive]\npath = \"" << c.store_dir << "\"\nwriter = \"" << writer
                         << "\"\n\n"
                         << "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << pg.Conninfo()
-                        << "\"\nscheduled_backups = false\nstatus_interval_ms = 1000\n";
+                        << "\"\nscheduled_backups = false\nstatus_interval_ms = 1000\n"
+                        << (commit_delay_ms > 0 ? absl::StrCat("commit_delay = \"", commit_delay_ms, "ms\"\n") : "");
   c.argv = {ferry, "run", "--config", config};
   return c;
 }
@@ -173,6 +177,9 @@ int Main(int argc, char** argv) {
   std::string ferry = FERRY_BINARY;
   std::string writer = "io_uring";
   app.add_option("--writer", writer, "ferry's archive writer: io_uring (default) or posix");
+  int commit_delay_ms = 10;
+  app.add_option("--commit-delay-ms", commit_delay_ms, "commit_delay of the second asynchronous ferry row")
+      ->check(CLI::Range(1, 1000));
   app.add_option("--seconds", seconds, "pgbench duration per measurement");
   app.add_option("--clients", clients, "pgbench clients (-j 2)");
   app.add_option("--scale", scale, "pgbench scale");
@@ -206,6 +213,7 @@ int Main(int argc, char** argv) {
     FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n), true));
     FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "--synchronous", ++n), true));
     FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n), false));
+    FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n, commit_delay_ms), false));
     FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "", ++n), false));
     FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "--compress=lz4", ++n), false));
     return pg->Stop();
@@ -232,7 +240,7 @@ int Main(int argc, char** argv) {
                           none ? "-" : absl::StrFormat("%.1f", per_gb), none ? "-" : absl::StrFormat("%.0f", r.max_rss_mib),
                           none ? "-" : absl::StrFormat("%.3f", stored),
                           none ? "-" : absl::StrFormat("%.0f KiB", r.lag_bytes / 1024));
-    csv << absl::StrFormat("%s,%s,%.1f,%.3f,%.3f,%.4f,%.3f,%.3f,%.1f,%.4f,%.0f\n", r.capture,
+    csv << absl::StrFormat("\"%s\",%s,%.1f,%.3f,%.3f,%.4f,%.3f,%.3f,%.1f,%.4f,%.0f\n", r.capture,
                            none ? "none" : (r.sync ? "sync" : "async"), r.tps, r.tps / base_tps, r.latency_ms, r.wal_gb,
                            r.cpu_s, per_gb, r.max_rss_mib, stored, r.lag_bytes);
   }
@@ -240,7 +248,7 @@ int Main(int argc, char** argv) {
   lag_csv << "capture,standby,t_s,lag_bytes\n";
   for (const Row& r : rows) {
     for (const auto& [t, lag] : r.lag_series) {
-      lag_csv << absl::StrFormat("%s,%s,%.2f,%.0f\n", r.capture, r.sync ? "sync" : "async", t, lag);
+      lag_csv << absl::StrFormat("\"%s\",%s,%.2f,%.0f\n", r.capture, r.sync ? "sync" : "async", t, lag);
     }
   }
   md << "\nCPU and RSS are the capturing process's own (wait4); stored = its directory's allocated blocks "
