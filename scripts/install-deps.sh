@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package ferry's build, tests and sandbox need. Idempotent: runs
+# Installs every Debian 12 package ferry's build, tests, sandbox and benchmarks need. Idempotent: runs
 # apt-get only when a package is missing. Works without a terminal (CI=true, stdin closed).
 set -euo pipefail
 
@@ -16,8 +16,8 @@ PACKAGES=(
   util-linux procps
   # the TLS test makes its CA and server certificate with the openssl command
   openssl
-  # bench/plot.sh draws the benchmarks' PNG charts
-  gnuplot-nox
+  # bench/plot.sh draws the benchmarks' PNG charts (python3 reads the CSVs)
+  gnuplot-nox python3
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

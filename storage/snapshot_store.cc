@@ -291,7 +291,8 @@ absl::Status SnapshotStore::Load() {
 
 void SnapshotStore::Committed(SnapshotManifest manifest) {
   for (const auto& e : manifest.entries) {
-    for (const auto& c : e.chunks) chunks_.emplace(c.id, c);
+    // Manifests load oldest first: a later copy (re-sealed under a newer key) wins.
+    for (const auto& c : e.chunks) chunks_.insert_or_assign(c.id, c);
   }
   auto at = std::upper_bound(
       snapshots_.begin(), snapshots_.end(), manifest.id,
@@ -633,8 +634,13 @@ const ChunkRef* SnapshotWriter::Reusable(const ChunkId& id) const {
   char h[kChunkHeaderBytes];
   // Unreadable: written again, which is never wrong.
   const bool read = fd->second >= 0 && pread(fd->second, h, sizeof(h), static_cast<off_t>(it->second.offset)) == sizeof(h);
-  const bool current = read && (h[5] & kChunkSealed) != 0 && pipeline::GetLe16(h + 6) == keys->current_id();
-  return current ? &it->second : nullptr;
+  return read && SealedAsNew(h) ? &it->second : nullptr;
+}
+
+bool SnapshotWriter::SealedAsNew(const char* header) const {
+  const pipeline::Keyring* keys = store_->keys_.get();
+  if (keys == nullptr) return true;
+  return (header[5] & kChunkSealed) != 0 && pipeline::GetLe16(header + 6) == keys->current_id();
 }
 
 absl::Status SnapshotWriter::SyncPacks() {
@@ -668,7 +674,8 @@ absl::Status SnapshotWriter::AdoptUnreferencedChunks() {
           GetLe64(h + 16) != pipeline::Checksum64(absl::string_view(h + kChunkHeaderBytes, ref.stored_len))) {
         break;
       }
-      if (store_->chunks_.count(ref.id) == 0) written_.emplace(ref.id, ref);
+      // Only what a new chunk would be (sealed under the current key, when there are keys).
+      if (store_->chunks_.count(ref.id) == 0 && SealedAsNew(h)) written_.emplace(ref.id, ref);
       at += kChunkHeaderBytes + ref.stored_len;
     }
   }

@@ -115,6 +115,9 @@ class SnapshotWriter final : public pipeline::SnapshotSink {
   absl::Status PutChunk(absl::string_view raw, ChunkRef* ref);
   // The stored chunk `id` this writer may refer to instead of writing it, or null.
   const ChunkRef* Reusable(const ChunkId& id) const;
+  // Whether a stored chunk (its header) is as this writer would write it: sealed under the
+  // current key when the store has keys, anything when it has none.
+  bool SealedAsNew(const char* header) const;
   absl::Status FlushPackBuffer();
   absl::Status OpenPack();
 

@@ -104,10 +104,11 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
   });
   // The capturer's lag while the load runs (a sample costs the primary one small query).
   const auto t0 = std::chrono::steady_clock::now();
-  while (c.has_value() && !done) {
+  // The baseline runs the same query (finding no row): every row carries the same extra load.
+  while (!done) {
     auto lag = pg.Query(absl::StrCat("select pg_current_wal_lsn() - flush_lsn from pg_stat_replication where "
-                                     "application_name = '", c->app_name, "'"));
-    if (lag.ok() && !lag->empty()) {
+                                     "application_name = '", c.has_value() ? c->app_name : "", "'"));
+    if (c.has_value() && lag.ok() && !lag->empty()) {
       row.lag_series.emplace_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                                   std::strtod(lag->c_str(), nullptr));
     }

@@ -9,7 +9,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
+#include "absl/strings/ascii.h"
 #include "pipeline/check.h"
 
 namespace ferry::ingest::pg {

@@ -233,6 +233,35 @@ TEST(SnapshotStoreTest, SealedChunksNeedTheirKeyAndDetectTampering) {
   std::filesystem::remove_all(dir);
 }
 
+// After a key rotation the first snapshot writes its chunks again under the new key, and the
+// next ones (in this store and after a reopen) share those copies: dedup comes back at once.
+TEST(SnapshotStoreTest, RotationResealsOnceThenDedups) {
+  const std::string dir = TestDir("ferry-snap-test");
+  auto old_keys = pipeline::Keyring::Parse(absl::StrCat("1 ", std::string(64, 'a')), "old.keys");
+  auto new_keys = pipeline::Keyring::Parse(absl::StrCat("1 ", std::string(64, 'a'), "\n2 ", std::string(64, 'b')),
+                                           "new.keys");
+  ASSERT_TRUE(old_keys.ok() && new_keys.ok());
+  const std::string data = RandomBytes(2 << 20, 9);
+  {
+    auto store = SnapshotStore::Open(dir, true, *old_keys);
+    ASSERT_TRUE(store.ok()) << store.status();
+    WriteSnapshot(store->get(), 10, {{"f", data}});
+  }
+  auto store = SnapshotStore::Open(dir, true, *new_keys);
+  ASSERT_TRUE(store.ok()) << store.status();
+  SnapshotWriteStats first, second, third;
+  WriteSnapshot(store->get(), 20, {{"f", data}}, &first);
+  EXPECT_EQ(first.new_chunks, first.chunks) << "chunks under the old key were reused";
+  WriteSnapshot(store->get(), 30, {{"f", data}}, &second);
+  EXPECT_EQ(second.new_chunks, 0u);
+  auto reopened = SnapshotStore::Open(dir, true, *new_keys);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  WriteSnapshot(reopened->get(), 40, {{"f", data}}, &third);
+  EXPECT_EQ(third.new_chunks, 0u) << "after a reopen the old copies won again";
+  EXPECT_EQ(ReadBack(**reopened, (*reopened)->snapshots()[0].entries[1]), data);  // the old key still reads
+  std::filesystem::remove_all(dir);
+}
+
 TEST(SnapshotStoreTest, GarbageCollectionKeepsSharedPacks) {
   const std::string dir = TestDir("ferry-snap-test");
   auto store = SnapshotStore::Open(dir, true);

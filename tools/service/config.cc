@@ -2,10 +2,8 @@
 
 #include <arpa/inet.h>
 #include <libpq-fe.h>
-#include <sys/stat.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <string_view>
 #include <cstdlib>
 #include <set>
@@ -22,7 +20,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "cross_region/kafka.h"

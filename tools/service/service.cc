@@ -331,9 +331,12 @@ void Service::Reload(const Config& next) {
   if (next.archive_path != config_.archive_path || next.writer != config_.writer ||
       next.segment_bytes != config_.segment_bytes || next.http_listen != config_.http_listen ||
       next.kafka_brokers != config_.kafka_brokers || next.kafka_topic_prefix != config_.kafka_topic_prefix ||
-      next.kafka_properties != config_.kafka_properties) {
+      next.kafka_properties != config_.kafka_properties || next.encryption_key_file != config_.encryption_key_file ||
+      (next.keys == nullptr) != (config_.keys == nullptr) ||
+      (next.keys != nullptr && next.keys->ids() != config_.keys->ids())) {
     spdlog::warn(
-        "event=reload note=\"archive, http and kafka settings change only with a restart; applying [[source]] changes\"");
+        "event=reload note=\"archive (keys included), http and kafka settings change only with a restart; applying "
+        "[[source]] changes\"");
   }
   // Sources that went away or changed stop (and are joined before a replacement starts: one
   // writer per stream); new ones start. The others never notice.
