@@ -9,7 +9,7 @@
 namespace ferry::pipeline {
 
 Batcher::Batcher(FrameConsumer* consumer, AckPolicy policy, BatcherOptions options)
-    : consumer_(consumer), options_(options), progress_(policy) {
+    : consumer_(consumer), options_(options), progress_(policy), commit_delay_(options.commit_delay) {
   worker_ = std::thread([this] { Run(); });
 }
 
@@ -90,6 +90,12 @@ absl::Status Batcher::Drain() {
   return error_;
 }
 
+void Batcher::SetCommitDelay(absl::Duration delay) {
+  absl::MutexLock lock(&mu_);
+  commit_delay_ = delay;
+  delay_changed_ = true;
+}
+
 void Batcher::StopIfHeld() {
   absl::MutexLock lock(&mu_);
   // Sticky: a hold that starts after this call (the next poll, a write failing with ENOSPC)
@@ -119,18 +125,18 @@ void Batcher::Run() {
           },
           this));
       if (queue_.empty()) return;  // stopping and drained
-      if (options_.commit_delay > absl::ZeroDuration() && !stopping_) {
-        // Gathers a larger group commit; a full batch (or stopping) ends the wait, so the
-        // delay never caps throughput.
-        const absl::Time ready = last_write_end_ + options_.commit_delay;
-        if (absl::Now() < ready) {
-          mu_.AwaitWithTimeout(absl::Condition(
-                                   +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
-                                     return b->stopping_ || b->queued_bytes_ >= b->options_.max_batch_bytes;
-                                   },
-                                   this),
-                               ready - absl::Now());
-        }
+      // Gathers a larger group commit. A full batch or stopping ends the wait, so the delay
+      // never caps throughput; a new delay (SetCommitDelay) is taken into account at once.
+      while (!stopping_ && queued_bytes_ < options_.max_batch_bytes &&
+             absl::Now() < last_write_end_ + commit_delay_) {
+        delay_changed_ = false;
+        mu_.AwaitWithTimeout(absl::Condition(
+                                 +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
+                                   return b->stopping_ || b->delay_changed_ ||
+                                          b->queued_bytes_ >= b->options_.max_batch_bytes;
+                                 },
+                                 this),
+                             last_write_end_ + commit_delay_ - absl::Now());
       }
       if (options_.hold) {
         held_ = options_.hold();

@@ -27,6 +27,7 @@ struct BatcherOptions {
   // A group commit starts at least this long after the previous one ended, or once a full
   // batch (max_batch_bytes) is queued: under a steady stream, fewer and larger writes and
   // fdatasyncs for up to this much more latency; an idle sink writes at once. 0: no wait.
+  // Batcher::SetCommitDelay changes it while the batcher runs.
   absl::Duration commit_delay = absl::ZeroDuration();
   std::shared_ptr<const Keyring> keys;    // seals every frame under keys->current_id(); null: clear
   // Disk-space guard: while it returns true the worker writes nothing, so nothing more is
@@ -76,6 +77,10 @@ class Batcher final : public StreamSink {
   // Append: a record of the same epoch that does not start there is reported as a gap.
   void Resume(uint32_t epoch, uint64_t end_pos);
 
+  // Changes options.commit_delay from the next group commit on (a wait under way ends at once
+  // when the new delay is shorter). Any thread.
+  void SetCommitDelay(absl::Duration delay);
+
   // Drains what is queued, then stops the worker. Returns the sink's error, if any.
   absl::Status Stop();
 
@@ -111,6 +116,8 @@ class Batcher final : public StreamSink {
   std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time last_write_end_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Duration commit_delay_ ABSL_GUARDED_BY(mu_);  // options_.commit_delay, then SetCommitDelay's
+  bool delay_changed_ ABSL_GUARDED_BY(mu_) = false;   // SetCommitDelay was called during a wait
   bool busy_ ABSL_GUARDED_BY(mu_) = false;  // the worker holds a batch
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool held_ ABSL_GUARDED_BY(mu_) = false;  // options_.hold() said so at the last poll

@@ -91,7 +91,7 @@ int CmdConfigCheck(const std::string& config_path) {
     std::printf("\n[[source]]\nname = \"%s\"\nkind = \"%s\"\nack = \"%s\"\ndown_after = \"%s\"\ncommit_delay = \"%s\"\n"
                 "scheduled_backups = %s\n",
                 s.name.c_str(), s.kind.c_str(), s.ack == pipeline::AckPolicy::kLocal ? "local" : "local+kafka",
-                d(s.down_after).c_str(), d(s.commit_delay).c_str(), s.scheduled_backups ? "true" : "false");
+                d(s.down_after).c_str(), s.commit_delay_auto ? "auto" : d(s.commit_delay).c_str(), s.scheduled_backups ? "true" : "false");
     if (s.kind == "postgres") {
       std::printf("conninfo = \"%s\"\nphysical_slot = \"%s\"\napplication_name = \"%s\"\nfull_backup_every = \"%s\"\n"
                   "incremental_every = \"%s\"\n",

@@ -26,6 +26,10 @@ struct Usage {
 // Sends `sig` (0: none, the child ends by itself) and reaps the child.
 Usage Reap(pid_t pid, int sig);
 
+// A running child's user + system CPU so far (/proc/<pid>/stat), to subtract its start-up
+// from what Reap reports; 0 when it cannot be read.
+double ProcessCpuSeconds(pid_t pid);
+
 // Bytes allocated to the files under `dir`.
 uint64_t DiskBytes(const std::string& dir);
 

@@ -3,15 +3,16 @@
 //
 //  * synchronous standby: pgbench TPS with no standby, with ferry in synchronous_standby_names,
 //    and with `pg_receivewal --synchronous` there;
-//  * asynchronous capture: for ferry (also with a commit_delay, --commit-delay-ms), pg_receivewal
-//    and `pg_receivewal --compress=lz4`, CPU
+//  * asynchronous capture: for ferry (its default commit_delay "auto", which is 10 ms for an
+//    asynchronous standby, and again with --commit-delay, default "0s": a group commit per
+//    flush the primary sends), pg_receivewal and `pg_receivewal --compress=lz4`, CPU
 //    seconds per GB of WAL and peak RSS of the capturing process (from wait4's rusage), bytes
 //    it stored per GB of WAL, and how far its flush position trails the primary when the load
 //    stops, and sampled every 250 ms while the load runs.
 //
 // Writes physical.md, physical.csv and physical_lag.csv (the samples) to --out.
 //
-//   build/bench/ferry_bench_physical [--seconds 20] [--clients 4] [--scale 10] [--commit-delay-ms 10] [--out bench/results]
+//   build/bench/ferry_bench_physical [--seconds 20] [--clients 4] [--scale 10] [--commit-delay 0s] [--out bench/results]
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -94,7 +95,22 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
       if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     if (!ready) return absl::DeadlineExceededError(absl::StrCat(c->name, " did not start streaming (log in ", dir, ")"));
+    // Caught up: it has received all WAL up to now (its first segment from the start), so
+    // that the load's CPU and bytes below are the load's own.
+    FERRY_ASSIGN_OR_RETURN(const pipeline::Lsn now, QueryLsn(pg, "select pg_current_wal_lsn()"));
+    bool caught_up = false;
+    for (int i = 0; i < 300 && !caught_up; ++i) {
+      auto written = QueryLsn(pg, absl::StrCat("select write_lsn from pg_stat_replication where application_name = '",
+                                               c->app_name, "'"));
+      caught_up = written.ok() && *written >= now;
+      std::this_thread::sleep_for(std::chrono::milliseconds(caught_up ? 500 : 100));  // then lets it sync
+    }
+    if (!caught_up) return absl::DeadlineExceededError(absl::StrCat(c->name, " did not catch up (log in ", dir, ")"));
   }
+  // CPU and bytes stored count from here: the load's WAL, not start-up and the catch-up from
+  // the start of the slot's first segment.
+  const double cpu_before = pid > 0 ? ProcessCpuSeconds(pid) : 0;
+  const uint64_t stored_before = c.has_value() ? DiskBytes(c->store_dir) : 0;
   FERRY_ASSIGN_OR_RETURN(pipeline::Lsn start, QueryLsn(pg, "select pg_current_wal_lsn()"));
   absl::StatusOr<tools::CommandResult> ran = absl::UnknownError("pgbench did not run");
   std::atomic<bool> done{false};
@@ -127,9 +143,10 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
                                         c->app_name, "'"));
     if (flushed.ok()) row.lag_bytes = end.value() > flushed->value() ? static_cast<double>(end.value() - flushed->value()) : 0;
     const Usage used = Reap(pid, c->stop_signal);
-    row.cpu_s = used.cpu_s;
+    row.cpu_s = used.cpu_s - cpu_before;
     row.max_rss_mib = used.max_rss_mib;
-    row.stored_gb = static_cast<double>(DiskBytes(c->store_dir)) / 1e9;
+    const uint64_t stored = DiskBytes(c->store_dir);
+    row.stored_gb = static_cast<double>(stored > stored_before ? stored - stored_before : 0) / 1e9;
     FERRY_RETURN_IF_ERROR(pg.Query(absl::StrCat("select pg_drop_replication_slot('", c->slot, "')")).status());
   }
   std::printf("bench: %-32s %-5s %7.0f TPS  %.3f GB WAL  CPU %.2f s  RSS %.0f MiB  stored %.3f GB  lag %.0f B\n",
@@ -138,12 +155,12 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
   return row;
 }
 
-// `commit_delay_ms` > 0: the source's commit_delay (fewer, larger group commits).
+// `commit_delay` empty: the default ("auto"); else the source's commit_delay, e.g. "0s".
 Capturer Ferry(const LocalPostgres& pg, const std::string& dir, const std::string& ferry, const std::string& writer,
-               int n, int commit_delay_ms = 0) {
+               int n, const std::string& commit_delay = "") {
   Capturer c;
   c.name = writer == "io_uring" ? "ferry" : absl::StrCat("ferry (", writer, " writer)");
-  if (commit_delay_ms > 0) absl::StrAppend(&c.name, ", commit_delay ", commit_delay_ms, "ms");
+  if (!commit_delay.empty()) absl::StrAppend(&c.name, ", commit_delay ", commit_delay);
   c.app_name = "ferry_main";
   c.slot = "ferry_main";
   c.store_dir = absl::StrCat(dir, "/ferry-", n, "/archive");
@@ -153,7 +170,7 @@ Capturer Ferry(const LocalPostgres& pg, const std::string& dir, const std::strin
                         << "\"\n\n"
                         << "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << pg.Conninfo()
                         << "\"\nscheduled_backups = false\nstatus_interval_ms = 1000\n"
-                        << (commit_delay_ms > 0 ? absl::StrCat("commit_delay = \"", commit_delay_ms, "ms\"\n") : "");
+                        << (commit_delay.empty() ? "" : absl::StrCat("commit_delay = \"", commit_delay, "\"\n"));
   c.argv = {ferry, "run", "--config", config};
   return c;
 }
@@ -178,9 +195,8 @@ int Main(int argc, char** argv) {
   std::string ferry = FERRY_BINARY;
   std::string writer = "io_uring";
   app.add_option("--writer", writer, "ferry's archive writer: io_uring (default) or posix");
-  int commit_delay_ms = 10;
-  app.add_option("--commit-delay-ms", commit_delay_ms, "commit_delay of the second asynchronous ferry row")
-      ->check(CLI::Range(1, 1000));
+  std::string commit_delay = "0s";
+  app.add_option("--commit-delay", commit_delay, "commit_delay of the second asynchronous ferry row (the first: auto)");
   app.add_option("--seconds", seconds, "pgbench duration per measurement");
   app.add_option("--clients", clients, "pgbench clients (-j 2)");
   app.add_option("--scale", scale, "pgbench scale");
@@ -210,11 +226,14 @@ int Main(int argc, char** argv) {
       rows.push_back(r);
       return absl::OkStatus();
     };
+    // A warm-up run first, not reported: right after pgbench -i the primary is slower (its
+    // first checkpoint, autovacuum), which would flatter every row measured against it.
+    FERRY_RETURN_IF_ERROR(RunOne(*pg, std::nullopt, false, seconds, clients, dir).status());
     FERRY_RETURN_IF_ERROR(run(std::nullopt, false));
     FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n), true));
     FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "--synchronous", ++n), true));
     FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n), false));
-    FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n, commit_delay_ms), false));
+    FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n, commit_delay), false));
     FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "", ++n), false));
     FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "--compress=lz4", ++n), false));
     return pg->Stop();
@@ -252,8 +271,8 @@ int Main(int argc, char** argv) {
       lag_csv << absl::StrFormat("\"%s\",%s,%.2f,%.0f\n", r.capture, r.sync ? "sync" : "async", t, lag);
     }
   }
-  md << "\nCPU and RSS are the capturing process's own (wait4); stored = its directory's allocated blocks "
-        "(pg_receivewal preallocates 16 MB segments); lag = pg_current_wal_lsn() minus its reported flush position "
+  md << "\nCPU (during the load) and peak RSS are the capturing process's own (/proc, wait4); stored = what its "
+        "directory's allocated blocks grew by during the load (pg_receivewal preallocates 16 MB segments); lag = pg_current_wal_lsn() minus its reported flush position "
         "when pgbench ends.\n";
   md.close();
   std::printf("\n%s", storage::ReadWholeFile(out + "/physical.md").value_or("").c_str());

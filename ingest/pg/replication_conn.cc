@@ -4,11 +4,13 @@
 #include <libpq-fe.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -46,6 +48,72 @@ absl::StatusOr<uint64_t> ParseSize(absl::string_view text) {
 }
 
 }  // namespace
+
+bool NamesSynchronousStandby(absl::string_view setting, absl::string_view application_name) {
+  // Tokens as the server's syncrep scanner makes them: punctuation, "quoted" names ("" is a
+  // quote) and bare words.
+  struct Token {
+    std::string text;
+    bool quoted = false;
+  };
+  std::vector<Token> tokens;
+  for (size_t i = 0; i < setting.size();) {
+    const char c = setting[i];
+    if (absl::ascii_isspace(static_cast<unsigned char>(c))) {
+      ++i;
+    } else if (c == ',' || c == '(' || c == ')') {
+      tokens.push_back({std::string(1, c)});
+      ++i;
+    } else if (c == '"') {
+      Token t{"", true};
+      for (++i;; ++i) {
+        if (i >= setting.size()) return true;  // unterminated: unparseable
+        if (setting[i] != '"') {
+          t.text.push_back(setting[i]);
+        } else if (i + 1 < setting.size() && setting[i + 1] == '"') {
+          t.text.push_back('"');
+          ++i;
+        } else {
+          ++i;
+          break;
+        }
+      }
+      tokens.push_back(std::move(t));
+    } else {
+      Token t;
+      while (i < setting.size() && !absl::ascii_isspace(static_cast<unsigned char>(setting[i])) &&
+             setting[i] != ',' && setting[i] != '(' && setting[i] != ')' && setting[i] != '"') {
+        t.text.push_back(setting[i++]);
+      }
+      tokens.push_back(std::move(t));
+    }
+  }
+  if (tokens.empty()) return false;  // '' : no synchronous standby at all
+  auto word = [&](size_t i, absl::string_view w) {
+    return i < tokens.size() && !tokens[i].quoted && absl::EqualsIgnoreCase(tokens[i].text, w);
+  };
+  auto number = [&](size_t i) {
+    return i < tokens.size() && !tokens[i].quoted && !tokens[i].text.empty() &&
+           std::all_of(tokens[i].text.begin(), tokens[i].text.end(), [](char d) { return absl::ascii_isdigit(d); });
+  };
+  // `[FIRST|ANY] n ( list )` or a bare list.
+  size_t begin = 0, end = tokens.size();
+  const size_t n_at = word(0, "first") || word(0, "any") ? 1 : 0;
+  if (number(n_at) && word(n_at + 1, "(")) {
+    if (!word(end - 1, ")")) return true;
+    begin = n_at + 2;
+    --end;
+  }
+  // names separated by commas
+  for (size_t i = begin; i < end; i += 2) {
+    if ((!tokens[i].quoted && (tokens[i].text == "," || tokens[i].text == "(" || tokens[i].text == ")")) ||
+        (i + 1 < end && !word(i + 1, ","))) {
+      return true;  // unparseable
+    }
+    if (tokens[i].text == "*" || absl::EqualsIgnoreCase(tokens[i].text, application_name)) return true;
+  }
+  return false;
+}
 
 struct ReplicationConnection::Impl {
   PGconn* conn = nullptr;
@@ -131,10 +199,18 @@ absl::Status SilenceWatch::Check(int64_t now_ms) const {
       (now_ms - asked_ms_) / 1000.0, " s ago (timeout: the server's wal_sender_timeout): the connection is dead; reconnecting"));
 }
 
+absl::StatusOr<std::string> ReplicationConnection::Show(absl::string_view setting, int silence_ms) {
+  FERRY_ASSIGN_OR_RETURN(Result r, impl_->Exec(absl::StrCat("SHOW ", setting), PGRES_TUPLES_OK, silence_ms));
+  if (PQntuples(r.get()) != 1 || PQnfields(r.get()) != 1) {
+    return absl::InternalError(absl::StrCat("SHOW ", setting, " returned no single value"));
+  }
+  return std::string(PQgetvalue(r.get(), 0, 0));
+}
+
 absl::StatusOr<int64_t> ReplicationConnection::SenderTimeoutMillis() {
-  FERRY_ASSIGN_OR_RETURN(Result r, impl_->Exec("SHOW wal_sender_timeout", PGRES_TUPLES_OK));
+  FERRY_ASSIGN_OR_RETURN(const std::string shown, Show("wal_sender_timeout"));
   // GUC_UNIT_MS values are shown in the largest unit that divides them: "60s", "1min", "500ms".
-  const absl::string_view text = PQgetvalue(r.get(), 0, 0);
+  const absl::string_view text = shown;
   int64_t n = 0;
   size_t i = 0;
   while (i < text.size() && absl::ascii_isdigit(text[i])) n = n * 10 + (text[i++] - '0');

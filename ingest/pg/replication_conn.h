@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/optional.h"
+#include "ingest/pg/sql.h"
 #include "pipeline/position.h"
 
 namespace ferry::ingest::pg {
@@ -65,6 +66,13 @@ struct LogicalSlotCreated {
   std::string snapshot_name;
 };
 
+// Whether PostgreSQL's synchronous_standby_names `setting` (its syntax: a list of names,
+// `[FIRST|ANY] n (names)`, `*`, double-quoted names) names `application_name`, compared as the
+// server compares (case-insensitively), so that commits may wait on that standby's flush
+// reports: as one of the synchronous standbys or as a candidate to replace one. A setting this
+// cannot parse counts as naming it (the server checked the syntax; waiting is the safe guess).
+bool NamesSynchronousStandby(absl::string_view setting, absl::string_view application_name);
+
 // Notices a streaming connection that is dead although TCP has not said so (a stalled proxy,
 // a pulled cable, a server that stops sending). A live server answers a status message that
 // asks for a reply at once, so: after half the timeout without any message the source asks
@@ -112,6 +120,8 @@ class ReplicationConnection {
   ~ReplicationConnection();
 
   absl::StatusOr<SystemInfo> IdentifySystem();
+  // SHOW `setting`: the server's value as text; kUnavailable after `silence_ms` without an answer.
+  absl::StatusOr<std::string> Show(absl::string_view setting, int silence_ms = kServerSilenceMs);
   // The server's wal_sender_timeout in ms (SHOW); 0 when it is disabled.
   absl::StatusOr<int64_t> SenderTimeoutMillis();
   absl::StatusOr<SlotInfo> ReadSlot(const std::string& slot);

@@ -125,6 +125,37 @@ TEST(SpineSyncTest, SynchronousCommitsSurviveKillOfFerryAndPrimary) {
   EXPECT_EQ(Q(*restored, "select max(id) from t"), std::to_string(committed));
 }
 
+// commit_delay = "auto": 10 ms while the primary does not name ferry in
+// synchronous_standby_names, 0 once it does (noticed while streaming, without a reconnect),
+// and back when it no longer does; commits wait on ferry meanwhile and all return.
+TEST(SpineSyncTest, AutoCommitDelayFollowsSynchronousStandbyNames) {
+  Cluster c = StartCluster("io_uring");
+  ASSERT_NE(c.pg, nullptr);
+  auto logged = [&](const std::string& line) { return c.ferry->Log().find(line) != std::string::npos; };
+  const std::string async_line = "event=commit_delay value=10ms reason=\"asynchronous";
+  const std::string sync_line = "event=commit_delay value=0 reason=\"synchronous_standby_names names ferry_main\"";
+  ASSERT_TRUE(WaitFor([&] { return logged(async_line); }, 30)) << c.ferry->Log();
+  EXPECT_FALSE(logged(sync_line));
+
+  Q(*c.pg, "alter system set synchronous_standby_names = 'FIRST 1 (\"FERRY_MAIN\")'");
+  Q(*c.pg, "select pg_reload_conf()");
+  ASSERT_TRUE(WaitFor([&] { return logged(sync_line); }, 30)) << c.ferry->Log();
+  ASSERT_TRUE(WaitFor([&] { return Q(*c.pg, "select sync_state from pg_stat_replication where application_name = 'ferry_main'") == "sync"; }, 30));
+  Q(*c.pg, "create table t (id int primary key)");
+  for (int i = 1; i <= 100; ++i) {
+    auto r = c.pg->Query(absl::StrCat("insert into t values (", i, ")"));
+    ASSERT_TRUE(r.ok()) << r.status();  // returns only once ferry reported it flushed
+  }
+  Q(*c.pg, "alter system set synchronous_standby_names = ''");
+  Q(*c.pg, "select pg_reload_conf()");
+  const size_t first_async = c.ferry->Log().find(async_line);
+  ASSERT_TRUE(WaitFor([&] { return c.ferry->Log().find(async_line, first_async + 1) != std::string::npos; }, 30))
+      << c.ferry->Log();
+  auto code = c.ferry->Terminate();
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, 0) << c.ferry->Log();
+}
+
 // kill -9 of ferry under load, restart: no gap, no duplicate, and the slot never claims more
 // than the archive holds.
 TEST(SpineCrashTest, Kill9UnderLoadResumesWithoutGap) {

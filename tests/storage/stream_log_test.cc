@@ -336,8 +336,8 @@ TEST(BatcherTest, HoldWritesNothingUntilReleased) {
 }
 
 // commit_delay: an idle sink writes at once; a record right after a write waits for the
-// delay (here far longer than the test) and for nothing else, and AppendRun queues a run as
-// one hand-over of contiguous records.
+// delay (here far longer than the test) and for nothing else, a shorter delay set meanwhile
+// ends the wait, and AppendRun queues a run as one hand-over of contiguous records.
 TEST(BatcherTest, CommitDelaySpacesGroupCommitsButNotTheFirst) {
   const std::string dir = TestDir("ferry-test");
   auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, Writable());
@@ -362,8 +362,18 @@ TEST(BatcherTest, CommitDelaySpacesGroupCommitsButNotTheFirst) {
   ASSERT_TRUE(batcher.Append(1, 30, std::move(r)).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   EXPECT_EQ(batcher.progress().Acked(), 30u) << "written before its commit_delay";
+  batcher.SetCommitDelay(absl::ZeroDuration());  // what `commit_delay = "auto"` does for a sync standby
+  ASSERT_TRUE(batcher.Drain().ok());
+  EXPECT_EQ(batcher.progress().Acked(), 34u);
+
+  batcher.SetCommitDelay(absl::Seconds(60));
+  r.payload = "more";
+  r.end_pos = 38;
+  ASSERT_TRUE(batcher.Append(1, 34, std::move(r)).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(batcher.progress().Acked(), 34u) << "written before its commit_delay";
   ASSERT_TRUE(batcher.Stop().ok());  // stopping cuts the wait short and writes it
-  EXPECT_EQ((*log)->frames().back().header.end_pos, 34u);
+  EXPECT_EQ((*log)->frames().back().header.end_pos, 38u);
   std::filesystem::remove_all(dir);
 }
 

@@ -28,6 +28,7 @@ ack = "local"
   EXPECT_EQ(c->sources[0].physical_slot, "ferry_main");
   EXPECT_EQ(c->sources[0].application_name, "ferry_main");
   EXPECT_EQ(c->retention_wal, absl::Hours(72));
+  EXPECT_TRUE(c->sources[0].commit_delay_auto);
 }
 
 void ExpectError(const std::string& toml, const std::string& needle) {
@@ -35,6 +36,23 @@ void ExpectError(const std::string& toml, const std::string& needle) {
   ASSERT_FALSE(c.ok()) << toml;
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(c.status().message().find(needle), absl::string_view::npos) << c.status();
+}
+
+TEST(ConfigTest, CommitDelayIsAutoOrADuration) {
+  const std::string base = "[archive]\npath=\"/a\"\n[[source]]\nname=\"m\"\nkind=\"redis\"\naddress=\"127.0.0.1:6379\"\n";
+  auto fixed = ParseConfig(base + "commit_delay = \"2ms\"\n", "f.toml");
+  ASSERT_TRUE(fixed.ok()) << fixed.status();
+  EXPECT_FALSE(fixed->sources[0].commit_delay_auto);
+  EXPECT_EQ(fixed->sources[0].commit_delay, absl::Milliseconds(2));
+  auto zero = ParseConfig(base + "commit_delay = \"0s\"\n", "f.toml");
+  ASSERT_TRUE(zero.ok()) << zero.status();
+  EXPECT_FALSE(zero->sources[0].commit_delay_auto);
+  EXPECT_EQ(zero->sources[0].commit_delay, absl::ZeroDuration());
+  auto automatic = ParseConfig(base + "commit_delay = \"auto\"\n", "f.toml");
+  ASSERT_TRUE(automatic.ok()) << automatic.status();
+  EXPECT_TRUE(automatic->sources[0].commit_delay_auto);
+  ExpectError(base + "commit_delay = \"2s\"\n", "source[0].commit_delay: must be \"auto\" or at most 1s");
+  ExpectError(base + "commit_delay = \"soon\"\n", "source[0].commit_delay");
 }
 
 TEST(ConfigTest, ErrorsNameTheKey) {

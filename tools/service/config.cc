@@ -184,8 +184,13 @@ absl::Status ParseSource(const toml::table& t, size_t index, absl::string_view o
   std::string ack = "local";
   FERRY_RETURN_IF_ERROR(r.String("ack", &ack));
   FERRY_RETURN_IF_ERROR(r.Duration("down_after", &s->down_after));
-  FERRY_RETURN_IF_ERROR(r.Duration("commit_delay", &s->commit_delay));
-  if (s->commit_delay > absl::Seconds(1)) return r.Error("commit_delay", "must be at most 1s");
+  std::string commit_delay;
+  FERRY_RETURN_IF_ERROR(r.String("commit_delay", &commit_delay));
+  if (!commit_delay.empty() && commit_delay != "auto") {
+    FERRY_RETURN_IF_ERROR(r.Duration("commit_delay", &s->commit_delay));
+    if (s->commit_delay > absl::Seconds(1)) return r.Error("commit_delay", "must be \"auto\" or at most 1s");
+    s->commit_delay_auto = false;
+  }
   if (ack == "local") {
     s->ack = pipeline::AckPolicy::kLocal;
   } else if (ack == "local+kafka") {

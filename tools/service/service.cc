@@ -15,9 +15,11 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "cross_region/shipper.h"
 #include "ingest/pg/logical_source.h"
 #include "ingest/pg/physical_source.h"
+#include "ingest/pg/replication_conn.h"
 #include "ingest/redis/redis_source.h"
 #include "pipeline/batcher.h"
 #include "pipeline/change_event.h"
@@ -65,6 +67,7 @@ struct Service::SourceRunner {
   std::atomic<bool> ended{false};  // its streaming thread has returned (stopped or failed)
   std::thread thread;
   std::thread backup_thread;
+  std::thread delay_thread;  // commit_delay = "auto" on PostgreSQL: RunCommitDelayWatch
   std::atomic<bool> cancel_backup{false};
   absl::Status result;
   absl::Mutex mu;
@@ -74,6 +77,8 @@ struct Service::SourceRunner {
   std::function<std::string()> progress_line ABSL_GUARDED_BY(mu);
   // For /metrics and /healthz.
   pipeline::Batcher* batcher ABSL_GUARDED_BY(mu) = nullptr;  // while it lives
+  // What its batchers use: the configured commit_delay, or what "auto" makes of it now.
+  absl::Duration commit_delay ABSL_GUARDED_BY(mu) = config->commit_delay_auto ? absl::ZeroDuration() : config->commit_delay;
   cross_region::StreamShipper* shipper ABSL_GUARDED_BY(mu) = nullptr;  // with [kafka], while it lives
   std::unique_ptr<cross_region::SnapshotShipper> snapshot_shipper;  // with [kafka]
   std::atomic<bool> up{false};
@@ -128,7 +133,6 @@ class Service::Outflow {
     pipeline::BatcherOptions bo;
     bo.zstd_level = service->config_.zstd_level;
     bo.keys = service->archive_->keys();
-    bo.commit_delay = sc.commit_delay;
     bo.hold = [service] { return service->disk_guard_.Low(); };
     bo.on_disk_full = [name = sc.name, kind](const absl::Status& st) {
       if (st.ok()) {
@@ -161,6 +165,7 @@ class Service::Outflow {
     absl::MutexLock lock(&runner_->mu);
     runner_->batcher = batcher_.get();
     runner_->shipper = shipper_.get();
+    batcher_->SetCommitDelay(runner_->commit_delay);  // under mu: RunCommitDelayWatch sees this batcher
   }
 
   ~Outflow() {
@@ -279,6 +284,7 @@ void Service::JoinRunner(SourceRunner* r) {
       r->cancel_backup = true;
     }
     if (r->backup_thread.joinable()) r->backup_thread.join();
+    if (r->delay_thread.joinable()) r->delay_thread.join();
     if (r->snapshot_shipper != nullptr) r->snapshot_shipper->Stop();
   });
 }
@@ -292,6 +298,9 @@ void Service::StartRunner(SourceRunner* raw) {
     }
     raw->ended = true;
   });
+  if (raw->config->commit_delay_auto && raw->config->kind != "redis") {
+    raw->delay_thread = std::thread([this, raw] { RunCommitDelayWatch(raw); });
+  }
   if (raw->config->kind == kPgChangesKind) return;  // snapshots and their shipping are the WAL runner's
   if (raw->config->scheduled_backups) {
     raw->backup_thread = std::thread([this, raw] { RunBackupSchedule(raw); });
@@ -313,6 +322,12 @@ void Service::Stop() {
 
 namespace {
 
+// The application_name a PostgreSQL stream connects under: what synchronous_standby_names
+// names. The change events' connection has a name of its own next to the WAL's.
+std::string StreamApplicationName(const SourceConfig& sc) {
+  return sc.kind == kPgChangesKind ? absl::StrCat(sc.application_name, "_changes") : sc.application_name;
+}
+
 // Whether two configs of one source stream the same way (else a reload restarts it).
 bool SameSource(const SourceConfig& a, const SourceConfig& b) {
   return a.kind == b.kind && a.conninfo == b.conninfo && a.physical_slot == b.physical_slot &&
@@ -322,6 +337,7 @@ bool SameSource(const SourceConfig& a, const SourceConfig& b) {
          a.snapshot_every == b.snapshot_every && a.status_interval_ms == b.status_interval_ms &&
          a.down_after == b.down_after && a.logical_slot == b.logical_slot && a.publication == b.publication &&
          a.publication_tables == b.publication_tables && a.commit_delay == b.commit_delay &&
+         a.commit_delay_auto == b.commit_delay_auto &&
          a.repl_timeout == b.repl_timeout;
 }
 
@@ -443,6 +459,39 @@ void Service::ReportProgress(absl::Duration every) {
       if (!r->progress_line) continue;
       spdlog::info("source={} event=progress {}", r->config->name, r->progress_line());
     }
+  }
+}
+
+void Service::RunCommitDelayWatch(SourceRunner* runner) {
+  const SourceConfig& sc = *runner->config;
+  const bool logical = sc.kind == kPgChangesKind;
+  const std::string stream = logical ? " stream=pg-changes" : "";
+  // The setting has to name the stream's own connection; the probe connects under another name.
+  const std::string app = StreamApplicationName(sc);
+  absl::optional<bool> named;
+  while (true) {
+    // A failed probe (the server away, no walsender free) keeps the delay as it is: the
+    // source reports the server's trouble itself. Connecting and SHOW are bounded (10 s
+    // each), which bounds how long a stop may wait for a probe under way.
+    absl::StatusOr<std::string> setting = [&]() -> absl::StatusOr<std::string> {
+      FERRY_ASSIGN_OR_RETURN(auto conn, ingest::pg::ReplicationConnection::Connect(
+                                            sc.conninfo, absl::StrCat(app, "_probe"), logical));
+      return conn->Show("synchronous_standby_names", 10000);
+    }();
+    const absl::optional<bool> now =
+        setting.ok() ? absl::optional<bool>(ingest::pg::NamesSynchronousStandby(*setting, app)) : named;
+    if (now != named) {
+      named = now;
+      const absl::Duration delay = *named ? absl::ZeroDuration() : AutoCommitDelay();
+      spdlog::info("source={}{} event=commit_delay value={} reason=\"{}\"", sc.name, stream, absl::FormatDuration(delay),
+                   *named ? absl::StrCat("synchronous_standby_names names ", app)
+                          : absl::StrCat("asynchronous: synchronous_standby_names does not name ", app));
+      absl::MutexLock lock(&runner->mu);
+      runner->commit_delay = delay;
+      if (runner->batcher != nullptr) runner->batcher->SetCommitDelay(delay);
+    }
+    absl::MutexLock lock(&runner->mu);
+    if (runner->mu.AwaitWithTimeout(absl::Condition(&runner->stop), kSyncStandbyProbeEvery)) return;
   }
 }
 
@@ -666,7 +715,7 @@ absl::Status Service::RunPostgres(SourceRunner* runner) {
   ingest::pg::PgPhysicalOptions po;
   po.conninfo = sc.conninfo;
   po.slot = sc.physical_slot;
-  po.application_name = sc.application_name;
+  po.application_name = StreamApplicationName(sc);
   po.create_slot = sc.create_slot;
   po.status_interval_ms = sc.status_interval_ms;
 
@@ -743,7 +792,7 @@ absl::Status Service::RunPgChanges(SourceRunner* runner) {
   lo.slot = sc.logical_slot;
   lo.publication = sc.publication;
   lo.tables = sc.publication_tables;
-  lo.application_name = absl::StrCat(sc.application_name, "_changes");
+  lo.application_name = StreamApplicationName(sc);
   lo.create_slot = sc.create_slot;
   lo.status_interval_ms = sc.status_interval_ms;
 

@@ -35,6 +35,16 @@ class DiskGuard {
   double free_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
+// commit_delay = "auto" (the default) on a PostgreSQL stream: 0 while the primary's
+// synchronous_standby_names names the stream's application_name (commits may wait on its
+// flush reports: RPO 0 at the least latency), this otherwise, where nobody waits on those
+// reports and fewer, larger group commits cost the primary and ferry far less CPU (RPO stays
+// this small). Redis streams: 0 (a `WAIT` may be waiting on any ack).
+inline constexpr absl::Duration AutoCommitDelay() { return absl::Milliseconds(10); }
+// How often the service asks each PostgreSQL source's primary (SHOW on a replication
+// connection of its own) whether synchronous_standby_names names it.
+inline constexpr absl::Duration kSyncStandbyProbeEvery = absl::Seconds(5);
+
 // Thread-safe: Stop may be called from any thread (the signal watcher) while Run runs.
 class Service {
  public:
@@ -73,6 +83,9 @@ class Service {
   // Takes the source's base backups when due (full_backup_every, incremental_every), on a
   // connection of its own so streaming never waits for it. Failures are logged and retried.
   void RunBackupSchedule(SourceRunner* runner);
+  // commit_delay = "auto" on a PostgreSQL source: asks its primary whether it is named a
+  // synchronous standby now and every kSyncStandbyProbeEvery, and sets the delay to match.
+  void RunCommitDelayWatch(SourceRunner* runner);
   // Logs one progress line per source every `every` until the sources are done.
   void ReportProgress(absl::Duration every);
   // Runs a drill (every source, latest) when the last one is older than drill_every and
