@@ -15,6 +15,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "cross_region/kafka_internal.h"
 #include "pipeline/check.h"
 #include "pipeline/compress.h"
@@ -60,6 +62,26 @@ bool SplitTopic(absl::string_view topic, absl::string_view prefix, std::string* 
   *source = std::string(topic.substr(0, dot));
   *suffix = std::string(topic.substr(dot + 1));
   return true;
+}
+
+// A writer of `store`, waiting while someone else holds its lock: an operator's `ferry
+// retention` or `ferry backup` on this archive, or a child process of ours forked while our
+// previous writer held the lock and not yet exec'd (the descriptor is O_CLOEXEC, but between
+// fork and exec it keeps the flock). The mirror is the only importer, so the wait is short;
+// failing instead would stop the mirror for good. Gives up after `patience`.
+absl::StatusOr<std::unique_ptr<storage::SnapshotWriter>> BeginWhenUnlocked(storage::SnapshotStore& store,
+                                                                           absl::Duration patience) {
+  const absl::Time give_up = absl::Now() + patience;
+  bool logged = false;
+  while (true) {
+    auto writer = store.Begin(0, {});
+    if (writer.ok() || !absl::IsFailedPrecondition(writer.status()) || absl::Now() >= give_up) return writer;
+    if (!logged) {
+      spdlog::warn("event=snapshot_store_locked error=\"{}\" action=waiting", std::string(writer.status().message()));
+      logged = true;
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
 }
 
 }  // namespace
@@ -139,7 +161,7 @@ absl::StatusOr<SnapshotState*> Mirror::Impl::Snapshots(const std::string& source
     FERRY_ASSIGN_OR_RETURN(st.store, storage::SnapshotStore::Open(archive->SnapshotDir(source), true));
   }
   if (st.writer == nullptr) {
-    FERRY_ASSIGN_OR_RETURN(st.writer, st.store->Begin(0, {}));
+    FERRY_ASSIGN_OR_RETURN(st.writer, BeginWhenUnlocked(*st.store, absl::Minutes(2)));
     // Chunks synced before a crash whose manifest never committed: their Kafka offsets may
     // be committed already, so they will not come again.
     FERRY_RETURN_IF_ERROR(st.writer->AdoptUnreferencedChunks());
@@ -366,7 +388,7 @@ absl::Status Mirror::Impl::TryCommitManifests(SnapshotState& st) {
     const std::vector<storage::ChunkRef> leftovers = st.writer->Leftovers();
     st.writer.reset();
     st.unsynced = false;
-    FERRY_ASSIGN_OR_RETURN(st.writer, st.store->Begin(0, {}));
+    FERRY_ASSIGN_OR_RETURN(st.writer, BeginWhenUnlocked(*st.store, absl::Minutes(2)));
     st.writer->Adopt(leftovers);
     absl::MutexLock lock(&mu);
     ++snapshots_imported;

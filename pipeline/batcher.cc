@@ -96,6 +96,11 @@ void Batcher::SetCommitDelay(absl::Duration delay) {
   delay_changed_ = true;
 }
 
+absl::Duration Batcher::commit_delay() {
+  absl::MutexLock lock(&mu_);
+  return commit_delay_;
+}
+
 void Batcher::StopIfHeld() {
   absl::MutexLock lock(&mu_);
   // Sticky: a hold that starts after this call (the next poll, a write failing with ENOSPC)
@@ -127,8 +132,11 @@ void Batcher::Run() {
       if (queue_.empty()) return;  // stopping and drained
       // Gathers a larger group commit. A full batch or stopping ends the wait, so the delay
       // never caps throughput; a new delay (SetCommitDelay) is taken into account at once.
-      while (!stopping_ && queued_bytes_ < options_.max_batch_bytes &&
-             absl::Now() < last_write_end_ + commit_delay_) {
+      // The steady clock: a wall clock stepped back would stretch the wait.
+      while (!stopping_ && queued_bytes_ < options_.max_batch_bytes && commit_delay_ > absl::ZeroDuration()) {
+        const auto ready = last_write_end_ + absl::ToChronoNanoseconds(commit_delay_);
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= ready) break;
         delay_changed_ = false;
         mu_.AwaitWithTimeout(absl::Condition(
                                  +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
@@ -136,7 +144,7 @@ void Batcher::Run() {
                                           b->queued_bytes_ >= b->options_.max_batch_bytes;
                                  },
                                  this),
-                             last_write_end_ + commit_delay_ - absl::Now());
+                             absl::FromChrono(ready - now));
       }
       if (options_.hold) {
         held_ = options_.hold();
@@ -163,7 +171,7 @@ void Batcher::Run() {
     absl::Status status = WriteBatch(batch);
     batch.clear();
     absl::MutexLock lock(&mu_);
-    last_write_end_ = absl::Now();
+    last_write_end_ = std::chrono::steady_clock::now();
     busy_ = false;
     if (!status.ok()) {
       error_ = status;

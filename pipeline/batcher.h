@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -80,6 +81,7 @@ class Batcher final : public StreamSink {
   // Changes options.commit_delay from the next group commit on (a wait under way ends at once
   // when the new delay is shorter). Any thread.
   void SetCommitDelay(absl::Duration delay);
+  absl::Duration commit_delay();  // the one in use
 
   // Drains what is queued, then stops the worker. Returns the sink's error, if any.
   absl::Status Stop();
@@ -115,7 +117,7 @@ class Batcher final : public StreamSink {
   absl::Mutex mu_;
   std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time last_write_end_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  std::chrono::steady_clock::time_point last_write_end_ ABSL_GUARDED_BY(mu_);  // epoch: never written
   absl::Duration commit_delay_ ABSL_GUARDED_BY(mu_);  // options_.commit_delay, then SetCommitDelay's
   bool delay_changed_ ABSL_GUARDED_BY(mu_) = false;   // SetCommitDelay was called during a wait
   bool busy_ ABSL_GUARDED_BY(mu_) = false;  // the worker holds a batch

@@ -2,7 +2,9 @@
 // real protocol) to `ferry mirror`, whose archive must verify to the same digests as the
 // primary region's, through broker outages, injected produce errors, and restarts of either
 // side.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -263,6 +265,28 @@ TEST(KafkaMirrorTest, EncryptedArchiveMirrorsSealed) {
   std::filesystem::remove_all(*key_dir);
 }
 
+// A `ferry retention` or `ferry backup` on the mirror's archive holds a source's snapshot
+// store: the mirror waits for it (logging why) instead of stopping, then imports the snapshot.
+TEST(KafkaMirrorTest, MirrorWaitsForItsSnapshotStoreLock) {
+  Regions s = Start();
+  ASSERT_TRUE(s.kafka && s.pg && s.redis && s.ferry && s.mirror);
+  const std::string snapshots = s.mirror_archive + "/streams/main/snapshots";
+  std::filesystem::create_directories(snapshots);
+  const int lock = open((snapshots + "/LOCK").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(lock, 0);
+  ASSERT_EQ(flock(lock, LOCK_EX | LOCK_NB), 0);  // as `ferry retention` would
+  ASSERT_TRUE(RunFerrySucceeding({"backup", "--config", s.config, "--source", "main"}, "backup"));
+  EXPECT_TRUE(WaitFor([&] { return s.mirror->Log().find("event=snapshot_store_locked") != std::string::npos; }, 60))
+      << s.mirror->Log();
+  EXPECT_EQ(s.mirror->Log().find("event=snapshot_imported id=", s.mirror->Log().find("event=snapshot_store_locked")),
+            std::string::npos) << "imported while the store was locked";
+  close(lock);
+  WaitUntilArchived(*s.pg);
+  EXPECT_TRUE(s.WaitMirrored(120));
+  EXPECT_NE(s.mirror->Log().find("event=snapshot_imported id=", s.mirror->Log().find("event=snapshot_store_locked")),
+            std::string::npos) << s.mirror->Log();
+}
+
 }  // namespace
 }  // namespace ferry::testing
 
@@ -397,7 +421,7 @@ TEST(KafkaMirrorTest, WarmStandbyRedisFollowsTheMirror) {
   ASSERT_TRUE(WaitFor([&] { return rounds >= 30; }, 60));
   ASSERT_TRUE(WaitFor([&] { return (*standby)->Command({"GET", "k10"}).value_or("") == "10"; }, 60))
       << "standby Redis: " << (*standby)->Command({"INFO", "replication"}).value_or("?") << "\nmirror log:\n"
-      << s.mirror->Log();
+      << s.mirror->Log() << "\nferry log:\n" << s.ferry->Log();
   ASSERT_TRUE(s.mirror->Kill9().ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   ASSERT_TRUE(s.mirror->Start().ok());

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -18,6 +19,7 @@
 #include "tests/fixtures/pg_cluster.h"
 #include "tools/sandbox/local_postgres.h"
 #include "tools/sandbox/pg_steps.h"
+#include "tools/sandbox/process.h"
 
 namespace ferry::testing {
 namespace {
@@ -127,33 +129,47 @@ TEST(SpineSyncTest, SynchronousCommitsSurviveKillOfFerryAndPrimary) {
 
 // commit_delay = "auto": 10 ms while the primary does not name ferry in
 // synchronous_standby_names, 0 once it does (noticed while streaming, without a reconnect),
-// and back when it no longer does; commits wait on ferry meanwhile and all return.
+// and back when it no longer does; /metrics shows the delay the batcher uses, and commits
+// that wait on ferry meanwhile all return.
 TEST(SpineSyncTest, AutoCommitDelayFollowsSynchronousStandbyNames) {
-  Cluster c = StartCluster("io_uring");
-  ASSERT_NE(c.pg, nullptr);
-  auto logged = [&](const std::string& line) { return c.ferry->Log().find(line) != std::string::npos; };
-  const std::string async_line = "event=commit_delay value=10ms reason=\"asynchronous";
-  const std::string sync_line = "event=commit_delay value=0 reason=\"synchronous_standby_names names ferry_main\"";
-  ASSERT_TRUE(WaitFor([&] { return logged(async_line); }, 30)) << c.ferry->Log();
-  EXPECT_FALSE(logged(sync_line));
+  auto pg = LocalPostgres::Create(tools::LocalPostgresOptions{});
+  ASSERT_TRUE(pg.ok()) << pg.status();
+  auto dir = tools::MakeTempDir("ferry-it");
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  auto port = tools::FindFreeLoopbackPort();
+  ASSERT_TRUE(port.ok()) << port.status();
+  FerryService ferry(WriteConfig(*dir, *dir + "/archive", (*pg)->Conninfo(), "io_uring",
+                                 absl::StrCat("scheduled_backups = false\n[http]\nlisten = \"127.0.0.1:", *port, "\"\n")),
+                     *dir + "/ferry.log");
+  ASSERT_TRUE(ferry.Start().ok());
+  httplib::Client http("127.0.0.1", *port);
+  auto delay_is = [&](const std::string& value) {
+    auto r = http.Get("/metrics");
+    return r && r->body.find(absl::StrCat("ferry_commit_delay_seconds{source=\"main\",kind=\"postgres\"} ", value, "\n")) !=
+                    std::string::npos;
+  };
+  ASSERT_TRUE(WaitFor([&] { return delay_is("0.01"); }, 30)) << ferry.Log();
+  EXPECT_NE(ferry.Log().find("event=commit_delay value=10ms reason=\"asynchronous: synchronous_standby_names "
+                             "does not name ferry_main\""), std::string::npos) << ferry.Log();
 
-  Q(*c.pg, "alter system set synchronous_standby_names = 'FIRST 1 (\"FERRY_MAIN\")'");
-  Q(*c.pg, "select pg_reload_conf()");
-  ASSERT_TRUE(WaitFor([&] { return logged(sync_line); }, 30)) << c.ferry->Log();
-  ASSERT_TRUE(WaitFor([&] { return Q(*c.pg, "select sync_state from pg_stat_replication where application_name = 'ferry_main'") == "sync"; }, 30));
-  Q(*c.pg, "create table t (id int primary key)");
+  Q(**pg, "alter system set synchronous_standby_names = 'FIRST 1 (\"FERRY_MAIN\")'");
+  Q(**pg, "select pg_reload_conf()");
+  ASSERT_TRUE(WaitFor([&] { return delay_is("0"); }, 30)) << ferry.Log();
+  EXPECT_NE(ferry.Log().find("event=commit_delay value=0 reason=\"synchronous_standby_names names ferry_main\""),
+            std::string::npos) << ferry.Log();
+  ASSERT_TRUE(WaitFor([&] { return Q(**pg, "select sync_state from pg_stat_replication where application_name = 'ferry_main'") == "sync"; }, 30));
+  Q(**pg, "create table t (id int primary key)");
   for (int i = 1; i <= 100; ++i) {
-    auto r = c.pg->Query(absl::StrCat("insert into t values (", i, ")"));
+    auto r = (*pg)->Query(absl::StrCat("insert into t values (", i, ")"));
     ASSERT_TRUE(r.ok()) << r.status();  // returns only once ferry reported it flushed
   }
-  Q(*c.pg, "alter system set synchronous_standby_names = ''");
-  Q(*c.pg, "select pg_reload_conf()");
-  const size_t first_async = c.ferry->Log().find(async_line);
-  ASSERT_TRUE(WaitFor([&] { return c.ferry->Log().find(async_line, first_async + 1) != std::string::npos; }, 30))
-      << c.ferry->Log();
-  auto code = c.ferry->Terminate();
+
+  Q(**pg, "alter system set synchronous_standby_names = ''");
+  Q(**pg, "select pg_reload_conf()");
+  ASSERT_TRUE(WaitFor([&] { return delay_is("0.01"); }, 30)) << ferry.Log();
+  auto code = ferry.Terminate();
   ASSERT_TRUE(code.ok());
-  EXPECT_EQ(*code, 0) << c.ferry->Log();
+  EXPECT_EQ(*code, 0) << ferry.Log();
 }
 
 // kill -9 of ferry under load, restart: no gap, no duplicate, and the slot never claims more

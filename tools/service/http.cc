@@ -98,6 +98,8 @@ std::string MetricsText(const ServiceState& state) {
              [](const SourceState& s) {
                return absl::StrCat(s.stored_bytes == 0 ? 0.0 : static_cast<double>(s.raw_bytes) / s.stored_bytes);
              });
+  per_source("ferry_commit_delay_seconds", "gauge", "group commits are spaced at least this far apart now (commit_delay)",
+             [](const SourceState& s) { return absl::StrCat(s.commit_delay_seconds); });
   per_source("ferry_retention_deleted_total", "counter", "snapshots and files retention removed",
              [](const SourceState& s) { return absl::StrCat(s.retention_deleted); });
   metric("ferry_errors_total", "counter", "streaming sessions that ended in an error, by status code");

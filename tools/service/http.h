@@ -35,6 +35,7 @@ struct SourceState {
   uint64_t frames = 0, raw_bytes = 0, stored_bytes = 0, writes = 0;
   double write_seconds = 0;
   std::vector<uint64_t> latency_buckets;
+  double commit_delay_seconds = 0;  // the commit_delay its batcher uses now ("auto" decides it)
   uint64_t retention_deleted = 0;  // snapshots and files retention removed (this run)
   std::map<std::string, uint64_t> errors;  // streaming sessions that ended in error, by status code
   // With [kafka]: the stream's shipper (this run). shipped = end of the last frame Kafka

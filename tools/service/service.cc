@@ -468,24 +468,36 @@ void Service::RunCommitDelayWatch(SourceRunner* runner) {
   const std::string stream = logical ? " stream=pg-changes" : "";
   // The setting has to name the stream's own connection; the probe connects under another name.
   const std::string app = StreamApplicationName(sc);
+  // Unknown (before the first answer, or once two probes in a row failed) counts as named:
+  // no delay is the safe guess while the primary cannot say whether commits wait on us.
   absl::optional<bool> named;
-  while (true) {
-    // A failed probe (the server away, no walsender free) keeps the delay as it is: the
-    // source reports the server's trouble itself. Connecting and SHOW are bounded (10 s
-    // each), which bounds how long a stop may wait for a probe under way.
+  absl::optional<absl::Duration> applied;
+  int failures = 0;
+  while (!runner->ended) {
+    // Connecting and SHOW are bounded (10 s each), which bounds how long a stop may wait
+    // for a probe under way.
     absl::StatusOr<std::string> setting = [&]() -> absl::StatusOr<std::string> {
       FERRY_ASSIGN_OR_RETURN(auto conn, ingest::pg::ReplicationConnection::Connect(
                                             sc.conninfo, absl::StrCat(app, "_probe"), logical));
       return conn->Show("synchronous_standby_names", 10000);
     }();
-    const absl::optional<bool> now =
-        setting.ok() ? absl::optional<bool>(ingest::pg::NamesSynchronousStandby(*setting, app)) : named;
-    if (now != named) {
-      named = now;
-      const absl::Duration delay = *named ? absl::ZeroDuration() : AutoCommitDelay();
+    if (setting.ok()) {
+      failures = 0;
+      named = ingest::pg::NamesSynchronousStandby(*setting, app);
+    } else {
+      if (++failures == 1) {
+        spdlog::warn("source={}{} event=commit_delay_probe_failed error=\"{}\"", sc.name, stream,
+                     std::string(setting.status().message()));
+      }
+      if (failures >= 2) named.reset();
+    }
+    const absl::Duration delay = named.value_or(true) ? absl::ZeroDuration() : AutoCommitDelay();
+    if (applied != delay) {
+      applied = delay;
       spdlog::info("source={}{} event=commit_delay value={} reason=\"{}\"", sc.name, stream, absl::FormatDuration(delay),
-                   *named ? absl::StrCat("synchronous_standby_names names ", app)
-                          : absl::StrCat("asynchronous: synchronous_standby_names does not name ", app));
+                   !named.has_value() ? std::string("the primary does not answer the probe")
+                   : *named           ? absl::StrCat("synchronous_standby_names names ", app)
+                                      : absl::StrCat("asynchronous: synchronous_standby_names does not name ", app));
       absl::MutexLock lock(&runner->mu);
       runner->commit_delay = delay;
       if (runner->batcher != nullptr) runner->batcher->SetCommitDelay(delay);
@@ -592,6 +604,7 @@ ServiceState Service::State() {
         s.writes = b.writes.load();
         s.write_seconds = static_cast<double>(b.write_micros.load()) / 1e6;
         for (const auto& bucket : b.latency_buckets) s.latency_buckets.push_back(bucket.load());
+        s.commit_delay_seconds = absl::ToDoubleSeconds(r->batcher->commit_delay());
       }
       if (r->shipper != nullptr) {
         const cross_region::ShipperStats& k = r->shipper->stats();

@@ -84,7 +84,8 @@ class Service {
   // connection of its own so streaming never waits for it. Failures are logged and retried.
   void RunBackupSchedule(SourceRunner* runner);
   // commit_delay = "auto" on a PostgreSQL source: asks its primary whether it is named a
-  // synchronous standby now and every kSyncStandbyProbeEvery, and sets the delay to match.
+  // synchronous standby now and every kSyncStandbyProbeEvery, and sets the delay to match
+  // (no delay while that is not known). Ends with the source's streaming thread.
   void RunCommitDelayWatch(SourceRunner* runner);
   // Logs one progress line per source every `every` until the sources are done.
   void ReportProgress(absl::Duration every);
