@@ -50,6 +50,12 @@ absl::StatusOr<uint64_t> ParseSize(absl::string_view text) {
 }  // namespace
 
 bool NamesSynchronousStandby(absl::string_view setting, absl::string_view application_name) {
+  // The server compares the name as it keeps it: every byte outside printable ASCII made a
+  // '?' (PostgreSQL 15's check_application_name; 16 writes \xNN instead).
+  std::string name(application_name);
+  for (char& c : name) {
+    if (c < 32 || c > 126) c = '?';
+  }
   // Tokens as the server's syncrep scanner makes them: punctuation, "quoted" names ("" is a
   // quote) and bare words.
   struct Token {
@@ -110,7 +116,7 @@ bool NamesSynchronousStandby(absl::string_view setting, absl::string_view applic
         (i + 1 < end && !word(i + 1, ","))) {
       return true;  // unparseable
     }
-    if (tokens[i].text == "*" || absl::EqualsIgnoreCase(tokens[i].text, application_name)) return true;
+    if (tokens[i].text == "*" || absl::EqualsIgnoreCase(tokens[i].text, name)) return true;
   }
   return false;
 }

@@ -40,6 +40,9 @@ TEST(SyncStandbyNamesTest, EveryFormOfTheSetting) {
   for (const Case& c : cases) {
     EXPECT_EQ(NamesSynchronousStandby(c.setting, "ferry_main"), c.named) << "'" << c.setting << "'";
   }
+  // The server keeps a name's bytes outside printable ASCII as '?', and compares that.
+  EXPECT_TRUE(NamesSynchronousStandby("\"ferry_caf??\"", "ferry_caf\xc3\xa9"));
+  EXPECT_FALSE(NamesSynchronousStandby("\"ferry_caf\xc3\xa9\"", "ferry_caf\xc3\xa9"));
 }
 
 }  // namespace
