@@ -68,7 +68,8 @@ bool SplitTopic(absl::string_view topic, absl::string_view prefix, std::string* 
 // retention` or `ferry backup` on this archive, or a child process of ours forked while our
 // previous writer held the lock and not yet exec'd (the descriptor is O_CLOEXEC, but between
 // fork and exec it keeps the flock). The mirror is the only importer, so the wait is short;
-// failing instead would stop the mirror for good. Gives up after `patience`.
+// failing instead would stop the mirror for good. Gives up after `patience`. Begin reports
+// that lock, and only it, as kFailedPrecondition (snapshot_store.h); other errors return at once.
 absl::StatusOr<std::unique_ptr<storage::SnapshotWriter>> BeginWhenUnlocked(storage::SnapshotStore& store,
                                                                            absl::Duration patience) {
   const absl::Time give_up = absl::Now() + patience;
