@@ -183,7 +183,9 @@ void Batcher::Run() {
 }
 
 absl::Status Batcher::WriteBatch(std::deque<Item>& batch) {
-  EncodedFrames frames;
+  EncodedFrames& frames = encoded_;
+  frames.bytes.clear();
+  frames.headers.clear();
   std::vector<Record> pending;
   uint32_t pending_epoch = 0;
   uint64_t pending_start = 0;

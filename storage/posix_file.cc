@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -117,6 +118,24 @@ absl::Status PwriteAll(int fd, const std::string& path, uint64_t offset, absl::s
   return absl::OkStatus();
 }
 
+absl::Status PwriteStartingWriteback(int fd, const std::string& path, uint64_t offset, absl::string_view data) {
+  // Left to itself the kernel writes a group commit back only when the fdatasync asks, so the
+  // copy into the page cache and the device's write run one after the other. Starting the
+  // write-back of each piece as soon as it is copied overlaps them, as dd's streaming write
+  // does. sync_file_range promises nothing about durability and its errors are not ours to
+  // judge: the fdatasync that follows is what makes the bytes durable, and reports failures.
+  // A commit of one piece or less (the synchronous-standby case) is left to the fdatasync.
+  if (data.size() <= kWritebackPiece) return PwriteAll(fd, path, offset, data);
+  size_t done = 0;
+  while (done < data.size()) {
+    const size_t len = std::min(kWritebackPiece, data.size() - done);
+    FERRY_RETURN_IF_ERROR(PwriteAll(fd, path, offset + done, data.substr(done, len)));
+    (void)sync_file_range(fd, static_cast<off_t>(offset + done), static_cast<off_t>(len), SYNC_FILE_RANGE_WRITE);
+    done += len;
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
 class PosixFile final : public DurableFile {
@@ -135,7 +154,7 @@ class PosixFile final : public DurableFile {
   }
 
   absl::Status WriteDurably(uint64_t offset, absl::string_view data) override {
-    FERRY_RETURN_IF_ERROR(WriteAt(offset, data));
+    FERRY_RETURN_IF_ERROR(PwriteStartingWriteback(fd_, path_, offset, data));
     return Sync();
   }
 

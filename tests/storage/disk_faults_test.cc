@@ -137,9 +137,9 @@ TEST_P(DiskFaultsTest, ShortWritesLoseNothing) {
   ExpectArchiveHolds(dir, model);
 }
 
-// One group commit of about 10 MiB (the batcher held while it queues): the io_uring writer
-// writes batches that large with pwrite rather than through the ring, and short writes there
-// must lose nothing either.
+// One group commit of about 10 MiB (the batcher held while it queues): both writers write
+// batches that large with pwrite, a piece at a time with each piece's write-back started (the
+// io_uring writer not through the ring), and short writes there must lose nothing either.
 TEST_P(DiskFaultsTest, ShortWritesInALargeGroupCommitLoseNothing) {
   const std::string dir = TestDir("short-large");
   FaultyDisk disk(2);
