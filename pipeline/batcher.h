@@ -81,7 +81,7 @@ class Batcher final : public StreamSink {
   // Changes options.commit_delay from the next group commit on (a wait under way ends at once
   // when the new delay is shorter). Any thread.
   void SetCommitDelay(absl::Duration delay);
-  absl::Duration commit_delay();  // the one in use
+  absl::Duration commit_delay() override;  // the one in use
 
   // Drains what is queued, then stops the worker. Returns the sink's error, if any.
   absl::Status Stop();

@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "pipeline/frame.h"
 #include "pipeline/progress.h"
 
@@ -35,6 +36,11 @@ class StreamSink {
   virtual absl::Status Drain() = 0;
 
   virtual StreamProgress& progress() = 0;
+
+  // How long the sink waits between group commits (0: it writes as soon as it can). Nothing a
+  // source hands over becomes durable sooner, so a source may read its input in bursts this
+  // far apart: fewer wake-ups for the same latency.
+  virtual absl::Duration commit_delay() = 0;
 };
 
 // Encoded frames of one stream, back to back in one buffer, ready for a single write.

@@ -10,9 +10,14 @@
 //    it stored per GB of WAL, and how far its flush position trails the primary when the load
 //    stops, and sampled every 250 ms while the load runs.
 //
-// Writes physical.md, physical.csv and physical_lag.csv (the samples) to --out.
+// Writes physical.md, physical.csv and physical_lag.csv (the samples) to --out; physical_bulk.*
+// with --load bulk.
 //
-//   build/bench/ferry_bench_physical [--seconds 20] [--clients 4] [--scale 10] [--commit-delay 0s] [--out bench/results]
+// With --load bulk the load is 1,000-row inserts instead of pgbench's TPC-B-like script: WAL as
+// fast as the primary makes it.
+//
+//   build/bench/ferry_bench_physical [--load pgbench|bulk] [--seconds 20] [--clients 4] [--scale 10]
+//                                    [--commit-delay 0s] [--out bench/results]
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -73,8 +78,18 @@ double Field(const std::string& out, const std::string& key) {
   return at == std::string::npos ? 0 : std::strtod(out.c_str() + at + key.size(), nullptr);
 }
 
-absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer>& c, bool sync, int seconds,
-                           int clients, const std::string& dir) {
+// The load: pgbench's TPC-B-like script, or with `bulk` a script inserting 1,000 rows of 64 hex
+// characters per transaction, which makes WAL as fast as the primary can (the capturer's
+// per-byte costs, where TPC-B's small commits show its per-commit ones).
+struct Load {
+  bool bulk = false;
+  int seconds = 20;
+  int clients = 4;
+  std::string script;  // bulk: the pgbench script file
+};
+
+absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer>& c, bool sync, const Load& load,
+                           const std::string& dir) {
   Row row;
   row.capture = c.has_value() ? c->name : "none";
   row.sync = sync;
@@ -114,8 +129,13 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
   FERRY_ASSIGN_OR_RETURN(pipeline::Lsn start, QueryLsn(pg, "select pg_current_wal_lsn()"));
   absl::StatusOr<tools::CommandResult> ran = absl::UnknownError("pgbench did not run");
   std::atomic<bool> done{false};
+  if (load.bulk) FERRY_RETURN_IF_ERROR(pg.Query("truncate ferry_bench_bulk").status());  // each row from empty
   std::thread pgbench([&] {
-    ran = pg.RunTool({"pgbench", "-c", absl::StrCat(clients), "-j", "2", "-T", absl::StrCat(seconds), "postgres"});
+    std::vector<std::string> argv = {"pgbench", "-c", absl::StrCat(load.clients), "-j", "2", "-T",
+                                     absl::StrCat(load.seconds)};
+    if (load.bulk) argv.insert(argv.end(), {"-n", "-f", load.script});
+    argv.push_back("postgres");
+    ran = pg.RunTool(argv);
     done = true;
   });
   // The capturer's lag while the load runs (a sample costs the primary one small query).
@@ -132,11 +152,11 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
   }
   pgbench.join();
   FERRY_RETURN_IF_ERROR(ran.status());
-  const tools::CommandResult& load = *ran;
-  if (load.exit_code != 0) return absl::InternalError(absl::StrCat("pgbench: ", load.err));
+  const tools::CommandResult& bench = *ran;
+  if (bench.exit_code != 0) return absl::InternalError(absl::StrCat("pgbench: ", bench.err));
   FERRY_ASSIGN_OR_RETURN(pipeline::Lsn end, QueryLsn(pg, "select pg_current_wal_lsn()"));
-  row.tps = Field(load.out, "tps = ");
-  row.latency_ms = Field(load.out, "latency average = ");
+  row.tps = Field(bench.out, "tps = ");
+  row.latency_ms = Field(bench.out, "latency average = ");
   row.wal_gb = static_cast<double>(end.value() - start.value()) / 1e9;
   if (c.has_value()) {
     auto flushed = QueryLsn(pg, absl::StrCat("select flush_lsn from pg_stat_replication where application_name = '",
@@ -190,15 +210,19 @@ Capturer Receivewal(const LocalPostgres& pg, const std::string& dir, const std::
 
 int Main(int argc, char** argv) {
   CLI::App app{"ferry physical WAL benchmark: ferry vs pg_receivewal on one primary, one run"};
-  int seconds = 20, clients = 4, scale = 10;
+  Load load;
+  int scale = 10;
+  std::string load_kind = "pgbench";
   std::string out = "bench/results";
   std::string ferry = FERRY_BINARY;
   std::string writer = "io_uring";
   app.add_option("--writer", writer, "ferry's archive writer: io_uring (default) or posix");
   std::string commit_delay = "0s";
   app.add_option("--commit-delay", commit_delay, "commit_delay of the second asynchronous ferry row (the first: auto)");
-  app.add_option("--seconds", seconds, "pgbench duration per measurement");
-  app.add_option("--clients", clients, "pgbench clients (-j 2)");
+  app.add_option("--seconds", load.seconds, "pgbench duration per measurement");
+  app.add_option("--clients", load.clients, "pgbench clients (-j 2)");
+  app.add_option("--load", load_kind, "pgbench: its TPC-B-like script; bulk: 1,000-row inserts, WAL as fast as it comes")
+      ->check(CLI::IsMember({"pgbench", "bulk"}));
   app.add_option("--scale", scale, "pgbench scale");
   app.add_option("--out", out, "directory for physical.md and physical.csv");
   app.add_option("--ferry", ferry, "ferry binary");
@@ -214,6 +238,13 @@ int Main(int argc, char** argv) {
     FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::Create(po));
     FERRY_ASSIGN_OR_RETURN(tools::CommandResult init, pg->RunTool({"pgbench", "-i", "-s", absl::StrCat(scale), "-q", "postgres"}));
     if (init.exit_code != 0) return absl::InternalError(absl::StrCat("pgbench -i: ", init.err));
+    load.bulk = load_kind == "bulk";
+    if (load.bulk) {
+      FERRY_RETURN_IF_ERROR(pg->Query("create table ferry_bench_bulk (id int, payload text)").status());
+      load.script = dir + "/bulk.sql";
+      std::ofstream(load.script) << "insert into ferry_bench_bulk select g, md5(g::text) || md5((g + 1)::text) "
+                                    "from generate_series(1, 1000) g;\n";
+    }
     int n = 0;
     auto run = [&](const std::optional<Capturer>& c, bool sync) -> absl::Status {
       if (c.has_value() && c->app_name == "pg_receivewal") {
@@ -222,13 +253,13 @@ int Main(int argc, char** argv) {
                                                   c->slot, "--create-slot"}));
         if (slot.exit_code != 0) return absl::InternalError(absl::StrCat("pg_receivewal --create-slot: ", slot.err));
       }
-      FERRY_ASSIGN_OR_RETURN(Row r, RunOne(*pg, c, sync, seconds, clients, dir));
+      FERRY_ASSIGN_OR_RETURN(Row r, RunOne(*pg, c, sync, load, dir));
       rows.push_back(r);
       return absl::OkStatus();
     };
     // A warm-up run first, not reported: right after pgbench -i the primary is slower (its
     // first checkpoint, autovacuum), which would flatter every row measured against it.
-    FERRY_RETURN_IF_ERROR(RunOne(*pg, std::nullopt, false, seconds, clients, dir).status());
+    FERRY_RETURN_IF_ERROR(RunOne(*pg, std::nullopt, false, load, dir).status());
     FERRY_RETURN_IF_ERROR(run(std::nullopt, false));
     FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n), true));
     FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "--synchronous", ++n), true));
@@ -243,11 +274,13 @@ int Main(int argc, char** argv) {
     return 1;
   }
   std::filesystem::create_directories(out);
-  std::ofstream md(out + "/physical.md");
-  std::ofstream csv(out + "/physical.csv");
+  const std::string name = load.bulk ? "physical_bulk" : "physical";  // the two tables side by side
+  std::ofstream md(out + "/" + name + ".md");
+  std::ofstream csv(out + "/" + name + ".csv");
   const double base_tps = rows[0].tps;
-  md << absl::StrFormat("pgbench -c %d -j 2, scale %d, %d s per row, synchronous_commit = on; %u cores\n\n", clients,
-                        scale, seconds, std::thread::hardware_concurrency())
+  md << absl::StrFormat("pgbench -c %d -j 2, %s, %d s per row, synchronous_commit = on; %u cores\n\n", load.clients,
+                        load.bulk ? "1,000-row inserts (--load bulk)" : absl::StrCat("scale ", scale), load.seconds,
+                        std::thread::hardware_concurrency())
      << "| capture | standby | TPS | vs no standby | latency ms | CPU s per GB WAL | peak RSS MiB | stored per GB WAL | "
         "flush lag at end |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
   csv << "capture,standby,tps,tps_ratio,latency_ms,wal_gb,cpu_s,cpu_s_per_gb,max_rss_mib,stored_gb_per_gb,lag_bytes\n";
@@ -264,7 +297,7 @@ int Main(int argc, char** argv) {
                            none ? "none" : (r.sync ? "sync" : "async"), r.tps, r.tps / base_tps, r.latency_ms, r.wal_gb,
                            r.cpu_s, per_gb, r.max_rss_mib, stored, r.lag_bytes);
   }
-  std::ofstream lag_csv(out + "/physical_lag.csv");
+  std::ofstream lag_csv(out + "/" + name + "_lag.csv");
   lag_csv << "capture,standby,t_s,lag_bytes\n";
   for (const Row& r : rows) {
     for (const auto& [t, lag] : r.lag_series) {
@@ -275,7 +308,7 @@ int Main(int argc, char** argv) {
         "directory's allocated blocks grew by during the load (pg_receivewal preallocates 16 MB segments); lag = pg_current_wal_lsn() minus its reported flush position "
         "when pgbench ends.\n";
   md.close();
-  std::printf("\n%s", storage::ReadWholeFile(out + "/physical.md").value_or("").c_str());
+  std::printf("\n%s", storage::ReadWholeFile(out + "/" + name + ".md").value_or("").c_str());
   std::filesystem::remove_all(dir);
   return 0;
 }

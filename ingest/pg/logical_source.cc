@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "ingest/pg/pgoutput.h"
 #include "pipeline/check.h"
+#include "pipeline/read_pacer.h"
 
 namespace ferry::ingest::pg {
 
@@ -500,6 +501,8 @@ absl::Status PgLogicalSource::Stream(uint64_t archive_end) {
 
   SilenceWatch silence(sender_timeout_ms, MonotonicMillis());
   int64_t next_status_ms = 0;
+  pipeline::ReadPacer pacer(stop_fd_);
+  size_t burst_bytes = 0;  // what the last wake-up read
   while (true) {
     const int64_t now = MonotonicMillis();
     const bool ask = silence.ShouldAsk(now);
@@ -508,8 +511,10 @@ absl::Status PgLogicalSource::Stream(uint64_t archive_end) {
       next_status_ms = now + options_.status_interval_ms;
     }
     const int64_t wake = std::min(next_status_ms, silence.NextDeadline());
-    FERRY_ASSIGN_OR_RETURN(bool woken, conn_->Wait(static_cast<int>(std::max<int64_t>(1, wake - now)),
+    pacer.Pace(sink_->commit_delay(), burst_bytes, wake - now);
+    FERRY_ASSIGN_OR_RETURN(bool woken, conn_->Wait(static_cast<int>(std::max<int64_t>(1, wake - MonotonicMillis())),
                                                    sink_->progress().notify_fd(), stop_fd_));
+    burst_bytes = 0;
     if (woken) {
       uint64_t v;
       if (read(stop_fd_, &v, sizeof(v)) > 0) {
@@ -524,6 +529,7 @@ absl::Status PgLogicalSource::Stream(uint64_t archive_end) {
       FERRY_ASSIGN_OR_RETURN(CopyMessage m, conn_->ReadMessage());
       if (m.kind == CopyMessage::Kind::kNone) break;
       silence.Heard(MonotonicMillis());
+      burst_bytes += m.payload.size();
       if (m.kind == CopyMessage::Kind::kCopyDone) {
         absl::Status ended = conn_->FinishTimeline().status();
         return absl::UnavailableError(absl::StrCat("logical streaming ended by the server: ", ended.message()));

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "pipeline/check.h"
+#include "pipeline/read_pacer.h"
 
 namespace ferry::ingest::pg {
 
@@ -123,6 +124,8 @@ absl::Status PgPhysicalSource::Stream(const ResumePoint& resume) {
                            conn_->StartPhysical(options_.slot, start, tli));
     absl::optional<TimelineEnd> ended = immediate;
     int64_t next_status_ms = 0;  // send one at once: the primary learns our flush position
+    pipeline::ReadPacer pacer(stop_fd_);
+    size_t burst_bytes = 0;  // what the last wake-up read
     SilenceWatch silence(sender_timeout_ms, MonotonicMillis());
     bool stop = false;
     while (!ended.has_value() && !stop) {
@@ -133,9 +136,11 @@ absl::Status PgPhysicalSource::Stream(const ResumePoint& resume) {
         next_status_ms = now + options_.status_interval_ms;
       }
       const int64_t wake = std::min(next_status_ms, silence.NextDeadline());
+      pacer.Pace(sink_->commit_delay(), burst_bytes, wake - now);
       FERRY_ASSIGN_OR_RETURN(
-          bool woken, conn_->Wait(static_cast<int>(std::max<int64_t>(1, wake - now)),
+          bool woken, conn_->Wait(static_cast<int>(std::max<int64_t>(1, wake - MonotonicMillis())),
                                   sink_->progress().notify_fd(), stop_fd_));
+      burst_bytes = 0;
       if (woken) {
         uint64_t v;
         if (read(stop_fd_, &v, sizeof(v)) > 0) stop = true;
@@ -149,6 +154,7 @@ absl::Status PgPhysicalSource::Stream(const ResumePoint& resume) {
         FERRY_ASSIGN_OR_RETURN(CopyMessage m, conn_->ReadMessage());
         if (m.kind == CopyMessage::Kind::kNone) break;
         silence.Heard(MonotonicMillis());
+        burst_bytes += m.payload.size();
         if (m.kind == CopyMessage::Kind::kCopyDone) {
           FERRY_ASSIGN_OR_RETURN(TimelineEnd e, conn_->FinishTimeline());
           ended = e;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "ingest/redis/command_parser.h"
 #include "pipeline/check.h"
+#include "pipeline/read_pacer.h"
 
 namespace ferry::ingest::redis {
 
@@ -103,12 +104,17 @@ absl::Status RedisSource::Stream(const RedisResume& resume) {
   std::vector<pipeline::Record> run;
   auto last_heard = std::chrono::steady_clock::now();
   const auto repl_timeout = std::chrono::milliseconds(options_.repl_timeout_ms);
+  pipeline::ReadPacer pacer(stop_fd_);
   while (true) {
-    buf.clear();
     // Wake at the next periodic ACK, and (below) whenever the sink reports progress.
-    const int wait_ms = static_cast<int>(std::max<int64_t>(
-        1, std::chrono::duration_cast<std::chrono::milliseconds>(last_ack + ack_every - std::chrono::steady_clock::now())
-               .count()));
+    auto ms_to_ack = [&] {
+      return std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      last_ack + ack_every - std::chrono::steady_clock::now())
+                                      .count());
+    };
+    pacer.Pace(sink_->commit_delay(), buf.size(), ms_to_ack());
+    buf.clear();
+    const int wait_ms = static_cast<int>(ms_to_ack());
     absl::Status st = conn->ReadStream(&buf, wait_ms, progress.notify_fd());
     if (absl::IsCancelled(st)) break;
     FERRY_RETURN_IF_ERROR(st);

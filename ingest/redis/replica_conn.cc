@@ -124,14 +124,24 @@ absl::StatusOr<bool> ReplicaConnection::Fill(int timeout_ms, int wake_fd) {
   if (r < 0) return Unavailable(endpoint_, absl::StrCat("poll: ", std::strerror(errno)));
   if (fds[1].revents & POLLIN) return absl::CancelledError("stop requested");
   if (r == 0 || !(fds[0].revents & (POLLIN | POLLHUP | POLLERR))) return false;
+  // Everything the socket holds, up to kMaxFill: a stream read in bursts (ReadPacer) must not
+  // be capped at one buffer per wake-up.
+  constexpr size_t kMaxFill = 4 << 20;
   char buf[1 << 16];
-  ssize_t n;
-  do {
-    n = recv(fd_, buf, sizeof(buf), 0);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return Unavailable(endpoint_, absl::StrCat("recv: ", std::strerror(errno)));
-  if (n == 0) return Unavailable(endpoint_, "the primary closed the connection");
-  in_.append(buf, static_cast<size_t>(n));
+  size_t got = 0;
+  while (got < kMaxFill) {
+    const ssize_t n = recv(fd_, buf, sizeof(buf), got == 0 ? 0 : MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && got > 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n < 0) return Unavailable(endpoint_, absl::StrCat("recv: ", std::strerror(errno)));
+    if (n == 0) {
+      if (got > 0) break;  // the close is seen by the next read, after what came before it
+      return Unavailable(endpoint_, "the primary closed the connection");
+    }
+    in_.append(buf, static_cast<size_t>(n));
+    got += static_cast<size_t>(n);
+    if (static_cast<size_t>(n) < sizeof(buf)) break;  // the socket is empty, most likely
+  }
   return true;
 }
 
