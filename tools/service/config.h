@@ -47,8 +47,9 @@ struct SourceConfig {
   // /healthz reports the source down when it has not streamed for this long.
   absl::Duration down_after = absl::Seconds(5);
   // The batcher's commit_delay (pipeline/batcher.h): group commits of this source's streams
-  // at least this far apart under load; 0: every batch written at once. "auto" (the default):
-  // see AutoCommitDelay in service.h.
+  // at least this far apart under load, and the source reading its socket in bursts as far
+  // apart (pipeline/read_pacer.h); 0: every batch written at once. "auto" (the default): see
+  // AutoCommitDelay in service.h.
   absl::Duration commit_delay = absl::ZeroDuration();
   bool commit_delay_auto = true;
 };
