@@ -122,6 +122,8 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
     }
     if (!caught_up) return absl::DeadlineExceededError(absl::StrCat(c->name, " did not catch up (log in ", dir, ")"));
   }
+  // Each row inserts into an empty table; truncated before anything is counted.
+  if (load.bulk) FERRY_RETURN_IF_ERROR(pg.Query("truncate ferry_bench_bulk").status());
   // CPU and bytes stored count from here: the load's WAL, not start-up and the catch-up from
   // the start of the slot's first segment.
   const double cpu_before = pid > 0 ? ProcessCpuSeconds(pid) : 0;
@@ -129,7 +131,6 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
   FERRY_ASSIGN_OR_RETURN(pipeline::Lsn start, QueryLsn(pg, "select pg_current_wal_lsn()"));
   absl::StatusOr<tools::CommandResult> ran = absl::UnknownError("pgbench did not run");
   std::atomic<bool> done{false};
-  if (load.bulk) FERRY_RETURN_IF_ERROR(pg.Query("truncate ferry_bench_bulk").status());  // each row from empty
   std::thread pgbench([&] {
     std::vector<std::string> argv = {"pgbench", "-c", absl::StrCat(load.clients), "-j", "2", "-T",
                                      absl::StrCat(load.seconds)};
