@@ -124,6 +124,11 @@ struct Mirror::Impl {
 // starts at once from its committed offsets instead of waiting out the dead member's
 // session, and topics that appear later (a source's first snapshot) are added as found.
 // The group id still names where the offsets are committed.
+//
+// Their offsets are looked up here (rd_kafka_committed) and assigned explicitly, never as
+// RD_KAFKA_OFFSET_STORED: librdkafka fetches a stored offset only while no offset commit is
+// in flight, and the mirror commits after every batch, so under a steady stream a partition
+// added later (a source's first chunks) could wait a minute before its first fetch.
 absl::Status Mirror::Impl::Discover() {
   const rd_kafka_metadata_t* md = nullptr;
   if (rd_kafka_resp_err_t err = rd_kafka_metadata(rk.get(), 1, nullptr, &md, 5000); err) {
@@ -137,19 +142,30 @@ absl::Status Mirror::Impl::Discover() {
     if (std::find(options.sources.begin(), options.sources.end(), source) == options.sources.end()) continue;
     if (suffix != "chunks" && suffix != "snapshots" && !pipeline::ParseStreamKind(suffix).ok()) continue;
     for (int p = 0; p < t.partition_cnt; ++p) {
-      if (assigned.insert({t.topic, t.partitions[p].id}).second) {
-        rd_kafka_topic_partition_list_add(add.get(), t.topic, t.partitions[p].id)->offset = RD_KAFKA_OFFSET_STORED;
+      if (!assigned.contains({t.topic, t.partitions[p].id})) {
+        rd_kafka_topic_partition_list_add(add.get(), t.topic, t.partitions[p].id);
       }
     }
   }
   rd_kafka_metadata_destroy(md);
   if (add->cnt == 0) return absl::OkStatus();
+  // The group's committed offsets; where there is none, the partition is read from its start
+  // (auto.offset.reset = earliest). A lookup that fails is retried at the next discovery.
+  if (rd_kafka_resp_err_t err = rd_kafka_committed(rk.get(), add.get(), 5000); err) {
+    return KafkaError(absl::StrCat("kafka ", options.kafka.brokers, ": committed offsets"), err);
+  }
+  for (int i = 0; i < add->cnt; ++i) {
+    rd_kafka_topic_partition_t& p = add->elems[i];
+    if (p.err) return KafkaError(absl::StrCat("kafka: committed offset of ", p.topic, " [", p.partition, "]"), p.err);
+    if (p.offset < 0) p.offset = RD_KAFKA_OFFSET_BEGINNING;
+  }
   rd_kafka_error_t* error = rd_kafka_incremental_assign(rk.get(), add.get());
   if (error != nullptr) {
     absl::Status st = absl::InternalError(absl::StrCat("kafka: assign: ", rd_kafka_error_string(error)));
     rd_kafka_error_destroy(error);
     return st;
   }
+  for (int i = 0; i < add->cnt; ++i) assigned.insert({add->elems[i].topic, add->elems[i].partition});
   return absl::OkStatus();
 }
 

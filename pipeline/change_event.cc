@@ -260,4 +260,14 @@ absl::StatusOr<bool> ChangeAssembler::Add(absl::string_view record, ChangeBatch*
   return true;
 }
 
+std::string FormatStreamPosition(StreamKind kind, uint64_t pos) {
+  if (kind == StreamKind::kRedisCommands) return absl::StrCat(pos);
+  if (kind == StreamKind::kPgChanges) {
+    const uint64_t part = pos & ((uint64_t{1} << kChangePartBits) - 1);
+    const std::string lsn = Lsn(ChangePositionLsn(pos)).ToString();
+    return part == 0 ? lsn : absl::StrCat(lsn, "+", part);
+  }
+  return Lsn(pos).ToString();
+}
+
 }  // namespace ferry::pipeline

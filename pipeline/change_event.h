@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "pipeline/frame.h"
 #include "pipeline/position.h"
 
 namespace ferry::pipeline {
@@ -98,6 +99,10 @@ struct ChangeBatch {
 inline constexpr int kChangePartBits = 16;
 inline constexpr uint64_t kMaxChangeLsn = (uint64_t{1} << (64 - kChangePartBits)) - 1;
 inline uint64_t ChangePosition(uint64_t lsn, uint64_t part) { return (lsn << kChangePartBits) | part; }
+// A stream position as users read it, the same in every command's output: pg-wal as an LSN
+// (0/1E000138), pg-changes as the commit LSN with "+part" while a transaction is open,
+// redis-commands as the replication offset in decimal.
+std::string FormatStreamPosition(StreamKind kind, uint64_t pos);
 inline uint64_t ChangePositionLsn(uint64_t pos) { return pos >> kChangePartBits; }
 
 std::string EncodeChangeBatch(const ChangeBatch& batch);

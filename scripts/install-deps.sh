@@ -9,6 +9,7 @@ PACKAGES=(
   libpq-dev libhiredis-dev liburing-dev libzstd-dev librdkafka-dev libabsl-dev
   libbenchmark-dev libgtest-dev libgmock-dev libcli11-dev libtomlplusplus-dev
   libspdlog-dev libfmt-dev libcpp-httplib-dev libxxhash-dev libssl-dev rapidjson-dev
+  libmicrohttpd-dev
   # scripts/sanitize.sh: clang with its sanitizer and libFuzzer runtimes
   clang libclang-rt-14-dev
   # servers and tools the tests and the sandbox run (runuser is in util-linux, pgrep in procps)

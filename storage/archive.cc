@@ -61,13 +61,18 @@ namespace {
 
 // An archive is private unless its directory has group access (durable_file.h,
 // SetArchiveGroupAccess): as PostgreSQL does with its data directory, the directory's mode
-// decides, and a new archive directory is made private.
-absl::Status ApplyArchiveMode(const std::string& path) {
-  if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+// decides, and a new archive directory is made private. Every open applies it, read-only ones
+// too: `backup`, `mark` and `drill` write snapshots, marks and reports beside a running
+// service through a read-only archive, and must create what it would.
+absl::Status ApplyArchiveMode(const std::string& path, bool create) {
+  if (create && mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
     return ErrnoStatus("create archive directory", path, errno);
   }
   struct stat st;
-  if (stat(path.c_str(), &st) != 0) return ErrnoStatus("stat", path, errno);
+  if (stat(path.c_str(), &st) != 0) {
+    if (!create && errno == ENOENT) return absl::OkStatus();  // reported as "no ferry archive"
+    return ErrnoStatus("stat", path, errno);
+  }
   SetArchiveGroupAccess((st.st_mode & 0050) == 0050);
   return absl::OkStatus();
 }
@@ -115,7 +120,7 @@ absl::Status CheckKeys(const std::string& archive, const pipeline::Keyring* keys
 
 absl::StatusOr<std::unique_ptr<Archive>> Archive::Open(const std::string& path,
                                                        const ArchiveOptions& options) {
-  if (options.writable) FERRY_RETURN_IF_ERROR(ApplyArchiveMode(path));
+  FERRY_RETURN_IF_ERROR(ApplyArchiveMode(path, options.writable));
   std::unique_ptr<Archive> a(new Archive(path, options));
   const std::string version_path = absl::StrCat(path, "/", kVersionFile);
   auto version = ReadWholeFile(version_path);
@@ -176,6 +181,7 @@ absl::StatusOr<StreamLog*> Archive::Stream(absl::string_view source, pipeline::S
   o.writer = options_.writer;
   o.segment_bytes = options_.segment_bytes;
   o.read_only = !options_.writable;
+  o.survey = options_.survey && !options_.writable;
   o.keys = options_.keys;
   FERRY_ASSIGN_OR_RETURN(auto log, StreamLog::Open(dir, kind, o));
   StreamLog* raw = log.get();

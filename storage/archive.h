@@ -17,6 +17,8 @@ namespace ferry::storage {
 
 struct ArchiveOptions {
   bool writable = false;  // create if missing, take the lock, repair torn tails
+  // Read-only: streams open despite damage, which StreamLog::Verify reports (ferry verify, ls).
+  bool survey = false;
   WriterKind writer = WriterKind::kIoUring;
   uint64_t segment_bytes = 64 << 20;
   // Seal new data (the caller does: batcher, snapshot writer) and open sealed data with these.

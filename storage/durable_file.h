@@ -48,11 +48,12 @@ absl::StatusOr<std::unique_ptr<DurableFile>> OpenDurableFile(const std::string& 
 // removes it. kFailedPrecondition (naming the fix) when io_uring is blocked on this machine.
 absl::Status ProbeWriter(WriterKind kind, const std::string& dir);
 
-// The modes of the files and directories storage creates. Archive::Open (writable) sets them
-// from the archive directory's own mode: private (files 0600, directories 0700), or
-// group-readable (0640, 0750) when the operator gave that directory group access, for a
-// restoring user in its group (the postgres user running `ferry wal-fetch`). Before any archive
-// is opened for writing (readers, wal-fetch's spool): 0644 and 0755, less the umask.
+// The modes of the files and directories storage creates. Archive::Open sets them from the
+// archive directory's own mode: private (files 0600, directories 0700), or group-readable
+// (files 0640, directories 2750) when the operator gave that directory group access, for a
+// restoring user in its group (the postgres user running `ferry wal-fetch`); applied exactly,
+// whatever the umask, never readable by others. Before any archive is opened: 0644 and 0755,
+// less the umask.
 void SetArchiveGroupAccess(bool group);
 unsigned FileCreateMode();
 unsigned DirCreateMode();

@@ -42,12 +42,12 @@ absl::Status CreateDirectory(const std::string& path) {
     if (errno == EEXIST) return absl::OkStatus();
     return ErrnoStatus("create directory", path, errno);
   }
-  // A umask (077, say) must not take away the group access the archive asked for. The setgid
-  // bit a new directory inherits (so that its files get the archive's group) stays.
-  if (g_archive_access.load(std::memory_order_relaxed) != 0) {
-    struct stat st;
-    if (stat(path.c_str(), &st) != 0) return ErrnoStatus("stat", path, errno);
-    if (chmod(path.c_str(), (st.st_mode & S_ISGID) | DirCreateMode()) != 0) return ErrnoStatus("chmod", path, errno);
+  // A umask (077, say) must not take away the group access the archive asked for, and every
+  // directory of a group-readable archive is setgid (2750), so that what any command creates
+  // in it, at any depth, gets the archive's group.
+  const int access = g_archive_access.load(std::memory_order_relaxed);
+  if (access != 0 && chmod(path.c_str(), (access == 2 ? S_ISGID : 0) | DirCreateMode()) != 0) {
+    return ErrnoStatus("chmod", path, errno);
   }
   return absl::OkStatus();
 }

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "pipeline/change_event.h"
 #include "pipeline/check.h"
 #include "pipeline/endian.h"
 #include "storage/segment_format.h"
@@ -117,9 +118,10 @@ absl::Status StreamLog::Load() {
       // is read. The writer never trusts that index: it rescans the whole segment.
       FERRY_ASSIGN_OR_RETURN(uint64_t size, FileSize(SegmentPath(segments_[i])));
       const uint64_t from = IndexedPrefix(segments_[i], size, &frames_);
-      FERRY_RETURN_IF_ERROR(ScanSegment(segments_[i], true, from, &frames_));
+      FERRY_RETURN_IF_ERROR(ScanSegment(segments_[i], true, from, &frames_, IndexedEnd(segments_[i])));
     } else {
-      FERRY_RETURN_IF_ERROR(ScanSegment(segments_[i], true, kSegmentHeaderSize, &frames_));
+      FERRY_RETURN_IF_ERROR(
+          ScanSegment(segments_[i], true, kSegmentHeaderSize, &frames_, IndexedEnd(segments_[i])));
     }
   }
   if (options_.read_only || segments_.empty()) return absl::OkStatus();
@@ -195,6 +197,19 @@ uint64_t StreamLog::IndexedPrefix(uint64_t seq, uint64_t seg_size, std::vector<F
   return expect;
 }
 
+uint64_t StreamLog::IndexedEnd(uint64_t seq) {
+  std::vector<FrameLocation> listed;
+  return IndexedPrefix(seq, UINT64_MAX, &listed);
+}
+
+absl::Status StreamLog::Damaged(const std::string& file, uint64_t offset, absl::string_view reason) {
+  if (!options_.survey) {
+    return absl::DataLossError(absl::StrCat(file, " at offset ", offset, ": ", reason, " (ferry verify lists every damaged spot)"));
+  }
+  open_damage_.push_back({file, offset, std::string(reason)});
+  return absl::OkStatus();
+}
+
 absl::Status StreamLog::LoadSealedIndex(uint64_t seq, std::vector<FrameLocation>* out) {
   FERRY_ASSIGN_OR_RETURN(uint64_t seg_size, FileSize(SegmentPath(seq)));
   // The index is derived data: use it only if it covers the segment exactly; otherwise
@@ -206,7 +221,7 @@ absl::Status StreamLog::LoadSealedIndex(uint64_t seq, std::vector<FrameLocation>
 }
 
 absl::Status StreamLog::ScanSegment(uint64_t seq, bool is_last, uint64_t from,
-                                    std::vector<FrameLocation>* out) {
+                                    std::vector<FrameLocation>* out, uint64_t durable_end) {
   const std::string path = SegmentPath(seq);
   FERRY_ASSIGN_OR_RETURN(uint64_t size, FileSize(path));
   std::string head;
@@ -223,16 +238,16 @@ absl::Status StreamLog::ScanSegment(uint64_t seq, bool is_last, uint64_t from,
       }
       return absl::OkStatus();
     }
-    return absl::DataLossError(absl::StrCat(path, " at offset 0: ", header.status().message()));
+    return Damaged(path, 0, header.status().message());
   }
   if (header->seq != seq || header->kind != kind_) {
-    return absl::DataLossError(absl::StrCat(path, " at offset 0: segment header names sequence ",
-                                            header->seq, " of another stream"));
+    return Damaged(path, 0, absl::StrCat("segment header names sequence ", header->seq, " of another stream"));
   }
   // bytes[i] is the segment's byte at offset from + i.
   std::string bytes;
   FERRY_RETURN_IF_ERROR(ReadRangeInto(path, from, size - from, &bytes));
   size_t off = 0;
+  bool damaged_here = false;
   while (off < bytes.size()) {
     FrameHeader h;
     if (ValidFrameAt(bytes, off, &h)) {
@@ -258,9 +273,27 @@ absl::Status StreamLog::ScanSegment(uint64_t seq, bool is_last, uint64_t from,
         }
       }
     }
-    if (!is_last || later_frame) {
-      return absl::DataLossError(absl::StrCat(path, " at offset ", from + off, ": ", reason,
-                                              "; run ferry verify for a full report"));
+    if (!is_last || later_frame || from + off < durable_end) {
+      if (from + off < durable_end && !later_frame) {
+        reason = reason == "incomplete frame"
+                     ? "the file ends inside a frame its index records as durable: acknowledged data was lost "
+                       "(the file was truncated)"
+                     : reason + " in a frame its index records as durable (acknowledged)";
+      }
+      damaged_here = true;
+      FERRY_RETURN_IF_ERROR(Damaged(path, from + off, reason));
+      // Surveying: go on from the next frame that checks out, if any.
+      size_t next = off + 1;
+      while (next + pipeline::kFrameHeaderSize <= bytes.size() &&
+             !(pipeline::GetLe32(bytes.data() + next) == pipeline::kFrameMagic && ValidFrameAt(bytes, next, &h))) {
+        ++next;
+      }
+      if (next + pipeline::kFrameHeaderSize > bytes.size()) {
+        off = bytes.size();
+        break;
+      }
+      off = next;
+      continue;
     }
     repaired_bytes_ += bytes.size() - off;
     if (!options_.read_only) {
@@ -268,6 +301,12 @@ absl::Status StreamLog::ScanSegment(uint64_t seq, bool is_last, uint64_t from,
       FERRY_RETURN_IF_ERROR(file->Truncate(from + off));
     }
     break;
+  }
+  if (from + bytes.size() < durable_end && !damaged_here) {
+    // Frames are indexed only once synced: the file lost acknowledged data.
+    return Damaged(path, from + bytes.size(),
+                   absl::StrCat("the file ends here but its index records durable frames up to offset ", durable_end,
+                                ": acknowledged data was lost (the file was truncated)"));
   }
   return absl::OkStatus();
 }
@@ -443,12 +482,34 @@ uint64_t StreamLog::Verify(std::vector<Damage>* damage, uint64_t* unopened) cons
   uint64_t digest = 0;
   bool have_prev = false, sealed_seen = false;
   FrameHeader prev;
+  const FrameLocation* prev_loc = nullptr;
   std::string scratch;
+  damage->insert(damage->end(), open_damage_.begin(), open_damage_.end());
+  // A spot the open already reported, between two listed frames, explains their gap.
+  auto reported_between = [&](const FrameLocation* a, const FrameLocation& b) {
+    for (const Damage& d : open_damage_) {
+      const bool after_a = a == nullptr || d.file != SegmentPath(a->segment_seq) || d.offset > a->offset;
+      const bool before_b = d.file != SegmentPath(b.segment_seq) || d.offset < b.offset;
+      if (after_a && before_b && (d.file == SegmentPath(b.segment_seq) ||
+                                  (a != nullptr && d.file == SegmentPath(a->segment_seq)))) {
+        return true;
+      }
+    }
+    return false;
+  };
   for (const FrameLocation& loc : frames_) {
     const std::string file = SegmentPath(loc.segment_seq);
+    // A damaged frame is reported once: the frames after it are checked against the
+    // positions its index entry gives.
+    auto damaged = [&](const absl::Status& st) {
+      damage->push_back({file, loc.offset, std::string(st.message())});
+      prev = loc.header;
+      prev_loc = &loc;
+      have_prev = true;
+    };
     auto bytes = ReadFrameBytes(loc);
     if (!bytes.ok()) {
-      damage->push_back({file, loc.offset, std::string(bytes.status().message())});
+      damaged(bytes.status());
       continue;
     }
     auto h = pipeline::DecodeFrameHeader(*bytes);
@@ -471,20 +532,21 @@ uint64_t StreamLog::Verify(std::vector<Damage>* damage, uint64_t* unopened) cons
       sealed_seen = sealed_seen || h->key_id != 0;
     }
     if (!st.ok()) {
-      damage->push_back({file, loc.offset, std::string(st.message())});
+      damaged(st);
       continue;
     }
-    if (have_prev && h->epoch == prev.epoch && h->start_pos != prev.end_pos) {
+    if (have_prev && h->epoch == prev.epoch && h->start_pos != prev.end_pos && !reported_between(prev_loc, loc)) {
       damage->push_back({file, loc.offset,
-                         absl::StrCat(h->start_pos > prev.end_pos ? "gap" : "overlap",
-                                      ": frame starts at ", h->start_pos,
-                                      ", previous frame ended at ", prev.end_pos)});
+                         absl::StrCat(h->start_pos > prev.end_pos ? "gap" : "overlap", ": frame starts at ",
+                                      pipeline::FormatStreamPosition(kind_, h->start_pos),
+                                      ", previous frame ended at ", pipeline::FormatStreamPosition(kind_, prev.end_pos))});
     }
     char chain[8 + pipeline::kFrameHeaderSize];
     pipeline::PutLe64(chain, digest);
     std::memcpy(chain + 8, bytes->data(), pipeline::kFrameHeaderSize);
     digest = pipeline::Checksum64(absl::string_view(chain, sizeof(chain)));
     prev = *h;
+    prev_loc = &loc;
     have_prev = true;
   }
   return digest;

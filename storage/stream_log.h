@@ -19,6 +19,9 @@ struct StreamLogOptions {
   WriterKind writer = WriterKind::kIoUring;
   uint64_t segment_bytes = 64 << 20;  // a segment is sealed once it holds at least this much
   bool read_only = true;              // read-only never modifies files (a torn tail is ignored)
+  // Read-only only: damage found at open does not fail it. The frames around a damaged spot
+  // are listed; Verify reports the spot. For reports (ferry verify, ls), never for restores.
+  bool survey = false;
   // Opens sealed frames (ReadRecords, Verify); null: sealed frames cannot be read.
   std::shared_ptr<const pipeline::Keyring> keys;
 };
@@ -45,7 +48,8 @@ class StreamLog final : public pipeline::FrameConsumer {
   // Opens the stream in `dir` (created when writable). Recovery: an incomplete or damaged
   // last frame in the last segment, with no valid frame after it, is a torn tail from a crash
   // mid-write and is truncated (writable) or ignored (read-only). Any other damage is
-  // kDataLoss naming file and offset.
+  // kDataLoss naming file and offset. So is a last segment shorter than the frames its index
+  // records as durable (written only after they were synced): acknowledged data was lost.
   static absl::StatusOr<std::unique_ptr<StreamLog>> Open(const std::string& dir,
                                                          pipeline::StreamKind kind,
                                                          const StreamLogOptions& options);
@@ -89,11 +93,15 @@ class StreamLog final : public pipeline::FrameConsumer {
   absl::StatusOr<std::string> ReadFrameBytes(const FrameLocation& loc) const;
 
   // Checks every frame's checksums and decodes it; positions must be contiguous within an
-  // epoch. Appends what is wrong to *damage. Returns a digest (XXH3-64 chained over every
+  // epoch. Appends what is wrong to *damage (each damaged spot once, and first what a survey
+  // open found). Returns a digest (XXH3-64 chained over every
   // frame's bytes) that two byte-identical streams share. A log without keys checks sealed
   // frames as far as their checksums go and counts them in *unopened; a log with keys reports
   // a frame under a key id they lack, and a clear frame after sealed ones, as damage.
   uint64_t Verify(std::vector<Damage>* damage, uint64_t* unopened = nullptr) const;
+
+  // Damage a survey open found (Verify reports it too).
+  const std::vector<Damage>& open_damage() const { return open_damage_; }
 
   // The keys sealed frames are opened with (null: none).
   const pipeline::Keyring* keys() const { return options_.keys.get(); }
@@ -110,7 +118,14 @@ class StreamLog final : public pipeline::FrameConsumer {
   // lie within seg_size; returns the offset where that chain ends.
   uint64_t IndexedPrefix(uint64_t seq, uint64_t seg_size, std::vector<FrameLocation>* out);
   // Validates frames from offset `from` (where a frame starts) to the end of the segment.
-  absl::Status ScanSegment(uint64_t seq, bool is_last, uint64_t from, std::vector<FrameLocation>* out);
+  // Damage before `durable_end` (where the frames the index records as durable end; 0 when
+  // not checked) is never a torn tail, and a segment ending before it has lost frames.
+  absl::Status ScanSegment(uint64_t seq, bool is_last, uint64_t from, std::vector<FrameLocation>* out,
+                           uint64_t durable_end = 0);
+  // Where the frames that seq's index lists (as far as they chain) end.
+  uint64_t IndexedEnd(uint64_t seq);
+  // Survey opens record the damage and go on; others fail with kDataLoss naming it.
+  absl::Status Damaged(const std::string& file, uint64_t offset, absl::string_view reason);
   absl::Status StartSegment(uint64_t seq);
   absl::Status SealActive();
   absl::Status WriteToActive(absl::string_view bytes, const pipeline::FrameHeader* headers,
@@ -123,6 +138,7 @@ class StreamLog final : public pipeline::FrameConsumer {
   std::vector<uint64_t> segments_;  // sequence numbers, ascending
   std::vector<FrameLocation> frames_;
   uint64_t repaired_bytes_ = 0;
+  std::vector<Damage> open_damage_;  // survey opens only
 
   // The segment being appended (writable logs only).
   std::unique_ptr<DurableFile> active_;

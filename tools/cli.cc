@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "tools/restore/wal_fetch.h"
 #include "storage/archive_keys.h"
 #include "tools/commands.h"
 #include "tools/service/config.h"
@@ -59,6 +61,16 @@ absl::Status InstallKeys(const std::string& config_path) {
   return absl::OkStatus();
 }
 
+// True when argv names `command` as ferry's subcommand (for errors before parsing ends).
+bool IsSubcommand(int argc, char** argv, absl::string_view command) {
+  return argc > 1 && command == argv[1];
+}
+
+std::string VersionText() {
+  return absl::StrCat("ferry ", FERRY_VERSION, " (commit ", FERRY_GIT_COMMIT,
+                      ")\nPostgreSQL 15 (physical WAL, pgoutput logical); Redis 7 (PSYNC, multi-part AOF)");
+}
+
 }  // namespace
 
 int RunCli(int argc, char** argv) {
@@ -86,7 +98,8 @@ int RunCli(int argc, char** argv) {
 
   CLI::App* fetch = app.add_subcommand(
       "wal-fetch", "Materialise a WAL file from the archive (PostgreSQL restore_command)");
-  fetch->add_option("--archive", archive, "archive directory")->required();
+  fetch->add_option("--archive", archive, "archive directory (or --config)");
+  fetch->add_option("--config", config, "TOML config file: its [archive] path (and key)");
   fetch->add_option("--source", source, "source name")->required();
   WalFetchArgs wf;
   fetch->add_option("walfile", name, "requested file (%f)");
@@ -98,7 +111,9 @@ int RunCli(int argc, char** argv) {
   fetch->add_option("--spool", wf.prefetch.spool, "where segments wait (default: DEST's dir/.ferry-prefetch)");
   fetch->add_option("--drop-spool", wf.drop_spool, "remove this spool and exit (recovery_end_command)");
   fetch->footer(
-      "Exit 0 when the file was written, 1 when it is not in the archive.\n"
+      "Exit 0 when the file was written, 1 when it is not in the archive (past its end), 200 for\n"
+      "anything else (damage, a gap, I/O, a bad argument): PostgreSQL stops recovery on 200 instead\n"
+      "of ending it early and promoting with less than the archive holds.\n"
       "After serving a segment, a background process decompresses the next --prefetch complete\n"
       "segments into the spool, so that the next call is a rename and replay never waits.\n"
       "Example: restore_command = 'ferry wal-fetch --archive /var/lib/ferry/archive --source main %f %p'\n"
@@ -107,7 +122,8 @@ int RunCli(int argc, char** argv) {
 
   std::string topic_prefix = "ferry";
   CLI::App* changes = app.add_subcommand("changes", "Print a source's archived change events as Debezium JSON lines");
-  changes->add_option("--archive", archive, "archive directory")->required();
+  changes->add_option("--archive", archive, "archive directory (or --config)");
+  changes->add_option("--config", config, "TOML config file: its [archive] path (and key)");
   changes->add_option("--source", source, "the PostgreSQL source (its logical_slot)")->required();
   changes->add_option("--topic-prefix", topic_prefix, "prefix for source.name, as [kafka] topic_prefix")
       ->default_val("ferry");
@@ -116,13 +132,15 @@ int RunCli(int argc, char** argv) {
       "the service publishes per table to Kafka. Example: ferry changes --archive /var/lib/ferry/archive --source main");
 
   CLI::App* verify = app.add_subcommand("verify", "Check every frame checksum and position continuity");
-  verify->add_option("--archive", archive, "archive directory")->required();
+  verify->add_option("--archive", archive, "archive directory (or --config)");
+  verify->add_option("--config", config, "TOML config file: its [archive] path (and key)");
   verify->add_option("--source", source, "only this source");
   verify->add_flag("--json", json, "machine-readable output with per-stream digests");
   verify->footer("Exit 1 naming file and offset of each damaged frame.\nExample: ferry verify --archive /var/lib/ferry/archive --json");
 
   CLI::App* ls = app.add_subcommand("ls", "List sources, streams and restorable windows");
-  ls->add_option("--archive", archive, "archive directory")->required();
+  ls->add_option("--archive", archive, "archive directory (or --config)");
+  ls->add_option("--config", config, "TOML config file: its [archive] path (and key)");
   ls->add_flag("--json", json, "machine-readable output");
   ls->footer("Example: ferry ls --archive /var/lib/ferry/archive");
 
@@ -133,13 +151,18 @@ int RunCli(int argc, char** argv) {
   sandbox->add_flag("--keep", keep, "keep the working directory and servers' files");
   sandbox->footer("Example: ferry sandbox --seconds 20");
 
-  CLI::App* backup = app.add_subcommand("backup", "Take a PostgreSQL base backup into the archive now");
+  CLI::App* backup = app.add_subcommand("backup", "Take a base backup (PostgreSQL) or an RDB snapshot (Redis) now");
   backup->add_option("--config", config, "TOML config file")->required();
   backup->add_option("--source", source, "source name")->required();
   backup->add_flag("--json", json, "machine-readable output");
+  int wal_wait = 60;
+  backup->add_option("--wal-wait", wal_wait, "seconds to wait for the archive to hold the backup's end WAL")
+      ->default_val(60)
+      ->check(CLI::Range(1, 86400));
   backup->footer(
       "Runs BASE_BACKUP on a connection of its own while `ferry run` keeps streaming WAL; stores\n"
-      "only chunks the archive does not have yet. Example: ferry backup --config ferry.toml --source main");
+      "only chunks the archive does not have yet. The backup is kept only once the archive holds its\n"
+      "WAL up to the backup's end (else exit 1). Example: ferry backup --config ferry.toml --source main");
 
   bool dry_run = false;
   CLI::App* retention = app.add_subcommand("retention", "Expire snapshots, WAL and chunks per [retention]");
@@ -153,7 +176,8 @@ int RunCli(int argc, char** argv) {
   restore->require_subcommand(1);
   PgRestoreArgs pr;
   CLI::App* restore_pg = restore->add_subcommand("postgres", "Restore PostgreSQL into a new data directory");
-  restore_pg->add_option("--archive", pr.archive, "archive directory")->required();
+  restore_pg->add_option("--archive", pr.archive, "archive directory (or --config)");
+  restore_pg->add_option("--config", config, "TOML config file: its [archive] path (and key)");
   restore_pg->add_option("--source", pr.source, "source name")->required();
   restore_pg->add_option("--time", pr.time, "RFC 3339 time: stop before the first commit after it");
   restore_pg->add_option("--lsn", pr.lsn, "stop at this WAL position (X/Y)");
@@ -172,7 +196,8 @@ int RunCli(int argc, char** argv) {
 
   RedisRestoreArgs rr;
   CLI::App* restore_redis = restore->add_subcommand("redis", "Restore Redis into a new AOF directory");
-  restore_redis->add_option("--archive", rr.archive, "archive directory")->required();
+  restore_redis->add_option("--archive", rr.archive, "archive directory (or --config)");
+  restore_redis->add_option("--config", config, "TOML config file: its [archive] path (and key)");
   restore_redis->add_option("--source", rr.source, "source name")->required();
   restore_redis->add_option("--time", rr.time, "RFC 3339 time: every command ferry had archived then");
   restore_redis->add_option("--offset", rr.offset, "replication offset to stop at (on a command boundary)");
@@ -188,7 +213,8 @@ int RunCli(int argc, char** argv) {
 
   AllRestoreArgs ra;
   CLI::App* restore_all = restore->add_subcommand("all", "Restore every source to one instant or a mark");
-  restore_all->add_option("--archive", ra.archive, "archive directory")->required();
+  restore_all->add_option("--archive", ra.archive, "archive directory (or --config)");
+  restore_all->add_option("--config", config, "TOML config file: its [archive] path (and key)");
   restore_all->add_option("--time", ra.time, "RFC 3339 time on ferry's clock: what ferry had archived then");
   restore_all->add_option("--mark", ra.mark, "a mark taken with ferry mark: exactly there");
   restore_all->add_flag("--latest", ra.latest, "everything archived");
@@ -232,8 +258,15 @@ int RunCli(int argc, char** argv) {
   CLI::App* config_cmd = app.add_subcommand("config", "Configuration tools");
   config_cmd->require_subcommand(1);
   CLI::App* config_check = config_cmd->add_subcommand("check", "Validate a config and print the effective values");
-  config_check->add_option("file", config_file, "TOML config file")->required();
+  config_check->add_option("file", config_file, "TOML config file");
+  config_check->add_option("--config", config, "TOML config file (instead of FILE)");
   config_check->footer("Exit 2 naming the key when the config is wrong.\nExample: ferry config check /etc/ferry/ferry.toml");
+
+  app.set_version_flag("--version", VersionText());
+  CLI::App* version = app.add_subcommand("version", "Version, commit and supported server versions");
+  std::vector<std::string> help_topic;
+  CLI::App* help = app.add_subcommand("help", "Help for ferry or one command");
+  help->add_option("command", help_topic, "a command, e.g. restore postgres")->expected(0, 2);
 
   try {
     app.parse(argc, argv);
@@ -241,11 +274,55 @@ int RunCli(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
   } catch (const CLI::ParseError& e) {
     (void)app.exit(e);
-    return 2;
+    // restore_command: a usage error must stop recovery, not read as "not in the archive".
+    return fetch->parsed() || IsSubcommand(argc, argv, "wal-fetch") ? kWalFetchFatal : 2;
   }
-  if (absl::Status st = InstallKeys(config); !st.ok()) return Fail(app.get_subcommands().front()->get_name(), st);
+  if (version->parsed()) {
+    std::printf("%s\n", VersionText().c_str());
+    return 0;
+  }
+  if (help->parsed()) {
+    CLI::App* topic = &app;
+    for (const std::string& word : help_topic) {
+      CLI::App* sub = nullptr;
+      try {
+        sub = topic->get_subcommand(word);
+      } catch (const CLI::OptionNotFound&) {
+      }
+      if (sub == nullptr) {
+        std::fprintf(stderr, "ferry help: no command \"%s\"; ferry help lists them\n",
+                     absl::StrJoin(help_topic, " ").c_str());
+        return 2;
+      }
+      topic = sub;
+    }
+    std::printf("%s", topic->help().c_str());
+    return 0;
+  }
+  const std::string command = app.get_subcommands().front()->get_name();
+  if (absl::Status st = InstallKeys(config); !st.ok()) {
+    return fetch->parsed() ? WalFetchFatal(st) : Fail(command, st);
+  }
+  // Readers take the archive from --archive, or from the [archive] path of --config.
+  const std::pair<CLI::App*, std::string*> readers[] = {
+      {fetch, &archive},       {changes, &archive},          {verify, &archive},         {ls, &archive},
+      {restore_pg, &pr.archive}, {restore_redis, &rr.archive}, {restore_all, &ra.archive}};
+  for (const auto& [reader, path] : readers) {
+    if (!reader->parsed()) continue;
+    absl::Status st;
+    if (path->empty() && !config.empty()) {
+      auto loaded = LoadConfig(config);
+      if (loaded.ok()) *path = loaded->archive_path;
+      st = loaded.status();
+    } else if (path->empty()) {
+      st = absl::InvalidArgumentError("give the archive: --archive DIR or --config FILE");
+    }
+    if (!st.ok()) return reader == fetch ? WalFetchFatal(st) : Fail(command, st);
+  }
   if (run->parsed()) return CmdRun(config);
   if (mirror->parsed()) return CmdMirror(config);
   if (kafka_mock->parsed()) return CmdKafkaMock(mock_brokers);
@@ -260,7 +337,7 @@ int RunCli(int argc, char** argv) {
   if (changes->parsed()) return CmdChanges(archive, source, topic_prefix);
   if (ls->parsed()) return CmdLs(archive, json);
   if (sandbox->parsed()) return CmdSandbox(dir, seconds, keep);
-  if (backup->parsed()) return CmdBackup(config, source, json);
+  if (backup->parsed()) return CmdBackup(config, source, json, wal_wait);
   if (retention->parsed()) return CmdRetention(config, dry_run);
   if (restore_pg->parsed()) return CmdRestorePostgres(pr);
   if (restore_redis->parsed()) return CmdRestoreRedis(rr);
@@ -268,7 +345,12 @@ int RunCli(int argc, char** argv) {
   if (mark->parsed()) return CmdMark(config, name, mark_wait);
   if (drill->parsed()) return CmdDrill(config, drill_target, json);
   if (status->parsed()) return CmdStatus(config, json);
-  if (config_check->parsed()) return CmdConfigCheck(config_file);
+  if (config_check->parsed()) {
+    if (config_file.empty() == config.empty()) {
+      return Fail("config check", absl::InvalidArgumentError("give the config file: FILE or --config FILE"));
+    }
+    return CmdConfigCheck(config_file.empty() ? config : config_file);
+  }
   return 2;
 }
 

@@ -5,13 +5,14 @@
 #include "absl/strings/str_cat.h"
 #include "storage/archive.h"
 #include "tools/backup/pg_backup.h"
+#include "tools/backup/redis_snapshot.h"
 #include "tools/commands.h"
 #include "tools/progress_bar.h"
 #include "tools/service/config.h"
 
 namespace ferry::tools {
 
-int CmdBackup(const std::string& config_path, const std::string& source_name, bool json) {
+int CmdBackup(const std::string& config_path, const std::string& source_name, bool json, int wal_wait_seconds) {
   auto config = LoadConfig(config_path);
   if (!config.ok()) return Fail("backup", config.status());
   const SourceConfig* source = nullptr;
@@ -22,9 +23,25 @@ int CmdBackup(const std::string& config_path, const std::string& source_name, bo
     return Fail("backup", absl::InvalidArgumentError(absl::StrCat(
                               "no [[source]] named \"", source_name, "\" in ", config_path)));
   }
+  if (source->kind == "redis") {
+    // An RDB snapshot now, on a connection of its own while `ferry run` streams the commands.
+    auto archive = storage::Archive::Open(config->archive_path, storage::ArchiveOptions{});
+    if (!archive.ok()) return Fail("backup", archive.status());
+    auto m = TakeRedisSnapshot(**archive, *source, nullptr);
+    if (!m.ok()) return Fail("backup", m.status());
+    if (json) {
+      std::printf("{\"id\":%s,\"kind\":\"redis-rdb\",\"epoch\":%s,\"offset\":%s,\"end_time\":%s,\"bytes\":%llu}\n",
+                  JsonString(m->id).c_str(), JsonString(m->Get("epoch")).c_str(), JsonString(m->Get("offset")).c_str(),
+                  JsonString(m->Get("end_time")).c_str(), static_cast<unsigned long long>(m->RawBytes()));
+    } else {
+      std::printf("snapshot %s of %s: RDB at epoch %s offset %s, %.1f MiB\n", m->id.c_str(), source_name.c_str(),
+                  m->Get("epoch").c_str(), m->Get("offset").c_str(), static_cast<double>(m->RawBytes()) / (1 << 20));
+    }
+    return 0;
+  }
   if (source->kind != "postgres") {
     return Fail("backup", absl::InvalidArgumentError(absl::StrCat(
-                              "source \"", source_name, "\" is not a postgres source")));
+                              "source \"", source_name, "\" is not a postgres or redis source")));
   }
   std::string snapshot_class = "full";
   {
@@ -38,7 +55,8 @@ int CmdBackup(const std::string& config_path, const std::string& source_name, bo
   }
   ProgressBar bar(absl::StrCat("backup ", source_name));
   auto outcome = TakePostgresBackup(config->archive_path, *source, snapshot_class, nullptr,
-                                    [&](uint64_t done, uint64_t total) { bar.Update(done, total); });
+                                    [&](uint64_t done, uint64_t total) { bar.Update(done, total); },
+                                    absl::Seconds(wal_wait_seconds));
   if (!outcome.ok()) return Fail("backup", outcome.status());
   const auto& m = outcome->manifest;
   const auto& st = outcome->stats;

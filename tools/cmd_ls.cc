@@ -22,17 +22,6 @@ namespace ferry::tools {
 
 namespace {
 
-std::string FormatPos(pipeline::StreamKind kind, uint64_t pos) {
-  if (kind == pipeline::StreamKind::kRedisCommands) return absl::StrCat(pos);
-  if (kind == pipeline::StreamKind::kPgChanges) {
-    // (LSN << 16 | part): the commit LSN, and the part while a transaction is open.
-    const uint64_t part = pos & ((uint64_t{1} << pipeline::kChangePartBits) - 1);
-    const std::string lsn = pipeline::Lsn(pipeline::ChangePositionLsn(pos)).ToString();
-    return part == 0 ? lsn : absl::StrCat(lsn, "+", part);
-  }
-  return pipeline::Lsn(pos).ToString();
-}
-
 // Whether a process holds the archive's writer lock (a service is running on it).
 bool ArchiveLocked(const std::string& archive_path) {
   const int fd = open((archive_path + "/LOCK").c_str(), O_RDONLY | O_CLOEXEC);
@@ -45,8 +34,19 @@ bool ArchiveLocked(const std::string& archive_path) {
 }  // namespace
 
 int CmdLs(const std::string& archive_path, bool json) {
-  auto archive = storage::Archive::Open(archive_path, storage::ArchiveOptions{});
-  if (!archive.ok()) return Fail("ls", archive.status());
+  // A survey open: damage in a stream does not hide the rest (ferry verify names it).
+  storage::ArchiveOptions options;
+  options.survey = true;
+  auto archive = storage::Archive::Open(archive_path, options);
+  if (!archive.ok()) {
+    // --json always prints JSON, with what went wrong in "error".
+    if (json) {
+      std::printf("{\"archive\":%s,\"error\":%s}\n", JsonString(archive_path).c_str(),
+                  JsonString(std::string(archive.status().message())).c_str());
+    }
+    return json ? 1 : Fail("ls", archive.status());
+  }
+  bool ok = true;
   std::string out = "{\"archive\":" + JsonString(archive_path) + ",\"sources\":[";
   bool first_source = true;
   for (const std::string& src : (*archive)->Sources()) {
@@ -67,7 +67,15 @@ int CmdLs(const std::string& archive_path, bool json) {
     bool first_stream = true;
     for (pipeline::StreamKind kind : (*archive)->Streams(src)) {
       auto log = (*archive)->Stream(src, kind);
-      if (!log.ok()) return Fail("ls", log.status());
+      const std::string name(pipeline::StreamKindName(kind));
+      if (!log.ok()) {
+        ok = false;
+        absl::StrAppend(&out, first_stream ? "" : ",", "{\"stream\":", JsonString(name),
+                        ",\"error\":", JsonString(std::string(log.status().message())), "}");
+        first_stream = false;
+        if (!json) std::printf("  %-14s cannot be read: %s\n", name.c_str(), std::string(log.status().message()).c_str());
+        continue;
+      }
       const auto& frames = (*log)->frames();
       uint64_t start = 0, end = 0;
       pipeline::UnixMicros first_ts = 0, last_ts = 0, first_arrival = 0, last_arrival = 0;
@@ -83,11 +91,10 @@ int CmdLs(const std::string& archive_path, bool json) {
         if (first_ts == 0 && f.header.first_data_ts != 0) first_ts = f.header.first_data_ts;
         if (f.header.last_data_ts != 0) last_ts = f.header.last_data_ts;
       }
-      const std::string name(pipeline::StreamKindName(kind));
       absl::StrAppend(&out, first_stream ? "" : ",", "{\"stream\":", JsonString(name),
                       ",\"frames\":", frames.size(), ",\"bytes\":", (*log)->total_bytes(),
-                      ",\"epoch\":", epoch, ",\"start\":", JsonString(FormatPos(kind, start)),
-                      ",\"end\":", JsonString(FormatPos(kind, end)),
+                      ",\"epoch\":", epoch, ",\"start\":", JsonString(pipeline::FormatStreamPosition(kind, start)),
+                      ",\"end\":", JsonString(pipeline::FormatStreamPosition(kind, end)),
                       ",\"first_data_time\":", JsonString(pipeline::FormatUnixMicros(first_ts)),
                       ",\"last_data_time\":", JsonString(pipeline::FormatUnixMicros(last_ts)),
                       ",\"first_arrival\":", JsonString(pipeline::FormatUnixMicros(first_arrival)),
@@ -99,7 +106,7 @@ int CmdLs(const std::string& archive_path, bool json) {
       out += "]}";
       if (!json) {
         std::printf("  %-14s timeline/epoch %u  %s .. %s  frames=%zu bytes=%llu\n", name.c_str(), epoch,
-                    FormatPos(kind, start).c_str(), FormatPos(kind, end).c_str(), frames.size(),
+                    pipeline::FormatStreamPosition(kind, start).c_str(), pipeline::FormatStreamPosition(kind, end).c_str(), frames.size(),
                     static_cast<unsigned long long>((*log)->total_bytes()));
         // WAL carries commit times; Redis commands only ferry's arrival time.
         std::printf("  %-14s %s %s .. %s\n", "", redis ? "arrived" : "commits",
@@ -110,7 +117,12 @@ int CmdLs(const std::string& archive_path, bool json) {
     out += "]";
     // Snapshots and, for PostgreSQL, the window a restore can reach.
     auto store = storage::SnapshotStore::Open((*archive)->SnapshotDir(src), false);
-    if (!store.ok()) return Fail("ls", store.status());
+    if (!store.ok()) {
+      ok = false;
+      absl::StrAppend(&out, ",\"snapshots\":[],\"error\":", JsonString(std::string(store.status().message())), "}");
+      if (!json) std::printf("  snapshots cannot be read: %s\n", std::string(store.status().message()).c_str());
+      continue;
+    }
     out += ",\"snapshots\":[";
     bool first_snap = true;
     for (const auto& m : (*store)->snapshots()) {
@@ -160,7 +172,13 @@ int CmdLs(const std::string& archive_path, bool json) {
   }
   out += "],\"marks\":[";
   auto marks = ListMarks(archive_path);
-  if (!marks.ok()) return Fail("ls", marks.status());
+  std::string marks_error;
+  if (!marks.ok()) {
+    ok = false;
+    marks_error = std::string(marks.status().message());
+    if (!json) std::printf("marks cannot be read: %s\n", marks_error.c_str());
+    marks = std::vector<Mark>{};
+  }
   for (size_t i = 0; i < marks->size(); ++i) {
     const Mark& m = (*marks)[i];
     absl::StrAppend(&out, i ? "," : "", "{\"name\":", JsonString(m.name),
@@ -183,9 +201,10 @@ int CmdLs(const std::string& archive_path, bool json) {
     absl::StrAppend(&out, ",\"kafka\":{\"bootstrap\":", JsonString(bootstrap), "}");
     if (!json) std::printf("kafka: %s (the running service's)\n", bootstrap.c_str());
   }
+  if (!marks_error.empty()) absl::StrAppend(&out, ",\"marks_error\":", JsonString(marks_error));
   out += "}";
   if (json) std::printf("%s\n", out.c_str());
-  return 0;
+  return ok ? 0 : 1;
 }
 
 }  // namespace ferry::tools

@@ -1,5 +1,7 @@
 // ferry restore postgres: point-in-time restore of a PostgreSQL source into a new data
 // directory, optionally started and recovered.
+#include <unistd.h>
+
 #include <cstdio>
 
 #include "absl/strings/numbers.h"
@@ -46,10 +48,18 @@ int CmdRestorePostgres(const PgRestoreArgs& args) {
   if (!target.ok()) return Fail("restore postgres", target.status());
   auto summary = RestorePostgresTo(args.archive, args.source, *target, args.to, SelfExecutable());
   if (!summary.ok()) return Fail("restore postgres", summary.status());
-  std::printf("%s\n", summary->c_str());
+  std::printf("%s\n", summary->summary.c_str());
   if (!args.start) {
-    std::printf("start it with: pg_ctl -D %s start%s\n", args.to.c_str(),
-                args.standby ? "; promote it with: pg_ctl -D DIR promote" : "");
+    // PostgreSQL runs as its own user: as root, hand it the directory and say how to start it
+    // as that user, with the full path of this server's pg_ctl (not on Debian's PATH).
+    if (absl::Status st = GiveToServerUser(args.to); !st.ok()) return Fail("restore postgres", st);
+    const std::string pg_ctl = PgBinDir().value_or("/usr/lib/postgresql/15/bin") + "/pg_ctl";
+    const std::string as_server = geteuid() == 0 ? "runuser -u postgres -- " : "";
+    std::printf("start it with: %s%s -D %s -l %s/restore.log start\n", as_server.c_str(), pg_ctl.c_str(),
+                args.to.c_str(), args.to.c_str());
+    if (args.standby) {
+      std::printf("promote it with: %s%s -D %s promote\n", as_server.c_str(), pg_ctl.c_str(), args.to.c_str());
+    }
     return 0;
   }
   if (args.standby) {
@@ -61,7 +71,7 @@ int CmdRestorePostgres(const PgRestoreArgs& args) {
     (*standby)->Detach();
     return 0;
   }
-  auto started = StartRestoredPostgres(args.to, args.port, args.timeout_seconds);
+  auto started = StartRestoredPostgres(args.to, args.port, args.timeout_seconds, summary->must_reach);
   if (!started.ok()) return Fail("restore postgres", started.status());
   std::printf("recovered: %s; running on 127.0.0.1:%d (log %s)\n", started->reached.c_str(),
               started->server->port(), started->server->log_path().c_str());

@@ -253,7 +253,7 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
     for (const SourceRestored& sr : restored) {
       std::printf("sandbox: %s (%s) to %s: %s\n", sr.source.c_str(), sr.kind.c_str(), sr.point.c_str(), sr.summary.c_str());
       if (sr.kind == "postgres") {
-        FERRY_ASSIGN_OR_RETURN(PgStarted pg_restored, StartRestoredPostgres(sr.dir, 0, 600));
+        FERRY_ASSIGN_OR_RETURN(PgStarted pg_restored, StartRestoredPostgres(sr.dir, 0, 600, sr.must_reach));
         const double rto = SecondsSince(t0);
         FERRY_ASSIGN_OR_RETURN(std::string restored_sums, TableChecksums(*pg_restored.server, kPgbenchTables));
         FERRY_RETURN_IF_ERROR(pg_restored.server->Stop());

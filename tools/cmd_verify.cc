@@ -12,7 +12,10 @@
 namespace ferry::tools {
 
 int CmdVerify(const std::string& archive_path, const std::string& only_source, bool json) {
-  auto archive = storage::Archive::Open(archive_path, storage::ArchiveOptions{});
+  // A survey open: damage found while opening a stream is reported with the rest.
+  storage::ArchiveOptions options;
+  options.survey = true;
+  auto archive = storage::Archive::Open(archive_path, options);
   if (!archive.ok()) return Fail("verify", archive.status());
   std::vector<std::string> sources = (*archive)->Sources();
   if (!only_source.empty()) {

@@ -1,8 +1,18 @@
-// ferry wal-fetch: PostgreSQL's restore_command. Exit 0 found, 1 not found or failed.
+// ferry wal-fetch: PostgreSQL's restore_command. Exit 0 found, 1 not in the archive, and
+// kWalFetchFatal (stopping recovery) for anything else: see tools/restore/wal_fetch.h.
 #include "tools/commands.h"
 #include "tools/restore/wal_fetch.h"
 
 namespace ferry::tools {
+
+int WalFetchFatal(const absl::Status& status) {
+  // One line in PostgreSQL's log: what failed, and what to do about it.
+  std::fprintf(stderr,
+               "ferry wal-fetch: %s; recovery stopped instead of ending early: fix the cause, or run "
+               "ferry restore postgres again (it names the latest point the archive can restore)\n",
+               std::string(status.message()).c_str());
+  return kWalFetchFatal;
+}
 
 int CmdWalFetch(const WalFetchArgs& args) {
   if (!args.drop_spool.empty()) {
@@ -10,16 +20,13 @@ int CmdWalFetch(const WalFetchArgs& args) {
     return st.ok() ? 0 : Fail("wal-fetch", st);
   }
   if (args.name.empty() || args.dest.empty()) {
-    return Fail("wal-fetch", absl::InvalidArgumentError("needs the requested file and its destination (%f %p)"));
+    return WalFetchFatal(absl::InvalidArgumentError("needs the requested file and its destination (%f %p)"));
   }
   auto archive = storage::Archive::Open(args.archive, storage::ArchiveOptions{});
-  if (!archive.ok()) return Fail("wal-fetch", archive.status());
+  if (!archive.ok()) return WalFetchFatal(archive.status());
   absl::Status st = FetchWalFileAhead(**archive, args.source, args.name, args.dest, args.prefetch);
-  if (absl::IsNotFound(st)) return 1;  // normal at the end of the archive: stay quiet
-  if (!st.ok()) {
-    (void)Fail("wal-fetch", st);
-    return 1;  // restore_command knows only found (0) and not (non-zero)
-  }
+  if (IsNotInArchive(st)) return kWalFetchNotInArchive;  // normal at the end of the archive: stay quiet
+  if (!st.ok()) return WalFetchFatal(st);
   return 0;
 }
 

@@ -20,13 +20,15 @@ struct WalFetchArgs {
   std::string drop_spool;  // set: remove this spool instead of fetching
 };
 int CmdWalFetch(const WalFetchArgs& args);
+// Prints `status` as wal-fetch's one line in PostgreSQL's log and returns kWalFetchFatal.
+int WalFetchFatal(const absl::Status& status);
 int CmdVerify(const std::string& archive, const std::string& source, bool json);
 int CmdLs(const std::string& archive, bool json);
 int CmdChanges(const std::string& archive, const std::string& source, const std::string& topic_prefix);
 // Calls fn with each complete transaction of a source's pg-changes stream, in commit order.
 absl::Status ForEachArchivedTransaction(const std::string& archive, const std::string& source,
                                         const std::function<void(const pipeline::ChangeBatch&)>& fn);
-int CmdBackup(const std::string& config_path, const std::string& source, bool json);
+int CmdBackup(const std::string& config_path, const std::string& source, bool json, int wal_wait_seconds);
 
 struct PgRestoreArgs {
   std::string archive, source, to;

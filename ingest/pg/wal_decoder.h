@@ -48,6 +48,10 @@ class WalDecoder {
   // the first one). An XLOG_SWITCH record counts as reaching the segment end once its zero
   // filler has been fed, as in PostgreSQL's xlogreader. Reset(last_record_end(), true) resumes.
   pipeline::Lsn last_record_end() const { return last_record_end_; }
+  // Start of the last complete, verified record (invalid before the first one after a Reset):
+  // a recovery_target_lsn there makes recovery replay that record and stop, having read
+  // nothing after it.
+  pipeline::Lsn last_record_start() const { return prev_record_start_; }
   uint64_t records_verified() const { return records_verified_; }
 
  private:

@@ -335,6 +335,11 @@ TEST(RedisSnapshotTest, ScheduledSnapshotsWhileStreamingAndRetention) {
     return n;
   };
   ASSERT_TRUE(WaitFor([&] { return snapshots_done() >= 3; }, 60)) << s.ferry->Log();
+  // One by hand, beside the service: `ferry backup` on a Redis source takes an RDB snapshot.
+  auto by_hand = RunFerry({"backup", "--config", s.config, "--source", "cache", "--json"});
+  ASSERT_TRUE(by_hand.ok());
+  EXPECT_EQ(by_hand->exit_code, 0) << by_hand->err;
+  EXPECT_TRUE(absl::StrContains(by_hand->out, "\"kind\":\"redis-rdb\"")) << by_hand->out;
   fill(c, 50);
   const std::string digest = Digest(*s.primary);
   const std::string when = pipeline::FormatUnixMicros(pipeline::NowUnixMicros());

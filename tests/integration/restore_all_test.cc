@@ -29,6 +29,7 @@
 #include "storage/segment_format.h"
 #include "tests/fixtures/ferry_process.h"
 #include "tests/fixtures/pg_cluster.h"
+#include "tests/fixtures/scratch.h"
 #include "tools/sandbox/local_postgres.h"
 #include "tools/sandbox/local_redis.h"
 #include "tools/sandbox/pg_steps.h"
@@ -216,16 +217,6 @@ std::string Largest(const std::string& dir, const std::string& suffix) {
     }
   }
   return best;
-}
-
-void FlipByte(const std::string& path, uint64_t offset) {
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  f.seekg(static_cast<std::streamoff>(offset));
-  char c = 0;
-  f.read(&c, 1);
-  c = static_cast<char>(c ^ 0x5a);
-  f.seekp(static_cast<std::streamoff>(offset));
-  f.write(&c, 1);
 }
 
 // Sums "unopened" over every stream of `ferry verify --archive A --json` (sealed frames

@@ -186,8 +186,11 @@ TEST(StreamLogRecoveryTest, TornTailIsTruncatedOnWritableOpen) {
   const std::string seg = w.dir + "/" + SegmentFileName(1);
   const off_t full = SizeOf(seg);
   const auto& last = w.frames.back();
-  // A crash mid-write: the last frame is only partly on disk.
+  // A crash mid-write: the last frame is only partly on disk, and (never synced, so never
+  // acknowledged) not in the index.
   ASSERT_EQ(truncate(seg.c_str(), static_cast<off_t>(last.offset + 30)), 0);
+  const std::string idx = w.dir + "/" + IndexFileName(1);
+  ASSERT_EQ(truncate(idx.c_str(), static_cast<off_t>(4 * kIndexEntrySize)), 0);
   auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, Writable());
   ASSERT_TRUE(log.ok()) << log.status();
   EXPECT_EQ((*log)->frames().size(), 4u);
@@ -195,6 +198,63 @@ TEST(StreamLogRecoveryTest, TornTailIsTruncatedOnWritableOpen) {
   EXPECT_EQ(SizeOf(seg), static_cast<off_t>(last.offset));
   EXPECT_LT(SizeOf(seg), full);
   EXPECT_EQ((*log)->frames().back().header.end_pos, last.header.start_pos);
+  std::filesystem::remove_all(w.dir);
+}
+
+// The index lists a frame only after it was synced: a last segment shorter than its indexed
+// frames lost acknowledged data. Neither a reader nor the writer takes that for a torn tail;
+// a survey open lists the rest and Verify names the spot once.
+TEST(StreamLogRecoveryTest, TruncatedIndexedTailIsDataLoss) {
+  Written w = WriteSome(5);
+  const std::string seg = w.dir + "/" + SegmentFileName(1);
+  const auto& lost = w.frames[3];
+  ASSERT_EQ(truncate(seg.c_str(), static_cast<off_t>(lost.offset + 30)), 0);
+  for (bool writable : {false, true}) {
+    StreamLogOptions o = writable ? Writable() : StreamLogOptions{};
+    auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, o);
+    ASSERT_FALSE(log.ok()) << "writable=" << writable;
+    EXPECT_EQ(log.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(log.status().message().find(seg), std::string::npos) << log.status();
+    EXPECT_NE(log.status().message().find("durable"), std::string::npos) << log.status();
+  }
+  EXPECT_EQ(SizeOf(seg), static_cast<off_t>(lost.offset + 30));  // the writer truncated nothing
+  StreamLogOptions survey;
+  survey.survey = true;
+  auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, survey);
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ((*log)->frames().size(), 3u);
+  std::vector<Damage> damage;
+  (*log)->Verify(&damage);
+  ASSERT_EQ(damage.size(), 1u);
+  EXPECT_EQ(damage[0].file, seg);
+  EXPECT_EQ(damage[0].offset, lost.offset);
+  EXPECT_EQ(damage[0].reason.find(seg), std::string::npos) << "the file is named once: " << damage[0].reason;
+  std::filesystem::remove_all(w.dir);
+}
+
+// A damaged frame in the middle is one spot, not a spot and then a gap after it, whether the
+// open or Verify finds it.
+TEST(StreamLogRecoveryTest, DamagedFrameIsReportedOnce) {
+  Written w = WriteSome(6);
+  const std::string seg = w.dir + "/" + SegmentFileName(1);
+  int fd = open(seg.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  const off_t at = static_cast<off_t>(w.frames[2].offset + pipeline::kFrameHeaderSize + 5);
+  char c;
+  ASSERT_EQ(pread(fd, &c, 1, at), 1);
+  c ^= 0x01;
+  ASSERT_EQ(pwrite(fd, &c, 1, at), 1);
+  close(fd);
+  // The writer's open scans the last segment: it finds the damage there.
+  StreamLogOptions survey;
+  survey.survey = true;
+  auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, survey);
+  ASSERT_TRUE(log.ok()) << log.status();
+  std::vector<Damage> damage;
+  (*log)->Verify(&damage);
+  ASSERT_EQ(damage.size(), 1u) << damage[0].reason << " / " << (damage.size() > 1 ? damage[1].reason : "");
+  EXPECT_EQ(damage[0].offset, w.frames[2].offset);
+  EXPECT_NE(damage[0].reason.find("checksum"), std::string::npos) << damage[0].reason;
   std::filesystem::remove_all(w.dir);
 }
 

@@ -227,5 +227,17 @@ TEST(ConfigTest, HttpOffLoopbackNeedsAToken) {
   EXPECT_EQ(c->http_token, "t0ken");
 }
 
+// The example configurations in the repository are what `ferry config check` accepts, with
+// the secrets they name from the environment present (as a deployment would have them).
+TEST(ConfigTest, ExampleConfigsInTheRepositoryLoad) {
+  ASSERT_EQ(setenv("FERRY_REDIS_PASSWORD", "example", 1), 0);
+  for (const char* name : {"ferry.example.toml", "ferry.mirror.example.toml"}) {
+    const std::string path = std::string(FERRY_TESTDATA_DIR) + "/../../tools/" + name;
+    auto c = LoadConfig(path);
+    EXPECT_TRUE(c.ok()) << path << ": " << c.status();
+  }
+  unsetenv("FERRY_REDIS_PASSWORD");
+}
+
 }  // namespace
 }  // namespace ferry::tools

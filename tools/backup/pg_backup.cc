@@ -15,7 +15,8 @@ namespace ferry::tools {
 
 absl::StatusOr<PgBackupOutcome> TakePostgresBackup(
     const std::string& archive_path, const SourceConfig& source, const std::string& snapshot_class,
-    const std::atomic<bool>* cancel, const std::function<void(uint64_t, uint64_t)>& progress) {
+    const std::atomic<bool>* cancel, const std::function<void(uint64_t, uint64_t)>& progress,
+    absl::Duration wal_wait) {
   FERRY_ASSIGN_OR_RETURN(auto archive, storage::Archive::Open(archive_path, storage::ArchiveOptions{}));
   auto identity = archive->GetIdentity(source.name);
   if (absl::IsNotFound(identity.status())) {
@@ -58,10 +59,32 @@ absl::StatusOr<PgBackupOutcome> TakePostgresBackup(
   writer->SetMeta("end_lsn", result.points.end.ToString());
   writer->SetMeta("end_tli", absl::StrCat(result.points.end_tli.value()));
   writer->SetMeta("files", absl::StrCat(result.files));
+  // A backup restores only with its WAL up to its end: it is committed once that is durable
+  // in the archive, never before (ferry run streams it; a stopped stream fails the backup).
+  FERRY_RETURN_IF_ERROR(WaitForArchivedWal(archive_path, source.name, result.points.end, wal_wait, cancel));
   PgBackupOutcome outcome;
   FERRY_ASSIGN_OR_RETURN(outcome.manifest, writer->Commit());
   outcome.stats = writer->stats();
   return outcome;
+}
+
+absl::Status WaitForArchivedWal(const std::string& archive_path, const std::string& source, pipeline::Lsn end,
+                                absl::Duration timeout, const std::atomic<bool>* cancel) {
+  FERRY_ASSIGN_OR_RETURN(auto archive, storage::Archive::Open(archive_path, storage::ArchiveOptions{}));
+  FERRY_ASSIGN_OR_RETURN(storage::StreamLog * wal, archive->Stream(source, pipeline::StreamKind::kPgWal));
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    const uint64_t have = wal->empty() ? 0 : wal->frames().back().header.end_pos;
+    if (have >= end.value()) return absl::OkStatus();
+    if (absl::Now() >= deadline || (cancel != nullptr && cancel->load())) {
+      return absl::UnavailableError(absl::StrCat(
+          "the backup ends at WAL ", end.ToString(), " but after ", absl::FormatDuration(timeout),
+          " the archive of source \"", source, "\" holds WAL only to ", pipeline::Lsn(have).ToString(),
+          ": the backup is not kept (is ferry run streaming this source?)"));
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+    FERRY_RETURN_IF_ERROR(wal->Refresh());
+  }
 }
 
 absl::optional<std::string> DueBackup(const storage::SnapshotStore& snapshots,

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/types/optional.h"
 #include "pipeline/position.h"
 #include "storage/snapshot_store.h"
@@ -24,10 +25,17 @@ struct PgBackupOutcome {
 // source's WAL stream: a backup is only restorable with the WAL from its start on, so
 // without it this refuses (kFailedPrecondition) rather than store an unusable snapshot.
 // `snapshot_class` is "full" or "incremental" (retention classes; storage is deduplicated
-// either way). progress(done, total) in bytes.
+// either way). The backup is committed only once the archive holds its WAL up to the
+// backup's end (WaitForArchivedWal, for at most `wal_wait`); progress(done, total) in bytes.
 absl::StatusOr<PgBackupOutcome> TakePostgresBackup(
     const std::string& archive_path, const SourceConfig& source, const std::string& snapshot_class,
-    const std::atomic<bool>* cancel, const std::function<void(uint64_t, uint64_t)>& progress);
+    const std::atomic<bool>* cancel, const std::function<void(uint64_t, uint64_t)>& progress,
+    absl::Duration wal_wait = absl::Seconds(60));
+
+// Returns once the archive's WAL of `source` reaches `end` (the service is streaming it);
+// kUnavailable naming both positions after `timeout` or on *cancel.
+absl::Status WaitForArchivedWal(const std::string& archive_path, const std::string& source, pipeline::Lsn end,
+                                absl::Duration timeout, const std::atomic<bool>* cancel = nullptr);
 
 // Which backup is due at `now` given the source's snapshots: "full" when there is none or
 // the newest full one is full_backup_every old, "incremental" when the newest backup is

@@ -3,6 +3,7 @@
 // and write the recovery settings that replay archived WAL through `ferry wal-fetch`.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -34,7 +35,25 @@ struct PgRestorePlan {
   // The archive position that must be reached (kLatest: the end of the archive).
   pipeline::Lsn replay_to;
   std::string description;  // "time 2026-...Z", "lsn 0/3000000", "xid 1234", "latest"
+  // The frames recovery will read: from the one holding the backup's first WAL byte to the
+  // last of the segments recovery may ask for (it reads ahead of the target).
+  int64_t first_frame = 0;
+  int64_t last_frame = 0;
 };
+
+// What checking a plan's WAL found: where its last complete record starts and ends.
+struct WalCheck {
+  pipeline::Lsn last_record_start;
+  pipeline::Lsn last_record_end;
+};
+
+// Reads every frame of the plan (header and payload checksums, sealed frames authenticated)
+// and checks every record's CRC-32C from the backup's start. kDataLoss names the damaged
+// frame's file and offset and the latest point before it the archive can restore (an --xid).
+// `cancel` stops it early (the result is then not a check).
+absl::StatusOr<WalCheck> CheckRestoreWal(const storage::StreamLog& wal, const PgRestorePlan& plan,
+                                         uint64_t segment_bytes, uint64_t system_id,
+                                         const std::atomic<bool>* cancel = nullptr);
 
 // The newest snapshot that ends before the target, with every WAL byte from its start to
 // the target in `wal`. kOutOfRange when the target is outside the window (before the oldest
@@ -59,6 +78,11 @@ struct RestoreWindow {
 // incomplete).
 RestoreWindow PgRestorableWindow(const storage::StreamLog& wal, const storage::SnapshotStore& snapshots);
 
+// Every WAL frame of the restorable window (from the oldest backup whose start is archived to
+// the archive's end) read and checked as a restore checks it: a drill's proof that PITR works
+// to any instant of the window, not only to the one it restored. kDataLoss names the damage.
+absl::Status CheckPgWindowWal(const std::string& archive_path, const std::string& source);
+
 // Writes the snapshot's files into `target`, which must not exist or be empty
 // (kFailedPrecondition otherwise, before anything is written). progress(done, total) in bytes.
 absl::Status MaterialiseSnapshot(const storage::SnapshotStore& store,
@@ -75,9 +99,17 @@ absl::Status WriteRecoverySettings(const std::string& target, const std::string&
                                    const std::string& target_setting, bool standby = false);
 
 // The whole restore as `ferry restore postgres` does it (without starting the server):
-// open the archive, plan (every check before anything is written), materialise with a
-// progress bar on a terminal, write the recovery settings. Returns a one-line summary.
-absl::StatusOr<std::string> RestorePostgresTo(const std::string& archive_path,
+// open the archive, plan, materialise with a progress bar on a terminal while every WAL frame
+// recovery needs is checked, write the recovery settings (--latest: a recovery_target_lsn at
+// the archive's last record, so that PostgreSQL refuses to promote short of it). A failed
+// restore leaves `to` as it found it.
+struct PgRestored {
+  std::string summary;  // one line
+  // Where replay must have got to (pg_last_wal_replay_lsn) for the restore to be whole;
+  // invalid when PostgreSQL's own target check is the whole check (time, xid, exclusive lsn).
+  pipeline::Lsn must_reach;
+};
+absl::StatusOr<PgRestored> RestorePostgresTo(const std::string& archive_path,
                                               const std::string& source, const PgTarget& target,
                                               const std::string& to,
                                               const std::string& ferry_binary);

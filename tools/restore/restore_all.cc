@@ -85,7 +85,9 @@ absl::StatusOr<std::vector<SourceRestored>> RestoreAllTo(const std::string& arch
       } else {
         r.point = "latest";
       }
-      summary = RestorePostgresTo(archive_path, source, t, r.dir, ferry_binary);
+      auto pg = RestorePostgresTo(archive_path, source, t, r.dir, ferry_binary);
+      if (pg.ok()) r.must_reach = pg->must_reach;
+      summary = pg.ok() ? absl::StatusOr<std::string>(pg->summary) : pg.status();
     } else if (r.kind == "redis") {
       RedisTarget t;
       if (at_mark != nullptr) {
@@ -114,7 +116,8 @@ absl::StatusOr<std::vector<SourceRestored>> RestoreAllTo(const std::string& arch
   return out;
 }
 
-absl::StatusOr<PgStarted> StartRestoredPostgres(const std::string& dir, int port, int timeout_seconds) {
+absl::StatusOr<PgStarted> StartRestoredPostgres(const std::string& dir, int port, int timeout_seconds,
+                                                 pipeline::Lsn must_reach) {
   PgStarted s;
   FERRY_ASSIGN_OR_RETURN(s.server, LocalPostgres::StartExisting(dir, port));
   FERRY_RETURN_IF_ERROR(WaitForRecoveryEnd(*s.server, timeout_seconds));
@@ -122,9 +125,20 @@ absl::StatusOr<PgStarted> StartRestoredPostgres(const std::string& dir, int port
       std::string reached,
       s.server->Query("select coalesce(to_char(pg_last_xact_replay_timestamp() at time zone 'UTC', "
                       "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'none'), pg_current_wal_lsn(), "
-                      "(select timeline_id from pg_control_checkpoint())"));
+                      "(select timeline_id from pg_control_checkpoint()), pg_last_wal_replay_lsn()"));
   std::vector<std::string> f = absl::StrSplit(reached, '|');
-  f.resize(3);
+  f.resize(4);
+  if (must_reach.valid()) {
+    // PostgreSQL refuses to promote short of an explicit target; this checks it did not.
+    auto replayed = pipeline::Lsn::Parse(f[3]);
+    if (!replayed.ok() || *replayed < must_reach) {
+      const std::string log = s.server->log_path();
+      (void)s.server->Stop();
+      return absl::DataLossError(absl::StrCat("recovery of ", dir, " replayed WAL to ", f[3], ", short of ",
+                                              must_reach.ToString(), " that the restore needs; the server is stopped "
+                                              "(log ", log, ")"));
+    }
+  }
   if (auto t = pipeline::ParseRfc3339(f[0]); t.ok()) s.last_commit = *t;
   s.reached = absl::StrCat("last replayed commit at ", f[0], "; promoted, now at ", f[1], " on timeline ", f[2]);
   return s;

@@ -25,6 +25,7 @@ struct SourceRestored {
   std::string dir;       // DIR/<source>
   std::string point;     // the target as that source's position ("lsn 0/3000000", "offset 1234")
   std::string summary;   // RestorePostgresTo's / RestoreRedisTo's line
+  pipeline::Lsn must_reach;  // PostgreSQL: PgRestored::must_reach
 };
 
 // Restores every source; the first failure stops it and names the source. PostgreSQL goes to
@@ -35,13 +36,15 @@ absl::StatusOr<std::vector<SourceRestored>> RestoreAllTo(const std::string& arch
                                                          const std::string& to, const std::string& ferry_binary);
 
 // Starts a restored PostgreSQL data directory, waits until recovery has finished, and
-// describes the point reached (last replayed commit, LSN, timeline).
+// describes the point reached (last replayed commit, LSN, timeline). A valid `must_reach`
+// (PgRestored's) that replay fell short of is kDataLoss, with the server stopped.
 struct PgStarted {
   std::unique_ptr<LocalPostgres> server;
   std::string reached;
   pipeline::UnixMicros last_commit = 0;  // 0 when no commit was replayed
 };
-absl::StatusOr<PgStarted> StartRestoredPostgres(const std::string& dir, int port, int timeout_seconds);
+absl::StatusOr<PgStarted> StartRestoredPostgres(const std::string& dir, int port, int timeout_seconds,
+                                                 pipeline::Lsn must_reach = pipeline::Lsn());
 
 // Starts redis-server on a restored AOF directory and waits until all of it has loaded.
 absl::StatusOr<std::unique_ptr<LocalRedis>> StartRestoredRedis(const std::string& dir, int port);

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -12,6 +13,20 @@
 
 namespace ferry::tools {
 using pipeline::TimelineId;
+
+namespace {
+constexpr absl::string_view kNotInArchivePayload = "ferry.dev/wal-fetch/not-in-archive";
+}  // namespace
+
+absl::Status NotInArchive(absl::string_view message) {
+  absl::Status st = absl::NotFoundError(message);
+  st.SetPayload(kNotInArchivePayload, absl::Cord("1"));
+  return st;
+}
+
+bool IsNotInArchive(const absl::Status& status) {
+  return absl::IsNotFound(status) && status.GetPayload(kNotInArchivePayload).has_value();
+}
 
 absl::Status WriteReplacing(const std::string& dest, absl::string_view bytes) {
   // Write beside the destination, then rename: PostgreSQL never sees a half-written file.
@@ -45,11 +60,20 @@ absl::Status FetchWalFile(storage::Archive& archive, const std::string& source,
 
 absl::StatusOr<WalFile> MaterialiseWalFile(storage::Archive& archive, const std::string& source,
                                            const std::string& name) {
-  FERRY_ASSIGN_OR_RETURN(storage::StreamLog * log, archive.Stream(source, pipeline::StreamKind::kPgWal));
+  auto stream = archive.Stream(source, pipeline::StreamKind::kPgWal);
+  if (absl::IsNotFound(stream.status())) {
+    // A wrong --source is a configuration error, not the end of the archive.
+    return absl::FailedPreconditionError(
+        absl::StrCat("the archive has no PostgreSQL WAL for source \"", source, "\" (", stream.status().message(),
+                     "): check restore_command's --source against ferry ls"));
+  }
+  FERRY_RETURN_IF_ERROR(stream.status());
+  storage::StreamLog* log = *stream;
   if (absl::EndsWith(name, ".history")) {
     auto contents = log->GetFile(name);
     if (!contents.ok()) {
-      if (absl::IsNotFound(contents.status())) return absl::NotFoundError(absl::StrCat(name, " is not in the archive"));
+      // Recovery probes for the history of timelines that may not exist yet.
+      if (absl::IsNotFound(contents.status())) return NotInArchive(absl::StrCat(name, " is not in the archive"));
       return contents.status();
     }
     return WalFile{std::move(*contents), true};
@@ -59,7 +83,7 @@ absl::StatusOr<WalFile> MaterialiseWalFile(storage::Archive& archive, const std:
   uint64_t segno = 0;
   if (!ingest::pg::ParseWalFileName(name, seg_bytes, &tli, &segno)) {
     // .partial and .backup files are never needed for recovery.
-    return absl::NotFoundError(absl::StrCat(name, " is not a WAL segment ferry archives"));
+    return NotInArchive(absl::StrCat(name, " is not a WAL segment ferry archives"));
   }
   const uint64_t seg_lo = segno * seg_bytes;
   const uint64_t seg_hi = seg_lo + seg_bytes;
@@ -110,10 +134,10 @@ absl::StatusOr<WalFile> MaterialiseWalFile(storage::Archive& archive, const std:
                                               " but its records do not hold it; run ferry verify"));
     }
   }
-  if (covered == seg_lo) return absl::NotFoundError(absl::StrCat(name, " is not in the archive"));
   if (covered < seg_hi) {
-    // Serve a partial segment only at the very end of the archive's stream for that timeline;
-    // anywhere else a missing range is a gap, reported, never papered over with zeros.
+    // Serve a partial segment (or say the segment is not there) only at the very end of the
+    // archive's stream for that timeline; anywhere else a missing range is a gap, reported,
+    // never papered over with zeros or taken for the end of the archive.
     uint64_t ignored;
     if (const storage::FrameLocation* f = log->FirstFrameAfter(owner(covered, &ignored), covered)) {
       return absl::DataLossError(absl::StrCat(
@@ -122,6 +146,7 @@ absl::StatusOr<WalFile> MaterialiseWalFile(storage::Archive& archive, const std:
           pipeline::Lsn(f->header.start_pos).ToString(), "; run ferry verify"));
     }
   }
+  if (covered == seg_lo) return NotInArchive(absl::StrCat(name, " is not in the archive"));
   return WalFile{std::move(out), covered == seg_hi};
 }
 

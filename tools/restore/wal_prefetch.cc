@@ -135,7 +135,7 @@ absl::Status FetchWalFileAhead(storage::Archive& archive, const std::string& sou
   if (!PrepareSpool(spool)) return FetchWalFile(archive, source, name, dest);
   if (!TakeSpooled(spool, name, seg, *seg_bytes, options.depth, dest)) {
     absl::Status st = FetchWalFile(archive, source, name, dest);
-    if (absl::IsNotFound(st)) {
+    if (IsNotInArchive(st)) {
       // Past the end of the archive: recovery is about to end; nothing ahead to keep.
       (void)DropSpool(spool);
       return st;

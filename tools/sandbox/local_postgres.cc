@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -206,18 +207,67 @@ bool ServerUserReads(const passwd* pw, const struct stat& st, mode_t need) {
 
 }  // namespace
 
+namespace {
+
+// As the postgres user (a forked child that takes its ids), the first path under `root` it
+// cannot read (directories: list and enter), or "" when it reads them all. What counts is
+// what the kernel lets that user do (owner, group, parent directories on the way), not what
+// the mode bits of one directory suggest.
+absl::StatusOr<std::string> FirstUnreadableAsServerUser(const passwd* pw, const std::string& root) {
+  int fds[2];
+  if (pipe(fds) != 0) return absl::ErrnoToStatus(errno, "pipe");
+  const pid_t pid = fork();
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return absl::ErrnoToStatus(errno, "fork");
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    std::string bad;
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
+      bad = "(cannot take the postgres user's ids)";
+    } else if (access(root.c_str(), R_OK | X_OK) != 0) {
+      bad = root;
+    } else {
+      std::error_code ec;
+      for (auto it = std::filesystem::recursive_directory_iterator(root, ec);
+           !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+        const bool dir = it->is_directory(ec);
+        if (access(it->path().c_str(), dir ? R_OK | X_OK : R_OK) != 0) {
+          bad = it->path().string();
+          break;
+        }
+      }
+      if (ec && bad.empty()) bad = root;
+    }
+    (void)!write(fds[1], bad.data(), bad.size());
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string bad;
+  char buf[512];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof(buf))) > 0) bad.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return bad;
+}
+
+}  // namespace
+
 absl::Status CheckServerUserCanRead(const std::string& archive_path) {
   if (!RunningAsRoot()) return absl::OkStatus();
   FERRY_ASSIGN_OR_RETURN(passwd * pw, ServerUser());
-  struct stat st;
-  if (stat(archive_path.c_str(), &st) != 0) return absl::ErrnoToStatus(errno, absl::StrCat("stat ", archive_path));
-  const mode_t m = st.st_mode;
-  if (ServerUserReads(pw, st, 0500)) return absl::OkStatus();
+  FERRY_ASSIGN_OR_RETURN(const std::string bad, FirstUnreadableAsServerUser(pw, archive_path));
+  if (bad.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrFormat(
-      "the archive %s (mode %04o) is not readable by the postgres user, which runs the restored server and "
-      "its restore_command (ferry wal-fetch): give the archive group access for it (chgrp -R postgres %s; "
-      "chmod -R g+rX %s; chmod g+s %s), or restore as a user that can read it",
-      archive_path, m & 07777, archive_path, archive_path, archive_path));
+      "the postgres user, which runs the restored server and its restore_command (ferry wal-fetch), cannot "
+      "read %s in the archive %s: give the archive group access for it (chgrp -R postgres %s; chmod -R g+rX %s; "
+      "find %s -type d -exec chmod g+s {} +), or restore as a user that can read it",
+      bad, archive_path, archive_path, archive_path, archive_path));
 }
 
 absl::Status CheckServerUserCanReadKeyFile(const std::string& key_file) {

@@ -444,6 +444,9 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view ori
     int64_t min_free = c.min_free_percent;
     FERRY_RETURN_IF_ERROR(r.Int("min_free_percent", 0, 99, &min_free));
     c.min_free_percent = static_cast<int>(min_free);
+    int64_t verify_rate = c.verify_mb_per_s;
+    FERRY_RETURN_IF_ERROR(r.Int("verify_mb_per_s", 0, 100000, &verify_rate));
+    c.verify_mb_per_s = static_cast<int>(verify_rate);
     c.zstd_level = static_cast<int>(level);
     FERRY_RETURN_IF_ERROR(r.String("encryption_key_file", &c.encryption_key_file));
     if (!c.encryption_key_file.empty()) {

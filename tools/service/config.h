@@ -67,6 +67,9 @@ struct Config {
   // Under this much free space on the archive's file system the service stops writing and
   // acknowledging (it never deletes anything to make room) and resumes when space returns.
   int min_free_percent = 5;
+  // The service re-reads what it archived at up to this many MiB a second (0: never):
+  // new frames soon after they are synced, then the whole archive again and again.
+  int verify_mb_per_s = 8;
   absl::Duration retention_full = absl::Hours(24 * 30);
   absl::Duration retention_incremental = absl::Hours(24 * 7);
   absl::Duration retention_wal = absl::Hours(72);

@@ -1,6 +1,8 @@
 #include "tools/service/http.h"
 
-#include <httplib.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <openssl/crypto.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -44,9 +46,17 @@ std::vector<std::string> Unhealthy(const ServiceState& state) {
   if (state.last_drill.has_value() && !state.last_drill->ok()) {
     for (const SourceDrill& d : state.last_drill->sources) {
       for (const DrillCheck& c : d.checks) {
-        if (!c.ok) why.push_back(absl::StrCat("last drill failed: source ", d.source, " check ", c.name));
+        if (!c.ok) {
+          why.push_back(absl::StrCat("last drill failed: source ", d.source, " check ", c.name, ": ", c.detail,
+                                     "; fix it and the next drill (retried from a minute on) clears this"));
+        }
       }
     }
+  }
+  for (const std::string& d : state.archive_damage) {
+    why.push_back(absl::StrCat("archive damaged: ", d,
+                               "; restores that need it refuse (ferry verify lists every spot; restore to a point "
+                               "before it or from a backup after it)"));
   }
   return why;
 }
@@ -174,6 +184,12 @@ std::string MetricsText(const ServiceState& state) {
   }
   metric("ferry_archive_free_ratio", "gauge", "free fraction of the archive's file system");
   absl::StrAppend(&out, "ferry_archive_free_ratio ", state.archive_free_fraction, "\n");
+  metric("ferry_archive_damaged_spots", "gauge", "damaged spots the service's read-back verification knows of");
+  absl::StrAppend(&out, "ferry_archive_damaged_spots ", state.archive_damage.size(), "\n");
+  metric("ferry_archive_verified_bytes_total", "counter", "stored bytes read back and checked by the verifier");
+  absl::StrAppend(&out, "ferry_archive_verified_bytes_total ", state.verified_bytes, "\n");
+  metric("ferry_archive_verify_sweeps_total", "counter", "passes of the verifier over the whole archive begun");
+  absl::StrAppend(&out, "ferry_archive_verify_sweeps_total ", state.verify_sweeps, "\n");
   if (state.last_drill.has_value()) {
     const DrillReport& d = *state.last_drill;
     metric("ferry_drill_last_run_timestamp_seconds", "gauge", "when the last restore drill started");
@@ -293,6 +309,12 @@ std::string StatusJson(const ServiceState& state) {
     w.EndObject();
   }
   w.EndArray();
+  w.Key("archive_damage");
+  w.StartArray();
+  for (const std::string& d : state.archive_damage) w.String(d.c_str());
+  w.EndArray();
+  w.Key("verified_bytes");
+  w.Uint64(state.verified_bytes);
   w.Key("last_drill");
   if (state.last_drill.has_value()) {
     const std::string drill = DrillJson(*state.last_drill);
@@ -315,49 +337,93 @@ absl::StatusOr<ListenAddress> ParseListen(const std::string& listen) {
   return a;
 }
 
+namespace {
+
+struct Reply {
+  unsigned status = 200;
+  std::string body;
+  const char* type = "text/plain";
+};
+
+// What the endpoint answers: GET /healthz, /metrics, /status (with the bearer token, when set).
+Reply Answer(const HttpEndpoint::Handler& h, const char* method, const char* url, const char* authorization) {
+  if (!h.expected_auth.empty()) {
+    // Compared in constant time, so that response timing does not give the token away.
+    const std::string got = authorization == nullptr ? "" : authorization;
+    if (got.size() != h.expected_auth.size() ||
+        CRYPTO_memcmp(got.data(), h.expected_auth.data(), got.size()) != 0) {
+      return {401, "a bearer token is required (the service's [http] token_file)\n"};
+    }
+  }
+  if (std::string(method) != "GET" && std::string(method) != "HEAD") return {405, "GET only\n"};
+  const std::string path = url;
+  if (path == "/healthz") {
+    const std::vector<std::string> why = Unhealthy(h.state());
+    return {why.empty() ? 200u : 503u, why.empty() ? "ok\n" : absl::StrJoin(why, "\n") + "\n"};
+  }
+  if (path == "/metrics") return {200, MetricsText(h.state()), "text/plain; version=0.0.4"};
+  if (path == "/status") return {200, StatusJson(h.state()) + "\n", "application/json"};
+  return {404, "not found: /healthz, /metrics, /status\n"};
+}
+
+MHD_Result OnRequest(void* cls, MHD_Connection* connection, const char* url, const char* method,
+                     const char* /*version*/, const char* /*upload_data*/, size_t* upload_data_size,
+                     void** /*req_cls*/) {
+  if (*upload_data_size != 0) {  // a body is not wanted: consume it and answer once it is in
+    *upload_data_size = 0;
+    return MHD_YES;
+  }
+  const auto* handler = static_cast<const HttpEndpoint::Handler*>(cls);
+  const Reply r = Answer(*handler, method, url,
+                         MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+  MHD_Response* response =
+      MHD_create_response_from_buffer(r.body.size(), const_cast<char*>(r.body.data()), MHD_RESPMEM_MUST_COPY);
+  if (response == nullptr) return MHD_NO;
+  (void)MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, r.type);
+  const MHD_Result queued = MHD_queue_response(connection, r.status, response);
+  MHD_destroy_response(response);
+  return queued;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& listen, const std::string& token,
                                                                   std::function<ServiceState()> state) {
   FERRY_ASSIGN_OR_RETURN(const ListenAddress address, ParseListen(listen));
-  const std::string& host = address.host;
-  const int port = address.port;
   std::unique_ptr<HttpEndpoint> e(new HttpEndpoint());
-  e->server_ = std::make_unique<httplib::Server>();
-  if (!token.empty()) {
-    const std::string expected = "Bearer " + token;
-    e->server_->set_pre_routing_handler([expected](const httplib::Request& req, httplib::Response& res) {
-      // Compared in constant time, so that response timing does not give the token away.
-      const std::string got = req.get_header_value("Authorization");
-      if (got.size() == expected.size() && CRYPTO_memcmp(got.data(), expected.data(), got.size()) == 0) {
-        return httplib::Server::HandlerResponse::Unhandled;
-      }
-      res.status = 401;
-      res.set_content("a bearer token is required (the service's [http] token_file)\n", "text/plain");
-      return httplib::Server::HandlerResponse::Handled;
-    });
+  e->handler_.state = std::move(state);
+  if (!token.empty()) e->handler_.expected_auth = "Bearer " + token;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string port = std::to_string(address.port);
+  if (int rc = getaddrinfo(address.host.empty() ? nullptr : address.host.c_str(), port.c_str(), &hints, &found);
+      rc != 0 || found == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("http.listen ", listen, ": ", gai_strerror(rc)));
   }
-  e->server_->Get("/healthz", [state](const httplib::Request&, httplib::Response& res) {
-    const std::vector<std::string> why = Unhealthy(state());
-    res.status = why.empty() ? 200 : 503;
-    res.set_content(why.empty() ? "ok\n" : absl::StrJoin(why, "\n") + "\n", "text/plain");
-  });
-  e->server_->Get("/metrics", [state](const httplib::Request&, httplib::Response& res) {
-    res.set_content(MetricsText(state()), "text/plain; version=0.0.4");
-  });
-  e->server_->Get("/status", [state](const httplib::Request&, httplib::Response& res) {
-    res.set_content(StatusJson(state()) + "\n", "application/json");
-  });
-  e->port_ = port == 0 ? e->server_->bind_to_any_port(host) : (e->server_->bind_to_port(host, port) ? port : -1);
-  if (e->port_ <= 0) {
+  // epoll threads: an idle or slow client is a socket in an epoll set, never a thread held, and
+  // is closed after kIdleSeconds; /healthz answers whatever the other connections do.
+  unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD;
+  if (found->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+  e->daemon_ = MHD_start_daemon(flags, 0, nullptr, nullptr, &OnRequest, &e->handler_,
+                                MHD_OPTION_SOCK_ADDR, found->ai_addr,
+                                MHD_OPTION_CONNECTION_TIMEOUT, static_cast<unsigned>(kIdleSeconds),
+                                MHD_OPTION_CONNECTION_LIMIT, static_cast<unsigned>(kMaxConnections),
+                                MHD_OPTION_THREAD_POOL_SIZE, static_cast<unsigned>(kThreads),
+                                MHD_OPTION_END);
+  freeaddrinfo(found);
+  if (e->daemon_ == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat("http.listen ", listen, ": cannot bind (in use?)"));
   }
-  httplib::Server* server = e->server_.get();
-  e->thread_ = std::thread([server] { server->listen_after_bind(); });
+  const MHD_DaemonInfo* info = MHD_get_daemon_info(e->daemon_, MHD_DAEMON_INFO_BIND_PORT);
+  e->port_ = info != nullptr ? info->port : address.port;
   return e;
 }
 
 HttpEndpoint::~HttpEndpoint() {
-  if (server_ != nullptr) server_->stop();
-  if (thread_.joinable()) thread_.join();
+  if (daemon_ != nullptr) MHD_stop_daemon(daemon_);
 }
 
 }  // namespace ferry::tools

@@ -1,4 +1,4 @@
-// The service's HTTP endpoint (cpp-httplib): /healthz, /metrics (Prometheus text format) and
+// The service's HTTP endpoint (libmicrohttpd, epoll): /healthz, /metrics (Prometheus text format) and
 // /status (JSON), all rendered from one ServiceState the service assembles per request.
 #pragma once
 
@@ -14,9 +14,7 @@
 #include "absl/types/optional.h"
 #include "tools/restore/drill.h"
 
-namespace httplib {
-class Server;
-}
+struct MHD_Daemon;
 
 namespace ferry::tools {
 
@@ -53,6 +51,9 @@ struct ServiceState {
   double archive_free_fraction = 1;  // of the archive's file system
   double min_free_fraction = 0.05;   // under it, writing and acknowledging are held
   absl::optional<DrillReport> last_drill;
+  std::vector<std::string> archive_damage;  // ArchiveVerifier::Damage()
+  uint64_t verified_bytes = 0;              // read back by the verifier since the start
+  uint64_t verify_sweeps = 0;
   std::string kafka_bootstrap;  // with [kafka]: the brokers (a mock cluster's own address)
   std::string kafka_topic_prefix;
   absl::optional<cross_region::MirrorState> mirror;  // set by `ferry mirror`
@@ -60,7 +61,7 @@ struct ServiceState {
 
 // Why the service is unhealthy (empty: healthy): a source down longer than its
 // down_after, the archive's file system under its min_free_percent (writing held), the last
-// drill failed.
+// drill failed (each failed check with its reason), damage the verifier found.
 std::vector<std::string> Unhealthy(const ServiceState& state);
 std::string MetricsText(const ServiceState& state);
 std::string StatusJson(const ServiceState& state);
@@ -75,17 +76,28 @@ absl::StatusOr<ListenAddress> ParseListen(const std::string& listen);
 class HttpEndpoint {
  public:
   // Binds `listen` ("host:port"; port 0 picks a free one) now — an address in use is an error
-  // at start-up, not later — and serves on a thread of its own until destroyed. With a
+  // at start-up, not later — and serves on threads of its own until destroyed. With a
   // token, every request must carry "Authorization: Bearer <token>" (else 401).
   static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Start(const std::string& listen, const std::string& token,
                                                              std::function<ServiceState()> state);
   ~HttpEndpoint();
   int port() const { return port_; }
 
+  // Idle and slow clients cannot starve the endpoint: connections wait in epoll sets (no thread
+  // per connection), a connection idle this long is closed, at most this many are open.
+  static constexpr int kIdleSeconds = 10;
+  static constexpr int kMaxConnections = 8192;
+  static constexpr int kThreads = 2;  // each answers from its own epoll set
+
+  struct Handler {
+    std::function<ServiceState()> state;
+    std::string expected_auth;  // "Bearer <token>", or empty: no token
+  };
+
  private:
   HttpEndpoint() = default;
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
+  Handler handler_;
+  MHD_Daemon* daemon_ = nullptr;
   int port_ = 0;
 };
 

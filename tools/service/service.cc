@@ -404,6 +404,10 @@ absl::Status Service::Run() {
     for (auto& r : runners_) StartRunner(r.get());
   }
   std::thread reporter([this] { ReportProgress(absl::Seconds(30)); });
+  if (config_.verify_mb_per_s > 0) {
+    verifier_ = std::make_unique<ArchiveVerifier>(config_.archive_path,
+                                                  static_cast<uint64_t>(config_.verify_mb_per_s) << 20);
+  }
   std::thread driller;
   if (config_.drill_every > absl::ZeroDuration()) driller = std::thread([this] { RunDrillSchedule(); });
   std::unique_ptr<HttpEndpoint> http;
@@ -446,6 +450,7 @@ absl::Status Service::Run() {
   reporter.join();
   if (driller.joinable()) driller.join();
   http.reset();
+  verifier_.reset();
   // Nothing ships any more: the address is no longer the service's to advertise.
   if (!kafka_.brokers.empty()) (void)unlink((config_.archive_path + "/KAFKA").c_str());
   return first;
@@ -646,17 +651,28 @@ ServiceState Service::State() {
   st.kafka_topic_prefix = kafka_.topic_prefix;
   st.min_free_fraction = config_.min_free_percent / 100.0;
   if (auto drill = LoadLastDrill(config_.archive_path); drill.ok()) st.last_drill = *drill;
+  if (verifier_ != nullptr) {
+    st.archive_damage = verifier_->Damage();
+    st.verified_bytes = verifier_->verified_bytes();
+    st.verify_sweeps = verifier_->sweeps();
+  }
   return st;
 }
 
 void Service::RunDrillSchedule() {
+  // A failed drill is retried from a minute on, doubling up to drill_every, so that health
+  // clears soon after the cause is fixed instead of staying red for a week.
+  absl::Duration retry = absl::Minutes(1);  // after the next failure
+  absl::Duration wait_after_failure = retry;
   while (true) {
     {
       absl::MutexLock lock(&mu_);
       if (mu_.AwaitWithTimeout(absl::Condition(&sources_done_), absl::Seconds(5))) return;
     }
     auto last = LoadLastDrill(config_.archive_path);
-    if (last.ok() && absl::Microseconds(pipeline::NowUnixMicros() - last->started) < config_.drill_every) continue;
+    const absl::Duration wait =
+        last.ok() && !last->ok() ? std::min(wait_after_failure, config_.drill_every) : config_.drill_every;
+    if (last.ok() && absl::Microseconds(pipeline::NowUnixMicros() - last->started) < wait) continue;
     // The first drill waits until every source has something to restore.
     Config current = config_;
     {
@@ -677,6 +693,16 @@ void Service::RunDrillSchedule() {
     }
     for (const SourceDrill& d : report->sources) {
       spdlog::info("source={} event=drill ok={} rto_s={:.1f} rpo_s={:.1f}", d.source, d.ok(), d.rto_seconds, d.rpo_seconds);
+      for (const DrillCheck& c : d.checks) {
+        if (!c.ok) spdlog::error("source={} event=drill_check_failed check={} error=\"{}\"", d.source, c.name, c.detail);
+      }
+    }
+    if (report->ok()) {
+      retry = absl::Minutes(1);
+    } else {
+      wait_after_failure = std::min(retry, config_.drill_every);
+      retry = std::min(retry * 2, config_.drill_every);
+      spdlog::warn("event=drill_retry in={}", absl::FormatDuration(wait_after_failure));
     }
     if (absl::Status st = SaveLastDrill(config_.archive_path, *report); !st.ok()) {
       spdlog::error("event=drill_not_saved error=\"{}\"", std::string(st.message()));

@@ -13,6 +13,7 @@
 #include "cross_region/kafka.h"
 #include "pipeline/batcher.h"
 #include "storage/archive.h"
+#include "tools/service/archive_verifier.h"
 #include "tools/service/config.h"
 #include "tools/service/http.h"
 
@@ -107,6 +108,8 @@ class Service {
   // [kafka]: where the shippers send (brokers resolved: a mock cluster's bootstrap address).
   cross_region::KafkaOptions kafka_;
   std::unique_ptr<cross_region::MockCluster> kafka_mock_;
+  // [archive] verify_mb_per_s: reads back what was archived (null when 0). Set in Run.
+  std::unique_ptr<ArchiveVerifier> verifier_;
 };
 
 }  // namespace ferry::tools

@@ -1,0 +1,153 @@
+#include "tools/service/archive_verifier.h"
+
+#include <spdlog/spdlog.h>
+
+#include <memory>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "storage/archive.h"
+
+namespace ferry::tools {
+namespace {
+
+// Where one stream's two cursors are: `fresh` follows the newest frames, `sweep` walks the
+// whole stream from its first frame.
+struct Cursor {
+  size_t fresh = 0;
+  size_t sweep = 0;
+  // The last frame `fresh` checked, to find its place again in a reopened archive (retention
+  // may have removed frames before it).
+  uint32_t fresh_epoch = 0;
+  uint64_t fresh_end = 0;
+};
+
+}  // namespace
+
+ArchiveVerifier::ArchiveVerifier(std::string archive_path, uint64_t bytes_per_second, absl::Duration round)
+    : archive_path_(std::move(archive_path)),
+      bytes_per_round_(std::max<uint64_t>(1, static_cast<uint64_t>(static_cast<double>(bytes_per_second) *
+                                                                    absl::ToDoubleSeconds(round)))),
+      round_(round) {
+  thread_ = std::thread([this] { Run(); });
+}
+
+ArchiveVerifier::~ArchiveVerifier() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  thread_.join();
+}
+
+std::vector<std::string> ArchiveVerifier::Damage() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> out;
+  for (const auto& [spot, message] : damage_) out.push_back(message);
+  return out;
+}
+
+void ArchiveVerifier::Run() {
+  std::unique_ptr<storage::Archive> archive;
+  std::map<std::string, Cursor> cursors;  // "source/stream"
+  bool sweep_done = true;                 // reopen (and start a sweep) on the first round
+  bool reopened = false;
+  std::set<std::string> open_spots;       // damage_ keys a survey open reported
+  std::string scratch;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stop_), round_)) return;
+    }
+    if (sweep_done) {
+      // A survey open: damage found while opening does not hide the rest of the stream.
+      storage::ArchiveOptions options;
+      options.survey = true;
+      auto opened = storage::Archive::Open(archive_path_, options);
+      if (!opened.ok()) {
+        absl::MutexLock lock(&mu_);
+        damage_["(open)"] = std::string(opened.status().message());
+        continue;
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        damage_.erase("(open)");
+      }
+      archive = std::move(*opened);
+      for (auto& [key, c] : cursors) c.sweep = 0;
+      reopened = true;
+      sweep_done = false;
+      sweeps_.fetch_add(1, std::memory_order_relaxed);
+    }
+    uint64_t budget = bytes_per_round_;
+    bool all_swept = true;
+    for (const std::string& source : archive->Sources()) {
+      for (pipeline::StreamKind kind : archive->Streams(source)) {
+        auto log = archive->Stream(source, kind);
+        const std::string key = absl::StrCat(source, "/", pipeline::StreamKindName(kind));
+        if (!log.ok()) {
+          absl::MutexLock lock(&mu_);
+          damage_[key] = absl::StrCat("source ", source, ": ", log.status().message());
+          continue;
+        }
+        Cursor& c = cursors[key];
+        const auto& frames = (*log)->frames();
+        if (reopened) {
+          absl::MutexLock lock(&mu_);
+          damage_.erase(key);
+          // Spots the last open reported are kept only while this open reports them too.
+          for (auto it = open_spots.begin(); it != open_spots.end();) {
+            if (absl::StartsWith(*it, (*log)->dir())) {
+              damage_.erase(*it);
+              it = open_spots.erase(it);
+            } else {
+              ++it;
+            }
+          }
+          for (const storage::Damage& d : (*log)->open_damage()) {
+            const std::string spot = absl::StrCat(d.file, "@", d.offset);
+            damage_[spot] = absl::StrCat(d.file, " at offset ", d.offset, ": ", d.reason);
+            open_spots.insert(spot);
+          }
+          c.fresh = 0;
+          while (c.fresh < frames.size() && (frames[c.fresh].header.epoch < c.fresh_epoch ||
+                                             (frames[c.fresh].header.epoch == c.fresh_epoch &&
+                                              frames[c.fresh].header.end_pos <= c.fresh_end))) {
+            ++c.fresh;
+          }
+        }
+        (void)(*log)->Refresh();  // frames synced since the last round
+        auto check = [&](size_t i) {
+          const storage::FrameLocation& f = frames[i];
+          auto records = (*log)->ReadRecords(f, &scratch);
+          const std::string spot = absl::StrCat((*log)->SegmentPath(f.segment_seq), "@", f.offset);
+          absl::MutexLock lock(&mu_);
+          // A segment file gone is retention at work (it removes whole sealed segments); the
+          // next sweep's fresh open no longer lists it.
+          if (records.ok() || absl::IsNotFound(records.status())) {
+            damage_.erase(spot);
+          } else {
+            if (damage_.emplace(spot, std::string(records.status().message())).second) {
+              spdlog::error("event=archive_damage source={} stream={} error=\"{}\"", source,
+                            std::string(pipeline::StreamKindName(kind)), std::string(records.status().message()));
+            }
+          }
+          verified_bytes_.fetch_add(f.header.frame_size(), std::memory_order_relaxed);
+          budget -= std::min<uint64_t>(budget, f.header.frame_size());
+        };
+        while (budget > 0 && c.fresh < frames.size()) {
+          c.fresh_epoch = frames[c.fresh].header.epoch;
+          c.fresh_end = frames[c.fresh].header.end_pos;
+          check(c.fresh++);
+        }
+        while (budget > 0 && c.sweep < std::min(c.fresh, frames.size())) check(c.sweep++);
+        if (c.sweep < c.fresh) all_swept = false;
+      }
+    }
+    reopened = false;
+    sweep_done = all_swept;
+  }
+}
+
+}  // namespace ferry::tools
