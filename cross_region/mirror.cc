@@ -22,6 +22,7 @@
 #include "pipeline/compress.h"
 #include "pipeline/sha256.h"
 #include "storage/archive.h"
+#include "storage/durable_file.h"
 #include "storage/snapshot_store.h"
 
 namespace ferry::cross_region {
@@ -173,8 +174,7 @@ absl::StatusOr<SnapshotState*> Mirror::Impl::Snapshots(const std::string& source
   SnapshotState& st = snapshots[source];
   if (st.store == nullptr) {
     FERRY_RETURN_IF_ERROR(storage::ValidateSourceName(source));
-    std::error_code ec;
-    std::filesystem::create_directories(archive->SourceDir(source), ec);
+    FERRY_RETURN_IF_ERROR(storage::CreateDirectory(archive->SourceDir(source)));  // the archive's modes
     FERRY_ASSIGN_OR_RETURN(st.store, storage::SnapshotStore::Open(archive->SnapshotDir(source), true));
   }
   if (st.writer == nullptr) {

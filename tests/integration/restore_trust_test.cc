@@ -5,6 +5,7 @@
 // every other wal-fetch failure stops recovery too, and only "past the end" reads as the end.
 // A backup whose end WAL never reached the archive (ferry run killed) is not kept, and
 // --latest still restores. verify and ls name damage once, ls --json stays JSON.
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -302,8 +303,13 @@ TEST(RestoreTrustTest, BackupIsKeptOnlyWithItsEndWalAndLatestStillRestores) {
   const std::string sums = TableChecksums(*c.pg);
 
   // A drill checks the whole restorable window, not only what its own restore needs: a
-  // flipped frame before the newest backup fails it, naming the check and the file.
+  // flipped frame before the newest backup fails it, naming the check and the file. The
+  // backup runs under umask 077, the drill and the mark under 022: what each writes into the
+  // archive gets the archive's modes all the same (checked at the end).
+  const mode_t old_umask = umask(077);
   ASSERT_TRUE(RunFerrySucceeding({"backup", "--config", c.config, "--source", "main"}, "second backup"));
+  umask(022);
+  ASSERT_TRUE(RunFerrySucceeding({"mark", "--config", c.config, "before-drill"}, "mark"));
   {
     const WalFrames w = ReadFrames(c.archive);
     ASSERT_GT(w.first_needed, w.oldest_start + 2);
@@ -316,6 +322,7 @@ TEST(RestoreTrustTest, BackupIsKeptOnlyWithItsEndWalAndLatestStillRestores) {
     EXPECT_NE(drill.out.find("\"window\""), std::string::npos) << drill.out;
     EXPECT_NE(drill.out.find(SegPath(w, f)), std::string::npos) << drill.out;
   }
+  umask(old_umask);
 
   // The backup runs on its own connection; ferry run dies while it copies.
   tools::CommandResult second;
@@ -359,10 +366,27 @@ TEST(RestoreTrustTest, BackupIsKeptOnlyWithItsEndWalAndLatestStillRestores) {
                                "--to", c.dir + "/latest"}, "latest after the failed backup");
   ASSERT_TRUE(r);
   EXPECT_NE(r->out.find(absl::StrCat("newer backup ", newer_id, " skipped")), std::string::npos) << r->out;
+  // As root, a restore without --start hands the directory to the postgres user and says how
+  // to start it as that user.
+  EXPECT_NE(r->out.find("start it with: runuser -u postgres -- "), std::string::npos) << r->out;
+  EXPECT_NE(r->out.find(tools::PgBinDir().value_or("?") + "/pg_ctl -D " + c.dir + "/latest"), std::string::npos)
+      << r->out;
+  struct stat data_dir;
+  ASSERT_EQ(stat((c.dir + "/latest").c_str(), &data_dir), 0);
+  EXPECT_EQ(data_dir.st_uid, getpwnam("postgres")->pw_uid);
   auto pg = tools::StartRestoredPostgres(c.dir + "/latest", 0, 300);
   ASSERT_TRUE(pg.ok()) << pg.status();
   EXPECT_EQ(TableChecksums(*pg->server), sums);
   ASSERT_TRUE(pg->server->Stop().ok());
+
+  // One permission model for every command that wrote here (run, backup, mark, drill): the
+  // archive directory has group access, so every directory is 2750 and every file 0640.
+  for (const auto& e : std::filesystem::recursive_directory_iterator(c.archive)) {
+    struct stat st;
+    ASSERT_EQ(lstat(e.path().c_str(), &st), 0);
+    const unsigned mode = st.st_mode & 07777;
+    EXPECT_EQ(mode, S_ISDIR(st.st_mode) ? 02750u : 0640u) << e.path() << " has mode " << std::oct << mode;
+  }
 }
 
 }  // namespace

@@ -206,9 +206,7 @@ absl::StatusOr<Mark> TakeMark(const Config& config, const std::string& name, int
     }
   }
   const std::string dir = MarksDir(config.archive_path);
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("create ", dir, ": ", ec.message()));
+  FERRY_RETURN_IF_ERROR(storage::CreateDirectory(dir));  // the archive's modes (durable_file.h)
   FERRY_RETURN_IF_ERROR(storage::WriteFileAtomically(dir, absl::StrCat(name, kMarkSuffix), FormatMark(mark)));
   return mark;
 }

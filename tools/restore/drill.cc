@@ -285,9 +285,7 @@ absl::StatusOr<DrillReport> ParseDrillJson(absl::string_view json) {
 
 absl::Status SaveLastDrill(const std::string& archive_path, const DrillReport& report) {
   const std::string dir = archive_path + "/drills";
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("create ", dir, ": ", ec.message()));
+  FERRY_RETURN_IF_ERROR(storage::CreateDirectory(dir));  // the archive's modes (durable_file.h)
   return storage::WriteFileAtomically(dir, "last.json", DrillJson(report) + "\n");
 }
 
