@@ -24,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "ingest/pg/replication_conn.h"
 #include "storage/archive.h"
+#include "storage/archive_keys.h"
 #include "storage/segment_format.h"
 #include "storage/snapshot_store.h"
 #include "tests/fixtures/pg_cluster.h"
@@ -31,6 +32,7 @@
 #include "tools/restore/restore_all.h"
 #include "tools/restore/wal_fetch.h"
 #include "tools/sandbox/local_postgres.h"
+#include "tools/sandbox/process.h"
 
 namespace ferry::testing {
 namespace {
@@ -247,6 +249,30 @@ TEST_P(FlipTest, AFlippedByteNeverRestoresLessAndRecoveryNeverEndsEarly) {
   }
   auto bad_archive = Ferry({"wal-fetch", "--archive", c.dir + "/no-archive", "--source", "main", first_name, c.dir + "/f7"});
   EXPECT_EQ(bad_archive.exit_code, tools::kWalFetchFatal) << bad_archive.err;
+
+  // A segment the postgres user cannot read: restore (as root) names it before writing
+  // anything, and wal-fetch as that user stops recovery rather than end it.
+  {
+    const std::string seg = SegPath(w, w.frames[w.first_needed]);
+    ASSERT_EQ(chmod(seg.c_str(), 0600), 0);
+    auto refused_access = Ferry(Args(from, {"restore", "postgres", "--source", "main", "--latest", "--to", restore_dir}));
+    EXPECT_EQ(refused_access.exit_code, 1) << refused_access.out;
+    EXPECT_NE(refused_access.err.find("cannot read " + seg), std::string::npos) << refused_access.err;
+    EXPECT_FALSE(std::filesystem::exists(restore_dir));
+    tools::RunOptions as_server;
+    as_server.as_user = "postgres";
+    if (GetParam().encrypted) {
+      as_server.env = {absl::StrCat(storage::kKeyFileEnv, "=", c.dir, "/archive.keys")};
+    }
+    const std::string spool = tools::MakeTempDir("ferry-fetch").value_or("/tmp");
+    ASSERT_TRUE(tools::GiveToServerUser(spool).ok());
+    auto denied = tools::RunCommand({FERRY_BINARY, "wal-fetch", "--archive", c.archive, "--source", "main",
+                                     "--prefetch", "0", first_name, spool + "/f8"}, as_server);
+    ASSERT_TRUE(denied.ok()) << denied.status();
+    EXPECT_EQ(denied->exit_code, tools::kWalFetchFatal) << denied->err;
+    EXPECT_NE(denied->err.find("Permission denied"), std::string::npos) << denied->err;
+    ASSERT_EQ(chmod(seg.c_str(), 0640), 0);
+  }
 
   // A sealed segment in the middle truncated: verify names the file once per spot and never
   // tells the user to run what they ran; ls --json still prints JSON; wal-fetch and restore
