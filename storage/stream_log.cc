@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "pipeline/change_event.h"
 #include "pipeline/check.h"
 #include "pipeline/endian.h"
@@ -502,7 +503,8 @@ uint64_t StreamLog::Verify(std::vector<Damage>* damage, uint64_t* unopened) cons
     // A damaged frame is reported once: the frames after it are checked against the
     // positions its index entry gives.
     auto damaged = [&](const absl::Status& st) {
-      damage->push_back({file, loc.offset, std::string(st.message())});
+      // The spot names the file; a reason from a read ("read FILE: ...") need not again.
+      damage->push_back({file, loc.offset, absl::StrReplaceAll(st.message(), {{absl::StrCat(" ", file), ""}})});
       prev = loc.header;
       prev_loc = &loc;
       have_prev = true;

@@ -28,9 +28,9 @@ constexpr uint64_t kSeg = 1 << 20;  // PostgreSQL's smallest WAL segment size
 
 std::string Name(uint64_t segno) { return ingest::pg::WalFileName(pipeline::TimelineId(1), segno, kSeg); }
 
-// An archive whose source "main" holds `bytes` of WAL on timeline 1 from position 0, in
-// frames of 64 KiB records; returns the WAL itself.
-std::string MakeArchive(const std::string& dir, uint64_t bytes) {
+// An archive whose source "main" holds WAL on timeline 1 over each range [from, to) of
+// `ranges`, in frames of 64 KiB records; returns the WAL itself.
+std::string MakeArchiveWith(const std::string& dir, const std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
   storage::ArchiveOptions opts;
   opts.writable = true;
   opts.writer = storage::WriterKind::kPosix;
@@ -41,23 +41,28 @@ std::string MakeArchive(const std::string& dir, uint64_t bytes) {
   EXPECT_TRUE(log.ok()) << log.status();
   std::mt19937 rng(3);
   std::string wal;
-  uint64_t pos = 0;
-  while (pos < bytes) {
-    std::vector<pipeline::Record> records(1);
-    records[0].payload.resize(std::min<uint64_t>(64 << 10, bytes - pos));
-    for (char& c : records[0].payload) c = static_cast<char>(rng() % 13);
-    const uint64_t start = pos;
-    pos += records[0].payload.size();
-    records[0].end_pos = pos;
-    wal += records[0].payload;
-    pipeline::EncodedFrames frames;
-    auto h = pipeline::EncodeFrame({1, start, 0, records}, 1, &frames.bytes);
-    EXPECT_TRUE(h.ok());
-    frames.headers.push_back(*h);
-    EXPECT_TRUE((*log)->Write(frames).ok());
+  for (const auto& [from, to] : ranges) {
+    uint64_t pos = from;
+    while (pos < to) {
+      std::vector<pipeline::Record> records(1);
+      records[0].payload.resize(std::min<uint64_t>(64 << 10, to - pos));
+      for (char& c : records[0].payload) c = static_cast<char>(rng() % 13);
+      const uint64_t start = pos;
+      pos += records[0].payload.size();
+      records[0].end_pos = pos;
+      wal += records[0].payload;
+      pipeline::EncodedFrames frames;
+      auto h = pipeline::EncodeFrame({1, start, 0, records}, 1, &frames.bytes);
+      EXPECT_TRUE(h.ok());
+      frames.headers.push_back(*h);
+      EXPECT_TRUE((*log)->Write(frames).ok());
+    }
   }
   return wal;
 }
+
+// An archive holding `bytes` of WAL from position 0.
+std::string MakeArchive(const std::string& dir, uint64_t bytes) { return MakeArchiveWith(dir, {{0, bytes}}); }
 
 std::unique_ptr<storage::Archive> OpenReadOnly(const std::string& dir) {
   auto archive = storage::Archive::Open(dir, storage::ArchiveOptions{});
@@ -184,6 +189,34 @@ TEST_F(WalPrefetchTest, OffServesDirectlyAndLeavesNoSpool) {
   ASSERT_TRUE(FetchWalFileAhead(*archive_, "main", Name(4), dest, options).ok());
   EXPECT_EQ(Read(dest), Segment(4));
   EXPECT_FALSE(std::filesystem::exists(spool_));
+}
+
+// Only a file past the archive's end is "not in the archive" (restore_command's exit 1, the
+// end of recovery). A segment wholly inside a hole, or one the hole cuts short, is data loss:
+// recovery must stop there, not end there and promote.
+TEST(WalFetchTest, ASegmentInsideAGapIsDataLossNotTheEnd) {
+  const std::string dir = TestDir("wal-fetch") + "/archive";
+  MakeArchiveWith(dir, {{0, kSeg + kSeg / 2}, {4 * kSeg, 5 * kSeg}});  // nothing in [1.5, 4) segments
+  auto archive = OpenReadOnly(dir);
+  EXPECT_TRUE(MaterialiseWalFile(*archive, "main", Name(0)).ok());
+  for (uint64_t segno : {1, 2, 3}) {
+    auto f = MaterialiseWalFile(*archive, "main", Name(segno));
+    EXPECT_EQ(f.status().code(), absl::StatusCode::kDataLoss) << segno << ": " << f.status();
+    EXPECT_FALSE(IsNotInArchive(f.status())) << segno;
+  }
+  EXPECT_TRUE(MaterialiseWalFile(*archive, "main", Name(4)).ok());
+  auto past = MaterialiseWalFile(*archive, "main", Name(5));
+  EXPECT_TRUE(IsNotInArchive(past.status())) << past.status();
+  auto history = MaterialiseWalFile(*archive, "main", "00000002.history");
+  EXPECT_TRUE(IsNotInArchive(history.status())) << history.status();
+  // A source the archive does not have is a configuration error, never "not in the archive".
+  auto other = MaterialiseWalFile(*archive, "other", Name(0));
+  EXPECT_FALSE(other.ok());
+  EXPECT_FALSE(IsNotInArchive(other.status())) << other.status();
+  // Neither is a destination that cannot be written.
+  absl::Status dest = FetchWalFile(*archive, "main", Name(0), dir + "/no/such/dir/file");
+  EXPECT_FALSE(dest.ok());
+  EXPECT_FALSE(IsNotInArchive(dest)) << dest;
 }
 
 }  // namespace
