@@ -62,11 +62,11 @@ int CmdConfigCheck(const std::string& config_path) {
   auto d = [](absl::Duration x) { return absl::FormatDuration(x); };
   std::printf("%s: ok\n", config_path.c_str());
   std::printf("region = \"%s\"\ndrill_every = \"%s\"\n\n[archive]\npath = \"%s\"\nwriter = \"%s\"\nsegment_mb = %llu\n"
-              "zstd_level = %d\nverify_mb_per_s = %d\n\n[retention]\nfull = \"%s\"\nincremental = \"%s\"\nwal = \"%s\"\nredis_snapshots = \"%s\"\n\n"
+              "zstd_level = %d\nverify_mb_per_s = %d\nverify_sweep_every = \"%s\"\n\n[retention]\nfull = \"%s\"\nincremental = \"%s\"\nwal = \"%s\"\nredis_snapshots = \"%s\"\n\n"
               "[marks]\npause_redis = \"%s\"\n\n[http]\nlisten = \"%s\"\n",
               c.region.c_str(), d(c.drill_every).c_str(), c.archive_path.c_str(),
               std::string(storage::WriterKindName(c.writer)).c_str(),
-              static_cast<unsigned long long>(c.segment_bytes >> 20), c.zstd_level, c.verify_mb_per_s,
+              static_cast<unsigned long long>(c.segment_bytes >> 20), c.zstd_level, c.verify_mb_per_s, d(c.verify_sweep_every).c_str(),
               d(c.retention_full).c_str(),
               d(c.retention_incremental).c_str(), d(c.retention_wal).c_str(), d(c.retention_redis_snapshots).c_str(),
               d(c.mark_pause_redis).c_str(), c.http_listen.c_str());

@@ -55,7 +55,7 @@ TEST(HealthTest, DamageTurnsHealthRedNamingTheFileAndIdleClientsCannotStarveIt) 
   ASSERT_TRUE(port.ok());
   const std::string config = *dir + "/ferry.toml";
   std::ofstream(config) << "[archive]\npath = \"" << archive << "\"\nwriter = \"posix\"\nsegment_mb = 1\n"
-                        << "verify_mb_per_s = 64\n\n[http]\nlisten = \"127.0.0.1:" << *port << "\"\n\n"
+                        << "verify_mb_per_s = 64\nverify_sweep_every = \"1s\"\n\n[http]\nlisten = \"127.0.0.1:" << *port << "\"\n\n"
                         << "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << (*pg)->Conninfo()
                         << "\"\nscheduled_backups = false\n";
   FerryService ferry(config, *dir + "/ferry.log");

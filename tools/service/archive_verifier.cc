@@ -12,8 +12,8 @@
 namespace ferry::tools {
 namespace {
 
-// Where one stream's two cursors are: `fresh` follows the newest frames, `sweep` walks the
-// whole stream from its first frame.
+// One stream's place: `fresh` follows the newest frames, `sweep` walks the whole stream from
+// its first frame during a sweep.
 struct Cursor {
   size_t fresh = 0;
   size_t sweep = 0;
@@ -25,10 +25,12 @@ struct Cursor {
 
 }  // namespace
 
-ArchiveVerifier::ArchiveVerifier(std::string archive_path, uint64_t bytes_per_second, absl::Duration round)
+ArchiveVerifier::ArchiveVerifier(std::string archive_path, uint64_t bytes_per_second, absl::Duration sweep_every,
+                                 absl::Duration round)
     : archive_path_(std::move(archive_path)),
       bytes_per_round_(std::max<uint64_t>(1, static_cast<uint64_t>(static_cast<double>(bytes_per_second) *
                                                                     absl::ToDoubleSeconds(round)))),
+      sweep_every_(sweep_every),
       round_(round) {
   thread_ = std::thread([this] { Run(); });
 }
@@ -51,41 +53,43 @@ std::vector<std::string> ArchiveVerifier::Damage() const {
 void ArchiveVerifier::Run() {
   std::unique_ptr<storage::Archive> archive;
   std::map<std::string, Cursor> cursors;  // "source/stream"
-  bool sweep_done = true;                 // reopen (and start a sweep) on the first round
-  bool reopened = false;
-  std::set<std::string> open_spots;       // damage_ keys a survey open reported
+  // Frames found damaged, read again every round until they check out (repaired) or are gone.
+  std::map<std::string, std::pair<std::string, size_t>> recheck;  // spot -> (stream key, frame)
+  std::set<std::string> open_spots;  // damage_ keys the last survey open reported
+  absl::Time last_sweep_start = absl::InfinitePast();
+  bool sweeping = false;
   std::string scratch;
   while (true) {
     {
       absl::MutexLock lock(&mu_);
       if (mu_.AwaitWithTimeout(absl::Condition(&stop_), round_)) return;
     }
-    if (sweep_done) {
-      // A survey open: damage found while opening does not hide the rest of the stream.
+    bool reopened = false;
+    if (archive == nullptr || (!sweeping && absl::Now() - last_sweep_start >= sweep_every_)) {
+      // A sweep starts on a fresh open: what retention removed is no longer listed, new sources
+      // are, and a survey open's damage (a spot no frame is listed for) is found again.
       storage::ArchiveOptions options;
       options.survey = true;
       auto opened = storage::Archive::Open(archive_path_, options);
+      absl::MutexLock lock(&mu_);
       if (!opened.ok()) {
-        absl::MutexLock lock(&mu_);
         damage_["(open)"] = std::string(opened.status().message());
         continue;
       }
-      {
-        absl::MutexLock lock(&mu_);
-        damage_.erase("(open)");
-      }
+      damage_.erase("(open)");
       archive = std::move(*opened);
       for (auto& [key, c] : cursors) c.sweep = 0;
-      reopened = true;
-      sweep_done = false;
+      recheck.clear();
+      reopened = sweeping = true;
+      last_sweep_start = absl::Now();
       sweeps_.fetch_add(1, std::memory_order_relaxed);
     }
     uint64_t budget = bytes_per_round_;
-    bool all_swept = true;
+    bool swept = true;
     for (const std::string& source : archive->Sources()) {
       for (pipeline::StreamKind kind : archive->Streams(source)) {
-        auto log = archive->Stream(source, kind);
         const std::string key = absl::StrCat(source, "/", pipeline::StreamKindName(kind));
+        auto log = archive->Stream(source, kind);
         if (!log.ok()) {
           absl::MutexLock lock(&mu_);
           damage_[key] = absl::StrCat("source ", source, ": ", log.status().message());
@@ -96,7 +100,7 @@ void ArchiveVerifier::Run() {
         if (reopened) {
           absl::MutexLock lock(&mu_);
           damage_.erase(key);
-          // Spots the last open reported are kept only while this open reports them too.
+          // Spots the last open reported stay only while this open reports them too.
           for (auto it = open_spots.begin(); it != open_spots.end();) {
             if (absl::StartsWith(*it, (*log)->dir())) {
               damage_.erase(*it);
@@ -122,31 +126,37 @@ void ArchiveVerifier::Run() {
           const storage::FrameLocation& f = frames[i];
           auto records = (*log)->ReadRecords(f, &scratch);
           const std::string spot = absl::StrCat((*log)->SegmentPath(f.segment_seq), "@", f.offset);
+          budget -= std::min<uint64_t>(budget, f.header.frame_size());
+          verified_bytes_.fetch_add(f.header.frame_size(), std::memory_order_relaxed);
           absl::MutexLock lock(&mu_);
           // A segment file gone is retention at work (it removes whole sealed segments); the
-          // next sweep's fresh open no longer lists it.
+          // next sweep's open no longer lists it.
           if (records.ok() || absl::IsNotFound(records.status())) {
             damage_.erase(spot);
-          } else {
-            if (damage_.emplace(spot, std::string(records.status().message())).second) {
-              spdlog::error("event=archive_damage source={} stream={} error=\"{}\"", source,
-                            std::string(pipeline::StreamKindName(kind)), std::string(records.status().message()));
-            }
+            recheck.erase(spot);
+            return;
           }
-          verified_bytes_.fetch_add(f.header.frame_size(), std::memory_order_relaxed);
-          budget -= std::min<uint64_t>(budget, f.header.frame_size());
+          recheck[spot] = {key, i};
+          if (damage_.emplace(spot, std::string(records.status().message())).second) {
+            spdlog::error("event=archive_damage source={} stream={} error=\"{}\"", source,
+                          std::string(pipeline::StreamKindName(kind)), std::string(records.status().message()));
+          }
         };
+        for (const auto& [spot, where] : std::map(recheck)) {
+          if (where.first == key && where.second < frames.size()) check(where.second);
+        }
         while (budget > 0 && c.fresh < frames.size()) {
           c.fresh_epoch = frames[c.fresh].header.epoch;
           c.fresh_end = frames[c.fresh].header.end_pos;
           check(c.fresh++);
         }
-        while (budget > 0 && c.sweep < std::min(c.fresh, frames.size())) check(c.sweep++);
-        if (c.sweep < c.fresh) all_swept = false;
+        if (sweeping) {
+          while (budget > 0 && c.sweep < c.fresh) check(c.sweep++);
+          if (c.sweep < c.fresh) swept = false;
+        }
       }
     }
-    reopened = false;
-    sweep_done = all_swept;
+    if (sweeping && swept) sweeping = false;  // the next starts sweep_every after this one did
   }
 }
 

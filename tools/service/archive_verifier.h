@@ -17,11 +17,12 @@ namespace ferry::tools {
 
 class ArchiveVerifier {
  public:
-  // Reads at most `bytes_per_second` of stored frames a second (rounds of `round`): first
-  // the frames synced since the last round, then, with what is left, a sweep of the whole
-  // archive that starts over when it reaches the end (and then reopens the archive, so that
-  // segments retention removed are no longer read and new sources are).
-  ArchiveVerifier(std::string archive_path, uint64_t bytes_per_second, absl::Duration round = absl::Seconds(1));
+  // Reads at most `bytes_per_second` of stored frames a second (rounds of `round`): every
+  // round the frames synced since the last one, and frames found damaged again; with what is
+  // left, a sweep of the whole archive, one starting every `sweep_every` (on a fresh open,
+  // so that segments retention removed are no longer read and new sources are).
+  ArchiveVerifier(std::string archive_path, uint64_t bytes_per_second, absl::Duration sweep_every = absl::Hours(1),
+                  absl::Duration round = absl::Seconds(1));
   ~ArchiveVerifier();  // stops and joins
   ArchiveVerifier(const ArchiveVerifier&) = delete;
   ArchiveVerifier& operator=(const ArchiveVerifier&) = delete;
@@ -30,13 +31,14 @@ class ArchiveVerifier {
   // it reads back intact (repaired, or removed by retention).
   std::vector<std::string> Damage() const;
   uint64_t verified_bytes() const { return verified_bytes_.load(std::memory_order_relaxed); }
-  uint64_t sweeps() const { return sweeps_.load(std::memory_order_relaxed); }
+  uint64_t sweeps() const { return sweeps_.load(std::memory_order_relaxed); }  // begun
 
  private:
   void Run();
 
   const std::string archive_path_;
   const uint64_t bytes_per_round_;
+  const absl::Duration sweep_every_;
   const absl::Duration round_;
   std::atomic<uint64_t> verified_bytes_{0};
   std::atomic<uint64_t> sweeps_{0};

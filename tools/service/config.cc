@@ -447,6 +447,7 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text, absl::string_view ori
     int64_t verify_rate = c.verify_mb_per_s;
     FERRY_RETURN_IF_ERROR(r.Int("verify_mb_per_s", 0, 100000, &verify_rate));
     c.verify_mb_per_s = static_cast<int>(verify_rate);
+    FERRY_RETURN_IF_ERROR(r.Duration("verify_sweep_every", &c.verify_sweep_every));
     c.zstd_level = static_cast<int>(level);
     FERRY_RETURN_IF_ERROR(r.String("encryption_key_file", &c.encryption_key_file));
     if (!c.encryption_key_file.empty()) {

@@ -70,6 +70,7 @@ struct Config {
   // The service re-reads what it archived at up to this many MiB a second (0: never):
   // new frames soon after they are synced, then the whole archive again and again.
   int verify_mb_per_s = 8;
+  absl::Duration verify_sweep_every = absl::Hours(1);  // a pass over the whole archive this often
   absl::Duration retention_full = absl::Hours(24 * 30);
   absl::Duration retention_incremental = absl::Hours(24 * 7);
   absl::Duration retention_wal = absl::Hours(72);

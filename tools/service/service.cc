@@ -405,8 +405,8 @@ absl::Status Service::Run() {
   }
   std::thread reporter([this] { ReportProgress(absl::Seconds(30)); });
   if (config_.verify_mb_per_s > 0) {
-    verifier_ = std::make_unique<ArchiveVerifier>(config_.archive_path,
-                                                  static_cast<uint64_t>(config_.verify_mb_per_s) << 20);
+    verifier_ = std::make_unique<ArchiveVerifier>(
+        config_.archive_path, static_cast<uint64_t>(config_.verify_mb_per_s) << 20, config_.verify_sweep_every);
   }
   std::thread driller;
   if (config_.drill_every > absl::ZeroDuration()) driller = std::thread([this] { RunDrillSchedule(); });
