@@ -6,9 +6,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "tools/restore/wal_fetch.h"
+#include "absl/strings/strip.h"
 #include "storage/archive_keys.h"
 #include "tools/commands.h"
+#include "tools/restore/wal_fetch.h"
 #include "tools/service/config.h"
 
 namespace ferry::tools {
@@ -300,7 +301,10 @@ int RunCli(int argc, char** argv) {
       }
       topic = sub;
     }
-    std::printf("%s", topic->help().c_str());
+    // Through the formatter: App::help() would describe the parsed `help` subcommand instead.
+    const std::string usage = absl::StrJoin({std::string("ferry"), absl::StrJoin(help_topic, " ")}, " ");
+    std::printf("%s", topic->get_formatter()->make_help(topic, std::string(absl::StripTrailingAsciiWhitespace(usage)),
+                                                        CLI::AppFormatMode::Normal).c_str());
     return 0;
   }
   const std::string command = app.get_subcommands().front()->get_name();

@@ -8,8 +8,8 @@
 #include <cerrno>
 #include <deque>
 #include <filesystem>
-#include <thread>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -471,7 +471,7 @@ absl::StatusOr<PgRestored> RestorePostgresTo(const std::string& archive_path,
     return st;
   }
   PgRestored out;
-  out.must_reach = target.kind == PgTarget::Kind::kLatest ? check->last_record_end : pipeline::Lsn();
+  out.must_reach = target.kind == PgTarget::Kind::kLatest && !target.standby ? check->last_record_end : pipeline::Lsn();
   if (target.kind == PgTarget::Kind::kLsn && target.inclusive) out.must_reach = target.lsn;
   out.summary = absl::StrCat("restored backup ", plan.snapshot->id, " (consistent at ", plan.snapshot->Get("end_lsn"),
                              ") into ", to, "; every WAL frame to the target checked; recovery replays WAL to ",
