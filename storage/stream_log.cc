@@ -181,20 +181,27 @@ absl::Status StreamLog::Refresh() {
   return absl::OkStatus();
 }
 
-uint64_t StreamLog::IndexedPrefix(uint64_t seq, uint64_t seg_size, std::vector<FrameLocation>* out) {
+uint64_t StreamLog::IndexedPrefix(uint64_t seq, uint64_t seg_size, std::vector<FrameLocation>* out,
+                                  uint64_t* listed_end) {
   uint64_t expect = kSegmentHeaderSize;
+  uint64_t chained = kSegmentHeaderSize;  // where the chain ends, inside the file or not
   auto index = ReadWholeFile(absl::StrCat(dir_, "/", IndexFileName(seq)));
-  if (!index.ok()) return expect;
-  for (size_t at = 0; at + kIndexEntrySize <= index->size(); at += kIndexEntrySize) {
-    FrameLocation loc;
-    loc.segment_seq = seq;
-    if (!DecodeIndexEntry(absl::string_view(*index).substr(at, kIndexEntrySize), &loc.offset, &loc.header) ||
-        loc.offset != expect || loc.offset + loc.header.frame_size() > seg_size) {
-      break;
+  if (index.ok()) {
+    for (size_t at = 0; at + kIndexEntrySize <= index->size(); at += kIndexEntrySize) {
+      FrameLocation loc;
+      loc.segment_seq = seq;
+      if (!DecodeIndexEntry(absl::string_view(*index).substr(at, kIndexEntrySize), &loc.offset, &loc.header) ||
+          loc.offset != chained) {
+        break;
+      }
+      chained = loc.offset + loc.header.frame_size();
+      if (chained <= seg_size && expect == loc.offset) {
+        expect = chained;
+        out->push_back(loc);
+      }
     }
-    expect = loc.offset + loc.header.frame_size();
-    out->push_back(loc);
   }
+  if (listed_end != nullptr) *listed_end = chained;
   return expect;
 }
 
@@ -216,9 +223,19 @@ absl::Status StreamLog::LoadSealedIndex(uint64_t seq, std::vector<FrameLocation>
   // The index is derived data: use it only if it covers the segment exactly; otherwise
   // rebuild it from the segment (a crash before the index was synced).
   const size_t before = out->size();
-  if (IndexedPrefix(seq, seg_size, out) == seg_size && out->size() > before) return absl::OkStatus();
+  uint64_t listed_end = 0;
+  if (IndexedPrefix(seq, seg_size, out, &listed_end) == seg_size && out->size() > before) {
+    // Frames are indexed only once synced: an index listing frames past the file's end (cut
+    // at a frame boundary, so the frames that remain all check out) lost acknowledged data.
+    if (listed_end > seg_size) {
+      return Damaged(SegmentPath(seq), seg_size,
+                     absl::StrCat("the file ends here but its index records durable frames up to offset ", listed_end,
+                                  ": acknowledged data was lost (the file was truncated)"));
+    }
+    return absl::OkStatus();
+  }
   out->resize(before);
-  return ScanSegment(seq, false, kSegmentHeaderSize, out);
+  return ScanSegment(seq, false, kSegmentHeaderSize, out, listed_end);
 }
 
 absl::Status StreamLog::ScanSegment(uint64_t seq, bool is_last, uint64_t from,

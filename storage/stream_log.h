@@ -115,8 +115,10 @@ class StreamLog final : public pipeline::FrameConsumer {
   absl::Status Load();
   absl::Status LoadSealedIndex(uint64_t seq, std::vector<FrameLocation>* out);
   // Appends the frames seq's index lists, as far as they chain from the segment header and
-  // lie within seg_size; returns the offset where that chain ends.
-  uint64_t IndexedPrefix(uint64_t seq, uint64_t seg_size, std::vector<FrameLocation>* out);
+  // lie within seg_size; returns the offset where that chain ends. *listed_end: where the
+  // chain ends counting entries past seg_size too (the frames the index says are durable).
+  uint64_t IndexedPrefix(uint64_t seq, uint64_t seg_size, std::vector<FrameLocation>* out,
+                         uint64_t* listed_end = nullptr);
   // Validates frames from offset `from` (where a frame starts) to the end of the segment.
   // Damage before `durable_end` (where the frames the index records as durable end; 0 when
   // not checked) is never a torn tail, and a segment ending before it has lost frames.

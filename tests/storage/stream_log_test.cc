@@ -232,6 +232,46 @@ TEST(StreamLogRecoveryTest, TruncatedIndexedTailIsDataLoss) {
   std::filesystem::remove_all(w.dir);
 }
 
+// The same for a sealed segment cut exactly at a frame boundary: every frame left checks out,
+// but the index recorded more as durable.
+TEST(StreamLogRecoveryTest, SealedSegmentCutAtAFrameBoundaryIsDataLoss) {
+  const std::string dir = TestDir("ferry-test");
+  std::mt19937 rng(13);
+  uint64_t pos = 0;
+  std::string model;
+  {
+    auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, Writable(WriterKind::kPosix, 16 << 10));
+    ASSERT_TRUE(log.ok()) << log.status();
+    for (int i = 0; i < 12; ++i) ASSERT_TRUE((*log)->Write(MakeFrames(2, &pos, &rng, &model)).ok());
+  }
+  auto before = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, StreamLogOptions{});
+  ASSERT_TRUE(before.ok()) << before.status();
+  std::vector<FrameLocation> first;
+  for (const auto& f : (*before)->frames()) {
+    if (f.segment_seq == 1) first.push_back(f);
+  }
+  ASSERT_GE(first.size(), 3u);
+  ASSERT_GT((*before)->frames().back().segment_seq, 1u) << "the log must have rolled";
+  const std::string seg = dir + "/" + SegmentFileName(1);
+  ASSERT_EQ(truncate(seg.c_str(), static_cast<off_t>(first.back().offset)), 0);
+  for (bool writable : {false, true}) {
+    auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, writable ? Writable() : StreamLogOptions{});
+    ASSERT_FALSE(log.ok()) << "writable=" << writable;
+    EXPECT_EQ(log.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(log.status().message().find("truncated"), std::string::npos) << log.status();
+  }
+  StreamLogOptions survey;
+  survey.survey = true;
+  auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, survey);
+  ASSERT_TRUE(log.ok()) << log.status();
+  std::vector<Damage> damage;
+  (*log)->Verify(&damage);
+  ASSERT_EQ(damage.size(), 1u) << damage[0].reason << " / " << (damage.size() > 1 ? damage[1].reason : "");
+  EXPECT_EQ(damage[0].file, seg);
+  EXPECT_EQ(damage[0].offset, first.back().offset);
+  std::filesystem::remove_all(dir);
+}
+
 // A damaged frame in the middle is one spot, not a spot and then a gap after it, whether the
 // open or Verify finds it.
 TEST(StreamLogRecoveryTest, DamagedFrameIsReportedOnce) {
