@@ -472,6 +472,42 @@ absl::StatusOr<std::vector<pipeline::RecordView>> StreamLog::ReadRecords(
   // then costs no allocation (and no page faults) per frame.
   thread_local std::string bytes;
   FERRY_RETURN_IF_ERROR(ReadRangeInto(SegmentPath(loc.segment_seq), loc.offset, loc.header.frame_size(), &bytes));
+  return DecodeFrame(loc, bytes, scratch);
+}
+
+void StreamLog::CheckFrames(size_t first, size_t last,
+                            const std::function<void(size_t, const absl::Status&)>& on_result) const {
+  // Frames that follow each other in one segment are read with one pread (up to 8 MiB): the
+  // cost is the checksums and the decoding, not a file open per frame.
+  constexpr uint64_t kMaxRead = 8 << 20;
+  thread_local std::string bytes;
+  std::string scratch;
+  size_t i = first;
+  while (i <= last && i < frames_.size()) {
+    const FrameLocation& head = frames_[i];
+    size_t j = i;
+    uint64_t end = head.offset + head.header.frame_size();
+    while (j + 1 <= last && j + 1 < frames_.size() && frames_[j + 1].segment_seq == head.segment_seq &&
+           frames_[j + 1].offset == end && end + frames_[j + 1].header.frame_size() - head.offset <= kMaxRead) {
+      ++j;
+      end += frames_[j].header.frame_size();
+    }
+    absl::Status read = ReadRangeInto(SegmentPath(head.segment_seq), head.offset, end - head.offset, &bytes);
+    for (size_t k = i; k <= j; ++k) {
+      const FrameLocation& loc = frames_[k];
+      on_result(k, read.ok() ? DecodeFrame(loc, absl::string_view(bytes).substr(loc.offset - head.offset,
+                                                                                loc.header.frame_size()),
+                                           &scratch)
+                                   .status()
+                             : read);
+    }
+    i = j + 1;
+  }
+}
+
+absl::StatusOr<std::vector<pipeline::RecordView>> StreamLog::DecodeFrame(const FrameLocation& loc,
+                                                                         absl::string_view bytes,
+                                                                         std::string* scratch) const {
   // The code stays: a missing key (kFailedPrecondition) is not damage.
   auto fail = [&](const absl::Status& st) {
     return absl::Status(st.code(), absl::StrCat(SegmentPath(loc.segment_seq), " at offset ", loc.offset, ": ",
@@ -483,7 +519,7 @@ absl::StatusOr<std::vector<pipeline::RecordView>> StreamLog::ReadRecords(
   if (h->epoch != loc.header.epoch || h->start_pos != loc.header.start_pos || h->end_pos != loc.header.end_pos) {
     return fail(absl::DataLossError("the frame's positions differ from its index entry's"));
   }
-  const absl::string_view stored = absl::string_view(bytes).substr(pipeline::kFrameHeaderSize);
+  const absl::string_view stored = bytes.substr(pipeline::kFrameHeaderSize);
   if (h->codec == pipeline::Codec::kNone && h->key_id == 0) {
     // The views must outlive the next call: a payload stored as is is kept in *scratch.
     scratch->assign(stored.data(), stored.size());

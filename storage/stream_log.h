@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -89,6 +90,10 @@ class StreamLog final : public pipeline::FrameConsumer {
   // Reads and checks one frame, decoding its records into views of *scratch.
   absl::StatusOr<std::vector<pipeline::RecordView>> ReadRecords(const FrameLocation& loc,
                                                                 std::string* scratch) const;
+  // Checks frames()[first..last] as ReadRecords would, reading the frames that follow each
+  // other in a segment together; on_result(index, status) for each (kNotFound: its segment
+  // file is gone). For read-back verification, where a file open per frame would dominate.
+  void CheckFrames(size_t first, size_t last, const std::function<void(size_t, const absl::Status&)>& on_result) const;
   // Reads one frame's raw bytes (header + stored payload) as they are on disk.
   absl::StatusOr<std::string> ReadFrameBytes(const FrameLocation& loc) const;
 
@@ -114,6 +119,9 @@ class StreamLog final : public pipeline::FrameConsumer {
   StreamLog(std::string dir, pipeline::StreamKind kind, StreamLogOptions options);
   absl::Status Load();
   absl::Status LoadSealedIndex(uint64_t seq, std::vector<FrameLocation>* out);
+  // Checks a frame's bytes (read from the segment) against `loc` and decodes its records.
+  absl::StatusOr<std::vector<pipeline::RecordView>> DecodeFrame(const FrameLocation& loc, absl::string_view bytes,
+                                                                std::string* scratch) const;
   // Appends the frames seq's index lists, as far as they chain from the segment header and
   // lie within seg_size; returns the offset where that chain ends. *listed_end: where the
   // chain ends counting entries past seg_size too (the frames the index says are durable).

@@ -177,18 +177,21 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
 }
 
 // `commit_delay` empty: the default ("auto"); else the source's commit_delay, e.g. "0s".
+// `verify_mb_per_s` below 0: the default read-back rate ([archive] verify_mb_per_s).
 Capturer Ferry(const LocalPostgres& pg, const std::string& dir, const std::string& ferry, const std::string& writer,
-               int n, const std::string& commit_delay = "") {
+               int n, const std::string& commit_delay = "", int verify_mb_per_s = -1) {
   Capturer c;
   c.name = writer == "io_uring" ? "ferry" : absl::StrCat("ferry (", writer, " writer)");
   if (!commit_delay.empty()) absl::StrAppend(&c.name, ", commit_delay ", commit_delay);
+  if (verify_mb_per_s >= 0) absl::StrAppend(&c.name, ", verify_mb_per_s ", verify_mb_per_s);
   c.app_name = "ferry_main";
   c.slot = "ferry_main";
   c.store_dir = absl::StrCat(dir, "/ferry-", n, "/archive");
   const std::string config = absl::StrCat(dir, "/ferry-", n, ".toml");
   std::filesystem::create_directories(c.store_dir);
   std::ofstream(config) << "drill_every = \"0s\"\n[archive]\npath = \"" << c.store_dir << "\"\nwriter = \"" << writer
-                        << "\"\n\n"
+                        << "\"\n"
+                        << (verify_mb_per_s >= 0 ? absl::StrCat("verify_mb_per_s = ", verify_mb_per_s, "\n") : "") << "\n"
                         << "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << pg.Conninfo()
                         << "\"\nscheduled_backups = false\nstatus_interval_ms = 1000\n"
                         << (commit_delay.empty() ? "" : absl::StrCat("commit_delay = \"", commit_delay, "\"\n"));
@@ -265,6 +268,8 @@ int Main(int argc, char** argv) {
     FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n), true));
     FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "--synchronous", ++n), true));
     FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n), false));
+    // The same without reading back what was archived: what the verifier costs.
+    FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n, "", 0), false));
     FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n, commit_delay), false));
     FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "", ++n), false));
     FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "--compress=lz4", ++n), false));

@@ -22,6 +22,7 @@
 namespace ferry::storage {
 namespace {
 
+using ::ferry::testing::FlipByte;
 using ::ferry::testing::TestDir;
 
 using pipeline::EncodedFrames;
@@ -269,6 +270,36 @@ TEST(StreamLogRecoveryTest, SealedSegmentCutAtAFrameBoundaryIsDataLoss) {
   ASSERT_EQ(damage.size(), 1u) << damage[0].reason << " / " << (damage.size() > 1 ? damage[1].reason : "");
   EXPECT_EQ(damage[0].file, seg);
   EXPECT_EQ(damage[0].offset, first.back().offset);
+  std::filesystem::remove_all(dir);
+}
+
+// CheckFrames, the service's read-back (frames of a segment read together), reports every
+// frame once and exactly the damaged one as bad, in a sealed segment a reader lists from its
+// index without reading it.
+TEST(StreamLogRecoveryTest, CheckFramesFindsTheDamagedFrameInASealedSegment) {
+  const std::string dir = TestDir("ferry-test");
+  std::mt19937 rng(17);
+  uint64_t pos = 0;
+  std::string model;
+  {
+    auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, Writable(WriterKind::kPosix, 16 << 10));
+    ASSERT_TRUE(log.ok()) << log.status();
+    for (int i = 0; i < 12; ++i) ASSERT_TRUE((*log)->Write(MakeFrames(2, &pos, &rng, &model)).ok());
+  }
+  auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, StreamLogOptions{});
+  ASSERT_TRUE(log.ok()) << log.status();
+  const auto& frames = (*log)->frames();
+  ASSERT_GT(frames.back().segment_seq, 1u);
+  const size_t victim = 1;
+  ASSERT_EQ(frames[victim].segment_seq, 1u);
+  FlipByte(dir + "/" + SegmentFileName(1), frames[victim].offset + frames[victim].header.frame_size() - 1, 0x08);
+  std::vector<size_t> seen, bad;
+  (*log)->CheckFrames(0, frames.size() - 1, [&](size_t i, const absl::Status& st) {
+    seen.push_back(i);
+    if (!st.ok()) bad.push_back(i);
+  });
+  EXPECT_EQ(seen.size(), frames.size());
+  EXPECT_EQ(bad, std::vector<size_t>{victim});
   std::filesystem::remove_all(dir);
 }
 

@@ -58,7 +58,6 @@ void ArchiveVerifier::Run() {
   std::set<std::string> open_spots;  // damage_ keys the last survey open reported
   absl::Time last_sweep_start = absl::InfinitePast();
   bool sweeping = false;
-  std::string scratch;
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -122,36 +121,49 @@ void ArchiveVerifier::Run() {
           }
         }
         (void)(*log)->Refresh();  // frames synced since the last round
-        auto check = [&](size_t i) {
+        auto result = [&](size_t i, const absl::Status& st) {
           const storage::FrameLocation& f = frames[i];
-          auto records = (*log)->ReadRecords(f, &scratch);
           const std::string spot = absl::StrCat((*log)->SegmentPath(f.segment_seq), "@", f.offset);
-          budget -= std::min<uint64_t>(budget, f.header.frame_size());
           verified_bytes_.fetch_add(f.header.frame_size(), std::memory_order_relaxed);
           absl::MutexLock lock(&mu_);
           // A segment file gone is retention at work (it removes whole sealed segments); the
           // next sweep's open no longer lists it.
-          if (records.ok() || absl::IsNotFound(records.status())) {
+          if (st.ok() || absl::IsNotFound(st)) {
             damage_.erase(spot);
             recheck.erase(spot);
             return;
           }
           recheck[spot] = {key, i};
-          if (damage_.emplace(spot, std::string(records.status().message())).second) {
+          if (damage_.emplace(spot, std::string(st.message())).second) {
             spdlog::error("event=archive_damage source={} stream={} error=\"{}\"", source,
-                          std::string(pipeline::StreamKindName(kind)), std::string(records.status().message()));
+                          std::string(pipeline::StreamKindName(kind)), std::string(st.message()));
           }
         };
-        for (const auto& [spot, where] : std::map(recheck)) {
-          if (where.first == key && where.second < frames.size()) check(where.second);
+        // Checks frames from *cursor on, as many as the budget allows (at least one), and moves
+        // the cursor past them; stops at `limit`.
+        auto advance = [&](size_t* cursor, size_t limit) {
+          if (budget == 0 || *cursor >= limit) return;
+          size_t to = *cursor;
+          uint64_t bytes = 0;
+          while (to < limit && (to == *cursor || bytes + frames[to].header.frame_size() <= budget)) {
+            bytes += frames[to++].header.frame_size();
+          }
+          (*log)->CheckFrames(*cursor, to - 1, result);
+          budget -= std::min(budget, bytes);
+          *cursor = to;
+        };
+        std::vector<size_t> again;
+        for (const auto& [spot, where] : recheck) {
+          if (where.first == key && where.second < frames.size()) again.push_back(where.second);
         }
-        while (budget > 0 && c.fresh < frames.size()) {
-          c.fresh_epoch = frames[c.fresh].header.epoch;
-          c.fresh_end = frames[c.fresh].header.end_pos;
-          check(c.fresh++);
+        for (size_t i : again) (*log)->CheckFrames(i, i, result);
+        advance(&c.fresh, frames.size());
+        if (c.fresh > 0) {
+          c.fresh_epoch = frames[c.fresh - 1].header.epoch;
+          c.fresh_end = frames[c.fresh - 1].header.end_pos;
         }
         if (sweeping) {
-          while (budget > 0 && c.sweep < c.fresh) check(c.sweep++);
+          advance(&c.sweep, c.fresh);
           if (c.sweep < c.fresh) swept = false;
         }
       }
