@@ -495,11 +495,13 @@ void StreamLog::CheckFrames(size_t first, size_t last,
     absl::Status read = ReadRangeInto(SegmentPath(head.segment_seq), head.offset, end - head.offset, &bytes);
     for (size_t k = i; k <= j; ++k) {
       const FrameLocation& loc = frames_[k];
+      // A run that cannot be read whole (a file cut short) is read frame by frame, so that
+      // only the frames really missing are reported.
       on_result(k, read.ok() ? DecodeFrame(loc, absl::string_view(bytes).substr(loc.offset - head.offset,
                                                                                 loc.header.frame_size()),
                                            &scratch)
                                    .status()
-                             : read);
+                             : ReadRecords(loc, &scratch).status());
     }
     i = j + 1;
   }

@@ -300,6 +300,18 @@ TEST(StreamLogRecoveryTest, CheckFramesFindsTheDamagedFrameInASealedSegment) {
   });
   EXPECT_EQ(seen.size(), frames.size());
   EXPECT_EQ(bad, std::vector<size_t>{victim});
+  // Repaired, then the segment cut short before its last frame: only that frame is missing,
+  // though the frames of the segment were read together.
+  FlipByte(dir + "/" + SegmentFileName(1), frames[victim].offset + frames[victim].header.frame_size() - 1, 0x08);
+  size_t last_of_first = 0;
+  for (size_t i = 0; i < frames.size() && frames[i].segment_seq == 1; ++i) last_of_first = i;
+  ASSERT_GT(last_of_first, victim);
+  ASSERT_EQ(truncate((dir + "/" + SegmentFileName(1)).c_str(), static_cast<off_t>(frames[last_of_first].offset)), 0);
+  bad.clear();
+  (*log)->CheckFrames(0, frames.size() - 1, [&](size_t i, const absl::Status& st) {
+    if (!st.ok()) bad.push_back(i);
+  });
+  EXPECT_EQ(bad, std::vector<size_t>{last_of_first});
   std::filesystem::remove_all(dir);
 }
 
