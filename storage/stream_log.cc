@@ -118,8 +118,9 @@ absl::Status StreamLog::Load() {
       // lists and scans only what follows them; payload checksums are checked when a frame
       // is read. The writer never trusts that index: it rescans the whole segment.
       FERRY_ASSIGN_OR_RETURN(uint64_t size, FileSize(SegmentPath(segments_[i])));
-      const uint64_t from = IndexedPrefix(segments_[i], size, &frames_);
-      FERRY_RETURN_IF_ERROR(ScanSegment(segments_[i], true, from, &frames_, IndexedEnd(segments_[i])));
+      uint64_t listed_end = 0;  // one read of the index for both (wal-fetch opens per segment)
+      const uint64_t from = IndexedPrefix(segments_[i], size, &frames_, &listed_end);
+      FERRY_RETURN_IF_ERROR(ScanSegment(segments_[i], true, from, &frames_, listed_end));
     } else {
       FERRY_RETURN_IF_ERROR(
           ScanSegment(segments_[i], true, kSegmentHeaderSize, &frames_, IndexedEnd(segments_[i])));

@@ -233,18 +233,28 @@ TEST(StreamLogRecoveryTest, TruncatedIndexedTailIsDataLoss) {
   std::filesystem::remove_all(w.dir);
 }
 
+// 24 frames in 16 KiB segments: several sealed segments and a last one. Empty on failure.
+std::string WriteRolled(unsigned seed) {
+  const std::string dir = TestDir("ferry-test");
+  std::mt19937 rng(seed);
+  uint64_t pos = 0;
+  std::string model;
+  auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, Writable(WriterKind::kPosix, 16 << 10));
+  EXPECT_TRUE(log.ok()) << log.status();
+  if (!log.ok()) return "";
+  for (int i = 0; i < 12; ++i) {
+    absl::Status st = (*log)->Write(MakeFrames(2, &pos, &rng, &model));
+    EXPECT_TRUE(st.ok()) << st;
+    if (!st.ok()) return "";
+  }
+  return dir;
+}
+
 // The same for a sealed segment cut exactly at a frame boundary: every frame left checks out,
 // but the index recorded more as durable.
 TEST(StreamLogRecoveryTest, SealedSegmentCutAtAFrameBoundaryIsDataLoss) {
-  const std::string dir = TestDir("ferry-test");
-  std::mt19937 rng(13);
-  uint64_t pos = 0;
-  std::string model;
-  {
-    auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, Writable(WriterKind::kPosix, 16 << 10));
-    ASSERT_TRUE(log.ok()) << log.status();
-    for (int i = 0; i < 12; ++i) ASSERT_TRUE((*log)->Write(MakeFrames(2, &pos, &rng, &model)).ok());
-  }
+  const std::string dir = WriteRolled(13);
+  ASSERT_FALSE(dir.empty());
   auto before = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, StreamLogOptions{});
   ASSERT_TRUE(before.ok()) << before.status();
   std::vector<FrameLocation> first;
@@ -277,15 +287,8 @@ TEST(StreamLogRecoveryTest, SealedSegmentCutAtAFrameBoundaryIsDataLoss) {
 // frame once and exactly the damaged one as bad, in a sealed segment a reader lists from its
 // index without reading it.
 TEST(StreamLogRecoveryTest, CheckFramesFindsTheDamagedFrameInASealedSegment) {
-  const std::string dir = TestDir("ferry-test");
-  std::mt19937 rng(17);
-  uint64_t pos = 0;
-  std::string model;
-  {
-    auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, Writable(WriterKind::kPosix, 16 << 10));
-    ASSERT_TRUE(log.ok()) << log.status();
-    for (int i = 0; i < 12; ++i) ASSERT_TRUE((*log)->Write(MakeFrames(2, &pos, &rng, &model)).ok());
-  }
+  const std::string dir = WriteRolled(17);
+  ASSERT_FALSE(dir.empty());
   auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, StreamLogOptions{});
   ASSERT_TRUE(log.ok()) << log.status();
   const auto& frames = (*log)->frames();
