@@ -8,7 +8,7 @@ set -euo pipefail
 dir=${1:-bench/results}
 command -v gnuplot >/dev/null || { echo "plot: gnuplot not found: apt-get install gnuplot-nox (scripts/install-deps.sh does)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "plot: python3 not found: apt-get install python3 (scripts/install-deps.sh does)" >&2; exit 1; }
-[[ -d $dir ]] || { echo "plot: no results directory $dir: run a benchmark first (README, Benchmarks)" >&2; exit 1; }
+[[ -d $dir ]] || { echo "plot: no results directory $dir: run a benchmark first (docs/benchmarks.md)" >&2; exit 1; }
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

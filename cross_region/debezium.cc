@@ -1,4 +1,4 @@
-// Debezium envelopes with RapidJSON's writer. Type mapping: the README's "Change events".
+// Debezium envelopes with RapidJSON's writer. Type mapping: docs/change-events.md, "Types".
 #include "cross_region/debezium.h"
 
 #include <rapidjson/stringbuffer.h>
@@ -256,6 +256,149 @@ bool KeyChanged(const ChangeRelation& rel, const ChangeEvent& e) {
   return false;
 }
 
+// One Debezium message to render: an event's table, op and rows.
+struct Envelope {
+  const ChangeEvent& event;
+  uint32_t relation = 0;
+  char op = 0;
+  const ChangeTuple* before = nullptr;
+  const ChangeTuple* after = nullptr;
+  bool last_of_snapshot = false;
+};
+
+// Renders one batch's events (see RenderDebezium), with what all their envelopes share made
+// once per batch, not per event.
+class DebeziumRenderer {
+ public:
+  DebeziumRenderer(const ChangeBatch& batch, const DebeziumOptions& options, int64_t now_ms,
+                   std::vector<KafkaRecord>* out)
+      : batch_(batch),
+        options_(options),
+        now_ms_(now_ms),
+        out_(out),
+        snapshot_(batch.kind == ChangeBatch::Kind::kSnapshot),
+        server_name_(absl::StrCat(options.topic_prefix, ".", options.source)) {
+    for (const ChangeRelation& rel : batch.relations) topics_.push_back(TableTopic(options, rel.schema, rel.table));
+  }
+
+  void Render() {
+    for (size_t i = 0; i < batch_.events.size(); ++i) RenderEvent(i);
+  }
+
+ private:
+  void RenderEvent(size_t i);
+  void RenderUpdate(const ChangeEvent& e, const ChangeRelation& rel);
+  void Emit(const Envelope& env, const std::string& key);
+  // The envelope's "source" block.
+  void WriteSource(JsonWriter& w, const Envelope& env);
+  void Tombstone(uint32_t relation, const std::string& key) {
+    if (options_.tombstones && !key.empty()) out_->push_back(KafkaRecord{topics_[relation], key, true, ""});
+  }
+
+  const ChangeBatch& batch_;
+  const DebeziumOptions& options_;
+  const int64_t now_ms_;
+  std::vector<KafkaRecord>* const out_;
+  const bool snapshot_;
+  const std::string server_name_;
+  std::vector<std::string> topics_;  // by relation
+};
+
+void DebeziumRenderer::RenderEvent(size_t i) {
+  const ChangeEvent& e = batch_.events[i];
+  if (e.op == ChangeOp::kMessage) return;
+  if (e.op == ChangeOp::kTruncate) {
+    for (uint32_t r : e.truncated) Emit({.event = e, .relation = r, .op = 't'}, "");
+    return;
+  }
+  const ChangeRelation& rel = batch_.relations[e.relation];
+  switch (e.op) {
+    case ChangeOp::kInsert:
+    case ChangeOp::kRead: {
+      const bool last = snapshot_ && batch_.last && i + 1 == batch_.events.size();
+      const ChangeTuple* after = e.has_after ? &e.after : nullptr;
+      Emit({.event = e, .relation = e.relation, .op = static_cast<char>(e.op), .after = after, .last_of_snapshot = last},
+           Key(rel, e.after));
+      break;
+    }
+    case ChangeOp::kUpdate:
+      RenderUpdate(e, rel);
+      break;
+    case ChangeOp::kDelete: {
+      const std::string key = Key(rel, e.before);
+      Emit({.event = e, .relation = e.relation, .op = 'd', .before = e.has_before ? &e.before : nullptr}, key);
+      Tombstone(e.relation, key);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+void DebeziumRenderer::RenderUpdate(const ChangeEvent& e, const ChangeRelation& rel) {
+  const ChangeTuple* before = e.has_before ? &e.before : nullptr;
+  const ChangeTuple* after = e.has_after ? &e.after : nullptr;
+  if (KeyChanged(rel, e)) {
+    const std::string old_key = Key(rel, e.before);
+    Emit({.event = e, .relation = e.relation, .op = 'd', .before = before}, old_key);
+    Tombstone(e.relation, old_key);
+    Emit({.event = e, .relation = e.relation, .op = 'c', .after = after}, Key(rel, e.after));
+    return;
+  }
+  // Under DEFAULT identity the old row is not sent; Debezium then writes before: null.
+  const ChangeTuple* shown_before = e.has_before && rel.replica_identity == 'f' ? before : nullptr;
+  Emit({.event = e, .relation = e.relation, .op = 'u', .before = shown_before, .after = after}, Key(rel, e.after));
+}
+
+void DebeziumRenderer::Emit(const Envelope& env, const std::string& key) {
+  const ChangeRelation& rel = batch_.relations[env.relation];
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  w.StartObject();
+  w.Key("before");
+  Row(w, rel, env.before);
+  w.Key("after");
+  Row(w, rel, env.after);
+  w.Key("source");
+  WriteSource(w, env);
+  w.Key("op");
+  w.String(&env.op, 1);
+  w.Key("ts_ms");
+  w.Int64(now_ms_);
+  w.EndObject();
+  out_->push_back(KafkaRecord{topics_[env.relation], key, false, std::string(buf.GetString(), buf.GetSize())});
+}
+
+void DebeziumRenderer::WriteSource(JsonWriter& w, const Envelope& env) {
+  const ChangeRelation& rel = batch_.relations[env.relation];
+  w.StartObject();
+  w.Key("version");
+  w.String("ferry-1");
+  w.Key("connector");
+  w.String("postgresql");
+  w.Key("name");
+  String(w, server_name_);
+  w.Key("ts_ms");
+  w.Int64(batch_.commit_ts / 1000);
+  w.Key("snapshot");
+  w.String(!snapshot_ ? "false" : env.last_of_snapshot ? "last" : "true");
+  w.Key("db");
+  String(w, batch_.database);
+  w.Key("schema");
+  String(w, rel.schema);
+  w.Key("table");
+  String(w, rel.table);
+  w.Key("txId");
+  if (snapshot_) {
+    w.Null();
+  } else {
+    w.Uint(batch_.xid);
+  }
+  w.Key("lsn");
+  w.Uint64(env.event.lsn != 0 ? env.event.lsn : batch_.commit_lsn);
+  w.EndObject();
+}
+
 }  // namespace
 
 std::string TableTopic(const DebeziumOptions& options, const std::string& schema, const std::string& table) {
@@ -264,99 +407,7 @@ std::string TableTopic(const DebeziumOptions& options, const std::string& schema
 
 void RenderDebezium(const ChangeBatch& batch, const DebeziumOptions& options, int64_t now_ms,
                     std::vector<KafkaRecord>* out) {
-  const bool snapshot = batch.kind == ChangeBatch::Kind::kSnapshot;
-  // Made once per record, not per event.
-  const std::string server_name = absl::StrCat(options.topic_prefix, ".", options.source);
-  std::vector<std::string> topics;
-  for (const ChangeRelation& rel : batch.relations) topics.push_back(TableTopic(options, rel.schema, rel.table));
-  auto emit = [&](uint32_t r, char op, const ChangeEvent& e, const ChangeTuple* before, const ChangeTuple* after,
-                  const std::string& key, bool last_of_snapshot) {
-    const ChangeRelation& rel = batch.relations[r];
-    rapidjson::StringBuffer buf;
-    JsonWriter w(buf);
-    w.StartObject();
-    w.Key("before");
-    Row(w, rel, before);
-    w.Key("after");
-    Row(w, rel, after);
-    w.Key("source");
-    w.StartObject();
-    w.Key("version");
-    w.String("ferry-1");
-    w.Key("connector");
-    w.String("postgresql");
-    w.Key("name");
-    String(w, server_name);
-    w.Key("ts_ms");
-    w.Int64(batch.commit_ts / 1000);
-    w.Key("snapshot");
-    w.String(!snapshot ? "false" : last_of_snapshot ? "last" : "true");
-    w.Key("db");
-    String(w, batch.database);
-    w.Key("schema");
-    String(w, rel.schema);
-    w.Key("table");
-    String(w, rel.table);
-    w.Key("txId");
-    if (snapshot) {
-      w.Null();
-    } else {
-      w.Uint(batch.xid);
-    }
-    w.Key("lsn");
-    w.Uint64(e.lsn != 0 ? e.lsn : batch.commit_lsn);
-    w.EndObject();
-    w.Key("op");
-    w.String(&op, 1);
-    w.Key("ts_ms");
-    w.Int64(now_ms);
-    w.EndObject();
-    out->push_back(KafkaRecord{topics[r], key, false,
-                               std::string(buf.GetString(), buf.GetSize())});
-  };
-  auto tombstone = [&](uint32_t r, const std::string& key) {
-    if (options.tombstones && !key.empty()) out->push_back(KafkaRecord{topics[r], key, true, ""});
-  };
-
-  for (size_t i = 0; i < batch.events.size(); ++i) {
-    const ChangeEvent& e = batch.events[i];
-    if (e.op == ChangeOp::kMessage) continue;
-    if (e.op == ChangeOp::kTruncate) {
-      for (uint32_t r : e.truncated) emit(r, 't', e, nullptr, nullptr, "", false);
-      continue;
-    }
-    const ChangeRelation& rel = batch.relations[e.relation];
-    const ChangeTuple* before = e.has_before ? &e.before : nullptr;
-    const ChangeTuple* after = e.has_after ? &e.after : nullptr;
-    switch (e.op) {
-      case ChangeOp::kInsert:
-      case ChangeOp::kRead: {
-        const bool last = snapshot && batch.last && i + 1 == batch.events.size();
-        emit(e.relation, static_cast<char>(e.op), e, nullptr, after, Key(rel, e.after), last);
-        break;
-      }
-      case ChangeOp::kUpdate:
-        if (KeyChanged(rel, e)) {
-          const std::string old_key = Key(rel, e.before);
-          emit(e.relation, 'd', e, before, nullptr, old_key, false);
-          tombstone(e.relation, old_key);
-          emit(e.relation, 'c', e, nullptr, after, Key(rel, e.after), false);
-        } else {
-          // Under DEFAULT identity the old row is not sent; Debezium then writes before: null.
-          emit(e.relation, 'u', e, e.has_before && rel.replica_identity == 'f' ? before : nullptr, after, Key(rel, e.after),
-               false);
-        }
-        break;
-      case ChangeOp::kDelete: {
-        const std::string key = Key(rel, e.before);
-        emit(e.relation, 'd', e, before, nullptr, key, false);
-        tombstone(e.relation, key);
-        break;
-      }
-      default:
-        break;
-    }
-  }
+  DebeziumRenderer(batch, options, now_ms, out).Render();
 }
 
 }  // namespace ferry::cross_region

@@ -3,7 +3,7 @@
 // the primary key, so Kafka Connect sinks and other Debezium consumers read ferry's topics
 // as they are. Values are typed as Debezium types them with decimal.handling.mode=string (its
 // default is "precise", bytes that JSON readers cannot use) and the default
-// time.precision.mode=adaptive; the README lists the mapping.
+// time.precision.mode=adaptive; docs/change-events.md ("Types") lists the mapping.
 #pragma once
 
 #include <string>

@@ -7,9 +7,9 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "cross_region/kafka_internal.h"
 #include "pipeline/check.h"
@@ -116,8 +116,19 @@ absl::Status KafkaError(absl::string_view what, rd_kafka_resp_err_t err) {
     case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
     case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND:
       return absl::UnavailableError(msg);
+    case RD_KAFKA_RESP_ERR__AUTHENTICATION:
+    case RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+      return absl::PermissionDeniedError(msg);
+    case RD_KAFKA_RESP_ERR__FATAL:
+      // The idempotent producer lost its sequence: this client is done, a new one may start.
+      return absl::AbortedError(msg);
     default:
-      return absl::InternalError(msg);
+      // Refused for a reason that waiting alone does not fix (settings, topic configuration,
+      // message size, an unknown topic): the message says which.
+      return absl::FailedPreconditionError(msg);
   }
 }
 
@@ -133,9 +144,9 @@ absl::StatusOr<std::pair<int64_t, int64_t>> Watermarks(const KafkaOptions& optio
     return std::make_pair(int64_t{0}, int64_t{0});  // nothing was ever written there
   }
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    absl::Status st = KafkaError(absl::StrCat("kafka ", options.brokers, ": watermarks of ", topic), err);
     // A cluster that does not answer in time is "unavailable", whatever the code says.
-    return absl::IsInternal(st) ? absl::UnavailableError(st.message()) : st;
+    return absl::UnavailableError(
+        absl::StrCat("kafka ", options.brokers, ": watermarks of ", topic, ": ", rd_kafka_err2str(err)));
   }
   return std::make_pair(low, high);
 }
@@ -202,7 +213,7 @@ absl::StatusOr<std::unique_ptr<MockCluster>> MockCluster::Start(int brokers) {
   FERRY_RETURN_IF_ERROR(SetProperty(conf, "log_level", "2"));
   FERRY_ASSIGN_OR_RETURN(impl->owner, NewClient(RD_KAFKA_PRODUCER, conf));
   impl->cluster = rd_kafka_mock_cluster_new(impl->owner.get(), brokers);
-  if (impl->cluster == nullptr) return absl::InternalError("kafka mock cluster: could not start (ports?)");
+  if (impl->cluster == nullptr) return absl::UnavailableError("kafka mock cluster: could not start (ports?)");
   return std::unique_ptr<MockCluster>(new MockCluster(std::move(impl)));
 }
 

@@ -63,7 +63,9 @@ absl::StatusOr<uint64_t> HeaderNumber(const rd_kafka_message_t* m, const char* n
 // "topic[partition]@offset", for messages about a message.
 std::string Where(const rd_kafka_message_t* m);
 
-// The status for a librdkafka error code, with context.
+// The status for a librdkafka error code, with context: kUnavailable for a cluster not
+// reachable or not ready (worth retrying), kPermissionDenied for authentication and
+// authorization, kAborted for a producer's fatal error, kFailedPrecondition for the rest.
 absl::Status KafkaError(absl::string_view what, rd_kafka_resp_err_t err);
 
 // Reads partition `partition` of `topic` from offset `from` (kLastMessage: only the last

@@ -1,9 +1,10 @@
+// The stream shipper: a session finds Kafka's tail, then tails the archive's stream log and
+// produces its frames (and, for pg-changes, their Debezium events) until an error or Stop.
 #include "cross_region/shipper.h"
 
 #include <algorithm>
 #include <deque>
 #include <map>
-#include <set>
 
 #include <spdlog/spdlog.h>
 
@@ -13,11 +14,10 @@
 #include "absl/strings/str_split.h"
 #include "cross_region/debezium.h"
 #include "cross_region/kafka_internal.h"
-#include "pipeline/check.h"
+#include "cross_region/producer.h"
 #include "pipeline/change_event.h"
-#include "pipeline/compress.h"
+#include "pipeline/check.h"
 #include "storage/archive.h"
-#include "storage/snapshot_store.h"
 
 namespace ferry::cross_region {
 
@@ -26,19 +26,6 @@ namespace {
 // How long a reader waits for Kafka before calling the session off (and retrying later);
 // short, so that a service stopping while Kafka is away is not held up by it.
 constexpr int kKafkaTimeoutMs = 5000;
-
-// Producer settings for ferry's topics: idempotent (no duplicate or reordering on retries),
-// acks=all (a delivered message survives a broker loss), no message timeout (while Kafka is
-// down messages wait; the in-flight cap stops reading the archive meanwhile).
-// One request in flight per broker: a stream's order must survive a failed request whose
-// successor succeeded, whatever the broker's sequence checking does. With librdkafka's
-// default of five, the mock cluster under injected produce errors showed a frame missing
-// from its place in the topic (the mirror stopped at the gap); with one, never.
-const std::map<std::string, std::string> kProducerDefaults = {{"enable.idempotence", "true"},
-                                                              {"acks", "all"},
-                                                              {"linger.ms", "2"},
-                                                              {"message.timeout.ms", "0"},
-                                                              {"max.in.flight.requests.per.connection", "1"}};
 
 // Where a stream stands in Kafka, from the headers of the topic's last message.
 struct KafkaTail {
@@ -85,131 +72,6 @@ absl::StatusOr<KafkaTail> ReadTail(const KafkaOptions& kafka, const std::string&
   return tail;
 }
 
-// What one produced message stands for, handed back in its delivery report.
-struct Delivery {
-  size_t bytes = 0;
-  bool frame_end = false;  // the last part of a frame
-  uint32_t epoch = 0;
-  uint64_t end = 0;
-  int64_t arrival_us = 0;
-  uint64_t change_frame = 0;  // pg-changes: a Debezium event of this frame (its sequence + 1)
-};
-
-using Headers = std::vector<std::pair<const char*, std::string>>;
-
-// A producer whose delivery reports are served on the caller's thread (by Poll), with the
-// bytes in flight and the first delivery error. Not thread-safe.
-class Producer {
- public:
-  using OnDelivered = std::function<void(const Delivery&)>;
-
-  static absl::StatusOr<std::unique_ptr<Producer>> Create(const KafkaOptions& kafka, OnDelivered on_delivered) {
-    std::unique_ptr<Producer> p(new Producer(std::move(on_delivered)));
-    FERRY_ASSIGN_OR_RETURN(rd_kafka_conf_t * conf, NewConf(kafka, kProducerDefaults));
-    rd_kafka_conf_set_dr_msg_cb(conf, &Producer::OnDelivery);
-    rd_kafka_conf_set_opaque(conf, p.get());
-    FERRY_ASSIGN_OR_RETURN(p->rk_, NewClient(RD_KAFKA_PRODUCER, conf));
-    return p;
-  }
-
-  ~Producer() {
-    // Whatever was not delivered is dropped from the client (it is still in the archive;
-    // the next session starts from Kafka's tail). Reports of purged messages free their
-    // Delivery before the handle goes.
-    rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    const absl::Time deadline = absl::Now() + absl::Seconds(5);
-    while (in_flight_messages_ > 0 && absl::Now() < deadline) rd_kafka_poll(rk_.get(), 10);
-    // Reports still missing after that are never served: rd_kafka_destroy does not call
-    // delivery callbacks, so their Delivery objects leak (a few bytes), nothing worse.
-  }
-
-  // partition -1: by the key's hash.
-  // `null_value`: a message without a value (a tombstone), not an empty one.
-  absl::Status Produce(const std::string& topic, int32_t partition, absl::string_view key,
-                       absl::string_view value, const Headers& headers, const Delivery& what,
-                       bool null_value = false) {
-    while (true) {
-      rd_kafka_headers_t* h = rd_kafka_headers_new(headers.size());
-      for (const auto& [name, v] : headers) rd_kafka_header_add(h, name, -1, v.data(), static_cast<ssize_t>(v.size()));
-      auto* d = new Delivery(what);
-      d->bytes = value.size();
-      const rd_kafka_resp_err_t err = rd_kafka_producev(
-          rk_.get(), RD_KAFKA_V_TOPIC(topic.c_str()),
-          RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
-          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key.empty() ? nullptr : key.data(), key.size()),
-          RD_KAFKA_V_VALUE(null_value ? nullptr : const_cast<char*>(value.data()), null_value ? 0 : value.size()),
-          RD_KAFKA_V_HEADERS(h),
-          RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
-      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        in_flight_ += value.size();
-        ++in_flight_messages_;
-        return absl::OkStatus();
-      }
-      rd_kafka_headers_destroy(h);
-      delete d;
-      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) return KafkaError(absl::StrCat("kafka: produce to ", topic), err);
-      rd_kafka_poll(rk_.get(), 50);
-    }
-  }
-
-  // Serves delivery reports, waiting up to `ms`; returns the first delivery error.
-  absl::Status Poll(int ms) {
-    rd_kafka_poll(rk_.get(), ms);
-    if (char reason[512]; rd_kafka_fatal_error(rk_.get(), reason, sizeof(reason)) != RD_KAFKA_RESP_ERR_NO_ERROR &&
-                          error_.ok()) {
-      error_ = absl::InternalError(absl::StrCat("kafka producer: fatal error: ", reason));
-    }
-    return error_;
-  }
-
-  // Waits until nothing is in flight, polling; kDeadlineExceeded after `timeout`.
-  absl::Status Drain(absl::Duration timeout, const std::function<bool()>& cancelled) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (in_flight_messages_ > 0) {
-      FERRY_RETURN_IF_ERROR(Poll(20));
-      if (cancelled && cancelled()) return absl::CancelledError("stopping");
-      if (absl::Now() > deadline) {
-        return absl::DeadlineExceededError(absl::StrCat("kafka: ", in_flight_messages_, " messages not delivered in ",
-                                                        absl::FormatDuration(timeout)));
-      }
-    }
-    return error_;
-  }
-
-  size_t in_flight_bytes() const { return in_flight_; }
-  size_t in_flight_messages() const { return in_flight_messages_; }
-
- private:
-  explicit Producer(OnDelivered on_delivered) : on_delivered_(std::move(on_delivered)) {}
-
-  static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
-    auto* self = static_cast<Producer*>(opaque);
-    std::unique_ptr<Delivery> d(static_cast<Delivery*>(m->_private));
-    self->in_flight_ -= d->bytes;
-    --self->in_flight_messages_;
-    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      if (self->error_.ok()) self->error_ = KafkaError(absl::StrCat("kafka: delivery to ", Where(m)), m->err);
-      return;
-    }
-    if (self->error_.ok() && self->on_delivered_) self->on_delivered_(*d);
-  }
-
-  OnDelivered on_delivered_;
-  KafkaHandle rk_;
-  size_t in_flight_ = 0;
-  size_t in_flight_messages_ = 0;
-  absl::Status error_;
-};
-
-Headers PositionHeaders(const char* type, bool have, uint32_t epoch, uint64_t end) {
-  Headers h = {{kHeaderType, type}};
-  if (have) {
-    h.emplace_back(kHeaderEpoch, absl::StrCat(epoch));
-    h.emplace_back(kHeaderEnd, absl::StrCat(end));
-  }
-  return h;
-}
-
 }  // namespace
 
 // One producer session: from Kafka's tail to an error or Stop.
@@ -222,6 +84,14 @@ class StreamShipper::Session {
   absl::Status Run();
 
  private:
+  // Counts a delivered message: a frame's last part on the stats, an event on its held frame.
+  void OnDelivered(const Delivery& d);
+  // Opens the archive's stream log (kUnavailable while the source has not created it yet).
+  absl::Status OpenLog();
+  // Where shipping resumes after Kafka's `tail`: the index of the first frame Kafka lacks.
+  size_t Resume(const KafkaTail& tail);
+  // Waits for news from the archive (a Notify) unless something is in flight; true when notified.
+  bool AwaitWork();
   absl::Status ShipFrame(const storage::FrameLocation& loc);
   // Sends the frame itself to the stream topic (in parts when large).
   absl::Status SendFrame(const pipeline::FrameHeader& h, const std::string& bytes);
@@ -265,62 +135,10 @@ class StreamShipper::Session {
 
 absl::Status StreamShipper::Session::Run() {
   const StreamShipperOptions& o = s_->options_;
-  FERRY_ASSIGN_OR_RETURN(producer_, Producer::Create(o.kafka, [this](const Delivery& d) {
-    if (d.change_frame != 0) {
-      s_->stats_.change_events.fetch_add(1, std::memory_order_relaxed);
-      for (HeldFrame& f : held_) {
-        if (f.seq + 1 == d.change_frame) --f.undelivered;
-      }
-      return;
-    }
-    if (!d.frame_end) return;
-    ShipperStats& st = s_->stats_;
-    st.frames.fetch_add(1, std::memory_order_relaxed);
-    st.shipped_epoch = d.epoch;
-    st.shipped_pos = d.end;
-    st.shipped_arrival_us = d.arrival_us;
-    if (s_->options_.progress != nullptr) s_->options_.progress->SetShipped(d.end);
-  }));
+  FERRY_ASSIGN_OR_RETURN(producer_, Producer::Create(o.kafka, [this](const Delivery& d) { OnDelivered(d); }));
   FERRY_ASSIGN_OR_RETURN(KafkaTail tail, ReadTail(o.kafka, topic_));
-  FERRY_ASSIGN_OR_RETURN(archive_, storage::Archive::Open(o.archive_path, storage::ArchiveOptions{}));
-  auto log = archive_->Stream(o.source, o.kind);
-  if (!log.ok()) {
-    // The service creates the stream when the source first connects.
-    return absl::IsNotFound(log.status()) ? absl::UnavailableError(log.status().message()) : log.status();
-  }
-  log_ = *log;
-
-  // The first frame Kafka lacks: after the tail's frame, or the tail's frame itself when
-  // only some of its parts made it. Frames are ordered by (epoch, end).
-  const auto& frames = log_->frames();
-  auto before_tail = [&](const storage::FrameLocation& f) {
-    const auto key = std::make_pair(f.header.epoch, f.header.end_pos);
-    const auto t = std::make_pair(tail.epoch, tail.end);
-    return tail.complete ? key <= t : key < t;
-  };
-  size_t next = tail.any ? std::partition_point(frames.begin(), frames.end(), before_tail) - frames.begin() : 0;
-  if (next > 0) {
-    have_last_ = true;
-    last_epoch_ = frames[next - 1].header.epoch;
-    last_end_ = frames[next - 1].header.end_pos;
-  }
-  if (tail.any && tail.complete) {
-    s_->stats_.shipped_epoch = tail.epoch;
-    s_->stats_.shipped_pos = tail.end;
-    if (o.progress != nullptr && !frames.empty() && frames.back().header.epoch == tail.epoch) {
-      o.progress->SetShipped(tail.end);
-    }
-    if (next < frames.size() && frames[next].header.epoch == tail.epoch && frames[next].header.start_pos != tail.end) {
-      // Retention removed frames before they were shipped (Kafka was away longer than the
-      // archive keeps WAL): the standby region will see this gap and say so.
-      spdlog::error("source={} stream={} event=kafka_gap kafka_end={} archive_resumes_at={}", o.source,
-                    std::string(pipeline::StreamKindName(o.kind)), tail.end, frames[next].header.start_pos);
-    }
-  }
-  s_->stats_.connected = true;
-  spdlog::info("source={} stream={} event=kafka_shipping topic={} resume={}", o.source, std::string(pipeline::StreamKindName(o.kind)),
-               topic_, tail.any ? absl::StrCat(tail.epoch, ":", tail.end, tail.complete ? "" : " (partial frame)") : "start");
-
+  FERRY_RETURN_IF_ERROR(OpenLog());
+  size_t next = Resume(tail);
   absl::Time last_refresh = absl::Now();
   absl::Time stop_deadline = absl::InfiniteFuture();
   bool refresh = true;
@@ -352,14 +170,84 @@ absl::Status StreamShipper::Session::Run() {
       FERRY_RETURN_IF_ERROR(SendReadyFrames());
       return producer_->Drain(absl::Seconds(5), nullptr);
     }
-    absl::MutexLock lock(&s_->mu_);
-    auto woken = [this] { return s_->notified_ || s_->stop_; };
-    if (producer_->in_flight_messages() == 0) {
-      s_->mu_.AwaitWithTimeout(absl::Condition(&woken), absl::Milliseconds(200));
-    }
-    refresh = s_->notified_;
-    s_->notified_ = false;
+    refresh = AwaitWork();
   }
+}
+
+void StreamShipper::Session::OnDelivered(const Delivery& d) {
+  if (d.change_frame != 0) {
+    s_->stats_.change_events.fetch_add(1, std::memory_order_relaxed);
+    for (HeldFrame& f : held_) {
+      if (f.seq + 1 == d.change_frame) --f.undelivered;
+    }
+    return;
+  }
+  if (!d.frame_end) return;
+  ShipperStats& st = s_->stats_;
+  st.frames.fetch_add(1, std::memory_order_relaxed);
+  st.shipped_epoch = d.epoch;
+  st.shipped_pos = d.end;
+  st.shipped_arrival_us = d.arrival_us;
+  if (s_->options_.progress != nullptr) s_->options_.progress->SetShipped(d.end);
+}
+
+absl::Status StreamShipper::Session::OpenLog() {
+  const StreamShipperOptions& o = s_->options_;
+  FERRY_ASSIGN_OR_RETURN(archive_, storage::Archive::Open(o.archive_path, storage::ArchiveOptions{}));
+  auto log = archive_->Stream(o.source, o.kind);
+  if (!log.ok()) {
+    // The service creates the stream when the source first connects.
+    return absl::IsNotFound(log.status()) ? absl::UnavailableError(log.status().message()) : log.status();
+  }
+  log_ = *log;
+  return absl::OkStatus();
+}
+
+size_t StreamShipper::Session::Resume(const KafkaTail& tail) {
+  const StreamShipperOptions& o = s_->options_;
+  // The first frame Kafka lacks: after the tail's frame, or the tail's frame itself when
+  // only some of its parts made it. Frames are ordered by (epoch, end).
+  const auto& frames = log_->frames();
+  auto before_tail = [&](const storage::FrameLocation& f) {
+    const auto key = std::make_pair(f.header.epoch, f.header.end_pos);
+    const auto t = std::make_pair(tail.epoch, tail.end);
+    return tail.complete ? key <= t : key < t;
+  };
+  size_t next = tail.any ? std::partition_point(frames.begin(), frames.end(), before_tail) - frames.begin() : 0;
+  if (next > 0) {
+    have_last_ = true;
+    last_epoch_ = frames[next - 1].header.epoch;
+    last_end_ = frames[next - 1].header.end_pos;
+  }
+  if (tail.any && tail.complete) {
+    s_->stats_.shipped_epoch = tail.epoch;
+    s_->stats_.shipped_pos = tail.end;
+    if (o.progress != nullptr && !frames.empty() && frames.back().header.epoch == tail.epoch) {
+      o.progress->SetShipped(tail.end);
+    }
+    if (next < frames.size() && frames[next].header.epoch == tail.epoch && frames[next].header.start_pos != tail.end) {
+      // Retention removed frames before they were shipped (Kafka was away longer than the
+      // archive keeps WAL): the standby region will see this gap and say so.
+      spdlog::error("source={} stream={} event=kafka_gap kafka_end={} archive_resumes_at={}", o.source,
+                    std::string(pipeline::StreamKindName(o.kind)), tail.end, frames[next].header.start_pos);
+    }
+  }
+  s_->stats_.connected = true;
+  spdlog::info("source={} stream={} event=kafka_shipping topic={} resume={}", o.source,
+               std::string(pipeline::StreamKindName(o.kind)), topic_,
+               tail.any ? absl::StrCat(tail.epoch, ":", tail.end, tail.complete ? "" : " (partial frame)") : "start");
+  return next;
+}
+
+bool StreamShipper::Session::AwaitWork() {
+  absl::MutexLock lock(&s_->mu_);
+  auto woken = [this] { return s_->notified_ || s_->stop_; };
+  if (producer_->in_flight_messages() == 0) {
+    s_->mu_.AwaitWithTimeout(absl::Condition(&woken), absl::Milliseconds(200));
+  }
+  const bool notified = s_->notified_;
+  s_->notified_ = false;
+  return notified;
 }
 
 absl::Status StreamShipper::Session::ShipSideFiles() {
@@ -519,113 +407,6 @@ void StreamShipper::Run() {
     mu_.AwaitWithTimeout(absl::Condition(&stop_), backoff);
     backoff = std::min(backoff * 2, absl::Seconds(15));
   }
-}
-
-SnapshotShipper::SnapshotShipper(SnapshotShipperOptions options) : options_(std::move(options)) {}
-
-SnapshotShipper::~SnapshotShipper() { Stop(); }
-
-void SnapshotShipper::Start() {
-  FERRY_CHECK(!thread_.joinable());
-  thread_ = std::thread([this] {
-    absl::StatusCode last_code = absl::StatusCode::kOk;
-    while (true) {
-      absl::Status st = Session();
-      if (!Wait(absl::Seconds(5))) return;
-      if (st.code() != last_code) {
-        spdlog::warn("source={} event=kafka_snapshots_unavailable error=\"{}\" action=retrying", options_.source,
-                     std::string(st.message()));
-      }
-      last_code = st.code();
-    }
-  });
-}
-
-void SnapshotShipper::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stop_ = true;
-  }
-  if (thread_.joinable()) thread_.join();
-}
-
-bool SnapshotShipper::Wait(absl::Duration d) {
-  absl::MutexLock lock(&mu_);
-  return !mu_.AwaitWithTimeout(absl::Condition(&stop_), d);
-}
-
-absl::Status SnapshotShipper::Session() {
-  const std::string chunk_topic = ChunkTopic(options_.kafka.topic_prefix, options_.source);
-  const std::string manifest_topic = ManifestTopic(options_.kafka.topic_prefix, options_.source);
-  FERRY_ASSIGN_OR_RETURN(auto producer, Producer::Create(options_.kafka, nullptr));
-  // What the manifest topic already has (keys are snapshot ids); it is small.
-  std::set<std::string> shipped;
-  auto cancelled = [this] {
-    absl::MutexLock lock(&mu_);
-    return stop_;
-  };
-  FERRY_RETURN_IF_ERROR(ReadPartition(
-      options_.kafka, manifest_topic, 0, 0, 60000,
-      [&](const rd_kafka_message_t* m) {
-        shipped.emplace(static_cast<const char*>(m->key), m->key_len);
-        return true;
-      },
-      cancelled));
-  std::set<storage::ChunkId> chunks_sent;
-  bool first = true;
-  while (first || Wait(absl::Seconds(2))) {
-    first = false;
-    auto archive = storage::Archive::Open(options_.archive_path, storage::ArchiveOptions{});
-    if (!archive.ok()) return archive.status();
-    auto store = storage::SnapshotStore::Open((*archive)->SnapshotDir(options_.source), false);
-    if (!store.ok()) {
-      if (absl::IsNotFound(store.status())) continue;  // no snapshot yet
-      return store.status();
-    }
-    for (const storage::SnapshotManifest& m : (*store)->snapshots()) {
-      if (shipped.count(m.id) > 0) {
-        for (const auto& e : m.entries) {
-          for (const auto& c : e.chunks) chunks_sent.insert(c.id);
-        }
-      }
-    }
-    for (const storage::SnapshotManifest& m : (*store)->snapshots()) {
-      if (shipped.count(m.id) > 0) continue;
-      std::string compressed, sealed;
-      for (const storage::SnapshotEntry& e : m.entries) {
-        for (const storage::ChunkRef& c : e.chunks) {
-          if (!chunks_sent.insert(c.id).second) continue;
-          storage::SnapshotEntry one;
-          one.path = e.path;
-          one.chunks = {c};
-          absl::Status read = (*store)->ReadFile(one, [&](absl::string_view raw) {
-            return pipeline::CompressZstd(raw, 1, &compressed);
-          });
-          FERRY_RETURN_IF_ERROR(read);
-          const std::string key = storage::ChunkIdHex(c.id);
-          Headers headers = {{kHeaderType, "chunk"}, {kHeaderRawLen, absl::StrCat(c.raw_len)}};
-          if (const pipeline::Keyring* keys = (*archive)->keys().get()) {
-            sealed.clear();
-            FERRY_RETURN_IF_ERROR(keys->Seal(keys->current_id(), key, compressed, &sealed));
-            compressed.swap(sealed);
-            headers.emplace_back(kHeaderKeyId, absl::StrCat(keys->current_id()));
-          }
-          FERRY_RETURN_IF_ERROR(producer->Produce(chunk_topic, -1, key, compressed, headers, {}));
-          while (producer->in_flight_bytes() > (32u << 20)) FERRY_RETURN_IF_ERROR(producer->Poll(20));
-          if (cancelled()) return absl::CancelledError("stopping");
-        }
-      }
-      // The manifest only once every chunk it names is in Kafka.
-      FERRY_RETURN_IF_ERROR(producer->Drain(absl::Minutes(10), cancelled));
-      FERRY_RETURN_IF_ERROR(producer->Produce(manifest_topic, 0, m.id, storage::SerializeSnapshotManifest(m),
-                                              {{kHeaderType, "manifest"}}, {}));
-      FERRY_RETURN_IF_ERROR(producer->Drain(absl::Minutes(1), cancelled));
-      shipped.insert(m.id);
-      shipped_.fetch_add(1);
-      spdlog::info("source={} event=kafka_snapshot_shipped id={} kind={}", options_.source, m.id, m.Get("kind"));
-    }
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace ferry::cross_region

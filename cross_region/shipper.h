@@ -5,6 +5,7 @@
 // holds up local archiving, and catching up after an outage is the same code path as live
 // shipping. Where to start is read from Kafka itself (the last message's headers), so a
 // restart neither skips nor repeats a frame, and no local state can disagree with the topic.
+// Snapshots have a shipper of their own (snapshot_shipper.h, included here for callers).
 //
 // The pg-changes stream is also published as Debezium events, one topic per table. A frame's
 // events are delivered before the frame itself is sent, so the frame topic's tail also says
@@ -25,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "cross_region/kafka.h"
+#include "cross_region/snapshot_shipper.h"
 #include "pipeline/frame.h"
 #include "pipeline/progress.h"
 
@@ -78,33 +80,6 @@ class StreamShipper {
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool notified_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
-};
-
-struct SnapshotShipperOptions {
-  KafkaOptions kafka;
-  std::string archive_path;
-  std::string source;
-};
-
-// Ships a source's committed snapshots: each chunk the topic does not have yet to the chunk
-// topic (keyed by id), then, once all are delivered, the manifest to the manifest topic.
-class SnapshotShipper {
- public:
-  explicit SnapshotShipper(SnapshotShipperOptions options);
-  ~SnapshotShipper();
-  void Start();
-  void Stop();
-  std::atomic<uint64_t>& shipped() { return shipped_; }  // manifests delivered
-
- private:
-  absl::Status Session();
-  bool Wait(absl::Duration d);  // false once stopped
-
-  const SnapshotShipperOptions options_;
-  std::atomic<uint64_t> shipped_{0};
-  absl::Mutex mu_;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

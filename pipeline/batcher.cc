@@ -7,6 +7,14 @@
 #include "pipeline/check.h"
 
 namespace ferry::pipeline {
+namespace {
+
+// What a queued record counts for beyond its payload in the queue's byte accounting
+// (max_queued_bytes, max_batch_bytes): roughly the fixed memory of a queued item (positions,
+// timestamp, string headers, its deque slot), so that a stream of tiny records is bounded too.
+constexpr size_t kQueuedRecordOverhead = 64;
+
+}  // namespace
 
 Batcher::Batcher(FrameConsumer* consumer, AckPolicy policy, BatcherOptions options)
     : consumer_(consumer), options_(options), progress_(policy), commit_delay_(options.commit_delay) {
@@ -30,25 +38,26 @@ absl::Status Batcher::Admit(size_t bytes) {
   return absl::OkStatus();
 }
 
-absl::Status Batcher::Append(uint32_t epoch, uint64_t start_pos, Record record) {
-  const size_t bytes = record.payload.size() + 64;
+absl::Status Batcher::Append(StreamPosition start, Record record) {
+  const size_t bytes = record.payload.size() + kQueuedRecordOverhead;
   const uint64_t end = record.end_pos;
   absl::MutexLock lock(&mu_);
   FERRY_RETURN_IF_ERROR(Admit(bytes));
-  queue_.push_back(Item{epoch, start_pos, std::move(record), false, {}});
+  queue_.push_back(Item{start.epoch, start.offset, std::move(record), false, {}});
   progress_.SetReceived(end);
   return absl::OkStatus();
 }
 
-absl::Status Batcher::AppendRun(uint32_t epoch, uint64_t start_pos, std::vector<Record>* records) {
+absl::Status Batcher::AppendRun(StreamPosition start, std::vector<Record>* records) {
   if (records->empty()) return absl::OkStatus();
   size_t bytes = 0;
-  for (const Record& r : *records) bytes += r.payload.size() + 64;
+  for (const Record& r : *records) bytes += r.payload.size() + kQueuedRecordOverhead;
   absl::MutexLock lock(&mu_);
   FERRY_RETURN_IF_ERROR(Admit(bytes));  // once for the run: one lock, at most one wake-up
+  uint64_t start_pos = start.offset;
   for (Record& r : *records) {
     const uint64_t end = r.end_pos;
-    queue_.push_back(Item{epoch, start_pos, std::move(r), false, {}});
+    queue_.push_back(Item{start.epoch, start_pos, std::move(r), false, {}});
     start_pos = end;
   }
   progress_.SetReceived(start_pos);
@@ -56,12 +65,12 @@ absl::Status Batcher::AppendRun(uint32_t epoch, uint64_t start_pos, std::vector<
   return absl::OkStatus();
 }
 
-void Batcher::Resume(uint32_t epoch, uint64_t end_pos) {
+void Batcher::Resume(StreamPosition end) {
   absl::MutexLock lock(&mu_);
   have_tail_ = have_last_ = true;
-  tail_epoch_ = last_epoch_ = epoch;
-  tail_end_ = last_end_ = end_pos;
-  progress_.Reset(end_pos);
+  tail_epoch_ = last_epoch_ = end.epoch;
+  tail_end_ = last_end_ = end.offset;
+  progress_.Reset(end.offset);
 }
 
 absl::Status Batcher::PutFile(absl::string_view name, absl::string_view contents) {
@@ -161,7 +170,7 @@ void Batcher::Run() {
       // that is the group commit.
       size_t taken = 0;
       while (!queue_.empty() && (batch.empty() || taken < options_.max_batch_bytes)) {
-        taken += queue_.front().record.payload.size() + 64;
+        taken += queue_.front().record.payload.size() + kQueuedRecordOverhead;
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }

@@ -67,8 +67,8 @@ class Batcher final : public StreamSink {
   Batcher(FrameConsumer* consumer, AckPolicy policy, BatcherOptions options);
   ~Batcher() override;
 
-  absl::Status Append(uint32_t epoch, uint64_t start_pos, Record record) override;
-  absl::Status AppendRun(uint32_t epoch, uint64_t start_pos, std::vector<Record>* records) override;
+  absl::Status Append(StreamPosition start, Record record) override;
+  absl::Status AppendRun(StreamPosition start, std::vector<Record>* records) override;
   absl::Status PutFile(absl::string_view name, absl::string_view contents) override;
   absl::Status Drain() override;
   StreamProgress& progress() override { return progress_; }
@@ -76,7 +76,7 @@ class Batcher final : public StreamSink {
 
   // Declares where the stream already ends durably (the archive's tail) before the first
   // Append: a record of the same epoch that does not start there is reported as a gap.
-  void Resume(uint32_t epoch, uint64_t end_pos);
+  void Resume(StreamPosition end);
 
   // Changes options.commit_delay from the next group commit on (a wait under way ends at once
   // when the new delay is shorter). Any thread.

@@ -39,8 +39,11 @@ bool IsHex(absl::string_view s) {
   return true;
 }
 
+// OpenSSL failing with a valid key and buffers: its random source or AES-256-GCM is not
+// available (the library's setup), or it ran out of memory. Not a bug in ferry, and not
+// transient enough to retry.
 absl::Status OpensslError(absl::string_view what) {
-  return absl::InternalError(absl::StrCat("AES-256-GCM ", what, " failed (OpenSSL)"));
+  return absl::FailedPreconditionError(absl::StrCat("AES-256-GCM ", what, " failed (OpenSSL)"));
 }
 
 // HKDF-SHA256 (RFC 5869) with one output block: extract with `salt`, expand with kSubkeyInfo.

@@ -1,6 +1,7 @@
 #include "pipeline/compress.h"
 
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -18,7 +19,11 @@ absl::Status AppendZstd(absl::string_view raw, int level, std::string* out) {
   const size_t n = ZSTD_compressCCtx(cctx.ctx, out->data() + at, bound, raw.data(), raw.size(), level);
   if (ZSTD_isError(n)) {
     out->resize(at);
-    return absl::InternalError(absl::StrCat("zstd compress: ", ZSTD_getErrorName(n)));
+    // With a bound-sized buffer and a level from 0 to 19, zstd fails only for want of memory;
+    // anything else is a bug in the call.
+    const std::string why = absl::StrCat("zstd compress: ", ZSTD_getErrorName(n));
+    if (ZSTD_getErrorCode(n) == ZSTD_error_memory_allocation) return absl::ResourceExhaustedError(why);
+    return absl::InternalError(why);
   }
   out->resize(at + n);
   return absl::OkStatus();

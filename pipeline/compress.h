@@ -1,6 +1,7 @@
-// zstd for frames and snapshot chunks; zstd lives in pipeline/ (STYLE.md: each C library in
-// one module). Each thread keeps one compression and one decompression context: creating
-// them per call (ZSTD_compress / ZSTD_decompress) costs more than a small frame itself.
+// zstd for frames and snapshot chunks; zstd lives in pipeline/ (each C library is wrapped in
+// one module: docs/design.md). Each thread keeps one compression and one decompression
+// context: creating them per call (ZSTD_compress / ZSTD_decompress) costs more than a small
+// frame itself.
 #pragma once
 
 #include <string>

@@ -53,6 +53,16 @@ class RedisOffset {
   uint64_t value_ = 0;
 };
 
+// A place in one of the archive's streams, where sources and sinks meet: the epoch (a
+// PostgreSQL timeline, a Redis sync epoch, 1 for change events) and the byte offset in it (an
+// LSN, a replication offset, a change position). Offsets of different epochs are never
+// compared: an epoch change may restart below the previous epoch's end.
+struct StreamPosition {
+  uint32_t epoch = 0;
+  uint64_t offset = 0;
+  bool operator==(const StreamPosition&) const = default;
+};
+
 // Microseconds since the Unix epoch. Used for both arrival times and data timestamps.
 using UnixMicros = int64_t;
 

@@ -1,5 +1,5 @@
 // Durability levels of one stream and the wake-up that carries them back to the source.
-// Vocabulary (STYLE.md): received (in memory) -> written (write issued) -> synced
+// Vocabulary (docs/design.md): received (in memory) -> written (write issued) -> synced
 // (fdatasync done) -> shipped (Kafka acked). Sources acknowledge only Acked().
 #pragma once
 

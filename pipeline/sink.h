@@ -10,6 +10,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "pipeline/frame.h"
+#include "pipeline/position.h"
 #include "pipeline/progress.h"
 
 namespace ferry::pipeline {
@@ -19,14 +20,14 @@ class StreamSink {
  public:
   virtual ~StreamSink() = default;
 
-  // Queues one record that begins at start_pos (for byte streams, the previous record's
-  // end_pos in the same epoch). Blocks while the queue is full (back-pressure). Returns the
-  // sink's first error once it has failed: the source must stop, nothing more will be synced.
-  virtual absl::Status Append(uint32_t epoch, uint64_t start_pos, Record record) = 0;
+  // Queues one record that begins at `start` (for byte streams, the previous record's end_pos
+  // in the same epoch). Blocks while the queue is full (back-pressure). Returns the sink's
+  // first error once it has failed: the source must stop, nothing more will be synced.
+  virtual absl::Status Append(StreamPosition start, Record record) = 0;
 
   // Append for a run of contiguous records (each starts where the one before ends), taking
   // them from *records (left empty on success): one hand-over for many small records.
-  virtual absl::Status AppendRun(uint32_t epoch, uint64_t start_pos, std::vector<Record>* records) = 0;
+  virtual absl::Status AppendRun(StreamPosition start, std::vector<Record>* records) = 0;
 
   // Stores a small named side file of the stream (a timeline history file) durably before
   // returning. Ordered after every record appended before it.

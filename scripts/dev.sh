@@ -36,7 +36,7 @@ fi
 
 if [ "$cmd" = bench ]; then
   # Each harness starts its own servers and measures ferry and its peers in one run; sizes
-  # are the defaults documented in the README (about 15 minutes on 2 cores in all). One that
+  # are the defaults documented in docs/benchmarks.md (about 15 minutes on 2 cores in all). One that
   # fails does not stop the others; the charts are drawn from whatever finished.
   out=bench/results
   mkdir -p "$out"

@@ -78,7 +78,8 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
 absl::StatusOr<std::string> ReadSecretFile(const std::string& path, bool group_may_read = false);
 
 // A status for a failed OS call on `path`: "<op> <path>: <strerror>", with the code chosen by
-// errno (ENOSPC -> kResourceExhausted, ENOENT -> kNotFound, EACCES -> kPermissionDenied, ...).
+// errno (ENOSPC -> kResourceExhausted, ENOENT -> kNotFound, EACCES -> kPermissionDenied, ...;
+// kUnknown for an errno not classified, and for 0).
 absl::Status ErrnoStatus(absl::string_view op, absl::string_view path, int err);
 
 }  // namespace ferry::storage

@@ -63,6 +63,8 @@ int64_t InjectFault(IoOp op, const std::string& path, int64_t result) {
 }
 
 absl::Status ErrnoStatus(absl::string_view op, absl::string_view path, int err) {
+  // A call that failed without setting errno (stdio can) is still an error.
+  if (err == 0) return absl::UnknownError(absl::StrCat(op, " ", path, " failed"));
   std::string msg = absl::StrCat(op, " ", path, ": ", std::strerror(err));
   switch (err) {
     case ENOSPC:
@@ -80,8 +82,16 @@ absl::Status ErrnoStatus(absl::string_view op, absl::string_view path, int err) 
       return absl::DataLossError(msg);
     case EAGAIN:
       return absl::UnavailableError(msg);
+    case ETIMEDOUT:
+      return absl::DeadlineExceededError(msg);  // a network file system's server
+    case EBADF:
+    case EFAULT:
+      return absl::InternalError(msg);  // a closed descriptor or a bad buffer: a bug in ferry
     default:
-      return absl::InternalError(msg);
+      // Not absl::ErrnoToStatusCode: it gives some errors (EMFILE, EINVAL, ENOTDIR, ECANCELED)
+      // codes that callers act on (disk full, a usage error, a held lock, a stop); strerror
+      // names the error.
+      return absl::UnknownError(msg);
   }
 }
 

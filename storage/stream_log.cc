@@ -1,4 +1,5 @@
-// StreamLog: segment files of frames, recovery of the tail, index files, verification.
+// StreamLog: segment files of frames, index files, reading and verification. Recovery at open
+// (index reconciliation, segment scans, the torn tail) is in stream_log_recovery.cc.
 #include "storage/stream_log.h"
 
 #include <dirent.h>
@@ -16,6 +17,7 @@
 #include "pipeline/check.h"
 #include "pipeline/endian.h"
 #include "storage/segment_format.h"
+#include "storage/stream_log_internal.h"
 
 namespace ferry::storage {
 namespace {
@@ -33,7 +35,14 @@ absl::Status MakeDirs(const std::string& path) {
   return absl::OkStatus();
 }
 
-// Reads [offset, offset+len) of `path` into *out (resized; its capacity is reused).
+absl::StatusOr<std::string> ReadRange(const std::string& path, uint64_t offset, size_t len) {
+  std::string out;
+  FERRY_RETURN_IF_ERROR(ReadRangeInto(path, offset, len, &out));
+  return out;
+}
+
+}  // namespace
+
 absl::Status ReadRangeInto(const std::string& path, uint64_t offset, size_t len, std::string* out) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open", path, errno);
@@ -55,29 +64,11 @@ absl::Status ReadRangeInto(const std::string& path, uint64_t offset, size_t len,
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ReadRange(const std::string& path, uint64_t offset, size_t len) {
-  std::string out;
-  FERRY_RETURN_IF_ERROR(ReadRangeInto(path, offset, len, &out));
-  return out;
-}
-
 absl::StatusOr<uint64_t> FileSize(const std::string& path) {
   struct stat st;
   if (stat(path.c_str(), &st) != 0) return ErrnoStatus("stat", path, errno);
   return static_cast<uint64_t>(st.st_size);
 }
-
-// True when bytes[off..] holds a complete frame whose header and payload check out.
-bool ValidFrameAt(absl::string_view bytes, size_t off, FrameHeader* out) {
-  auto h = pipeline::DecodeFrameHeader(bytes.substr(off));
-  if (!h.ok() || bytes.size() - off < h->frame_size()) return false;
-  absl::string_view payload = bytes.substr(off + pipeline::kFrameHeaderSize, h->stored_len);
-  if (pipeline::Checksum64(payload) != h->payload_checksum) return false;
-  *out = *h;
-  return true;
-}
-
-}  // namespace
 
 StreamLog::StreamLog(std::string dir, pipeline::StreamKind kind, StreamLogOptions options)
     : dir_(std::move(dir)), kind_(kind), options_(options) {}
@@ -178,154 +169,6 @@ absl::Status StreamLog::Refresh() {
       const uint64_t from = IndexedPrefix(newer[i], size, &frames_);
       FERRY_RETURN_IF_ERROR(ScanSegment(newer[i], true, from, &frames_));
     }
-  }
-  return absl::OkStatus();
-}
-
-uint64_t StreamLog::IndexedPrefix(uint64_t seq, uint64_t seg_size, std::vector<FrameLocation>* out,
-                                  uint64_t* listed_end) {
-  uint64_t expect = kSegmentHeaderSize;
-  uint64_t chained = kSegmentHeaderSize;  // where the chain ends, inside the file or not
-  auto index = ReadWholeFile(absl::StrCat(dir_, "/", IndexFileName(seq)));
-  if (index.ok()) {
-    for (size_t at = 0; at + kIndexEntrySize <= index->size(); at += kIndexEntrySize) {
-      FrameLocation loc;
-      loc.segment_seq = seq;
-      if (!DecodeIndexEntry(absl::string_view(*index).substr(at, kIndexEntrySize), &loc.offset, &loc.header) ||
-          loc.offset != chained) {
-        break;
-      }
-      chained = loc.offset + loc.header.frame_size();
-      if (chained <= seg_size && expect == loc.offset) {
-        expect = chained;
-        out->push_back(loc);
-      }
-    }
-  }
-  if (listed_end != nullptr) *listed_end = chained;
-  return expect;
-}
-
-uint64_t StreamLog::IndexedEnd(uint64_t seq) {
-  std::vector<FrameLocation> listed;
-  return IndexedPrefix(seq, UINT64_MAX, &listed);
-}
-
-absl::Status StreamLog::Damaged(const std::string& file, uint64_t offset, absl::string_view reason) {
-  if (!options_.survey) {
-    return absl::DataLossError(absl::StrCat(file, " at offset ", offset, ": ", reason, " (ferry verify lists every damaged spot)"));
-  }
-  open_damage_.push_back({file, offset, std::string(reason)});
-  return absl::OkStatus();
-}
-
-absl::Status StreamLog::LoadSealedIndex(uint64_t seq, std::vector<FrameLocation>* out) {
-  FERRY_ASSIGN_OR_RETURN(uint64_t seg_size, FileSize(SegmentPath(seq)));
-  // The index is derived data: use it only if it covers the segment exactly; otherwise
-  // rebuild it from the segment (a crash before the index was synced).
-  const size_t before = out->size();
-  uint64_t listed_end = 0;
-  if (IndexedPrefix(seq, seg_size, out, &listed_end) == seg_size && out->size() > before) {
-    // Frames are indexed only once synced: an index listing frames past the file's end (cut
-    // at a frame boundary, so the frames that remain all check out) lost acknowledged data.
-    if (listed_end > seg_size) {
-      return Damaged(SegmentPath(seq), seg_size,
-                     absl::StrCat("the file ends here but its index records durable frames up to offset ", listed_end,
-                                  ": acknowledged data was lost (the file was truncated)"));
-    }
-    return absl::OkStatus();
-  }
-  out->resize(before);
-  return ScanSegment(seq, false, kSegmentHeaderSize, out, listed_end);
-}
-
-absl::Status StreamLog::ScanSegment(uint64_t seq, bool is_last, uint64_t from,
-                                    std::vector<FrameLocation>* out, uint64_t durable_end) {
-  const std::string path = SegmentPath(seq);
-  FERRY_ASSIGN_OR_RETURN(uint64_t size, FileSize(path));
-  std::string head;
-  FERRY_RETURN_IF_ERROR(ReadRangeInto(path, 0, std::min<uint64_t>(size, kSegmentHeaderSize), &head));
-  auto header = DecodeSegmentHeader(head);
-  if (!header.ok()) {
-    if (is_last && size < kSegmentHeaderSize) {
-      // Crash while the segment was being created: no frame was ever in it.
-      repaired_bytes_ += size;
-      if (!options_.read_only) {
-        if (unlink(path.c_str()) != 0) return ErrnoStatus("remove torn segment", path, errno);
-        (void)unlink(absl::StrCat(dir_, "/", IndexFileName(seq)).c_str());
-        segments_.pop_back();
-      }
-      return absl::OkStatus();
-    }
-    return Damaged(path, 0, header.status().message());
-  }
-  if (header->seq != seq || header->kind != kind_) {
-    return Damaged(path, 0, absl::StrCat("segment header names sequence ", header->seq, " of another stream"));
-  }
-  // bytes[i] is the segment's byte at offset from + i.
-  std::string bytes;
-  FERRY_RETURN_IF_ERROR(ReadRangeInto(path, from, size - from, &bytes));
-  size_t off = 0;
-  bool damaged_here = false;
-  while (off < bytes.size()) {
-    FrameHeader h;
-    if (ValidFrameAt(bytes, off, &h)) {
-      out->push_back(FrameLocation{seq, from + off, h});
-      off += h.frame_size();
-      continue;
-    }
-    std::string reason = "incomplete frame";
-    if (auto bad = pipeline::DecodeFrameHeader(absl::string_view(bytes).substr(off)); !bad.ok()) {
-      reason = std::string(bad.status().message());
-    } else if (bytes.size() - off >= bad->frame_size()) {
-      reason = "frame payload checksum mismatch";
-    }
-    // A torn tail is what a crash mid-write leaves: damage at the end of the last segment
-    // with no complete frame after it. Anything else is corruption of written data.
-    bool later_frame = false;
-    if (is_last) {
-      for (size_t probe = off + 1; probe + pipeline::kFrameHeaderSize <= bytes.size(); ++probe) {
-        if (pipeline::GetLe32(bytes.data() + probe) == pipeline::kFrameMagic &&
-            ValidFrameAt(bytes, probe, &h)) {
-          later_frame = true;
-          break;
-        }
-      }
-    }
-    if (!is_last || later_frame || from + off < durable_end) {
-      if (from + off < durable_end && !later_frame) {
-        reason = reason == "incomplete frame"
-                     ? "the file ends inside a frame its index records as durable: acknowledged data was lost "
-                       "(the file was truncated)"
-                     : reason + " in a frame its index records as durable (acknowledged)";
-      }
-      damaged_here = true;
-      FERRY_RETURN_IF_ERROR(Damaged(path, from + off, reason));
-      // Surveying: go on from the next frame that checks out, if any.
-      size_t next = off + 1;
-      while (next + pipeline::kFrameHeaderSize <= bytes.size() &&
-             !(pipeline::GetLe32(bytes.data() + next) == pipeline::kFrameMagic && ValidFrameAt(bytes, next, &h))) {
-        ++next;
-      }
-      if (next + pipeline::kFrameHeaderSize > bytes.size()) {
-        off = bytes.size();
-        break;
-      }
-      off = next;
-      continue;
-    }
-    repaired_bytes_ += bytes.size() - off;
-    if (!options_.read_only) {
-      FERRY_ASSIGN_OR_RETURN(auto file, OpenDurableFile(path, WriterKind::kPosix, false));
-      FERRY_RETURN_IF_ERROR(file->Truncate(from + off));
-    }
-    break;
-  }
-  if (from + bytes.size() < durable_end && !damaged_here) {
-    // Frames are indexed only once synced: the file lost acknowledged data.
-    return Damaged(path, from + bytes.size(),
-                   absl::StrCat("the file ends here but its index records durable frames up to offset ", durable_end,
-                                ": acknowledged data was lost (the file was truncated)"));
   }
   return absl::OkStatus();
 }

@@ -132,6 +132,12 @@ class StreamLog final : public pipeline::FrameConsumer {
   // not checked) is never a torn tail, and a segment ending before it has lost frames.
   absl::Status ScanSegment(uint64_t seq, bool is_last, uint64_t from, std::vector<FrameLocation>* out,
                            uint64_t durable_end = 0);
+  // ScanSegment's steps. CheckSegmentHeader: false when there are no frames to scan (a
+  // segment torn at creation, removed when writable; a damaged header, when surveying).
+  absl::StatusOr<bool> CheckSegmentHeader(uint64_t seq, bool is_last, const std::string& path, uint64_t size);
+  absl::Status RemoveTornSegment(uint64_t seq, const std::string& path, uint64_t size);
+  // Counts the torn tail from `offset` (`bytes` long) and, when writable, truncates it away.
+  absl::Status CutTornTail(const std::string& path, uint64_t offset, uint64_t bytes);
   // Where the frames that seq's index lists (as far as they chain) end.
   uint64_t IndexedEnd(uint64_t seq);
   // Survey opens record the damage and go on; others fail with kDataLoss naming it.

@@ -1,7 +1,7 @@
 // The io_uring DurableFile: a WriteDurably of up to kRegisteredBytes is one submission of a
 // write from a registered buffer linked to an fdatasync (IOSQE_IO_LINK): one group commit per
 // call, one system call. Larger ones are written with pwrite and synced through the ring.
-// liburing facts used here: ../shared/PROTOCOLS.md section G.
+// liburing facts used here: (docs/protocols.md, "io_uring").
 #include <liburing.h>
 #include <unistd.h>
 

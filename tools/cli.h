@@ -1,4 +1,4 @@
-// The command-line contract of DESIGN.md: one function per subcommand, wired by RunCli.
+// The command-line contract of docs/design.md: one function per subcommand, wired by RunCli.
 #pragma once
 
 namespace ferry::tools {

@@ -3,19 +3,19 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "backup/pg_backup.h"
+#include "backup/redis_snapshot.h"
+#include "config/config.h"
+#include "local/progress_bar.h"
 #include "storage/archive.h"
-#include "tools/backup/pg_backup.h"
-#include "tools/backup/redis_snapshot.h"
 #include "tools/commands.h"
-#include "tools/progress_bar.h"
-#include "tools/service/config.h"
 
 namespace ferry::tools {
 
 int CmdBackup(const std::string& config_path, const std::string& source_name, bool json, int wal_wait_seconds) {
-  auto config = LoadConfig(config_path);
+  auto config = config::LoadConfig(config_path);
   if (!config.ok()) return Fail("backup", config.status());
-  const SourceConfig* source = nullptr;
+  const config::SourceConfig* source = nullptr;
   for (const auto& s : config->sources) {
     if (s.name == source_name) source = &s;
   }
@@ -27,7 +27,7 @@ int CmdBackup(const std::string& config_path, const std::string& source_name, bo
     // An RDB snapshot now, on a connection of its own while `ferry run` streams the commands.
     auto archive = storage::Archive::Open(config->archive_path, storage::ArchiveOptions{});
     if (!archive.ok()) return Fail("backup", archive.status());
-    auto m = TakeRedisSnapshot(**archive, *source, nullptr);
+    auto m = backup::TakeRedisSnapshot(**archive, *source, nullptr);
     if (!m.ok()) return Fail("backup", m.status());
     if (json) {
       std::printf("{\"id\":%s,\"kind\":\"redis-rdb\",\"epoch\":%s,\"offset\":%s,\"end_time\":%s,\"bytes\":%llu}\n",
@@ -50,11 +50,11 @@ int CmdBackup(const std::string& config_path, const std::string& source_name, bo
     auto store = storage::SnapshotStore::Open((*archive)->SnapshotDir(source_name), false);
     if (!store.ok()) return Fail("backup", store.status());
     // Taken now, classed as the schedule would class it (full once full_backup_every is up).
-    auto due = DueBackup(**store, *source, pipeline::NowUnixMicros());
+    auto due = backup::DueBackup(**store, *source, pipeline::NowUnixMicros());
     snapshot_class = due.has_value() ? *due : "incremental";
   }
-  ProgressBar bar(absl::StrCat("backup ", source_name));
-  auto outcome = TakePostgresBackup(config->archive_path, *source, snapshot_class, nullptr,
+  local::ProgressBar bar(absl::StrCat("backup ", source_name));
+  auto outcome = backup::TakePostgresBackup(config->archive_path, *source, snapshot_class, nullptr,
                                     [&](uint64_t done, uint64_t total) { bar.Update(done, total); },
                                     absl::Seconds(wal_wait_seconds));
   if (!outcome.ok()) return Fail("backup", outcome.status());

@@ -2,20 +2,20 @@
 // service also applies it after each scheduled backup).
 #include <cstdio>
 
-#include "tools/backup/retention.h"
+#include "backup/retention.h"
+#include "config/config.h"
 #include "tools/commands.h"
-#include "tools/service/config.h"
 
 namespace ferry::tools {
 
 int CmdRetention(const std::string& config_path, bool dry_run) {
-  auto config = LoadConfig(config_path);
+  auto config = config::LoadConfig(config_path);
   if (!config.ok()) return Fail("retention", config.status());
   auto archive = storage::Archive::Open(config->archive_path, storage::ArchiveOptions{});
   if (!archive.ok()) return Fail("retention", archive.status());
-  for (const SourceConfig& s : config->sources) {
+  for (const config::SourceConfig& s : config->sources) {
     if (s.kind != "postgres") continue;
-    auto r = ApplyRetention(**archive, s.name, PolicyOf(*config), pipeline::NowUnixMicros(), dry_run);
+    auto r = backup::ApplyRetention(**archive, s.name, backup::PolicyOf(*config), pipeline::NowUnixMicros(), dry_run);
     if (!r.ok()) return Fail("retention", r.status());
     const char* verb = dry_run ? "would delete" : "deleted";
     for (const auto& id : r->snapshots) std::printf("%s: %s snapshot %s\n", s.name.c_str(), verb, id.c_str());

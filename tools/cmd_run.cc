@@ -8,9 +8,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "config/config.h"
+#include "service/service.h"
 #include "tools/commands.h"
-#include "tools/service/config.h"
-#include "tools/service/service.h"
 
 namespace ferry::tools {
 namespace {
@@ -18,7 +18,7 @@ constexpr int kDrainSeconds = 60;
 }  // namespace
 
 int CmdRun(const std::string& config_path) {
-  auto config = LoadConfig(config_path);
+  auto config = config::LoadConfig(config_path);
   if (!config.ok()) return Fail("run", config.status());
   // Signals go to one watcher thread, never to the streaming threads (block before spawning).
   sigset_t set;
@@ -29,7 +29,7 @@ int CmdRun(const std::string& config_path) {
   sigaddset(&set, SIGUSR1);  // used only to wake the watcher at exit
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
-  auto service = Service::Create(*config);
+  auto service = service::Service::Create(*config);
   if (!service.ok()) return Fail("run", service.status());
   std::thread watcher([&] {
     while (true) {
@@ -37,7 +37,7 @@ int CmdRun(const std::string& config_path) {
       sigwait(&set, &sig);
       if (sig == SIGHUP) {
         // A config that does not load changes nothing: the service goes on as it was.
-        auto next = LoadConfig(config_path);
+        auto next = config::LoadConfig(config_path);
         if (!next.ok()) {
           spdlog::error("event=reload_failed error=\"{}\" action=kept_running_config", std::string(next.status().message()));
           continue;

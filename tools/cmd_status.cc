@@ -8,20 +8,20 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "config/config.h"
+#include "service/http.h"
 #include "tools/commands.h"
-#include "tools/service/config.h"
-#include "tools/service/http.h"
 
 namespace ferry::tools {
 
 int CmdStatus(const std::string& config_path, bool json) {
-  auto config = LoadConfig(config_path);
+  auto config = config::LoadConfig(config_path);
   if (!config.ok()) return Fail("status", config.status());
   if (config->http_listen.empty()) {
     return Fail("status", absl::FailedPreconditionError(absl::StrCat(
                               config_path, " has no [http] listen: the service publishes its state there; add it and restart")));
   }
-  auto address = ParseListen(config->http_listen);
+  auto address = config::ParseListen(config->http_listen);
   if (!address.ok()) return Fail("status", address.status());
   // A service listening on every address is reached on loopback.
   const std::string host = address->host.empty() || address->host == "0.0.0.0" ? "127.0.0.1" : address->host;
@@ -56,9 +56,9 @@ int CmdStatus(const std::string& config_path, bool json) {
 }
 
 int CmdConfigCheck(const std::string& config_path) {
-  auto config = LoadConfig(config_path);
+  auto config = config::LoadConfig(config_path);
   if (!config.ok()) return Fail("config check", config.status());
-  const Config& c = *config;
+  const config::Config& c = *config;
   auto d = [](absl::Duration x) { return absl::FormatDuration(x); };
   std::printf("%s: ok\n", config_path.c_str());
   std::printf("region = \"%s\"\ndrill_every = \"%s\"\n\n[archive]\npath = \"%s\"\nwriter = \"%s\"\nsegment_mb = %llu\n"
@@ -88,7 +88,7 @@ int CmdConfigCheck(const std::string& config_path) {
                 absl::StrJoin(c.mirror_sources, "\", \"").c_str(), c.mirror_group_id.c_str(), c.mirror_apply_redis.c_str(),
                 c.mirror_apply_postgres.c_str());
   }
-  for (const SourceConfig& s : c.sources) {
+  for (const config::SourceConfig& s : c.sources) {
     std::printf("\n[[source]]\nname = \"%s\"\nkind = \"%s\"\nack = \"%s\"\ndown_after = \"%s\"\ncommit_delay = \"%s\"\n"
                 "scheduled_backups = %s\n",
                 s.name.c_str(), s.kind.c_str(), s.ack == pipeline::AckPolicy::kLocal ? "local" : "local+kafka",

@@ -7,7 +7,7 @@
 
 #include "absl/status/status.h"
 #include "pipeline/change_event.h"
-#include "tools/restore/wal_prefetch.h"
+#include "restore/wal_prefetch.h"
 
 namespace ferry::tools {
 
@@ -16,7 +16,7 @@ int CmdMirror(const std::string& config_path);
 int CmdKafkaMock(int brokers);
 struct WalFetchArgs {
   std::string archive, source, name, dest;
-  WalPrefetchOptions prefetch;
+  restore::WalPrefetchOptions prefetch;
   std::string drop_spool;  // set: remove this spool instead of fetching
 };
 int CmdWalFetch(const WalFetchArgs& args);

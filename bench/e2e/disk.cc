@@ -24,11 +24,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "local/process.h"
 #include "pipeline/batcher.h"
 #include "pipeline/check.h"
 #include "storage/durable_file.h"
 #include "storage/stream_log.h"
-#include "tools/sandbox/process.h"
 
 namespace ferry::bench {
 namespace {
@@ -45,7 +45,7 @@ absl::StatusOr<Row> Dd(const std::string& dir, int mib, bool direct) {
                                    "conv=fdatasync", "status=none"};
   if (direct) argv.push_back("oflag=direct");
   const auto t0 = std::chrono::steady_clock::now();
-  FERRY_ASSIGN_OR_RETURN(tools::CommandResult r, tools::RunCommand(argv));
+  FERRY_ASSIGN_OR_RETURN(local::CommandResult r, local::RunCommand(argv));
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::filesystem::remove(file);
   if (r.exit_code != 0) return absl::InternalError(absl::StrCat("dd: ", r.err));
@@ -76,7 +76,7 @@ absl::StatusOr<Row> Ferry(const std::string& dir, int mib, storage::WriterKind k
     pipeline::Record r;
     r.payload = payload;
     r.end_pos = pos + payload.size();
-    FERRY_RETURN_IF_ERROR(batcher.Append(1, pos, std::move(r)));
+    FERRY_RETURN_IF_ERROR(batcher.Append({1, pos}, std::move(r)));
     pos += payload.size();
   }
   FERRY_RETURN_IF_ERROR(batcher.Drain());

@@ -68,7 +68,7 @@ uint64_t DiskBytes(const std::string& dir) {
   return n;
 }
 
-absl::StatusOr<pipeline::Lsn> QueryLsn(const tools::LocalPostgres& pg, const std::string& sql) {
+absl::StatusOr<pipeline::Lsn> QueryLsn(const local::LocalPostgres& pg, const std::string& sql) {
   auto s = pg.Query(sql);
   if (!s.ok()) return s.status();
   return pipeline::Lsn::Parse(*s);

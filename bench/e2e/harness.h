@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "local/local_postgres.h"
 #include "pipeline/position.h"
-#include "tools/sandbox/local_postgres.h"
 
 namespace ferry::bench {
 
@@ -34,6 +34,6 @@ double ProcessCpuSeconds(pid_t pid);
 uint64_t DiskBytes(const std::string& dir);
 
 // One LSN from a query, e.g. "select pg_current_wal_lsn()".
-absl::StatusOr<pipeline::Lsn> QueryLsn(const tools::LocalPostgres& pg, const std::string& sql);
+absl::StatusOr<pipeline::Lsn> QueryLsn(const local::LocalPostgres& pg, const std::string& sql);
 
 }  // namespace ferry::bench

@@ -15,17 +15,17 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "config/config.h"
 #include "cross_region/mirror.h"
+#include "local/local_postgres.h"
 #include "pipeline/check.h"
+#include "service/service.h"
 #include "storage/durable_file.h"
-#include "tools/sandbox/local_postgres.h"
-#include "tools/service/config.h"
-#include "tools/service/service.h"
 
 namespace ferry::bench {
 namespace {
 
-using tools::LocalPostgres;
+using local::LocalPostgres;
 
 struct Result {
   std::string ack;
@@ -34,7 +34,7 @@ struct Result {
 };
 
 absl::StatusOr<Result> Run(const std::string& dir, const std::string& ack, int seconds, int clients) {
-  tools::LocalPostgresOptions po;
+  local::LocalPostgresOptions po;
   po.base_dir = dir + "/primary";
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::Create(po));
   const std::string archive = dir + "/archive";
@@ -42,9 +42,9 @@ absl::StatusOr<Result> Run(const std::string& dir, const std::string& ack, int s
       "region = \"bench\"\n[archive]\npath = \"", archive, "\"\n\n[kafka]\nbrokers = \"mock:3\"\n\n",
       "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"", pg->Conninfo(), "\"\n",
       "scheduled_backups = false\nack = \"", ack, "\"\n");
-  FERRY_ASSIGN_OR_RETURN(tools::Config config, tools::ParseConfig(config_text, dir + "/ferry.toml"));
+  FERRY_ASSIGN_OR_RETURN(config::Config config, config::ParseConfig(config_text, dir + "/ferry.toml"));
   config.drill_every = absl::ZeroDuration();
-  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<tools::Service> service, tools::Service::Create(config));
+  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<service::Service> service, service::Service::Create(config));
   absl::Status service_result;
   std::thread runner([&] { service_result = service->Run(); });
   std::unique_ptr<cross_region::Mirror> mirror;
@@ -66,16 +66,16 @@ absl::StatusOr<Result> Run(const std::string& dir, const std::string& ack, int s
     mo.group_id = "bench";
     FERRY_ASSIGN_OR_RETURN(mirror, cross_region::Mirror::Create(mo));
     mirror_thread = std::thread([&] { mirror_result = mirror->Run(); });
-    auto pgbench = [&](std::vector<std::string> args) -> absl::StatusOr<tools::CommandResult> {
+    auto pgbench = [&](std::vector<std::string> args) -> absl::StatusOr<local::CommandResult> {
       std::vector<std::string> argv = {"pgbench", "-h", "127.0.0.1", "-p", std::to_string(pg->port()), "-U", "postgres"};
       argv.insert(argv.end(), args.begin(), args.end());
       argv.push_back("postgres");
-      FERRY_ASSIGN_OR_RETURN(tools::CommandResult out, pg->RunTool(argv));
+      FERRY_ASSIGN_OR_RETURN(local::CommandResult out, pg->RunTool(argv));
       if (out.exit_code != 0) return absl::InternalError(absl::StrCat("pgbench: ", out.err));
       return out;
     };
     FERRY_RETURN_IF_ERROR(pgbench({"-i", "-s", "5", "-q"}).status());
-    FERRY_ASSIGN_OR_RETURN(tools::CommandResult load,
+    FERRY_ASSIGN_OR_RETURN(local::CommandResult load,
                            pgbench({"-c", absl::StrCat(clients), "-j", "2", "-T", absl::StrCat(seconds)}));
     const size_t at = load.out.find("tps = ");
     if (at != std::string::npos) r.tps = std::strtod(load.out.c_str() + at + 6, nullptr);

@@ -24,14 +24,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/e2e/harness.h"
+#include "local/local_postgres.h"
+#include "local/process.h"
 #include "pipeline/check.h"
-#include "tools/sandbox/local_postgres.h"
-#include "tools/sandbox/process.h"
 
 namespace ferry::bench {
 namespace {
 
-using tools::LocalPostgres;
+using local::LocalPostgres;
 
 struct Row {
   std::string consumer;
@@ -56,8 +56,8 @@ absl::StatusOr<double> WaitConfirmed(const LocalPostgres& pg, const std::string&
 }
 
 absl::Status Main(int scale, int seconds, int clients, const std::string& out_dir) {
-  FERRY_ASSIGN_OR_RETURN(std::string dir, tools::MakeTempDir("ferry-bench-logical"));
-  tools::LocalPostgresOptions po;
+  FERRY_ASSIGN_OR_RETURN(std::string dir, local::MakeTempDir("ferry-bench-logical"));
+  local::LocalPostgresOptions po;
   po.base_dir = dir + "/primary";
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::Create(po));
   const std::string archive = dir + "/archive";
@@ -75,9 +75,9 @@ absl::Status Main(int scale, int seconds, int clients, const std::string& out_di
   Reap(pid, SIGTERM);
 
   std::printf("bench: load (pgbench -i -s %d, then -c %d for %d s) with no consumer attached\n", scale, clients, seconds);
-  FERRY_ASSIGN_OR_RETURN(tools::CommandResult init, pg->RunTool({"pgbench", "-i", "-s", absl::StrCat(scale), "postgres"}));
+  FERRY_ASSIGN_OR_RETURN(local::CommandResult init, pg->RunTool({"pgbench", "-i", "-s", absl::StrCat(scale), "postgres"}));
   if (init.exit_code != 0) return absl::InternalError(absl::StrCat("pgbench -i: ", init.err));
-  FERRY_ASSIGN_OR_RETURN(tools::CommandResult load,
+  FERRY_ASSIGN_OR_RETURN(local::CommandResult load,
                          pg->RunTool({"pgbench", "-c", absl::StrCat(clients), "-j", "2", "-T", absl::StrCat(seconds),
                                       "postgres"}));
   if (load.exit_code != 0) return absl::InternalError(absl::StrCat("pgbench: ", load.err));
@@ -107,8 +107,8 @@ absl::Status Main(int scale, int seconds, int clients, const std::string& out_di
     const Usage u = Reap(pid, SIGTERM);
     r.cpu_s = u.cpu_s;
     r.max_rss_mib = u.max_rss_mib;
-    FERRY_ASSIGN_OR_RETURN(tools::CommandResult changes,
-                           tools::RunCommand({FERRY_BINARY, "changes", "--archive", archive, "--source", "main"}));
+    FERRY_ASSIGN_OR_RETURN(local::CommandResult changes,
+                           local::RunCommand({FERRY_BINARY, "changes", "--archive", archive, "--source", "main"}));
     for (char c : changes.out) r.events += c == '\n' ? 1 : 0;
     rows.push_back(r);
   }

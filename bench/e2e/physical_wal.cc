@@ -38,15 +38,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/e2e/harness.h"
+#include "local/local_postgres.h"
 #include "pipeline/check.h"
 #include "pipeline/position.h"
 #include "storage/durable_file.h"
-#include "tools/sandbox/local_postgres.h"
 
 namespace ferry::bench {
 namespace {
 
-using tools::LocalPostgres;
+using local::LocalPostgres;
 
 constexpr char kPgBin[] = "/usr/lib/postgresql/15/bin/";
 
@@ -129,7 +129,7 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
   const double cpu_before = pid > 0 ? ProcessCpuSeconds(pid) : 0;
   const uint64_t stored_before = c.has_value() ? DiskBytes(c->store_dir) : 0;
   FERRY_ASSIGN_OR_RETURN(pipeline::Lsn start, QueryLsn(pg, "select pg_current_wal_lsn()"));
-  absl::StatusOr<tools::CommandResult> ran = absl::UnknownError("pgbench did not run");
+  absl::StatusOr<local::CommandResult> ran = absl::UnknownError("pgbench did not run");
   std::atomic<bool> done{false};
   std::thread pgbench([&] {
     std::vector<std::string> argv = {"pgbench", "-c", absl::StrCat(load.clients), "-j", "2", "-T",
@@ -153,7 +153,7 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
   }
   pgbench.join();
   FERRY_RETURN_IF_ERROR(ran.status());
-  const tools::CommandResult& bench = *ran;
+  const local::CommandResult& bench = *ran;
   if (bench.exit_code != 0) return absl::InternalError(absl::StrCat("pgbench: ", bench.err));
   FERRY_ASSIGN_OR_RETURN(pipeline::Lsn end, QueryLsn(pg, "select pg_current_wal_lsn()"));
   row.tps = Field(bench.out, "tps = ");
@@ -237,10 +237,10 @@ int Main(int argc, char** argv) {
   std::filesystem::permissions(dir, std::filesystem::perms::others_exec, std::filesystem::perm_options::add);
   std::vector<Row> rows;
   absl::Status st = [&]() -> absl::Status {
-    tools::LocalPostgresOptions po;
+    local::LocalPostgresOptions po;
     po.base_dir = dir + "/primary";
     FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::Create(po));
-    FERRY_ASSIGN_OR_RETURN(tools::CommandResult init, pg->RunTool({"pgbench", "-i", "-s", absl::StrCat(scale), "-q", "postgres"}));
+    FERRY_ASSIGN_OR_RETURN(local::CommandResult init, pg->RunTool({"pgbench", "-i", "-s", absl::StrCat(scale), "-q", "postgres"}));
     if (init.exit_code != 0) return absl::InternalError(absl::StrCat("pgbench -i: ", init.err));
     load.bulk = load_kind == "bulk";
     if (load.bulk) {
@@ -252,8 +252,8 @@ int Main(int argc, char** argv) {
     int n = 0;
     auto run = [&](const std::optional<Capturer>& c, bool sync) -> absl::Status {
       if (c.has_value() && c->app_name == "pg_receivewal") {
-        FERRY_ASSIGN_OR_RETURN(tools::CommandResult slot,
-                               tools::RunCommand({absl::StrCat(kPgBin, "pg_receivewal"), "-d", pg->Conninfo(), "-S",
+        FERRY_ASSIGN_OR_RETURN(local::CommandResult slot,
+                               local::RunCommand({absl::StrCat(kPgBin, "pg_receivewal"), "-d", pg->Conninfo(), "-S",
                                                   c->slot, "--create-slot"}));
         if (slot.exit_code != 0) return absl::InternalError(absl::StrCat("pg_receivewal --create-slot: ", slot.err));
       }

@@ -26,16 +26,16 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/e2e/harness.h"
-#include "ingest/redis/client.h"
+#include "client/redis/client.h"
+#include "local/local_postgres.h"
+#include "local/local_redis.h"
+#include "local/process.h"
 #include "pipeline/check.h"
-#include "tools/sandbox/local_postgres.h"
-#include "tools/sandbox/local_redis.h"
-#include "tools/sandbox/process.h"
 
 namespace ferry::bench {
 namespace {
 
-using tools::LocalRedis;
+using local::LocalRedis;
 
 struct Row {
   std::string replica;
@@ -48,14 +48,14 @@ struct Row {
 };
 
 absl::StatusOr<int64_t> InfoInt(const LocalRedis& r, const std::string& field) {
-  FERRY_ASSIGN_OR_RETURN(std::string v, ingest::redis::RedisInfoField(r.Endpoint(), field));
+  FERRY_ASSIGN_OR_RETURN(std::string v, client::redis::RedisInfoField(r.Endpoint(), field));
   int64_t n = 0;
   if (!absl::SimpleAtoi(v, &n)) return absl::InternalError(absl::StrCat("INFO ", field, " = ", v));
   return n;
 }
 
 // The offset the primary's first replica has acknowledged (-1 before it is online).
-int64_t ReplicaAcked(const LocalRedis& primary) { return tools::ReplicaAckedOffset(primary).value_or(-1); }
+int64_t ReplicaAcked(const LocalRedis& primary) { return local::ReplicaAckedOffset(primary).value_or(-1); }
 
 absl::Status WaitAcked(const LocalRedis& primary, int64_t offset, int seconds) {
   for (int i = 0; i < seconds * 100; ++i) {
@@ -67,8 +67,8 @@ absl::Status WaitAcked(const LocalRedis& primary, int64_t offset, int seconds) {
 
 // redis-benchmark's SET throughput (requests per second).
 absl::StatusOr<double> Load(const LocalRedis& primary, int requests, int pipeline) {
-  FERRY_ASSIGN_OR_RETURN(tools::CommandResult r,
-                         tools::RunCommand({"redis-benchmark", "-h", "127.0.0.1", "-p", absl::StrCat(primary.port()), "-t",
+  FERRY_ASSIGN_OR_RETURN(local::CommandResult r,
+                         local::RunCommand({"redis-benchmark", "-h", "127.0.0.1", "-p", absl::StrCat(primary.port()), "-t",
                                             "set", "-n", absl::StrCat(requests), "-P", absl::StrCat(pipeline), "-d",
                                             "100", "-r", "1000000", "-c", "50", "-q"}));
   // "SET: 1183431.88 requests per second, p50=0.559 msec"
@@ -111,14 +111,14 @@ absl::StatusOr<Row> Phase(const std::string& name, LocalRedis& primary, const st
 }
 
 absl::Status Main(int requests, int pipeline, int commit_delay_ms, const std::string& out_dir) {
-  FERRY_ASSIGN_OR_RETURN(const std::string dir, tools::MakeTempDir("ferry-bench-redis"));
-  tools::LocalRedisOptions po;
+  FERRY_ASSIGN_OR_RETURN(const std::string dir, local::MakeTempDir("ferry-bench-redis"));
+  local::LocalRedisOptions po;
   po.dir = dir + "/primary";
   std::filesystem::create_directories(po.dir);
   po.args = {"--save", "", "--appendonly", "no", "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"};
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalRedis> primary, LocalRedis::Start(po));
 
-  FERRY_ASSIGN_OR_RETURN(const int replica_port, tools::FindFreeLoopbackPort());
+  FERRY_ASSIGN_OR_RETURN(const int replica_port, local::FindFreeLoopbackPort());
   std::filesystem::create_directories(dir + "/replica");
   const std::vector<std::string> replica = {
       "/usr/bin/redis-server", "--port", absl::StrCat(replica_port), "--bind", "127.0.0.1", "--dir", dir + "/replica",

@@ -16,23 +16,23 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "ingest/pg/replication_conn.h"
+#include "backup/pg_backup.h"
+#include "client/pg/replication_conn.h"
+#include "config/config.h"
+#include "local/local_postgres.h"
 #include "pipeline/check.h"
+#include "restore/pg_restore.h"
+#include "restore/recover.h"
+#include "restore/wal_fetch.h"
+#include "service/service.h"
 #include "storage/archive.h"
 #include "storage/durable_file.h"
 #include "storage/snapshot_store.h"
-#include "tools/backup/pg_backup.h"
-#include "tools/restore/pg_restore.h"
-#include "tools/restore/wal_fetch.h"
-#include "tools/sandbox/local_postgres.h"
-#include "tools/sandbox/pg_steps.h"
-#include "tools/service/config.h"
-#include "tools/service/service.h"
 
 namespace ferry::bench {
 namespace {
 
-using tools::LocalPostgres;
+using local::LocalPostgres;
 
 struct Setup {
   std::string archive;
@@ -44,7 +44,7 @@ absl::Status Pgbench(const LocalPostgres& pg, std::vector<std::string> args) {
   std::vector<std::string> argv = {"pgbench", "-h", "127.0.0.1", "-p", std::to_string(pg.port()), "-U", "postgres"};
   argv.insert(argv.end(), args.begin(), args.end());
   argv.push_back("postgres");
-  FERRY_ASSIGN_OR_RETURN(tools::CommandResult r, pg.RunTool(argv));
+  FERRY_ASSIGN_OR_RETURN(local::CommandResult r, pg.RunTool(argv));
   if (r.exit_code != 0) return absl::InternalError(absl::StrCat("pgbench: ", r.err));
   return absl::OkStatus();
 }
@@ -57,24 +57,24 @@ absl::StatusOr<pipeline::Lsn> QueryLsn(const LocalPostgres& pg, const std::strin
 // A primary with ferry streaming into `dir`/archive: a base backup, then pgbench until
 // `wal_mb` of WAL follow it, all synced.
 absl::StatusOr<Setup> Prepare(const std::string& dir, uint64_t wal_mb) {
-  tools::LocalPostgresOptions po;
+  local::LocalPostgresOptions po;
   po.base_dir = dir + "/primary";
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::Create(po));
   Setup s;
   s.archive = dir + "/archive";
-  FERRY_RETURN_IF_ERROR(tools::MakeArchiveDirForServerUser(s.archive));
+  FERRY_RETURN_IF_ERROR(local::MakeArchiveDirForServerUser(s.archive));
   const std::string config_text = absl::StrCat(
       "region = \"bench\"\n[archive]\npath = \"", s.archive, "\"\nwriter = \"posix\"\n\n",
       "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"", pg->Conninfo(), "\"\n",
       "scheduled_backups = false\n");
-  FERRY_ASSIGN_OR_RETURN(tools::Config config, tools::ParseConfig(config_text, dir + "/ferry.toml"));
-  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<tools::Service> service, tools::Service::Create(config));
+  FERRY_ASSIGN_OR_RETURN(config::Config config, config::ParseConfig(config_text, dir + "/ferry.toml"));
+  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<service::Service> service, service::Service::Create(config));
   absl::Status service_result;
   std::thread runner([&] { service_result = service->Run(); });
   absl::Status st = [&]() -> absl::Status {
     FERRY_RETURN_IF_ERROR(Pgbench(*pg, {"-i", "-s", "20", "-q"}));
-    FERRY_ASSIGN_OR_RETURN(tools::PgBackupOutcome backup,
-                           tools::TakePostgresBackup(s.archive, config.sources[0], "full", nullptr, nullptr));
+    FERRY_ASSIGN_OR_RETURN(backup::PgBackupOutcome backup,
+                           backup::TakePostgresBackup(s.archive, config.sources[0], "full", nullptr, nullptr));
     s.snapshot_id = backup.manifest.id;
     FERRY_ASSIGN_OR_RETURN(s.start, pipeline::Lsn::Parse(backup.manifest.Get("start_lsn")));
     std::printf("bench: backup %s; generating %llu MiB of WAL with pgbench...\n", s.snapshot_id.c_str(),
@@ -115,15 +115,15 @@ absl::StatusOr<double> TimeRecovery(const Setup& s, Mode mode, const std::string
   FERRY_ASSIGN_OR_RETURN(auto store, storage::SnapshotStore::Open(archive->SnapshotDir("main"), false));
   const storage::SnapshotManifest* snap = store->Find(s.snapshot_id);
   if (snap == nullptr) return absl::NotFoundError(absl::StrCat("snapshot ", s.snapshot_id));
-  FERRY_RETURN_IF_ERROR(tools::MaterialiseSnapshot(*store, *snap, to, nullptr));
-  FERRY_RETURN_IF_ERROR(tools::WriteRecoverySettings(to, ferry, s.archive, "main", ""));
+  FERRY_RETURN_IF_ERROR(restore::MaterialiseSnapshot(*store, *snap, to, nullptr));
+  FERRY_RETURN_IF_ERROR(restore::WriteRecoverySettings(to, ferry, s.archive, "main", ""));
   std::ofstream conf(to + "/postgresql.auto.conf", std::ios::app);  // later lines win
   if (mode == Mode::kPgWal) {
     // Every segment in pg_wal beforehand (not timed); the archive is never asked.
-    FERRY_ASSIGN_OR_RETURN(uint64_t seg, tools::WalSegmentBytes(*archive, "main"));
+    FERRY_ASSIGN_OR_RETURN(uint64_t seg, restore::WalSegmentBytes(*archive, "main"));
     for (uint64_t n = s.start.value() / seg; n <= s.end.value() / seg; ++n) {
-      const std::string name = ingest::pg::WalFileName(pipeline::TimelineId(1), n, seg);
-      FERRY_RETURN_IF_ERROR(tools::FetchWalFile(*archive, "main", name, to + "/pg_wal/" + name));
+      const std::string name = client::pg::WalFileName(pipeline::TimelineId(1), n, seg);
+      FERRY_RETURN_IF_ERROR(restore::FetchWalFile(*archive, "main", name, to + "/pg_wal/" + name));
     }
     conf << "restore_command = 'false'\n";
   } else if (mode == Mode::kFetchNoPrefetch) {
@@ -133,7 +133,7 @@ absl::StatusOr<double> TimeRecovery(const Setup& s, Mode mode, const std::string
   conf.close();
   const auto t0 = std::chrono::steady_clock::now();
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::StartExisting(to));
-  FERRY_RETURN_IF_ERROR(tools::WaitForRecoveryEnd(*pg, 3600));
+  FERRY_RETURN_IF_ERROR(restore::WaitForRecoveryEnd(*pg, 3600));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   FERRY_ASSIGN_OR_RETURN(pipeline::Lsn reached, QueryLsn(*pg, "select pg_current_wal_lsn()"));
   if (reached.value() < s.end.value()) {
@@ -165,20 +165,20 @@ absl::StatusOr<BeforeRecovery> TimeBeforeRecovery(const Setup& s, const std::str
   if (snap == nullptr) return absl::NotFoundError(absl::StrCat("snapshot ", s.snapshot_id));
   std::error_code ec;
   auto t0 = std::chrono::steady_clock::now();
-  FERRY_RETURN_IF_ERROR(tools::MaterialiseSnapshot(*store, *snap, to, nullptr));
+  FERRY_RETURN_IF_ERROR(restore::MaterialiseSnapshot(*store, *snap, to, nullptr));
   b.copy = Since(t0);
   std::filesystem::remove_all(to, ec);
   FERRY_ASSIGN_OR_RETURN(storage::StreamLog * wal, archive->Stream("main", pipeline::StreamKind::kPgWal));
-  FERRY_ASSIGN_OR_RETURN(uint64_t seg, tools::WalSegmentBytes(*archive, "main"));
+  FERRY_ASSIGN_OR_RETURN(uint64_t seg, restore::WalSegmentBytes(*archive, "main"));
   FERRY_ASSIGN_OR_RETURN(storage::SourceIdentity identity, archive->GetIdentity("main"));
   uint64_t system_id = 0;
   (void)absl::SimpleAtoi(identity["system_id"], &system_id);
-  FERRY_ASSIGN_OR_RETURN(tools::PgRestorePlan plan, tools::PlanPgRestore(*wal, *store, tools::PgTarget{}, seg, system_id));
+  FERRY_ASSIGN_OR_RETURN(restore::PgRestorePlan plan, restore::PlanPgRestore(*wal, *store, restore::PgTarget{}, seg, system_id));
   t0 = std::chrono::steady_clock::now();
-  FERRY_RETURN_IF_ERROR(tools::CheckRestoreWal(*wal, plan, seg, system_id).status());
+  FERRY_RETURN_IF_ERROR(restore::CheckRestoreWal(*wal, plan, seg, system_id).status());
   b.check = Since(t0);
   t0 = std::chrono::steady_clock::now();
-  FERRY_RETURN_IF_ERROR(tools::RestorePostgresTo(s.archive, "main", tools::PgTarget{}, to, ferry).status());
+  FERRY_RETURN_IF_ERROR(restore::RestorePostgresTo(s.archive, "main", restore::PgTarget{}, to, ferry).status());
   b.restore = Since(t0);
   std::filesystem::remove_all(to, ec);
   return b;

@@ -66,7 +66,7 @@ absl::Status CheckBackupManifest(absl::string_view manifest,
       return absl::DataLossError(absl::StrCat(path, " has ", it->second.size,
                                               " bytes; backup_manifest says ", size));
     }
-    // The manifest prints the CRC's little-endian bytes in hex (PROTOCOLS.md B.3).
+    // The manifest prints the CRC's little-endian bytes in hex (docs/protocols.md, "Base backups").
     const uint32_t c = it->second.crc32c;
     const char le[4] = {static_cast<char>(c), static_cast<char>(c >> 8),
                         static_cast<char>(c >> 16), static_cast<char>(c >> 24)};

@@ -1,5 +1,5 @@
-// PostgreSQL's backup_manifest (version 1, PROTOCOLS.md B.3): parse it, check its own
-// SHA-256, and compare the files it lists with what was received or restored.
+// PostgreSQL's backup_manifest (version 1; docs/protocols.md, "Base backups"): parse it, check its own SHA-256, and compare the files it lists with what was
+// received or restored.
 #pragma once
 
 #include <cstdint>

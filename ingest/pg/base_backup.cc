@@ -138,7 +138,7 @@ absl::Status TarUnpacker::Finish() const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<BaseBackupResult> TakeBaseBackup(ReplicationConnection& conn,
+absl::StatusOr<BaseBackupResult> TakeBaseBackup(client::pg::ReplicationConnection& conn,
                                                 const BaseBackupOptions& options,
                                                 pipeline::SnapshotSink* sink) {
   std::map<std::string, FileDigester> digesters;
@@ -148,7 +148,7 @@ absl::StatusOr<BaseBackupResult> TakeBaseBackup(ReplicationConnection& conn,
   std::string manifest;
   enum class Part { kNone, kTar, kManifest } part = Part::kNone;
   uint64_t total = 0;
-  auto on_start = [&](const BackupPoints& points) {
+  auto on_start = [&](const client::pg::BackupPoints& points) {
     total = points.estimated_bytes;
     return absl::OkStatus();
   };
@@ -188,7 +188,7 @@ absl::StatusOr<BaseBackupResult> TakeBaseBackup(ReplicationConnection& conn,
             absl::StrCat("BASE_BACKUP sent an unknown CopyData type '", std::string(1, type), "'"));
     }
   };
-  FERRY_ASSIGN_OR_RETURN(BackupPoints points, conn.BaseBackup(options.label, on_start, on_copy));
+  FERRY_ASSIGN_OR_RETURN(client::pg::BackupPoints points, conn.BaseBackup(options.label, on_start, on_copy));
   if (part != Part::kManifest) {
     return absl::DataLossError("BASE_BACKUP ended without a backup_manifest");
   }

@@ -10,13 +10,13 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "ingest/pg/replication_conn.h"
+#include "client/pg/replication_conn.h"
 #include "pipeline/sink.h"
 
 namespace ferry::ingest::pg {
 
 struct BaseBackupResult {
-  BackupPoints points;
+  client::pg::BackupPoints points;
   uint64_t bytes = 0;   // file bytes received
   uint64_t files = 0;
 };
@@ -32,7 +32,7 @@ struct BaseBackupOptions {
 // flowing on the service's connection) and hands every directory and file, then
 // backup_manifest itself, to `sink`. The sink's contents are only good if this returns OK:
 // the caller commits the snapshot then, and discards it otherwise.
-absl::StatusOr<BaseBackupResult> TakeBaseBackup(ReplicationConnection& conn,
+absl::StatusOr<BaseBackupResult> TakeBaseBackup(client::pg::ReplicationConnection& conn,
                                                 const BaseBackupOptions& options,
                                                 pipeline::SnapshotSink* sink);
 

@@ -1,6 +1,6 @@
 // Logical streaming: publication and slot set-up, the initial snapshot, pgoutput decoding into
 // change records, reassembly of streamed transactions, and feedback. Protocol facts:
-// ../shared/PROTOCOLS.md A.3, A.6 and D.
+// docs/protocols.md, "Streaming messages" and "pgoutput".
 #include "ingest/pg/logical_source.h"
 
 #include <poll.h>
@@ -14,9 +14,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "ingest/pg/copy_loop.h"
 #include "ingest/pg/pgoutput.h"
 #include "pipeline/check.h"
-#include "pipeline/read_pacer.h"
 
 namespace ferry::ingest::pg {
 
@@ -37,15 +37,17 @@ size_t TupleBytes(const pipeline::ChangeTuple& t) {
 
 }  // namespace
 
+// One change of a transaction being collected.
+struct PgLogicalSource::Change {
+  uint32_t subxid = 0;  // streamed transactions: the sub-transaction, for Stream Abort
+  size_t bytes = 0;     // about what it takes in a record
+  std::shared_ptr<const ChangeRelation> relation;
+  std::vector<std::shared_ptr<const ChangeRelation>> truncated;
+  ChangeEvent event;
+};
+
 // A transaction being collected: from Begin to Commit, or a streamed one until Stream Commit.
 struct PgLogicalSource::Txn {
-  struct Change {
-    uint32_t subxid = 0;  // streamed transactions: the sub-transaction, for Stream Abort
-    size_t bytes = 0;     // about what it takes in a record
-    std::shared_ptr<const ChangeRelation> relation;
-    std::vector<std::shared_ptr<const ChangeRelation>> truncated;
-    ChangeEvent event;
-  };
   ChangeBatch::Kind kind = ChangeBatch::Kind::kTransaction;
   uint32_t xid = 0;
   uint64_t commit_lsn = 0;
@@ -75,23 +77,23 @@ void PgLogicalSource::RequestStop() {
 }
 
 absl::Status PgLogicalSource::Connect() {
-  FERRY_ASSIGN_OR_RETURN(conn_, ReplicationConnection::Connect(options_.conninfo, options_.application_name,
-                                                               /*logical=*/true, kCanonicalTextOptions));
-  FERRY_ASSIGN_OR_RETURN(sql_, SqlSession::Connect(options_.conninfo, kCanonicalTextOptions));
-  FERRY_ASSIGN_OR_RETURN(SqlRows db, sql_->Query("SELECT current_database()"));
+  FERRY_ASSIGN_OR_RETURN(conn_, client::pg::ReplicationConnection::Connect(options_.conninfo, options_.application_name,
+                                                               /*logical=*/true, client::pg::kCanonicalTextOptions));
+  FERRY_ASSIGN_OR_RETURN(sql_, client::pg::SqlSession::Connect(options_.conninfo, client::pg::kCanonicalTextOptions));
+  FERRY_ASSIGN_OR_RETURN(client::pg::SqlRows db, sql_->Query("SELECT current_database()"));
   database_ = db.rows.at(0).at(0).value_or("");
-  FERRY_ASSIGN_OR_RETURN(SqlRows pub, sql_->Query("SELECT 1 FROM pg_publication WHERE pubname = $1",
+  FERRY_ASSIGN_OR_RETURN(client::pg::SqlRows pub, sql_->Query("SELECT 1 FROM pg_publication WHERE pubname = $1",
                                                   {options_.publication}));
   if (pub.rows.empty()) {
     // Created before the slot: pgoutput reads publications through the historic catalog, so a
-    // slot older than its publication fails on its first change (PROTOCOLS.md A.3).
+    // slot older than its publication fails on its first change (docs/protocols.md, "Streaming messages").
     std::string what = "FOR ALL TABLES";
     if (!options_.tables.empty()) {
       std::vector<std::string> quoted;
-      for (const std::string& t : options_.tables) quoted.push_back(SqlSession::DottedIdent(t, "public"));
+      for (const std::string& t : options_.tables) quoted.push_back(client::pg::SqlSession::DottedIdent(t, "public"));
       what = absl::StrCat("FOR TABLE ", absl::StrJoin(quoted, ", "));
     }
-    FERRY_RETURN_IF_ERROR(sql_->Exec(absl::StrCat("CREATE PUBLICATION ", SqlSession::Ident(options_.publication), " ", what)));
+    FERRY_RETURN_IF_ERROR(sql_->Exec(absl::StrCat("CREATE PUBLICATION ", client::pg::SqlSession::Ident(options_.publication), " ", what)));
     spdlog::info("event=publication_created publication={} tables=\"{}\"", options_.publication, what);
   }
   return absl::OkStatus();
@@ -116,7 +118,7 @@ absl::Status PgLogicalSource::EmitPart(Txn* txn, bool last, uint64_t end_lsn) {
     return it->second;
   };
   b.events.reserve(txn->changes.size());
-  for (Txn::Change& c : txn->changes) {
+  for (Change& c : txn->changes) {
     if (c.relation != nullptr) c.event.relation = relation_index(c.relation);
     for (const auto& t : c.truncated) c.event.truncated.push_back(relation_index(t));
     b.events.push_back(std::move(c.event));
@@ -147,7 +149,7 @@ absl::Status PgLogicalSource::EmitPart(Txn* txn, bool last, uint64_t end_lsn) {
   rec.data_ts = txn->commit_ts;
   rec.payload = pipeline::EncodeChangeBatch(b);
   stats_.events.fetch_add(b.events.size(), std::memory_order_relaxed);
-  FERRY_RETURN_IF_ERROR(sink_->Append(kEpoch, tail_pos_, std::move(rec)));
+  FERRY_RETURN_IF_ERROR(sink_->Append({kEpoch, tail_pos_}, std::move(rec)));
   tail_pos_ = pos;
   txn->started = true;
   txn->changes.clear();
@@ -159,7 +161,7 @@ absl::Status PgLogicalSource::ReadTable(const std::string& schema, const std::st
   // The columns pgoutput would describe: live, not generated, in order, with the replica
   // identity's key flags (DEFAULT: the primary key; INDEX: that index; FULL: every column).
   FERRY_ASSIGN_OR_RETURN(
-      SqlRows cols,
+      client::pg::SqlRows cols,
       sql_->Query(
           "SELECT c.oid, c.relreplident, a.attname, a.atttypid, a.atttypmod, "
           "  CASE WHEN t.oid >= 16384 THEN tn.nspname || '.' || t.typname ELSE '' END, "
@@ -180,7 +182,7 @@ absl::Status PgLogicalSource::ReadTable(const std::string& schema, const std::st
   rel->table = table;
   rel->replica_identity = cols.rows[0][1]->empty() ? 'd' : (*cols.rows[0][1])[0];
   std::vector<std::string> select;
-  for (const SqlRow& r : cols.rows) {
+  for (const client::pg::SqlRow& r : cols.rows) {
     pipeline::ChangeColumn c;
     c.name = *r[2];
     c.type_oid = static_cast<uint32_t>(std::stoul(*r[3]));
@@ -188,20 +190,20 @@ absl::Status PgLogicalSource::ReadTable(const std::string& schema, const std::st
     c.type_name = *r[5];
     c.key = *r[6] == "t";
     c.primary_key = *r[7] == "t";
-    select.push_back(SqlSession::Ident(c.name));
+    select.push_back(client::pg::SqlSession::Ident(c.name));
     rel->columns.push_back(std::move(c));
   }
   std::shared_ptr<const ChangeRelation> shared = rel;
   FERRY_RETURN_IF_ERROR(sql_->Exec(absl::StrCat("DECLARE ferry_snapshot NO SCROLL CURSOR FOR SELECT ",
                                                 absl::StrJoin(select, ", "), " FROM ONLY ",
-                                                SqlSession::Ident(schema, table))));
+                                                client::pg::SqlSession::Ident(schema, table))));
   const std::string fetch = absl::StrCat("FETCH ", options_.snapshot_fetch_rows, " FROM ferry_snapshot");
   while (true) {
     if (StopRequested()) return absl::CancelledError("stopped while reading the initial snapshot");
-    FERRY_ASSIGN_OR_RETURN(SqlRows rows, sql_->Query(fetch));
+    FERRY_ASSIGN_OR_RETURN(client::pg::SqlRows rows, sql_->Query(fetch));
     if (rows.rows.empty()) break;
-    for (SqlRow& row : rows.rows) {
-      Txn::Change c;
+    for (client::pg::SqlRow& row : rows.rows) {
+      Change c;
       c.relation = shared;
       c.event.op = ChangeOp::kRead;
       c.event.has_after = true;
@@ -224,7 +226,7 @@ absl::Status PgLogicalSource::ReadTable(const std::string& schema, const std::st
   return sql_->Exec("CLOSE ferry_snapshot");
 }
 
-absl::Status PgLogicalSource::TakeSnapshot(const LogicalSlotCreated& slot) {
+absl::Status PgLogicalSource::TakeSnapshot(const client::pg::LogicalSlotCreated& slot) {
   for (char ch : slot.snapshot_name) {
     if (!absl::ascii_isxdigit(ch) && ch != '-') {
       return absl::DataLossError(absl::StrCat("unexpected snapshot name \"", slot.snapshot_name, "\""));
@@ -232,14 +234,14 @@ absl::Status PgLogicalSource::TakeSnapshot(const LogicalSlotCreated& slot) {
   }
   FERRY_RETURN_IF_ERROR(sql_->Exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"));
   FERRY_RETURN_IF_ERROR(sql_->Exec(absl::StrCat("SET TRANSACTION SNAPSHOT '", slot.snapshot_name, "'")));
-  FERRY_ASSIGN_OR_RETURN(SqlRows tables, sql_->Query("SELECT schemaname, tablename FROM pg_publication_tables "
+  FERRY_ASSIGN_OR_RETURN(client::pg::SqlRows tables, sql_->Query("SELECT schemaname, tablename FROM pg_publication_tables "
                                                      "WHERE pubname = $1 ORDER BY 1, 2",
                                                      {options_.publication}));
   Txn txn;
   txn.kind = ChangeBatch::Kind::kSnapshot;
   txn.commit_lsn = slot.consistent_point.value();
   txn.commit_ts = pipeline::NowUnixMicros();
-  for (const SqlRow& t : tables.rows) FERRY_RETURN_IF_ERROR(ReadTable(*t[0], *t[1], &txn));
+  for (const client::pg::SqlRow& t : tables.rows) FERRY_RETURN_IF_ERROR(ReadTable(*t[0], *t[1], &txn));
   FERRY_RETURN_IF_ERROR(sql_->Exec("COMMIT"));
   // The last record ends at the consistent point: every change after it comes from the slot.
   FERRY_RETURN_IF_ERROR(EmitPart(&txn, true, slot.consistent_point.value()));
@@ -267,72 +269,12 @@ absl::Status PgLogicalSource::SendFeedback(bool reply_requested) {
 
 absl::Status PgLogicalSource::Handle(absl::string_view payload, uint64_t lsn) {
   FERRY_ASSIGN_OR_RETURN(PgOutputMessage m, ParsePgOutput(payload, in_stream_));
-  // The transaction a data message belongs to: the open one, or a streamed one by xid.
-  auto current = [&]() -> absl::StatusOr<Txn*> {
-    if (in_stream_) {
-      auto& t = streamed_[stream_xid_];
-      if (t == nullptr) {
-        t = std::make_unique<Txn>();
-        t->xid = stream_xid_;
-      }
-      return t.get();
-    }
-    if (open_ == nullptr) {
-      return absl::DataLossError(absl::StrCat("pgoutput '", std::string(1, m.type), "' outside a transaction"));
-    }
-    return open_.get();
-  };
-  auto relation = [&](uint32_t relid) -> absl::StatusOr<std::shared_ptr<const ChangeRelation>> {
-    auto it = relations_.find(relid);
-    if (it == relations_.end()) {
-      return absl::DataLossError(absl::StrCat("pgoutput change for relation ", relid, " before its Relation message"));
-    }
-    return it->second;
-  };
-  auto add = [&](Txn* txn, Txn::Change c) -> absl::Status {
-    if (txn->skip) return absl::OkStatus();
-    c.subxid = m.xid;
-    c.bytes = 32 + TupleBytes(c.event.before) + TupleBytes(c.event.after) + c.event.content.size();
-    txn->bytes += c.bytes;
-    txn->changes.push_back(std::move(c));
-    // A plain transaction goes out in parts as it grows; a streamed one waits for its commit
-    // (it may still abort) and goes out whole then.
-    if (!in_stream_ && txn->bytes >= options_.max_record_bytes) return EmitPart(txn, false, 0);
-    return absl::OkStatus();
-  };
-  auto commit = [&](std::unique_ptr<Txn> txn, uint64_t commit_lsn, uint64_t end_lsn, pipeline::UnixMicros ts)
-      -> absl::Status {
-    txn->commit_lsn = commit_lsn;
-    txn->commit_ts = ts;
-    stats_.received_lsn.store(end_lsn, std::memory_order_relaxed);
-    // Committed before the archive's end: this server sent it again after a restart.
-    if (txn->skip || commit_lsn < skip_below_lsn_) return absl::OkStatus();
-    stats_.transactions.fetch_add(1, std::memory_order_relaxed);
-    if (txn->bytes > options_.max_record_bytes) {
-      // A streamed transaction arrives whole at its commit: out in parts of the usual size.
-      std::vector<Txn::Change> all = std::move(txn->changes);
-      txn->changes.clear();
-      txn->bytes = 0;
-      for (Txn::Change& c : all) {
-        txn->bytes += c.bytes;
-        txn->changes.push_back(std::move(c));
-        if (txn->bytes >= options_.max_record_bytes) FERRY_RETURN_IF_ERROR(EmitPart(txn.get(), false, 0));
-      }
-    }
-    return EmitPart(txn.get(), true, end_lsn);
-  };
-
   switch (m.type) {
     case 'B':
-      open_ = std::make_unique<Txn>();
-      open_->xid = m.xid;
-      open_->commit_lsn = m.commit_lsn;
-      open_->commit_ts = m.ts;
-      open_->skip = m.commit_lsn < skip_below_lsn_;
-      return absl::OkStatus();
+      return OnBegin(m);
     case 'C': {
       if (open_ == nullptr) return absl::DataLossError("pgoutput Commit without Begin");
-      FERRY_RETURN_IF_ERROR(commit(std::move(open_), m.commit_lsn, m.end_lsn, m.ts));
+      FERRY_RETURN_IF_ERROR(CommitTxn(std::move(open_), m));
       open_.reset();
       return absl::OkStatus();
     }
@@ -341,71 +283,16 @@ absl::Status PgLogicalSource::Handle(absl::string_view payload, uint64_t lsn) {
     case 'Y':
       type_names_[m.type_oid] = absl::StrCat(m.type_namespace, ".", m.type_name);
       return absl::OkStatus();
-    case 'R': {
-      auto rel = std::make_shared<ChangeRelation>(std::move(m.relation));
-      for (pipeline::ChangeColumn& c : rel->columns) {
-        if (c.type_oid < pipeline::kFirstNormalObjectId) continue;
-        auto it = type_names_.find(c.type_oid);
-        if (it != type_names_.end()) c.type_name = it->second;
-      }
-      // The Kafka key is the primary key; pgoutput flags the replica identity, which is the
-      // same only under DEFAULT.
-      if (rel->replica_identity == 'd') {
-        for (pipeline::ChangeColumn& c : rel->columns) c.primary_key = c.key;
-      } else {
-        FERRY_ASSIGN_OR_RETURN(
-            SqlRows pk, sql_->Query("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-                                    "AND a.attnum = ANY(i.indkey::int2[]) WHERE i.indrelid = $1::oid AND i.indisprimary",
-                                    {absl::StrCat(rel->relid)}));
-        for (pipeline::ChangeColumn& c : rel->columns) {
-          for (const SqlRow& row : pk.rows) c.primary_key = c.primary_key || row[0] == c.name;
-        }
-      }
-      // Events already collected keep the shape they were made with.
-      relations_[rel->relid] = std::move(rel);
-      return absl::OkStatus();
-    }
+    case 'R':
+      return OnRelation(m);
     case 'I':
     case 'U':
-    case 'D': {
-      FERRY_ASSIGN_OR_RETURN(Txn * txn, current());
-      Txn::Change c;
-      FERRY_ASSIGN_OR_RETURN(c.relation, relation(m.relid));
-      const size_t ncols = c.relation->columns.size();
-      c.event.op = m.type == 'I' ? ChangeOp::kInsert : m.type == 'U' ? ChangeOp::kUpdate : ChangeOp::kDelete;
-      c.event.lsn = lsn;
-      c.event.has_before = m.old_kind != 0;
-      c.event.before = std::move(m.old_tuple);
-      c.event.has_after = m.has_new;
-      c.event.after = std::move(m.new_tuple);
-      if ((c.event.has_before && c.event.before.size() != ncols) || (c.event.has_after && c.event.after.size() != ncols)) {
-        return absl::DataLossError(absl::StrCat("pgoutput row of relation ", m.relid, " does not match its ", ncols,
-                                                " columns"));
-      }
-      return add(txn, std::move(c));
-    }
-    case 'T': {
-      FERRY_ASSIGN_OR_RETURN(Txn * txn, current());
-      Txn::Change c;
-      c.event.op = ChangeOp::kTruncate;
-      c.event.lsn = lsn;
-      c.event.truncate_options = m.truncate_options;
-      for (uint32_t relid : m.truncate_relids) {
-        FERRY_ASSIGN_OR_RETURN(auto r, relation(relid));
-        c.truncated.push_back(std::move(r));
-      }
-      return add(txn, std::move(c));
-    }
-    case 'M': {
-      if (!m.transactional) return absl::OkStatus();  // not requested (messages is off)
-      FERRY_ASSIGN_OR_RETURN(Txn * txn, current());
-      Txn::Change c;
-      c.event.op = ChangeOp::kMessage;
-      c.event.lsn = m.message_lsn;
-      c.event.prefix = std::move(m.prefix);
-      c.event.content = std::move(m.content);
-      return add(txn, std::move(c));
-    }
+    case 'D':
+      return OnRowChange(m, lsn);
+    case 'T':
+      return OnTruncate(m, lsn);
+    case 'M':
+      return OnLogicalMessage(m);
     case 'S':
       in_stream_ = true;
       stream_xid_ = m.xid;
@@ -413,45 +300,179 @@ absl::Status PgLogicalSource::Handle(absl::string_view payload, uint64_t lsn) {
     case 'E':
       in_stream_ = false;
       return absl::OkStatus();
-    case 'c': {
-      auto it = streamed_.find(m.xid);
-      std::unique_ptr<Txn> txn = it == streamed_.end() ? std::make_unique<Txn>() : std::move(it->second);
-      if (it != streamed_.end()) streamed_.erase(it);
-      txn->xid = m.xid;
-      return commit(std::move(txn), m.commit_lsn, m.end_lsn, m.ts);
-    }
-    case 'A': {
-      auto it = streamed_.find(m.xid);
-      if (it == streamed_.end()) return absl::OkStatus();
-      if (m.subxid == m.xid) {
-        streamed_.erase(it);
-      } else {
-        auto& changes = it->second->changes;
-        changes.erase(std::remove_if(changes.begin(), changes.end(),
-                                     [&](const Txn::Change& c) { return c.subxid == m.subxid; }),
-                      changes.end());
-      }
-      return absl::OkStatus();
-    }
+    case 'c':
+      return OnStreamCommit(m);
+    case 'A':
+      return OnStreamAbort(m);
     default:
       // Two-phase messages: two_phase is never switched on (it would change the slot for good).
       return absl::DataLossError(absl::StrCat("unexpected pgoutput message '", std::string(1, m.type), "'"));
   }
 }
 
-absl::Status PgLogicalSource::Stream(uint64_t archive_end) {
-  FERRY_CHECK(conn_ != nullptr);
-  tail_pos_ = archive_end;
-  skip_below_lsn_ = pipeline::ChangePositionLsn(archive_end);
+absl::StatusOr<PgLogicalSource::Txn*> PgLogicalSource::CurrentTxn(char type) {
+  if (in_stream_) {
+    auto& t = streamed_[stream_xid_];
+    if (t == nullptr) {
+      t = std::make_unique<Txn>();
+      t->xid = stream_xid_;
+    }
+    return t.get();
+  }
+  if (open_ == nullptr) {
+    return absl::DataLossError(absl::StrCat("pgoutput '", std::string(1, type), "' outside a transaction"));
+  }
+  return open_.get();
+}
+
+absl::StatusOr<std::shared_ptr<const ChangeRelation>> PgLogicalSource::FindRelation(uint32_t relid) const {
+  auto it = relations_.find(relid);
+  if (it == relations_.end()) {
+    return absl::DataLossError(absl::StrCat("pgoutput change for relation ", relid, " before its Relation message"));
+  }
+  return it->second;
+}
+
+absl::Status PgLogicalSource::AddChange(Txn* txn, uint32_t subxid, Change&& c) {
+  if (txn->skip) return absl::OkStatus();
+  c.subxid = subxid;
+  c.bytes = 32 + TupleBytes(c.event.before) + TupleBytes(c.event.after) + c.event.content.size();
+  txn->bytes += c.bytes;
+  txn->changes.push_back(std::move(c));
+  // A plain transaction goes out in parts as it grows; a streamed one waits for its commit
+  // (it may still abort) and goes out whole then.
+  if (!in_stream_ && txn->bytes >= options_.max_record_bytes) return EmitPart(txn, false, 0);
+  return absl::OkStatus();
+}
+
+absl::Status PgLogicalSource::CommitTxn(std::unique_ptr<Txn> txn, const PgOutputMessage& m) {
+  txn->commit_lsn = m.commit_lsn;
+  txn->commit_ts = m.ts;
+  stats_.received_lsn.store(m.end_lsn, std::memory_order_relaxed);
+  // Committed before the archive's end: this server sent it again after a restart.
+  if (txn->skip || m.commit_lsn < skip_below_lsn_) return absl::OkStatus();
+  stats_.transactions.fetch_add(1, std::memory_order_relaxed);
+  if (txn->bytes > options_.max_record_bytes) {
+    // A streamed transaction arrives whole at its commit: out in parts of the usual size.
+    std::vector<Change> all = std::move(txn->changes);
+    txn->changes.clear();
+    txn->bytes = 0;
+    for (Change& c : all) {
+      txn->bytes += c.bytes;
+      txn->changes.push_back(std::move(c));
+      if (txn->bytes >= options_.max_record_bytes) FERRY_RETURN_IF_ERROR(EmitPart(txn.get(), false, 0));
+    }
+  }
+  return EmitPart(txn.get(), true, m.end_lsn);
+}
+
+absl::Status PgLogicalSource::OnBegin(const PgOutputMessage& m) {
+  open_ = std::make_unique<Txn>();
+  open_->xid = m.xid;
+  open_->commit_lsn = m.commit_lsn;
+  open_->commit_ts = m.ts;
+  open_->skip = m.commit_lsn < skip_below_lsn_;
+  return absl::OkStatus();
+}
+
+absl::Status PgLogicalSource::OnRelation(PgOutputMessage& m) {
+  auto rel = std::make_shared<ChangeRelation>(std::move(m.relation));
+  for (pipeline::ChangeColumn& c : rel->columns) {
+    if (c.type_oid < pipeline::kFirstNormalObjectId) continue;
+    auto it = type_names_.find(c.type_oid);
+    if (it != type_names_.end()) c.type_name = it->second;
+  }
+  // The Kafka key is the primary key; pgoutput flags the replica identity, which is the
+  // same only under DEFAULT.
+  if (rel->replica_identity == 'd') {
+    for (pipeline::ChangeColumn& c : rel->columns) c.primary_key = c.key;
+  } else {
+    FERRY_ASSIGN_OR_RETURN(
+        client::pg::SqlRows pk, sql_->Query("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                                "AND a.attnum = ANY(i.indkey::int2[]) WHERE i.indrelid = $1::oid AND i.indisprimary",
+                                {absl::StrCat(rel->relid)}));
+    for (pipeline::ChangeColumn& c : rel->columns) {
+      for (const client::pg::SqlRow& row : pk.rows) c.primary_key = c.primary_key || row[0] == c.name;
+    }
+  }
+  // Events already collected keep the shape they were made with.
+  relations_[rel->relid] = std::move(rel);
+  return absl::OkStatus();
+}
+
+absl::Status PgLogicalSource::OnRowChange(PgOutputMessage& m, uint64_t lsn) {
+  FERRY_ASSIGN_OR_RETURN(Txn * txn, CurrentTxn(m.type));
+  Change c;
+  FERRY_ASSIGN_OR_RETURN(c.relation, FindRelation(m.relid));
+  const size_t ncols = c.relation->columns.size();
+  c.event.op = m.type == 'I' ? ChangeOp::kInsert : m.type == 'U' ? ChangeOp::kUpdate : ChangeOp::kDelete;
+  c.event.lsn = lsn;
+  c.event.has_before = m.old_kind != 0;
+  c.event.before = std::move(m.old_tuple);
+  c.event.has_after = m.has_new;
+  c.event.after = std::move(m.new_tuple);
+  if ((c.event.has_before && c.event.before.size() != ncols) || (c.event.has_after && c.event.after.size() != ncols)) {
+    return absl::DataLossError(absl::StrCat("pgoutput row of relation ", m.relid, " does not match its ", ncols,
+                                            " columns"));
+  }
+  return AddChange(txn, m.xid, std::move(c));
+}
+
+absl::Status PgLogicalSource::OnTruncate(const PgOutputMessage& m, uint64_t lsn) {
+  FERRY_ASSIGN_OR_RETURN(Txn * txn, CurrentTxn(m.type));
+  Change c;
+  c.event.op = ChangeOp::kTruncate;
+  c.event.lsn = lsn;
+  c.event.truncate_options = m.truncate_options;
+  for (uint32_t relid : m.truncate_relids) {
+    FERRY_ASSIGN_OR_RETURN(auto r, FindRelation(relid));
+    c.truncated.push_back(std::move(r));
+  }
+  return AddChange(txn, m.xid, std::move(c));
+}
+
+absl::Status PgLogicalSource::OnLogicalMessage(PgOutputMessage& m) {
+  if (!m.transactional) return absl::OkStatus();  // not requested (messages is off)
+  FERRY_ASSIGN_OR_RETURN(Txn * txn, CurrentTxn(m.type));
+  Change c;
+  c.event.op = ChangeOp::kMessage;
+  c.event.lsn = m.message_lsn;
+  c.event.prefix = std::move(m.prefix);
+  c.event.content = std::move(m.content);
+  return AddChange(txn, m.xid, std::move(c));
+}
+
+absl::Status PgLogicalSource::OnStreamCommit(const PgOutputMessage& m) {
+  auto it = streamed_.find(m.xid);
+  std::unique_ptr<Txn> txn = it == streamed_.end() ? std::make_unique<Txn>() : std::move(it->second);
+  if (it != streamed_.end()) streamed_.erase(it);
+  txn->xid = m.xid;
+  return CommitTxn(std::move(txn), m);
+}
+
+absl::Status PgLogicalSource::OnStreamAbort(const PgOutputMessage& m) {
+  auto it = streamed_.find(m.xid);
+  if (it == streamed_.end()) return absl::OkStatus();
+  if (m.subxid == m.xid) {
+    streamed_.erase(it);
+  } else {
+    auto& changes = it->second->changes;
+    changes.erase(std::remove_if(changes.begin(), changes.end(), [&](const Change& c) { return c.subxid == m.subxid; }),
+                  changes.end());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Lsn> PgLogicalSource::PrepareSlot() {
   // A catalog read that waits on no lock: silence means a stalled connection (a reconnect
   // runs it). The session's other statements (publication, snapshot) may wait on locks for
   // long, so only this one is bounded.
-  sql_->set_silence_ms(kServerSilenceMs);
-  absl::StatusOr<SqlRows> slot_rows = sql_->Query("SELECT plugin, confirmed_flush_lsn FROM pg_replication_slots "
+  sql_->set_silence_ms(client::pg::kServerSilenceMs);
+  absl::StatusOr<client::pg::SqlRows> slot_rows = sql_->Query("SELECT plugin, confirmed_flush_lsn FROM pg_replication_slots "
                                                   "WHERE slot_name = $1",
                                                   {options_.slot});
   sql_->set_silence_ms(0);
-  FERRY_ASSIGN_OR_RETURN(SqlRows slot, std::move(slot_rows));
+  FERRY_ASSIGN_OR_RETURN(client::pg::SqlRows slot, std::move(slot_rows));
   const bool have_snapshot = skip_below_lsn_ != 0;
   if (!slot.rows.empty() && slot.rows[0][0].value_or("") != "pgoutput") {
     return absl::FailedPreconditionError(absl::StrCat("replication slot \"", options_.slot,
@@ -469,80 +490,76 @@ absl::Status PgLogicalSource::Stream(uint64_t archive_end) {
     FERRY_RETURN_IF_ERROR(conn_->DropSlot(options_.slot));
     slot.rows.clear();
   }
-  Lsn start(skip_below_lsn_);
-  if (slot.rows.empty()) {
-    if (have_snapshot) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "logical slot \"", options_.slot, "\" is gone but the archive's changes end at ",
-          Lsn(skip_below_lsn_).ToString(), ": changes since are lost. Move the pg-changes stream aside to start over"));
-    }
-    if (!options_.create_slot) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("logical slot \"", options_.slot, "\" does not exist: create it or set create_slot = true"));
-    }
-    FERRY_ASSIGN_OR_RETURN(LogicalSlotCreated created, conn_->CreateLogicalSlot(options_.slot));
-    FERRY_RETURN_IF_ERROR(TakeSnapshot(created));
-    start = created.consistent_point;
+  if (!slot.rows.empty()) return Lsn(skip_below_lsn_);
+  if (have_snapshot) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "logical slot \"", options_.slot, "\" is gone but the archive's changes end at ",
+        Lsn(skip_below_lsn_).ToString(), ": changes since are lost. Move the pg-changes stream aside to start over"));
   }
+  if (!options_.create_slot) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("logical slot \"", options_.slot, "\" does not exist: create it or set create_slot = true"));
+  }
+  FERRY_ASSIGN_OR_RETURN(client::pg::LogicalSlotCreated created, conn_->CreateLogicalSlot(options_.slot));
+  FERRY_RETURN_IF_ERROR(TakeSnapshot(created));
+  return created.consistent_point;
+}
 
+std::string PgLogicalSource::StreamOptions() const {
   const int version = conn_->ServerVersion();
   const int proto = version >= 150000 ? 3 : version >= 140000 ? 2 : 1;
   std::string pub;  // publication_names takes identifiers inside a string literal
-  for (char ch : SqlSession::Ident(options_.publication)) {
+  for (char ch : client::pg::SqlSession::Ident(options_.publication)) {
     pub += ch;
     if (ch == '\'') pub += ch;
   }
   std::string opts = absl::StrCat("proto_version '", proto, "', publication_names '", pub, "'");
   if (proto >= 2) absl::StrAppend(&opts, ", streaming 'on'");
+  return opts;
+}
+
+absl::Status PgLogicalSource::Stream(uint64_t archive_end) {
+  FERRY_CHECK(conn_ != nullptr);
+  tail_pos_ = archive_end;
+  skip_below_lsn_ = pipeline::ChangePositionLsn(archive_end);
+  FERRY_ASSIGN_OR_RETURN(const Lsn start, PrepareSlot());
+  const std::string opts = StreamOptions();
   // Asked before the COPY starts: no other command can run during it.
   FERRY_ASSIGN_OR_RETURN(const int64_t sender_timeout_ms, conn_->SenderTimeoutMillis());
   FERRY_RETURN_IF_ERROR(conn_->StartLogical(options_.slot, start, opts));
   idle_lsn_ = 0;
 
-  SilenceWatch silence(sender_timeout_ms, MonotonicMillis());
-  int64_t next_status_ms = 0;
-  pipeline::ReadPacer pacer(stop_fd_);
-  size_t burst_bytes = 0;  // what the last wake-up read
+  CopyLoop loop(conn_.get(), sink_, stop_fd_, options_.status_interval_ms, sender_timeout_ms);
   while (true) {
-    const int64_t now = MonotonicMillis();
-    const bool ask = silence.ShouldAsk(now);
-    if (now >= next_status_ms || ask) {
-      FERRY_RETURN_IF_ERROR(SendFeedback(ask));
-      next_status_ms = now + options_.status_interval_ms;
+    FERRY_ASSIGN_OR_RETURN(const bool stop, loop.Wait([this](bool ask) { return SendFeedback(ask); },
+                                                      [this] { return ConfirmableLsn() > last_sent_flush_; }));
+    if (stop) {
+      FERRY_RETURN_IF_ERROR(sink_->Drain());
+      FERRY_RETURN_IF_ERROR(SendFeedback());
+      return conn_->EndCopy();
     }
-    const int64_t wake = std::min(next_status_ms, silence.NextDeadline());
-    pacer.Pace(sink_->commit_delay(), burst_bytes, wake - now);
-    FERRY_ASSIGN_OR_RETURN(bool woken, conn_->Wait(static_cast<int>(std::max<int64_t>(1, wake - MonotonicMillis())),
-                                                   sink_->progress().notify_fd(), stop_fd_));
-    burst_bytes = 0;
-    if (woken) {
-      uint64_t v;
-      if (read(stop_fd_, &v, sizeof(v)) > 0) {
-        FERRY_RETURN_IF_ERROR(sink_->Drain());
-        FERRY_RETURN_IF_ERROR(SendFeedback());
-        return conn_->EndCopy();
-      }
-      sink_->progress().ConsumeNotification();
-      if (ConfirmableLsn() > last_sent_flush_) FERRY_RETURN_IF_ERROR(SendFeedback());
-    }
-    while (true) {
-      FERRY_ASSIGN_OR_RETURN(CopyMessage m, conn_->ReadMessage());
-      if (m.kind == CopyMessage::Kind::kNone) break;
-      silence.Heard(MonotonicMillis());
-      burst_bytes += m.payload.size();
-      if (m.kind == CopyMessage::Kind::kCopyDone) {
-        absl::Status ended = conn_->FinishTimeline().status();
-        return absl::UnavailableError(absl::StrCat("logical streaming ended by the server: ", ended.message()));
-      }
-      if (m.kind == CopyMessage::Kind::kKeepalive) {
-        idle_lsn_ = std::max(idle_lsn_, m.wal_end.value());
-        if (m.reply_requested || ConfirmableLsn() > last_sent_flush_) FERRY_RETURN_IF_ERROR(SendFeedback());
-        continue;
-      }
-      FERRY_RETURN_IF_ERROR(Handle(m.payload, m.data_start.value()));
-    }
+    FERRY_RETURN_IF_ERROR(ReadMessages(loop.silence(), loop.burst_bytes()));
     // After draining what arrived: a server that answered nothing for so long is gone.
-    FERRY_RETURN_IF_ERROR(silence.Check(MonotonicMillis()));
+    FERRY_RETURN_IF_ERROR(loop.CheckSilence());
+  }
+}
+
+absl::Status PgLogicalSource::ReadMessages(client::pg::SilenceWatch& silence, size_t* burst_bytes) {
+  while (true) {
+    FERRY_ASSIGN_OR_RETURN(client::pg::CopyMessage m, conn_->ReadMessage());
+    if (m.kind == client::pg::CopyMessage::Kind::kNone) return absl::OkStatus();
+    silence.Heard(client::pg::MonotonicMillis());
+    *burst_bytes += m.payload.size();
+    if (m.kind == client::pg::CopyMessage::Kind::kCopyDone) {
+      absl::Status ended = conn_->FinishTimeline().status();
+      return absl::UnavailableError(absl::StrCat("logical streaming ended by the server: ", ended.message()));
+    }
+    if (m.kind == client::pg::CopyMessage::Kind::kKeepalive) {
+      idle_lsn_ = std::max(idle_lsn_, m.wal_end.value());
+      if (m.reply_requested || ConfirmableLsn() > last_sent_flush_) FERRY_RETURN_IF_ERROR(SendFeedback());
+      continue;
+    }
+    FERRY_RETURN_IF_ERROR(Handle(m.payload, m.data_start.value()));
   }
 }
 

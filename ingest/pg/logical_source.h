@@ -12,12 +12,14 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "ingest/pg/replication_conn.h"
-#include "ingest/pg/sql.h"
+#include "client/pg/replication_conn.h"
+#include "client/pg/sql.h"
 #include "pipeline/change_event.h"
 #include "pipeline/sink.h"
 
 namespace ferry::ingest::pg {
+
+struct PgOutputMessage;  // pgoutput.h
 
 struct PgLogicalOptions {
   std::string conninfo;  // must name the database to decode
@@ -63,11 +65,37 @@ class PgLogicalSource {
   const PgLogicalStats& stats() const { return stats_; }
 
  private:
+  struct Change;
   struct Txn;
-  absl::Status TakeSnapshot(const LogicalSlotCreated& slot);
+  // Checks the slot against the archive, creating it (and taking its snapshot) when there is
+  // none yet; returns where streaming starts.
+  absl::StatusOr<pipeline::Lsn> PrepareSlot();
+  // START_REPLICATION's pgoutput options for this server.
+  std::string StreamOptions() const;
+  absl::Status TakeSnapshot(const client::pg::LogicalSlotCreated& slot);
   absl::Status ReadTable(const std::string& schema, const std::string& table, Txn* txn);
+  // Handles the messages the connection has buffered; kUnavailable when the server ends the
+  // COPY. Adds the bytes read to *burst_bytes.
+  absl::Status ReadMessages(client::pg::SilenceWatch& silence, size_t* burst_bytes);
   // One pgoutput message; `lsn` is its XLogData's start (a change's own WAL position).
   absl::Status Handle(absl::string_view payload, uint64_t lsn);
+  // Handle's steps, one per message type.
+  absl::Status OnBegin(const PgOutputMessage& m);
+  absl::Status OnRelation(PgOutputMessage& m);
+  absl::Status OnRowChange(PgOutputMessage& m, uint64_t lsn);
+  absl::Status OnTruncate(const PgOutputMessage& m, uint64_t lsn);
+  absl::Status OnLogicalMessage(PgOutputMessage& m);
+  absl::Status OnStreamCommit(const PgOutputMessage& m);
+  absl::Status OnStreamAbort(const PgOutputMessage& m);
+  // The transaction a data message of type `type` belongs to: the open one, or the streamed
+  // one by xid.
+  absl::StatusOr<Txn*> CurrentTxn(char type);
+  // The relation as its last Relation message described it.
+  absl::StatusOr<std::shared_ptr<const pipeline::ChangeRelation>> FindRelation(uint32_t relid) const;
+  // Adds a change of sub-transaction `subxid` to `txn`, emitting a part when it has grown.
+  absl::Status AddChange(Txn* txn, uint32_t subxid, Change&& c);
+  // Ends `txn` at its commit (commit_lsn, end_lsn, ts of a Commit or Stream Commit message).
+  absl::Status CommitTxn(std::unique_ptr<Txn> txn, const PgOutputMessage& m);
   // Appends the transaction's buffered events as one record; `last` ends the transaction at
   // `end_lsn` (its commit record's end).
   absl::Status EmitPart(Txn* txn, bool last, uint64_t end_lsn);
@@ -77,8 +105,8 @@ class PgLogicalSource {
 
   const PgLogicalOptions options_;
   pipeline::StreamSink* const sink_;
-  std::unique_ptr<ReplicationConnection> conn_;
-  std::unique_ptr<SqlSession> sql_;
+  std::unique_ptr<client::pg::ReplicationConnection> conn_;
+  std::unique_ptr<client::pg::SqlSession> sql_;
   std::string database_;
   int stop_fd_ = -1;
   PgLogicalStats stats_;

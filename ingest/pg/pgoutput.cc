@@ -1,4 +1,4 @@
-// pgoutput decoding. Layouts: ../shared/PROTOCOLS.md D.2 to D.6 (all integers big-endian).
+// pgoutput decoding. Layouts: docs/protocols.md, "pgoutput" (all integers big-endian).
 #include "ingest/pg/pgoutput.h"
 
 #include <cstring>
@@ -95,6 +95,149 @@ class Cursor {
   bool ok_ = true;
 };
 
+// One function per message type: each reads the body after the type byte into `m`; the
+// cursor records whether the bytes were there.
+
+// Inside a streamed block, the data messages name their (sub)transaction first.
+void ReadStreamXid(Cursor& c, bool in_stream, PgOutputMessage& m) {
+  if (in_stream) m.xid = c.I32();
+}
+
+void ParseBegin(Cursor& c, PgOutputMessage& m) {
+  m.commit_lsn = c.I64();
+  m.ts = c.Timestamp();
+  m.xid = c.I32();
+}
+
+void ParseCommit(Cursor& c, PgOutputMessage& m) {
+  c.I8();  // flags, unused
+  m.commit_lsn = c.I64();
+  m.end_lsn = c.I64();
+  m.ts = c.Timestamp();
+}
+
+void ParseOrigin(Cursor& c, PgOutputMessage& m) {
+  m.origin_lsn = c.I64();
+  m.origin_name = c.String();
+}
+
+void ParseRelation(Cursor& c, bool in_stream, PgOutputMessage& m) {
+  ReadStreamXid(c, in_stream, m);
+  pipeline::ChangeRelation& r = m.relation;
+  r.relid = c.I32();
+  r.schema = c.String();
+  if (r.schema.empty()) r.schema = "pg_catalog";
+  r.table = c.String();
+  r.replica_identity = static_cast<char>(c.I8());
+  const uint16_t n = c.I16();
+  for (uint16_t i = 0; i < n && c.ok(); ++i) {
+    pipeline::ChangeColumn col;
+    col.key = (c.I8() & 1) != 0;
+    col.name = c.String();
+    col.type_oid = c.I32();
+    col.typmod = static_cast<int32_t>(c.I32());
+    r.columns.push_back(std::move(col));
+  }
+}
+
+void ParseType(Cursor& c, bool in_stream, PgOutputMessage& m) {
+  ReadStreamXid(c, in_stream, m);
+  m.type_oid = c.I32();
+  m.type_namespace = c.String();
+  m.type_name = c.String();
+}
+
+void ParseInsert(Cursor& c, bool in_stream, PgOutputMessage& m) {
+  ReadStreamXid(c, in_stream, m);
+  m.relid = c.I32();
+  if (c.I8() != 'N') c.Fail();
+  m.new_tuple = c.Tuple();
+  m.has_new = true;
+}
+
+void ParseUpdateOrDelete(Cursor& c, bool in_stream, PgOutputMessage& m) {
+  ReadStreamXid(c, in_stream, m);
+  m.relid = c.I32();
+  uint8_t kind = c.I8();
+  if (kind == 'K' || kind == 'O') {
+    m.old_kind = static_cast<char>(kind);
+    m.old_tuple = c.Tuple();
+    if (m.type == 'U') kind = c.I8();
+  } else if (m.type == 'D') {
+    c.Fail();  // a delete always names its old row
+  }
+  if (m.type == 'U') {
+    if (kind != 'N') c.Fail();
+    m.new_tuple = c.Tuple();
+    m.has_new = true;
+  }
+}
+
+// `msg_size`: the whole message's, which bounds the relation count.
+void ParseTruncate(Cursor& c, bool in_stream, size_t msg_size, PgOutputMessage& m) {
+  ReadStreamXid(c, in_stream, m);
+  const uint32_t n = c.I32();
+  m.truncate_options = c.I8();
+  if (n > msg_size) c.Fail();
+  for (uint32_t i = 0; i < n && c.ok(); ++i) m.truncate_relids.push_back(c.I32());
+}
+
+void ParseLogicalMessage(Cursor& c, bool in_stream, PgOutputMessage& m) {
+  ReadStreamXid(c, in_stream, m);
+  m.transactional = (c.I8() & 1) != 0;
+  m.message_lsn = c.I64();
+  m.prefix = c.String();
+  m.content = c.Bytes(c.I32());
+}
+
+void ParseStreamStart(Cursor& c, PgOutputMessage& m) {
+  m.xid = c.I32();
+  m.first_segment = c.I8() != 0;
+}
+
+void ParseStreamCommit(Cursor& c, PgOutputMessage& m) {
+  m.xid = c.I32();
+  c.I8();  // flags
+  m.commit_lsn = c.I64();
+  m.end_lsn = c.I64();
+  m.ts = c.Timestamp();
+}
+
+void ParseStreamAbort(Cursor& c, PgOutputMessage& m) {
+  m.xid = c.I32();
+  m.subxid = c.I32();
+}
+
+// 'b': Begin Prepare.
+void ParseBeginPrepare(Cursor& c, PgOutputMessage& m) {
+  m.commit_lsn = c.I64();
+  m.end_lsn = c.I64();
+  m.ts = c.Timestamp();
+  m.xid = c.I32();
+  m.gid = c.String();
+}
+
+// 'P' Prepare, 'p' Stream Prepare, 'K' Commit Prepared.
+void ParsePrepare(Cursor& c, PgOutputMessage& m) {
+  c.I8();  // flags
+  m.commit_lsn = c.I64();
+  m.end_lsn = c.I64();
+  m.ts = c.Timestamp();
+  m.xid = c.I32();
+  m.gid = c.String();
+}
+
+// 'r': Rollback Prepared.
+void ParseRollbackPrepared(Cursor& c, PgOutputMessage& m) {
+  c.I8();  // flags
+  m.commit_lsn = c.I64();  // prepare end
+  m.end_lsn = c.I64();     // rollback end
+  c.I64();                 // prepare time
+  m.ts = c.Timestamp();    // rollback time
+  m.xid = c.I32();
+  m.gid = c.String();
+}
+
 }  // namespace
 
 absl::StatusOr<PgOutputMessage> ParsePgOutput(absl::string_view msg, bool in_stream) {
@@ -102,135 +245,26 @@ absl::StatusOr<PgOutputMessage> ParsePgOutput(absl::string_view msg, bool in_str
   PgOutputMessage m;
   m.type = msg[0];
   Cursor c(msg.substr(1));
-  // Inside a streamed block, the data messages name their (sub)transaction first.
-  auto stream_xid = [&] {
-    if (in_stream) m.xid = c.I32();
-  };
   switch (m.type) {
-    case 'B':
-      m.commit_lsn = c.I64();
-      m.ts = c.Timestamp();
-      m.xid = c.I32();
-      break;
-    case 'C':
-      c.I8();  // flags, unused
-      m.commit_lsn = c.I64();
-      m.end_lsn = c.I64();
-      m.ts = c.Timestamp();
-      break;
-    case 'O':
-      m.origin_lsn = c.I64();
-      m.origin_name = c.String();
-      break;
-    case 'R': {
-      stream_xid();
-      pipeline::ChangeRelation& r = m.relation;
-      r.relid = c.I32();
-      r.schema = c.String();
-      if (r.schema.empty()) r.schema = "pg_catalog";
-      r.table = c.String();
-      r.replica_identity = static_cast<char>(c.I8());
-      const uint16_t n = c.I16();
-      for (uint16_t i = 0; i < n && c.ok(); ++i) {
-        pipeline::ChangeColumn col;
-        col.key = (c.I8() & 1) != 0;
-        col.name = c.String();
-        col.type_oid = c.I32();
-        col.typmod = static_cast<int32_t>(c.I32());
-        r.columns.push_back(std::move(col));
-      }
-      break;
-    }
-    case 'Y':
-      stream_xid();
-      m.type_oid = c.I32();
-      m.type_namespace = c.String();
-      m.type_name = c.String();
-      break;
-    case 'I':
-      stream_xid();
-      m.relid = c.I32();
-      if (c.I8() != 'N') c.Fail();
-      m.new_tuple = c.Tuple();
-      m.has_new = true;
-      break;
+    case 'B': ParseBegin(c, m); break;
+    case 'C': ParseCommit(c, m); break;
+    case 'O': ParseOrigin(c, m); break;
+    case 'R': ParseRelation(c, in_stream, m); break;
+    case 'Y': ParseType(c, in_stream, m); break;
+    case 'I': ParseInsert(c, in_stream, m); break;
     case 'U':
-    case 'D': {
-      stream_xid();
-      m.relid = c.I32();
-      uint8_t kind = c.I8();
-      if (kind == 'K' || kind == 'O') {
-        m.old_kind = static_cast<char>(kind);
-        m.old_tuple = c.Tuple();
-        if (m.type == 'U') kind = c.I8();
-      } else if (m.type == 'D') {
-        c.Fail();  // a delete always names its old row
-      }
-      if (m.type == 'U') {
-        if (kind != 'N') c.Fail();
-        m.new_tuple = c.Tuple();
-        m.has_new = true;
-      }
-      break;
-    }
-    case 'T': {
-      stream_xid();
-      const uint32_t n = c.I32();
-      m.truncate_options = c.I8();
-      if (n > msg.size()) c.Fail();
-      for (uint32_t i = 0; i < n && c.ok(); ++i) m.truncate_relids.push_back(c.I32());
-      break;
-    }
-    case 'M':
-      stream_xid();
-      m.transactional = (c.I8() & 1) != 0;
-      m.message_lsn = c.I64();
-      m.prefix = c.String();
-      m.content = c.Bytes(c.I32());
-      break;
-    case 'S':
-      m.xid = c.I32();
-      m.first_segment = c.I8() != 0;
-      break;
-    case 'E':
-      break;
-    case 'c':
-      m.xid = c.I32();
-      c.I8();  // flags
-      m.commit_lsn = c.I64();
-      m.end_lsn = c.I64();
-      m.ts = c.Timestamp();
-      break;
-    case 'A':
-      m.xid = c.I32();
-      m.subxid = c.I32();
-      break;
-    case 'b':
-      m.commit_lsn = c.I64();
-      m.end_lsn = c.I64();
-      m.ts = c.Timestamp();
-      m.xid = c.I32();
-      m.gid = c.String();
-      break;
+    case 'D': ParseUpdateOrDelete(c, in_stream, m); break;
+    case 'T': ParseTruncate(c, in_stream, msg.size(), m); break;
+    case 'M': ParseLogicalMessage(c, in_stream, m); break;
+    case 'S': ParseStreamStart(c, m); break;
+    case 'E': break;
+    case 'c': ParseStreamCommit(c, m); break;
+    case 'A': ParseStreamAbort(c, m); break;
+    case 'b': ParseBeginPrepare(c, m); break;
     case 'P':
     case 'p':
-    case 'K':
-      c.I8();  // flags
-      m.commit_lsn = c.I64();
-      m.end_lsn = c.I64();
-      m.ts = c.Timestamp();
-      m.xid = c.I32();
-      m.gid = c.String();
-      break;
-    case 'r':
-      c.I8();  // flags
-      m.commit_lsn = c.I64();  // prepare end
-      m.end_lsn = c.I64();     // rollback end
-      c.I64();                 // prepare time
-      m.ts = c.Timestamp();    // rollback time
-      m.xid = c.I32();
-      m.gid = c.String();
-      break;
+    case 'K': ParsePrepare(c, m); break;
+    case 'r': ParseRollbackPrepared(c, m); break;
     default:
       return absl::DataLossError(
           absl::StrCat("unknown pgoutput message type 0x", absl::Hex(static_cast<uint8_t>(m.type))));

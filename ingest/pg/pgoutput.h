@@ -1,5 +1,5 @@
 // pgoutput message decoding (protocol versions 1 to 3, PostgreSQL 15). Message layouts:
-// ../shared/PROTOCOLS.md section D. Pure parsing: no connection, no state.
+// docs/protocols.md, "pgoutput". Pure parsing: no connection, no state.
 #pragma once
 
 #include <cstdint>

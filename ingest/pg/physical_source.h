@@ -8,7 +8,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "ingest/pg/replication_conn.h"
+#include "client/pg/replication_conn.h"
 #include "ingest/pg/wal_decoder.h"
 #include "pipeline/sink.h"
 
@@ -45,7 +45,7 @@ class PgPhysicalSource {
   ~PgPhysicalSource();
 
   // Connects and identifies the server (kUnavailable if it cannot be reached).
-  absl::StatusOr<SystemInfo> Connect();
+  absl::StatusOr<client::pg::SystemInfo> Connect();
 
   // Streams until RequestStop (then drains the sink, sends the final flush position and
   // returns OK) or an error: kUnavailable (connection lost: retry from the sink's end),
@@ -58,13 +58,30 @@ class PgPhysicalSource {
   const PgSourceStats& stats() const { return stats_; }
 
  private:
+  struct StreamState;
+  // The slot, created first when missing (and create_slot).
+  absl::StatusOr<client::pg::SlotInfo> ReadOrCreateSlot();
+  // Where streaming starts: after the archive's end (`resume`), or on a first run at the
+  // segment holding the slot's restart point.
+  absl::Status FindStart(const ResumePoint& resume, const client::pg::SlotInfo& slot, StreamState& s);
+  // When the archive went past the fork point of the server's newer timeline: continues on
+  // the new timeline from the fork (the bytes past it are a dead branch).
+  absl::Status LeaveDeadBranch(StreamState& s);
+  // Streams the timeline s.tli from s.start until its end (returned), or until a stop is
+  // requested (nullopt).
+  absl::StatusOr<absl::optional<client::pg::TimelineEnd>> StreamTimeline(StreamState& s, int64_t sender_timeout_ms);
+  // Handles every message the connection has buffered; sets *ended at the timeline's end.
+  absl::Status ReadMessages(StreamState& s, client::pg::SilenceWatch& silence, size_t* burst_bytes,
+                            absl::optional<client::pg::TimelineEnd>* ended);
+  // Checks an XLogData message's WAL and appends what the archive lacks to the sink.
+  absl::Status ArchiveWal(StreamState& s, const client::pg::CopyMessage& m);
   absl::Status SendFeedback(bool reply_requested);
   absl::Status ArchiveHistory(pipeline::TimelineId tli);
 
   const PgPhysicalOptions options_;
   pipeline::StreamSink* const sink_;
-  std::unique_ptr<ReplicationConnection> conn_;
-  SystemInfo system_;
+  std::unique_ptr<client::pg::ReplicationConnection> conn_;
+  client::pg::SystemInfo system_;
   int stop_fd_ = -1;
   PgSourceStats stats_;
 

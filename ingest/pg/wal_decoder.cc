@@ -1,5 +1,6 @@
 // WalDecoder: page headers, record framing, CRC-32C and commit times of PostgreSQL 15 WAL.
-// Layouts: access/xlog_internal.h, access/xlogrecord.h, access/xact.h (PROTOCOLS.md C.2-C.6).
+// Layouts: access/xlog_internal.h, access/xlogrecord.h, access/xact.h (docs/protocols.md,
+// "WAL on disk").
 #include "ingest/pg/wal_decoder.h"
 
 #include <nmmintrin.h>
@@ -104,8 +105,9 @@ __attribute__((target("sse4.2"))) uint32_t Crc32cHardware(uint32_t crc, const ui
 // ---- record contents ----
 
 // The main data of a record whose bytes after the 24-byte header are `body`: walks the
-// fragment headers (xlogrecord.h, PROTOCOLS.md C.5), checks that headers plus payloads add up
-// to the record length, as PostgreSQL's DecodeXLogRecord does, and returns the last bytes.
+// fragment headers (xlogrecord.h; docs/protocols.md, "WAL on disk"), checks that
+// headers plus payloads add up to the record length, as PostgreSQL's DecodeXLogRecord does,
+// and returns the last bytes.
 absl::Status MainData(absl::string_view body, absl::string_view* main) {
   size_t at = 0;
   uint64_t payload = 0;  // block images + block data + main data
@@ -408,18 +410,42 @@ absl::Status WalDecoder::OnRecordComplete(const char* header, uint32_t body_crc,
 absl::Status WalDecoder::OnPageHeader(uint64_t page_start) {
   const Lsn page(page_start);
   const bool is_long = (page_start & (segment_bytes_ - 1)) == 0;
-  const uint16_t magic = GetLe16(page_header_);
-  const uint16_t info = GetLe16(page_header_ + 2);
-  const uint32_t tli = GetLe32(page_header_ + 4);
-  const uint64_t pageaddr = GetLe64(page_header_ + 8);
-  const uint32_t rem_len = GetLe32(page_header_ + 16);
-
   if (mode_ == Mode::kSyncHeader && !is_long &&
       std::all_of(page_header_, page_header_ + kShortHeader, [](char c) { return c == 0; })) {
     // Resynchronising inside the zero filler after an XLOG_SWITCH (see kSkipSwitch).
     mode_ = Mode::kSkipSwitch;
     return absl::OkStatus();
   }
+  absl::Status s = CheckPageHeader(page, is_long);
+  if (!s.ok()) return s;
+  last_page_tli_ = GetLe32(page_header_ + 4);
+
+  const uint16_t info = GetLe16(page_header_ + 2);
+  const uint32_t rem_len = GetLe32(page_header_ + 16);
+  const bool cont = (info & kFirstIsContRecord) != 0;
+  const bool overwrite = (info & kFirstIsOverwriteContRecord) != 0;
+  if (cont && rem_len == 0) return PageError(page, "XLP_FIRST_IS_CONTRECORD with xlp_rem_len 0");
+  switch (mode_) {
+    case Mode::kSyncHeader:
+      mode_ = cont ? Mode::kSkipCont : Mode::kRecord;
+      skip_ = cont ? rem_len : 0;
+      return absl::OkStatus();
+    case Mode::kSkipCont:
+      return OnPageWhileSkipping(page, cont, overwrite, rem_len);
+    case Mode::kRecord:
+      break;
+    case Mode::kSync:
+    case Mode::kSkipSwitch:
+      return absl::OkStatus();  // not reached: Feed reads no headers in these modes
+  }
+  return OnPageInRecords(page, cont, overwrite, rem_len);
+}
+
+absl::Status WalDecoder::CheckPageHeader(Lsn page, bool is_long) const {
+  const uint16_t magic = GetLe16(page_header_);
+  const uint16_t info = GetLe16(page_header_ + 2);
+  const uint32_t tli = GetLe32(page_header_ + 4);
+  const uint64_t pageaddr = GetLe64(page_header_ + 8);
   if (magic != kPageMagic) {
     return PageError(page, absl::StrFormat("bad magic 0x%04X (expected 0x%04X, PostgreSQL 15)",
                                            magic, kPageMagic));
@@ -430,58 +456,50 @@ absl::Status WalDecoder::OnPageHeader(uint64_t page_start) {
     return PageError(page, is_long ? "first page of a segment lacks XLP_LONG_HEADER"
                                    : "XLP_LONG_HEADER on a page inside a segment");
   }
-  if (pageaddr != page_start) {
+  if (pageaddr != page.value()) {
     return PageError(page, absl::StrCat("xlp_pageaddr is ", Lsn(pageaddr).ToString()));
   }
   if (tli < last_page_tli_) {
     return PageError(page, absl::StrCat("timeline ", tli, " is older than the previous page's ",
                                         last_page_tli_));
   }
-  if (is_long) {
-    const uint64_t sysid = GetLe64(page_header_ + 24);
-    const uint32_t seg_size = GetLe32(page_header_ + 32);
-    const uint32_t blcksz = GetLe32(page_header_ + 36);
-    if (system_id_ != 0 && sysid != system_id_) {
-      return PageError(page,
-                       absl::StrCat("system identifier ", sysid, " (expected ", system_id_, ")"));
-    }
-    if (seg_size != segment_bytes_) {
-      return PageError(page,
-                       absl::StrCat("segment size ", seg_size, " (expected ", segment_bytes_, ")"));
-    }
-    if (blcksz != kPageBytes) {
-      return PageError(page, absl::StrCat("block size ", blcksz, " (expected ", kPageBytes, ")"));
-    }
-  }
-  last_page_tli_ = tli;
+  return is_long ? CheckLongPageHeader(page) : absl::OkStatus();
+}
 
-  const bool cont = (info & kFirstIsContRecord) != 0;
-  const bool overwrite = (info & kFirstIsOverwriteContRecord) != 0;
-  if (cont && rem_len == 0) return PageError(page, "XLP_FIRST_IS_CONTRECORD with xlp_rem_len 0");
-  switch (mode_) {
-    case Mode::kSyncHeader:
-      mode_ = cont ? Mode::kSkipCont : Mode::kRecord;
-      skip_ = cont ? rem_len : 0;
-      return absl::OkStatus();
-    case Mode::kSkipCont:
-      if (cont) {
-        if (rem_len != skip_) {
-          return PageError(page, absl::StrCat("xlp_rem_len ", rem_len, " (expected ", skip_, ")"));
-        }
-      } else if (overwrite) {
-        mode_ = Mode::kRecord;  // the record being skipped was cut short; new records follow
-        skip_ = 0;
-      } else {
-        return PageError(page, absl::StrCat("lacks XLP_FIRST_IS_CONTRECORD; ", skip_,
-                                            " bytes of a record are still to come"));
-      }
-      return absl::OkStatus();
-    case Mode::kRecord:
-      break;
-    case Mode::kSync:
-    case Mode::kSkipSwitch:
-      return absl::OkStatus();  // not reached: Feed reads no headers in these modes
+absl::Status WalDecoder::CheckLongPageHeader(Lsn page) const {
+  const uint64_t sysid = GetLe64(page_header_ + 24);
+  const uint32_t seg_size = GetLe32(page_header_ + 32);
+  const uint32_t blcksz = GetLe32(page_header_ + 36);
+  if (system_id_ != 0 && sysid != system_id_) {
+    return PageError(page,
+                     absl::StrCat("system identifier ", sysid, " (expected ", system_id_, ")"));
   }
+  if (seg_size != segment_bytes_) {
+    return PageError(page,
+                     absl::StrCat("segment size ", seg_size, " (expected ", segment_bytes_, ")"));
+  }
+  if (blcksz != kPageBytes) {
+    return PageError(page, absl::StrCat("block size ", blcksz, " (expected ", kPageBytes, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WalDecoder::OnPageWhileSkipping(Lsn page, bool cont, bool overwrite, uint32_t rem_len) {
+  if (cont) {
+    if (rem_len != skip_) {
+      return PageError(page, absl::StrCat("xlp_rem_len ", rem_len, " (expected ", skip_, ")"));
+    }
+  } else if (overwrite) {
+    mode_ = Mode::kRecord;  // the record being skipped was cut short; new records follow
+    skip_ = 0;
+  } else {
+    return PageError(page, absl::StrCat("lacks XLP_FIRST_IS_CONTRECORD; ", skip_,
+                                        " bytes of a record are still to come"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WalDecoder::OnPageInRecords(Lsn page, bool cont, bool overwrite, uint32_t rem_len) {
   if (header_have_ == 0) {
     if (cont) {
       return PageError(page, absl::StrCat("XLP_FIRST_IS_CONTRECORD (xlp_rem_len ", rem_len,

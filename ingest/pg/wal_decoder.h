@@ -1,7 +1,7 @@
 // Streaming validator for PostgreSQL 15 WAL: walks page headers and records across arbitrary
 // chunk boundaries, checks every record's CRC-32C as bytes arrive, and extracts commit times.
 // Formats: PostgreSQL's access/xlog_internal.h, access/xlogrecord.h, access/xact.h
-// (summarised in ../shared/PROTOCOLS.md sections C.2 to C.6).
+// (summarised in docs/protocols.md, "WAL on disk").
 #pragma once
 
 #include <cstdint>
@@ -70,6 +70,14 @@ class WalDecoder {
   absl::Status OnRecordComplete(const char* header, uint32_t body_crc, absl::string_view body,
                                 std::vector<CommitInfo>* commits);
   absl::Status OnPageHeader(uint64_t page_start);
+  // OnPageHeader's checks of the header's fields: magic, flags, address, timeline.
+  absl::Status CheckPageHeader(pipeline::Lsn page, bool is_long) const;
+  // A long header's: system identifier, segment and block size.
+  absl::Status CheckLongPageHeader(pipeline::Lsn page) const;
+  // A page's continuation flags while skipping the tail of a record that began earlier.
+  absl::Status OnPageWhileSkipping(pipeline::Lsn page, bool cont, bool overwrite, uint32_t rem_len);
+  // A page's continuation flags between records or inside one.
+  absl::Status OnPageInRecords(pipeline::Lsn page, bool cont, bool overwrite, uint32_t rem_len);
   size_t PageHeaderSize(uint64_t page_start) const;
   void ClearRecord();
 

@@ -14,13 +14,14 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "ingest/redis/replica_conn.h"
+#include "client/redis/replica_conn.h"
+#include "client/redis/replication_file.h"
 #include "pipeline/sink.h"
 
 namespace ferry::ingest::redis {
 
 struct RedisSourceOptions {
-  RedisEndpoint endpoint;
+  client::redis::RedisEndpoint endpoint;
   int ack_interval_ms = 1000;  // REPLCONF ACK at least this often (and whenever acked moves)
   // A primary PINGs its replicas every repl-ping-replica-period (10 s by default), so a stream
   // silent this long is dead even when TCP has not said so (a stalled proxy, a pulled cable):
@@ -29,31 +30,16 @@ struct RedisSourceOptions {
   int repl_timeout_ms = 60000;
   // Called once the stream is synchronised: full (after the RDB is stored) or partial, the
   // epoch and offset it continues from, and the replication id.
-  std::function<void(bool full, uint32_t epoch, uint64_t offset, const std::string& replid)> on_sync;
+  std::function<void(bool full, pipeline::StreamPosition from, const std::string& replid)> on_sync;
 };
-
-// Where the archive's copy of the stream ends, to PSYNC from.
-struct RedisResume {
-  bool empty = true;    // no replication id to continue from: PSYNC ? -1
-  uint32_t epoch = 0;   // the archive epoch the stream ends in (a full resync starts epoch + 1)
-  uint64_t offset = 0;  // replication offset it ends at
-  std::string replid;   // replication id that offset belongs to
-};
-
-// The side file ("replication") that records the replication id of the current epoch:
-// "<epoch> <offset> <replid>\n", rewritten at every full resync and id change.
-inline constexpr char kReplicationFile[] = "replication";
-std::string FormatReplicationFile(uint32_t epoch, uint64_t offset, const std::string& replid);
-// kDataLoss when the text is not such a line.
-absl::StatusOr<RedisResume> ParseReplicationFile(absl::string_view text);
 
 // Receives each full resync's RDB.
 class RdbReceiver {
  public:
   virtual ~RdbReceiver() = default;
-  // A new snapshot for the RDB of `epoch`, taken at `offset` of `replid`.
-  virtual absl::StatusOr<pipeline::SnapshotSink*> BeginRdb(uint32_t epoch, const std::string& replid,
-                                                           uint64_t offset) = 0;
+  // A new snapshot for the RDB that starts the stream's epoch `at.epoch`, taken at replication
+  // offset `at.offset` of `replid`.
+  virtual absl::StatusOr<pipeline::SnapshotSink*> BeginRdb(pipeline::StreamPosition at, const std::string& replid) = 0;
   // Makes it durable. Called after the RDB's last byte, before any command of its epoch.
   virtual absl::Status CommitRdb() = 0;
   // Drops an RDB that did not arrive whole.
@@ -80,14 +66,23 @@ class RedisSource {
   // kUnavailable (connection trouble: retry with the archive's new end), kDataLoss (a
   // malformed stream: nothing past the last whole command is acknowledged),
   // kPermissionDenied (AUTH).
-  absl::Status Stream(const RedisResume& resume);
+  absl::Status Stream(const client::redis::RedisResume& resume);
 
   void RequestStop();
   const RedisSourceStats& stats() const { return stats_; }
 
  private:
-  absl::Status ReceiveRdb(ReplicaConnection& conn, uint32_t epoch, const SyncStart& start);
-  absl::Status Ack(ReplicaConnection& conn, uint64_t offset);
+  struct CommandStream;
+  // PSYNCs from `resume`: stores the RDB of a full resync, or records a new replication id;
+  // sets where the command stream continues (s->epoch, s->offset).
+  absl::Status Synchronise(client::redis::ReplicaConnection& conn, const client::redis::RedisResume& resume, CommandStream* s);
+  // Archives commands and sends ACKs until RequestStop or an error.
+  absl::Status StreamCommands(client::redis::ReplicaConnection& conn, CommandStream& s);
+  // Appends the whole commands `bytes` complete to the sink as one run; returns whether one
+  // was a REPLCONF GETACK.
+  absl::StatusOr<bool> ArchiveCommands(CommandStream& s, absl::string_view bytes);
+  absl::Status ReceiveRdb(client::redis::ReplicaConnection& conn, uint32_t epoch, const client::redis::SyncStart& start);
+  absl::Status Ack(client::redis::ReplicaConnection& conn, uint64_t offset);
 
   const RedisSourceOptions options_;
   pipeline::StreamSink* const sink_;

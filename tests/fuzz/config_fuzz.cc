@@ -3,9 +3,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "tools/service/config.h"
+#include "config/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  (void)ferry::tools::ParseConfig(absl::string_view(reinterpret_cast<const char*>(data), size), "fuzz.toml");
+  (void)ferry::config::ParseConfig(absl::string_view(reinterpret_cast<const char*>(data), size), "fuzz.toml");
   return 0;
 }

@@ -5,21 +5,21 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "ingest/redis/command_parser.h"
+#include "client/redis/command_parser.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   const size_t split = size > 1 ? (static_cast<size_t>(data[0]) * (size - 1)) / 255 : 0;
   const char* bytes = reinterpret_cast<const char*>(data + 1);
-  ferry::ingest::redis::CommandParser parser;
-  ferry::ingest::redis::Command cmd;
+  ferry::client::redis::CommandParser parser;
+  ferry::client::redis::Command cmd;
   for (absl::string_view piece : {absl::string_view(bytes, split), absl::string_view(bytes + split, size - 1 - split)}) {
     parser.Feed(piece);
     while (true) {
       auto more = parser.Next(&cmd);
       if (!more.ok()) return 0;
       if (!*more) break;
-      (void)ferry::ingest::redis::IsReplicationChatter(cmd);
+      (void)ferry::client::redis::IsReplicationChatter(cmd);
     }
   }
   return 0;

@@ -1,5 +1,5 @@
 // pgoutput decoding against hand-built messages in PostgreSQL 15's layouts
-// (../shared/PROTOCOLS.md D), and the rejection of truncated ones.
+// (docs/protocols.md, "pgoutput"), and the rejection of truncated ones.
 #include "ingest/pg/pgoutput.h"
 
 #include <limits>

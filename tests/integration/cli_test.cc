@@ -10,10 +10,10 @@
 namespace ferry::testing {
 namespace {
 
-tools::CommandResult Ferry(const std::vector<std::string>& args) {
+local::CommandResult Ferry(const std::vector<std::string>& args) {
   auto r = RunFerry(args);
   EXPECT_TRUE(r.ok()) << r.status();
-  return r.value_or(tools::CommandResult{});
+  return r.value_or(local::CommandResult{});
 }
 
 TEST(CliTest, VersionHelpConfigCheckAndArchiveFromConfig) {

@@ -15,11 +15,11 @@
 #include <httplib.h>
 
 #include "absl/strings/str_cat.h"
+#include "local/local_postgres.h"
+#include "local/process.h"
 #include "storage/archive.h"
 #include "tests/fixtures/pg_cluster.h"
 #include "tests/fixtures/scratch.h"
-#include "tools/sandbox/local_postgres.h"
-#include "tools/sandbox/process.h"
 
 namespace ferry::testing {
 namespace {
@@ -45,13 +45,13 @@ TEST(HealthTest, DamageTurnsHealthRedNamingTheFileAndIdleClientsCannotStarveIt) 
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &files), 0);
   ASSERT_GE(files.rlim_cur, 2100u) << "the test opens 1,000 connections";
 
-  auto dir = tools::MakeTempDir("ferry-health");
+  auto dir = local::MakeTempDir("ferry-health");
   ASSERT_TRUE(dir.ok());
   const std::string archive = *dir + "/archive";
   MakeArchiveDir(archive);
-  auto pg = tools::LocalPostgres::Create({});
+  auto pg = local::LocalPostgres::Create({});
   ASSERT_TRUE(pg.ok()) << pg.status();
-  auto port = tools::FindFreeLoopbackPort();
+  auto port = local::FindFreeLoopbackPort();
   ASSERT_TRUE(port.ok());
   const std::string config = *dir + "/ferry.toml";
   std::ofstream(config) << "[archive]\npath = \"" << archive << "\"\nwriter = \"posix\"\nsegment_mb = 1\n"

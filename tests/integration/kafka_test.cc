@@ -22,20 +22,19 @@
 
 #include "absl/strings/str_cat.h"
 #include "cross_region/kafka.h"
+#include "local/local_postgres.h"
+#include "local/local_redis.h"
+#include "local/process.h"
 #include "pipeline/position.h"
 #include "storage/archive_keys.h"
 #include "tests/fixtures/ferry_process.h"
 #include "tests/fixtures/pg_cluster.h"
-#include "tools/sandbox/local_postgres.h"
-#include "tools/sandbox/local_redis.h"
-#include "tools/sandbox/pg_steps.h"
-#include "tools/sandbox/process.h"
 
 namespace ferry::testing {
 namespace {
 
-using tools::LocalPostgres;
-using tools::LocalRedis;
+using local::LocalPostgres;
+using local::LocalRedis;
 
 // "source/stream" -> digest, and "source/snapshots" -> the snapshot ids, from verify --json.
 // Empty on a failed verify (reported).
@@ -142,7 +141,7 @@ Regions Start(const std::string& source_extra = "", const std::string& mirror_ex
   s.mirror = std::make_unique<FerryService>(s.mirror_config, s.dir + "/mirror.log", "mirror");
   EXPECT_TRUE(s.ferry->Start().ok());
   EXPECT_TRUE(WaitFor([&] { return FerryFlush(*s.pg).valid(); }, 30)) << s.ferry->Log();
-  EXPECT_TRUE(tools::WaitReplicaAcked(*s.redis, 30).ok()) << s.ferry->Log();
+  EXPECT_TRUE(local::WaitReplicaAcked(*s.redis, 30).ok()) << s.ferry->Log();
   EXPECT_TRUE(RunFerrySucceeding({"backup", "--config", s.config, "--source", "main"}, "backup"));
   EXPECT_TRUE(s.mirror->Start().ok());
   return s;
@@ -205,7 +204,7 @@ TEST(KafkaMirrorTest, StreamsAndSnapshotsReachTheMirrorThroughFaults) {
   stop = true;
   load.join();
   WaitUntilArchived(*s.pg);
-  ASSERT_TRUE(tools::WaitReplicaAcked(*s.redis, 30).ok());
+  ASSERT_TRUE(local::WaitReplicaAcked(*s.redis, 30).ok());
   ASSERT_TRUE(s.WaitMirrored(120));
 
   // ferry restarted while Kafka is down, with writes meanwhile: caught up from the archive.
@@ -218,7 +217,7 @@ TEST(KafkaMirrorTest, StreamsAndSnapshotsReachTheMirrorThroughFaults) {
   stop = true;
   more.join();
   WaitUntilArchived(*s.pg);
-  ASSERT_TRUE(tools::WaitReplicaAcked(*s.redis, 30).ok());
+  ASSERT_TRUE(local::WaitReplicaAcked(*s.redis, 30).ok());
   // SIGTERM while Kafka is still down: a clean, prompt exit (nothing is lost: the next run
   // ships from the archive).
   auto code = s.ferry->Terminate();
@@ -236,7 +235,7 @@ TEST(KafkaMirrorTest, StreamsAndSnapshotsReachTheMirrorThroughFaults) {
 // may arrive before the first's manifest is committed (they used to be forgotten until the
 // mirror restarted, and the second snapshot waited for them).
 TEST(KafkaMirrorTest, EncryptedArchiveMirrorsSealed) {
-  auto key_dir = tools::MakeTempDir("ferry-keys");
+  auto key_dir = local::MakeTempDir("ferry-keys");
   ASSERT_TRUE(key_dir.ok()) << key_dir.status();
   const std::string keys = *key_dir + "/archive.keys";
   std::ofstream(keys) << "5 " << std::string(64, 'c') << "\n";
@@ -249,7 +248,7 @@ TEST(KafkaMirrorTest, EncryptedArchiveMirrorsSealed) {
   Q(*s.pg, "checkpoint");  // the rows reach the heap files the next backup copies
   ASSERT_TRUE(RunFerrySucceeding({"backup", "--config", s.config, "--source", "main"}, "backup"));
   WaitUntilArchived(*s.pg);
-  ASSERT_TRUE(tools::WaitReplicaAcked(*s.redis, 30).ok());
+  ASSERT_TRUE(local::WaitReplicaAcked(*s.redis, 30).ok());
   // verify (in Digests) opens every frame and chunk of both archives with the key.
   setenv(storage::kKeyFileEnv, keys.c_str(), 1);
   EXPECT_TRUE(s.WaitMirrored(120));
@@ -382,9 +381,9 @@ TEST(KafkaMockTest, ProcessServesTheKafkaProtocol) {
   while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
   EXPECT_NE(line.find("127.0.0.1:"), std::string::npos) << line;
   EXPECT_NE(line.find(','), std::string::npos) << "two brokers, two addresses: " << line;
-  tools::RunOptions ro;
+  local::RunOptions ro;
   ro.timeout_seconds = 30;
-  auto listed = tools::RunCommand({"kcat", "-b", line, "-L", "-m", "10"}, ro);
+  auto listed = local::RunCommand({"kcat", "-b", line, "-L", "-m", "10"}, ro);
   ASSERT_TRUE(listed.ok()) << listed.status();
   EXPECT_EQ(listed->exit_code, 0) << listed->err;
   EXPECT_NE(listed->out.find("2 brokers"), std::string::npos) << listed->out;
@@ -404,7 +403,7 @@ TEST(KafkaMockTest, ProcessServesTheKafkaProtocol) {
 TEST(KafkaMirrorTest, WarmStandbyRedisFollowsTheMirror) {
   auto standby = LocalRedis::Start({});
   ASSERT_TRUE(standby.ok()) << standby.status();
-  auto port = tools::FindFreeLoopbackPort();
+  auto port = local::FindFreeLoopbackPort();
   ASSERT_TRUE(port.ok());
   Regions s = Start("", absl::StrCat("apply_redis = \"", (*standby)->Address(), "\"\n\n[http]\nlisten = \"127.0.0.1:",
                                      *port, "\"\n"));
@@ -428,12 +427,12 @@ TEST(KafkaMirrorTest, WarmStandbyRedisFollowsTheMirror) {
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   stop = true;
   load.join();
-  ASSERT_TRUE(tools::WaitReplicaAcked(*s.redis, 30).ok());
-  const auto primary = tools::RedisDigest(*s.redis);
+  ASSERT_TRUE(local::WaitReplicaAcked(*s.redis, 30).ok());
+  const auto primary = local::RedisDigest(*s.redis);
   ASSERT_TRUE(primary.ok()) << primary.status();
   std::string got;
   EXPECT_TRUE(WaitFor([&] {
-    got = tools::RedisDigest(**standby).value_or("");
+    got = local::RedisDigest(**standby).value_or("");
     return got == *primary;
   }, 90)) << got << " vs " << *primary << "\nmirror log:\n" << s.mirror->Log();
   EXPECT_EQ((*standby)->Command({"ROLE"}).value_or("").substr(0, 5), "slave");

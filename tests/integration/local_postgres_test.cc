@@ -1,6 +1,6 @@
 // LocalPostgres against a real PostgreSQL 15: create, query, replication protocol, crash
 // (SIGKILL) and restart, and starting a pg_basebackup copy. No server installed is a failure.
-#include "tools/sandbox/local_postgres.h"
+#include "local/local_postgres.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -19,7 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
-namespace ferry::tools {
+namespace ferry::local {
 namespace {
 
 std::unique_ptr<LocalPostgres> StartServer(const LocalPostgresOptions& options = {}) {
@@ -64,7 +64,7 @@ TEST(LocalPostgresTest, CreateStartsAServerWithFerrysDefaultsAndSettings) {
   std::unique_ptr<LocalPostgres> pg = StartServer(options);
   ASSERT_NE(pg, nullptr);
   EXPECT_GT(pg->port(), 0);
-  EXPECT_TRUE(tools::PortAcceptsConnections(pg->port()));
+  EXPECT_TRUE(PortAcceptsConnections(pg->port()));
   EXPECT_TRUE(std::filesystem::exists(pg->data_dir() + "/PG_VERSION"));
   EXPECT_EQ(Q(*pg, "select 1"), "1");
   EXPECT_EQ(Q(*pg, "show wal_level"), "logical");
@@ -122,7 +122,7 @@ TEST(LocalPostgresTest, KillClosesThePortAndTheDataDirRecovers) {
 
   absl::Status killed = pg->Kill();
   ASSERT_TRUE(killed.ok()) << killed;
-  EXPECT_FALSE(tools::PortAcceptsConnections(port));
+  EXPECT_FALSE(PortAcceptsConnections(port));
   auto after = pg->Query("select 1");
   ASSERT_FALSE(after.ok());
   EXPECT_EQ(after.status().code(), absl::StatusCode::kUnavailable) << after.status();
@@ -175,9 +175,9 @@ TEST(LocalPostgresTest, StartExistingRunsABaseBackupCopyWithTheSameData) {
 
   absl::Status stopped = clone.Stop();
   EXPECT_TRUE(stopped.ok()) << stopped;
-  EXPECT_FALSE(tools::PortAcceptsConnections(clone.port()));
+  EXPECT_FALSE(PortAcceptsConnections(clone.port()));
   EXPECT_FALSE(std::filesystem::exists(copy + "/postmaster.pid"));
 }
 
 }  // namespace
-}  // namespace ferry::tools
+}  // namespace ferry::local

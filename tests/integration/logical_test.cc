@@ -14,16 +14,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cross_region/kafka.h"
+#include "local/local_postgres.h"
+#include "local/pg_tools.h"
+#include "local/process.h"
 #include "tests/fixtures/ferry_process.h"
 #include "tests/fixtures/pg_cluster.h"
-#include "tools/sandbox/local_postgres.h"
-#include "tools/sandbox/pg_steps.h"
-#include "tools/sandbox/process.h"
 
 namespace ferry::testing {
 namespace {
 
-using tools::LocalPostgres;
+using local::LocalPostgres;
 
 // A primary, the mock cluster and `ferry run` with a logical slot (and /metrics on http_port).
 struct Rig {
@@ -38,13 +38,13 @@ struct Rig {
 // `setup_sql` runs before ferry starts (its rows are the initial snapshot).
 Rig StartRig(const std::string& setup_sql, std::vector<std::string> settings = {}, const std::string& extra = "") {
   Rig r;
-  auto dir = tools::MakeTempDir("ferry-logical-test");
+  auto dir = local::MakeTempDir("ferry-logical-test");
   EXPECT_TRUE(dir.ok()) << dir.status();
   if (!dir.ok()) return r;
   r.dir = *dir;
   r.archive = r.dir + "/archive";
   MakeArchiveDir(r.archive);
-  tools::LocalPostgresOptions po;
+  local::LocalPostgresOptions po;
   po.settings = std::move(settings);
   auto pg = LocalPostgres::Create(po);
   EXPECT_TRUE(pg.ok()) << pg.status();
@@ -55,7 +55,7 @@ Rig StartRig(const std::string& setup_sql, std::vector<std::string> settings = {
   EXPECT_TRUE(kafka.ok()) << kafka.status();
   if (!kafka.ok()) return r;
   r.kafka = std::move(*kafka);
-  auto port = tools::FindFreeLoopbackPort();
+  auto port = local::FindFreeLoopbackPort();
   EXPECT_TRUE(port.ok()) << port.status();
   r.http_port = port.value_or(0);
   r.config = r.dir + "/ferry.toml";
@@ -83,7 +83,7 @@ bool WaitSlotCaughtUp(const LocalPostgres& pg, int seconds = 30) {
 // a tombstone), partition, offset.
 std::vector<rapidjson::Document> ReadTopic(const Rig& r, const std::string& topic) {
   std::vector<rapidjson::Document> out;
-  auto res = tools::RunCommand({"kcat", "-C", "-b", r.kafka->bootstrap(), "-t", topic, "-o", "beginning", "-e", "-q",
+  auto res = local::RunCommand({"kcat", "-C", "-b", r.kafka->bootstrap(), "-t", topic, "-o", "beginning", "-e", "-q",
                                 "-J"});
   EXPECT_TRUE(res.ok() && res->exit_code == 0) << (res.ok() ? res->err : res.status().ToString());
   if (!res.ok()) return out;
@@ -337,9 +337,9 @@ TEST(LogicalTest, LargeTransactionsAndSchemaChangesArriveWholeAndInOrder) {
 
   // The same workload through pg_recvlogical + test_decoding: the same number of changes.
   const std::string out = r.dir + "/recvlogical.txt";
-  tools::RunOptions o;
+  local::RunOptions o;
   o.timeout_seconds = 120;
-  auto peer = tools::RunCommand({"pg_recvlogical", "-d", r.pg->Conninfo(), "-S", "peer", "--start", "-E", end, "-f",
+  auto peer = local::RunCommand({"pg_recvlogical", "-d", r.pg->Conninfo(), "-S", "peer", "--start", "-E", end, "-f",
                                  out, "--no-loop"}, o);
   ASSERT_TRUE(peer.ok() && peer->exit_code == 0) << (peer.ok() ? peer->err : peer.status().ToString());
   std::ifstream in(out);
@@ -355,9 +355,9 @@ TEST(LogicalTest, LargeTransactionsAndSchemaChangesArriveWholeAndInOrder) {
 void Workload(const Rig& r, const std::string& script, int seconds) {
   const std::string path = absl::StrCat(r.dir, "/load-", seconds, ".sql");
   std::ofstream(path) << script;
-  tools::RunOptions o;
+  local::RunOptions o;
   o.timeout_seconds = seconds + 120;
-  auto res = tools::RunCommand({"pgbench", "-h", "127.0.0.1", "-p", std::to_string(r.pg->port()), "-U", "postgres", "-n",
+  auto res = local::RunCommand({"pgbench", "-h", "127.0.0.1", "-p", std::to_string(r.pg->port()), "-U", "postgres", "-n",
                                 "-f", path, "-c", "4", "-j", "2", "-T", std::to_string(seconds), "postgres"},
                                o);
   ASSERT_TRUE(res.ok() && res->exit_code == 0) << (res.ok() ? res->err : res.status().ToString());
@@ -374,7 +374,7 @@ TEST(LogicalTest, StandbyDatabaseFollowsThroughMirrorRestarts) {
       "alter table idx replica identity using index idx_email_key;"
       "insert into idx select g, 'u' || g || '@x', 0 from generate_series(1, 200) g;");
   ASSERT_TRUE(r.ok());
-  tools::LocalPostgresOptions so;
+  local::LocalPostgresOptions so;
   auto standby = LocalPostgres::Create(so);
   ASSERT_TRUE(standby.ok()) << standby.status();
   const std::string mirror_config = r.dir + "/mirror.toml";
@@ -409,8 +409,8 @@ TEST(LogicalTest, StandbyDatabaseFollowsThroughMirrorRestarts) {
   const std::vector<std::string> tables = {"acct", "logt", "idx"};
   std::string primary, copy;
   const bool equal = WaitFor([&] {
-    auto a = tools::TableChecksums(*r.pg, tables);
-    auto b = tools::TableChecksums(**standby, tables);
+    auto a = local::TableChecksums(*r.pg, tables);
+    auto b = local::TableChecksums(**standby, tables);
     primary = a.value_or("?");
     copy = b.value_or("-");
     return a.ok() && b.ok() && *a == *b;
@@ -449,9 +449,9 @@ TEST(LogicalTest, AnEventTooLargeForKafkaNamesTheSettingAndLosesNothing) {
 std::map<std::string, int> PeerChanges(const Rig& r, const std::string& slot, const std::string& end) {
   std::map<std::string, int> out;
   const std::string path = absl::StrCat(r.dir, "/", slot, ".txt");
-  tools::RunOptions o;
+  local::RunOptions o;
   o.timeout_seconds = 120;
-  auto peer = tools::RunCommand({"pg_recvlogical", "-d", r.pg->Conninfo(), "-S", slot, "--start", "-E", end, "-f", path,
+  auto peer = local::RunCommand({"pg_recvlogical", "-d", r.pg->Conninfo(), "-S", slot, "--start", "-E", end, "-f", path,
                                  "--no-loop"}, o);
   EXPECT_TRUE(peer.ok() && peer->exit_code == 0) << (peer.ok() ? peer->err : peer.status().ToString());
   std::ifstream in(path);

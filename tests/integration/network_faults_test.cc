@@ -18,18 +18,18 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "local/local_postgres.h"
+#include "local/process.h"
 #include "pipeline/position.h"
 #include "tests/fixtures/ferry_process.h"
 #include "tests/fixtures/pg_cluster.h"
 #include "tests/fixtures/tcp_relay.h"
-#include "tools/sandbox/local_postgres.h"
-#include "tools/sandbox/process.h"
 
 namespace ferry::testing {
 namespace {
 
 using pipeline::Lsn;
-using tools::LocalPostgres;
+using local::LocalPostgres;
 
 int Count(const std::string& log, const std::string& needle) {
   int n = 0;
@@ -38,12 +38,12 @@ int Count(const std::string& log, const std::string& needle) {
 }
 
 TEST(NetworkFaultsTest, CutAndStalledConnectionsReconnectWithoutLoss) {
-  tools::LocalPostgresOptions o;
+  local::LocalPostgresOptions o;
   o.settings = {"wal_sender_timeout = '2s'"};
   auto pg = LocalPostgres::Create(o);
   ASSERT_TRUE(pg.ok()) << pg.status();
   TcpRelay relay((*pg)->port());
-  auto dir = tools::MakeTempDir("ferry-net-test");
+  auto dir = local::MakeTempDir("ferry-net-test");
   ASSERT_TRUE(dir.ok());
   const std::string archive = *dir + "/archive";
   const std::string conninfo = absl::StrCat("host=127.0.0.1 port=", relay.port(), " user=postgres dbname=postgres");
@@ -123,7 +123,7 @@ namespace {
 void OpenSsl(const std::vector<std::string>& args) {
   std::vector<std::string> argv = {"openssl"};
   argv.insert(argv.end(), args.begin(), args.end());
-  auto r = tools::RunCommand(argv);
+  auto r = local::RunCommand(argv);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->exit_code, 0) << r->err;
 }
@@ -141,7 +141,7 @@ void MakeCertificates(const std::string& d) {
   OpenSsl({"x509", "-req", "-in", d + "/server.csr", "-CA", d + "/ca.crt", "-CAkey", d + "/ca.key",
            "-CAcreateserial", "-days", "1", "-extfile", d + "/san.ext", "-out", d + "/server.crt"});
   // The server reads its key as the postgres user and wants it private.
-  ASSERT_TRUE(tools::GiveToServerUser(d + "/server.key").ok());
+  ASSERT_TRUE(local::GiveToServerUser(d + "/server.key").ok());
   ASSERT_EQ(chmod((d + "/server.key").c_str(), 0600), 0);
 }
 
@@ -149,11 +149,11 @@ void MakeCertificates(const std::string& d) {
 // the replication connection is encrypted and the server's certificate checked against the
 // CA; with another CA the connection is refused, named in the log, and nothing is archived.
 TEST(TlsTest, VerifyFullConnectsAndAWrongCaIsRefused) {
-  auto dir = tools::MakeTempDir("ferry-tls-test");
+  auto dir = local::MakeTempDir("ferry-tls-test");
   ASSERT_TRUE(dir.ok());
   MakeCertificates(*dir);
   if (::testing::Test::HasFatalFailure()) return;
-  tools::LocalPostgresOptions o;
+  local::LocalPostgresOptions o;
   o.settings = {"ssl = on", absl::StrCat("ssl_cert_file = '", *dir, "/server.crt'"),
                 absl::StrCat("ssl_key_file = '", *dir, "/server.key'")};
   auto pg = LocalPostgres::Create(o);

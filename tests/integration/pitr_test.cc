@@ -12,13 +12,13 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "local/local_postgres.h"
 #include "tests/fixtures/pg_cluster.h"
-#include "tools/sandbox/local_postgres.h"
 
 namespace ferry::testing {
 namespace {
 
-using tools::LocalPostgres;
+using local::LocalPostgres;
 
 constexpr char kSum[] =
     "select count(*) || ':' || coalesce(md5(string_agg(id || '=' || v, ',' order by id)), '') from t";
@@ -35,11 +35,11 @@ uint64_t NewBytes(const std::string& json) {
   return v;
 }
 
-tools::CommandResult Backup(const Cluster& c) {
+local::CommandResult Backup(const Cluster& c) {
   auto r = RunFerry({"backup", "--config", c.config, "--source", "main", "--json"});
   EXPECT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->exit_code, 0) << r->err;
-  return r.value_or(tools::CommandResult{});
+  return r.value_or(local::CommandResult{});
 }
 
 // `ferry restore postgres ... --start` into dir/name; returns the table checksum reached.
@@ -57,12 +57,12 @@ std::string RestoreAndSum(const Cluster& c, const std::string& name,
   const size_t at = r->out.find("127.0.0.1:");
   EXPECT_NE(at, std::string::npos) << r->out;
   EXPECT_TRUE(absl::SimpleAtoi(r->out.substr(at + 10, r->out.find(' ', at) - at - 10), &port));
-  auto sum = tools::RunCommand({"psql", "-X", "-A", "-t", "-q", "-h", "127.0.0.1", "-p",
+  auto sum = local::RunCommand({"psql", "-X", "-A", "-t", "-q", "-h", "127.0.0.1", "-p",
                                 std::to_string(port), "-U", "postgres", "-d", "postgres", "-c", kSum});
-  tools::RunOptions as_server;
+  local::RunOptions as_server;
   as_server.as_user = "postgres";
-  auto stop = tools::RunCommand(
-      {tools::PgBinDir().value_or("") + "/pg_ctl", "-D", to, "-m", "fast", "-w", "stop"}, as_server);
+  auto stop = local::RunCommand(
+      {local::PgBinDir().value_or("") + "/pg_ctl", "-D", to, "-m", "fast", "-w", "stop"}, as_server);
   EXPECT_TRUE(stop.ok() && stop->exit_code == 0) << (stop.ok() ? stop->err : stop.status().ToString());
   EXPECT_TRUE(sum.ok() && sum->exit_code == 0);
   // recovery_end_command removed wal-fetch's decompress-ahead spool.
@@ -118,7 +118,7 @@ TEST(PitrTest, BackupsDedupAndRestoreToTimesLsnAndXid) {
     auto r = RunFerry({"restore", "postgres", "--archive", c.archive, "--source", "main", "--latest", "--to", to});
     ASSERT_TRUE(r.ok());
     ASSERT_EQ(r->exit_code, 0) << r->err;
-    ASSERT_TRUE(tools::GiveToServerUser(to).ok());
+    ASSERT_TRUE(local::GiveToServerUser(to).ok());
     auto v = c.pg->RunTool({"pg_verifybackup", "-n", to});
     ASSERT_TRUE(v.ok());
     EXPECT_EQ(v->exit_code, 0) << v->out << v->err;

@@ -23,18 +23,18 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "ingest/redis/client.h"
+#include "client/redis/client.h"
+#include "local/local_postgres.h"
+#include "local/local_redis.h"
 #include "pipeline/position.h"
 #include "tests/fixtures/ferry_process.h"
-#include "tests/fixtures/tcp_relay.h"
 #include "tests/fixtures/pg_cluster.h"
-#include "tools/sandbox/local_postgres.h"
-#include "tools/sandbox/local_redis.h"
+#include "tests/fixtures/tcp_relay.h"
 
 namespace ferry::testing {
 namespace {
 
-using tools::LocalRedis;
+using local::LocalRedis;
 
 // One connection for commands that must share it (SELECT, MULTI/EXEC, WAIT after writes).
 class Conn {
@@ -73,13 +73,13 @@ class Conn {
 
 // One INFO field of the server ("" when it has none).
 std::string Info(const LocalRedis& r, const std::string& field) {
-  auto value = ingest::redis::RedisInfoField(r.Endpoint(), field);
+  auto value = client::redis::RedisInfoField(r.Endpoint(), field);
   EXPECT_TRUE(value.ok() || absl::IsNotFound(value.status())) << value.status();
   return value.value_or("");
 }
 
 std::string Digest(const LocalRedis& r) {
-  auto d = tools::RedisDigest(r);
+  auto d = local::RedisDigest(r);
   EXPECT_TRUE(d.ok()) << d.status();
   return d.value_or("");
 }
@@ -144,11 +144,11 @@ struct RedisSetup {
 // A primary with `args`, some data from before ferry attached, and ferry replicating it.
 RedisSetup StartRedisSetup(std::vector<std::string> args) {
   RedisSetup s;
-  auto dir = tools::MakeTempDir("ferry-redis-test");
+  auto dir = local::MakeTempDir("ferry-redis-test");
   EXPECT_TRUE(dir.ok()) << dir.status();
   s.dir = dir.value_or("/tmp");
   s.archive = s.dir + "/archive";
-  tools::LocalRedisOptions o;
+  local::LocalRedisOptions o;
   args.insert(args.end(), {"--repl-diskless-sync-delay", "0"});
   o.args = args;
   auto primary = LocalRedis::Start(o);
@@ -170,9 +170,9 @@ std::string RestoreAndDigest(const RedisSetup& s, const std::string& name, const
   std::vector<std::string> args = {"restore", "redis", "--archive", s.archive, "--source", "cache", "--to", to};
   args.insert(args.end(), target.begin(), target.end());
   if (!RunFerrySucceeding(args, name)) return "";
-  auto check = tools::RunCommand({"redis-check-aof", to + "/appendonlydir/appendonly.aof.manifest"});
+  auto check = local::RunCommand({"redis-check-aof", to + "/appendonlydir/appendonly.aof.manifest"});
   EXPECT_TRUE(check.ok() && check->exit_code == 0) << name << ": " << (check.ok() ? check->out + check->err : "");
-  tools::LocalRedisOptions o;
+  local::LocalRedisOptions o;
   o.dir = to;
   o.args = {"--appendonly", "yes"};
   auto restored = LocalRedis::Start(o);
@@ -264,7 +264,7 @@ TEST(RedisWaitTest, WriteAcknowledgedByWaitSurvivesKillOfBoth) {
   const std::string to = s.dir + "/restored";
   auto r = RunFerry({"restore", "redis", "--archive", s.archive, "--source", "cache", "--latest", "--to", to});
   ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->out + r->err : "");
-  tools::LocalRedisOptions o;
+  local::LocalRedisOptions o;
   o.dir = to;
   o.args = {"--appendonly", "yes"};
   auto restored = LocalRedis::Start(o);
@@ -278,7 +278,7 @@ TEST(RedisWaitTest, WriteAcknowledgedByWaitSurvivesKillOfBoth) {
 TEST(RedisFailoverTest, PromotedReplicaContinuesWithPartialResync) {
   RedisSetup s = StartRedisSetup({});
   ASSERT_NE(s.primary, nullptr);
-  tools::LocalRedisOptions ro;
+  local::LocalRedisOptions ro;
   ro.args = {"--replicaof", "127.0.0.1", absl::StrCat(s.primary->port())};
   auto replica = LocalRedis::Start(ro);
   ASSERT_TRUE(replica.ok()) << replica.status();
@@ -386,13 +386,13 @@ TEST(RedisTxTest, OffsetInsideMultiExecCutsBackToBeforeTheTransaction) {
 
 // AUTH as an ACL user whose password ferry reads from a file.
 TEST(RedisAuthTest, AclUserWithPasswordFromAFile) {
-  tools::LocalRedisOptions o;
+  local::LocalRedisOptions o;
   o.args = {"--user", "default", "off", "--user", "ferry", "on", ">s3cret", "~*", "&*", "+@all", "--repl-diskless-sync-delay", "0"};
   o.auth_user = "ferry";
   o.auth_password = "s3cret";
   auto primary = LocalRedis::Start(o);
   ASSERT_TRUE(primary.ok()) << primary.status();
-  auto dir = tools::MakeTempDir("ferry-redis-test");
+  auto dir = local::MakeTempDir("ferry-redis-test");
   ASSERT_TRUE(dir.ok());
   std::ofstream(*dir + "/pass") << "s3cret\n";
   ASSERT_EQ(chmod((*dir + "/pass").c_str(), 0600), 0);  // a secret others can read is refused
@@ -413,13 +413,13 @@ class RelayedRedisTest : public ::testing::Test {
   // Starts the primary (with `server_args`), the relay and ferry (with `source_extra`), then
   // waits until ferry is its online replica.
   void Start(std::vector<std::string> server_args, const std::string& source_extra = "scheduled_backups = false\n") {
-    tools::LocalRedisOptions o;
+    local::LocalRedisOptions o;
     o.args = std::move(server_args);
     auto primary = LocalRedis::Start(o);
     ASSERT_TRUE(primary.ok()) << primary.status();
     primary_ = std::move(*primary);
     relay_ = std::make_unique<TcpRelay>(primary_->port());
-    auto dir = tools::MakeTempDir("ferry-redis-test");
+    auto dir = local::MakeTempDir("ferry-redis-test");
     ASSERT_TRUE(dir.ok());
     view_.dir = *dir;
     view_.archive = *dir + "/archive";

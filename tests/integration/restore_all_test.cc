@@ -18,28 +18,29 @@
 #include <rapidjson/document.h>
 
 #include "absl/strings/numbers.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "local/local_postgres.h"
+#include "local/local_redis.h"
+#include "local/pg_tools.h"
+#include "local/process.h"
 #include "pipeline/endian.h"
 #include "pipeline/frame.h"
 #include "pipeline/position.h"
+#include "restore/recover.h"
 #include "storage/archive_keys.h"
 #include "storage/durable_file.h"
 #include "storage/segment_format.h"
 #include "tests/fixtures/ferry_process.h"
 #include "tests/fixtures/pg_cluster.h"
 #include "tests/fixtures/scratch.h"
-#include "tools/sandbox/local_postgres.h"
-#include "tools/sandbox/local_redis.h"
-#include "tools/sandbox/pg_steps.h"
-#include "tools/sandbox/process.h"
 
 namespace ferry::testing {
 namespace {
 
-using tools::LocalPostgres;
-using tools::LocalRedis;
+using local::LocalPostgres;
+using local::LocalRedis;
 
 struct Pair {
   std::string pg;     // "count|sum" of the orders table
@@ -100,7 +101,7 @@ Servers Start(const std::string& archive_extra = "", const std::string& head = "
   s.ferry = std::make_unique<FerryService>(s.config, s.dir + "/ferry.log");
   EXPECT_TRUE(s.ferry->Start().ok());
   EXPECT_TRUE(WaitFor([&] { return FerryFlush(*s.pg).valid(); }, 30)) << s.ferry->Log();
-  EXPECT_TRUE(tools::WaitReplicaAcked(*s.redis, 30).ok()) << s.ferry->Log();
+  EXPECT_TRUE(local::WaitReplicaAcked(*s.redis, 30).ok()) << s.ferry->Log();
   auto backup = RunFerry({"backup", "--config", s.config, "--source", "main"});
   EXPECT_TRUE(backup.ok() && backup->exit_code == 0) << (backup.ok() ? backup->out + backup->err : "");
   return s;
@@ -109,7 +110,7 @@ Servers Start(const std::string& archive_extra = "", const std::string& head = "
 // Both primaries' writes so far are durable in the archive.
 void WaitArchived(const Servers& s) {
   WaitUntilArchived(*s.pg);
-  EXPECT_TRUE(tools::WaitReplicaAcked(*s.redis, 30).ok());
+  EXPECT_TRUE(local::WaitReplicaAcked(*s.redis, 30).ok());
 }
 
 // `ferry restore all <target> --to dir/name --start`, then the pair the restored servers hold.
@@ -120,8 +121,8 @@ Pair RestoreAll(const Servers& s, const std::string& name, const std::vector<std
   if (!RunFerrySucceeding(args, name)) return {};
   auto pg = LocalPostgres::StartExisting(to + "/main");
   EXPECT_TRUE(pg.ok()) << pg.status();
-  if (!pg.ok() || !tools::WaitForRecoveryEnd(**pg, 120).ok()) return {};
-  tools::LocalRedisOptions ro;
+  if (!pg.ok() || !restore::WaitForRecoveryEnd(**pg, 120).ok()) return {};
+  local::LocalRedisOptions ro;
   ro.dir = to + "/cache";
   ro.args = {"--appendonly", "yes"};
   auto redis = LocalRedis::Start(ro);
@@ -250,7 +251,7 @@ void SetKeyFileEnv(const std::string& path) {
 // plaintext, restores with its key file and only with it, keeps reading frames of a rotated-
 // out key, and a flipped bit whose checksums are recomputed is found by verify.
 TEST(EncryptionTest, SealedArchiveRestoresOnlyWithItsKeysAndTamperingIsFound) {
-  auto key_dir = tools::MakeTempDir("ferry-keys");
+  auto key_dir = local::MakeTempDir("ferry-keys");
   ASSERT_TRUE(key_dir.ok()) << key_dir.status();
   const std::string keys = *key_dir + "/archive.keys";
   const std::string key1 = absl::StrCat("1 ", std::string(64, '1'), "\n");
@@ -259,7 +260,7 @@ TEST(EncryptionTest, SealedArchiveRestoresOnlyWithItsKeysAndTamperingIsFound) {
   auto write_keys = [&](const std::string& path, const std::string& text) {
     std::ofstream(path) << text;
     ASSERT_EQ(chmod(path.c_str(), 0600), 0);
-    ASSERT_TRUE(tools::GiveToServerUser(path).ok());
+    ASSERT_TRUE(local::GiveToServerUser(path).ok());
   };
   write_keys(keys, key1);
   Servers s = Start(absl::StrCat("encryption_key_file = \"", keys, "\"\n"));
@@ -418,7 +419,7 @@ TEST(DrillTest, PassesOnAHealthyArchiveAndNamesTheSourceAndCheckThatFails) {
 // /status is JSON; /healthz turns 503 within 10 s naming the source whose server stopped,
 // while the other source's commits are still acknowledged, and 200 again once it is back.
 TEST(ServiceHttpTest, MetricsStatusHealthAndScheduledDrill) {
-  auto port = tools::FindFreeLoopbackPort();
+  auto port = local::FindFreeLoopbackPort();
   ASSERT_TRUE(port.ok());
   Servers s = Start("", absl::StrCat("drill_every = \"1s\"\n[http]\nlisten = \"127.0.0.1:", *port, "\"\n\n"));
   ASSERT_TRUE(s.pg && s.redis && s.ferry);
@@ -494,7 +495,7 @@ TEST(ServiceHttpTest, MetricsStatusHealthAndScheduledDrill) {
   EXPECT_NE(status_down->out.find("source cache down"), std::string::npos) << status_down->out;
 
   // The server comes back (empty, on the same port): ferry resyncs and health returns.
-  tools::LocalRedisOptions again;
+  local::LocalRedisOptions again;
   again.port = redis_port;
   again.args = {"--repl-diskless-sync-delay", "0"};
   auto restarted = LocalRedis::Start(again);
@@ -528,7 +529,7 @@ TEST(CrashLoopTest, TwentyKillsLoseNothingAcknowledged) {
   for (; kills < 20; ++kills) {
     std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(100, 1500)(rng)));
     const pipeline::Lsn pg_acked = FerryFlush(*s.pg);
-    const int64_t redis_acked = tools::ReplicaAckedOffset(*s.redis).value_or(-1);
+    const int64_t redis_acked = local::ReplicaAckedOffset(*s.redis).value_or(-1);
     ASSERT_TRUE(s.ferry->Kill9().ok());
     // The archive as the killed process left it: it holds everything the primaries heard
     // acknowledged (the last ack each saw came from a sync that had completed).

@@ -22,17 +22,17 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "ingest/pg/replication_conn.h"
+#include "client/pg/replication_conn.h"
+#include "local/local_postgres.h"
+#include "local/process.h"
+#include "restore/restore_all.h"
+#include "restore/wal_fetch.h"
 #include "storage/archive.h"
 #include "storage/archive_keys.h"
 #include "storage/segment_format.h"
 #include "storage/snapshot_store.h"
 #include "tests/fixtures/pg_cluster.h"
 #include "tests/fixtures/scratch.h"
-#include "tools/restore/restore_all.h"
-#include "tools/restore/wal_fetch.h"
-#include "tools/sandbox/local_postgres.h"
-#include "tools/sandbox/process.h"
 
 namespace ferry::testing {
 namespace {
@@ -56,7 +56,7 @@ WalFrames ReadFrames(const std::string& archive_path) {
   if (!wal.ok()) return w;
   w.frames = (*wal)->frames();
   w.dir = (*wal)->dir();
-  auto seg = tools::WalSegmentBytes(**archive, "main");
+  auto seg = restore::WalSegmentBytes(**archive, "main");
   w.segment_bytes = seg.value_or(16 << 20);
   auto store = storage::SnapshotStore::Open((*archive)->SnapshotDir("main"), false);
   EXPECT_TRUE(store.ok()) << store.status();
@@ -86,10 +86,10 @@ std::vector<std::string> Args(const std::vector<std::string>& from, std::vector<
   return command;
 }
 
-tools::CommandResult Ferry(const std::vector<std::string>& args) {
+local::CommandResult Ferry(const std::vector<std::string>& args) {
   auto r = RunFerry(args);
   EXPECT_TRUE(r.ok()) << r.status();
-  return r.value_or(tools::CommandResult{});
+  return r.value_or(local::CommandResult{});
 }
 
 // Restarts the cluster's ferry with [archive] encryption_key_file: what it archives from then
@@ -99,7 +99,7 @@ void Encrypt(Cluster& c) {
   const std::string keys = c.dir + "/archive.keys";
   std::ofstream(keys) << "1 " << std::string(64, '7') << "\n";
   ASSERT_EQ(chmod(keys.c_str(), 0600), 0);
-  ASSERT_TRUE(tools::GiveToServerUser(keys).ok());
+  ASSERT_TRUE(local::GiveToServerUser(keys).ok());
   std::ifstream in(c.config);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const size_t at = text.find("[archive]\n");
@@ -156,7 +156,7 @@ TEST_P(FlipTest, AFlippedByteNeverRestoresLessAndRecoveryNeverEndsEarly) {
     std::ifstream conf(c.dir + "/intact/postgresql.auto.conf");
     const std::string text((std::istreambuf_iterator<char>(conf)), std::istreambuf_iterator<char>());
     EXPECT_NE(text.find("recovery_target_lsn = '"), std::string::npos) << text;
-    auto pg = tools::StartRestoredPostgres(c.dir + "/intact", 0, 300);
+    auto pg = restore::StartRestoredPostgres(c.dir + "/intact", 0, 300);
     ASSERT_TRUE(pg.ok()) << pg.status();
     EXPECT_EQ(TableChecksums(*pg->server), sums);
     ASSERT_TRUE(pg->server->Stop().ok());
@@ -200,18 +200,18 @@ TEST_P(FlipTest, AFlippedByteNeverRestoresLessAndRecoveryNeverEndsEarly) {
     const size_t p = r->out.find("127.0.0.1:");
     ASSERT_NE(p, std::string::npos);
     ASSERT_TRUE(absl::SimpleAtoi(r->out.substr(p + 10, r->out.find(' ', p) - p - 10), &port));
-    tools::RunOptions as_server;
+    local::RunOptions as_server;
     as_server.as_user = "postgres";
-    (void)tools::RunCommand({tools::PgBinDir().value_or("") + "/pg_ctl", "-D", c.dir + "/hint", "-m", "fast", "-w", "stop"},
+    (void)local::RunCommand({local::PgBinDir().value_or("") + "/pg_ctl", "-D", c.dir + "/hint", "-m", "fast", "-w", "stop"},
                             as_server);
   }
 
   // wal-fetch on the damaged segment: the fatal status, one line naming file and offset.
   const uint64_t seg_no = victim.header.start_pos / w.segment_bytes;
   const std::string damaged_name =
-      ingest::pg::WalFileName(pipeline::TimelineId(victim.header.epoch), seg_no, w.segment_bytes);
+      client::pg::WalFileName(pipeline::TimelineId(victim.header.epoch), seg_no, w.segment_bytes);
   auto fetch = Ferry(Args(from, {"wal-fetch", "--source", "main", "--prefetch", "0", damaged_name, c.dir + "/fetched"}));
-  EXPECT_EQ(fetch.exit_code, tools::kWalFetchFatal) << fetch.err;
+  EXPECT_EQ(fetch.exit_code, restore::kWalFetchFatal) << fetch.err;
   EXPECT_NE(fetch.err.find(absl::StrCat("offset ", victim.offset)), std::string::npos) << fetch.err;
   EXPECT_EQ(std::count(fetch.err.begin(), fetch.err.end(), '\n'), 1) << fetch.err;
 
@@ -221,13 +221,13 @@ TEST_P(FlipTest, AFlippedByteNeverRestoresLessAndRecoveryNeverEndsEarly) {
   ASSERT_TRUE(RunFerrySucceeding(Args(from, {"restore", "postgres", "--source", "main", "--latest",
                                              "--to", c.dir + "/late"}), "restore before damage"));
   FlipByte(SegPath(w, victim), at, 0x10);
-  auto late = tools::StartRestoredPostgres(c.dir + "/late", 0, 120);
+  auto late = restore::StartRestoredPostgres(c.dir + "/late", 0, 120);
   EXPECT_FALSE(late.ok()) << "recovery promoted over damaged WAL: " << (late.ok() ? late->reached : "");
   if (late.ok()) (void)late->server->Stop();
   FlipByte(SegPath(w, victim), at, 0x10);
 
   // Every other wal-fetch failure stops recovery; only "past the end" reads as the end.
-  const std::string first_name = ingest::pg::WalFileName(
+  const std::string first_name = client::pg::WalFileName(
       pipeline::TimelineId(w.frames[w.first_needed].header.epoch),
       w.frames[w.first_needed].header.start_pos / w.segment_bytes, w.segment_bytes);
   struct Case {
@@ -235,12 +235,12 @@ TEST_P(FlipTest, AFlippedByteNeverRestoresLessAndRecoveryNeverEndsEarly) {
     int exit_code;
   };
   for (const Case& k : std::vector<Case>{
-           {{"--source", "nosuch", first_name, c.dir + "/f1"}, tools::kWalFetchFatal},
-           {{"--source", "main", first_name, c.dir + "/missing-dir/f2"}, tools::kWalFetchFatal},
-           {{"--source", "main", first_name}, tools::kWalFetchFatal},
-           {{"--source", "main", "--bogus-flag", first_name, c.dir + "/f3"}, tools::kWalFetchFatal},
-           {{"--source", "main", "0000000100000FFF000000FF", c.dir + "/f4"}, tools::kWalFetchNotInArchive},
-           {{"--source", "main", "00000009.history", c.dir + "/f5"}, tools::kWalFetchNotInArchive},
+           {{"--source", "nosuch", first_name, c.dir + "/f1"}, restore::kWalFetchFatal},
+           {{"--source", "main", first_name, c.dir + "/missing-dir/f2"}, restore::kWalFetchFatal},
+           {{"--source", "main", first_name}, restore::kWalFetchFatal},
+           {{"--source", "main", "--bogus-flag", first_name, c.dir + "/f3"}, restore::kWalFetchFatal},
+           {{"--source", "main", "0000000100000FFF000000FF", c.dir + "/f4"}, restore::kWalFetchNotInArchive},
+           {{"--source", "main", "00000009.history", c.dir + "/f5"}, restore::kWalFetchNotInArchive},
            {{"--source", "main", first_name, c.dir + "/f6"}, 0}}) {
     std::vector<std::string> args = Args(from, {"wal-fetch", "--prefetch", "0"});
     args.insert(args.end(), k.args.begin(), k.args.end());
@@ -248,7 +248,7 @@ TEST_P(FlipTest, AFlippedByteNeverRestoresLessAndRecoveryNeverEndsEarly) {
     EXPECT_EQ(r.exit_code, k.exit_code) << absl::StrJoin(k.args, " ") << ": " << r.err;
   }
   auto bad_archive = Ferry({"wal-fetch", "--archive", c.dir + "/no-archive", "--source", "main", first_name, c.dir + "/f7"});
-  EXPECT_EQ(bad_archive.exit_code, tools::kWalFetchFatal) << bad_archive.err;
+  EXPECT_EQ(bad_archive.exit_code, restore::kWalFetchFatal) << bad_archive.err;
 
   // A segment the postgres user cannot read: restore (as root) names it before writing
   // anything, and wal-fetch as that user stops recovery rather than end it.
@@ -259,17 +259,17 @@ TEST_P(FlipTest, AFlippedByteNeverRestoresLessAndRecoveryNeverEndsEarly) {
     EXPECT_EQ(refused_access.exit_code, 1) << refused_access.out;
     EXPECT_NE(refused_access.err.find("cannot read " + seg), std::string::npos) << refused_access.err;
     EXPECT_FALSE(std::filesystem::exists(restore_dir));
-    tools::RunOptions as_server;
+    local::RunOptions as_server;
     as_server.as_user = "postgres";
     if (GetParam().encrypted) {
       as_server.env = {absl::StrCat(storage::kKeyFileEnv, "=", c.dir, "/archive.keys")};
     }
-    const std::string spool = tools::MakeTempDir("ferry-fetch").value_or("/tmp");
-    ASSERT_TRUE(tools::GiveToServerUser(spool).ok());
-    auto denied = tools::RunCommand({FERRY_BINARY, "wal-fetch", "--archive", c.archive, "--source", "main",
+    const std::string spool = local::MakeTempDir("ferry-fetch").value_or("/tmp");
+    ASSERT_TRUE(local::GiveToServerUser(spool).ok());
+    auto denied = local::RunCommand({FERRY_BINARY, "wal-fetch", "--archive", c.archive, "--source", "main",
                                      "--prefetch", "0", first_name, spool + "/f8"}, as_server);
     ASSERT_TRUE(denied.ok()) << denied.status();
-    EXPECT_EQ(denied->exit_code, tools::kWalFetchFatal) << denied->err;
+    EXPECT_EQ(denied->exit_code, restore::kWalFetchFatal) << denied->err;
     EXPECT_NE(denied->err.find("Permission denied"), std::string::npos) << denied->err;
     ASSERT_EQ(chmod(seg.c_str(), 0640), 0);
   }
@@ -351,7 +351,7 @@ TEST(RestoreTrustTest, BackupIsKeptOnlyWithItsEndWalAndLatestStillRestores) {
   umask(old_umask);
 
   // The backup runs on its own connection; ferry run dies while it copies.
-  tools::CommandResult second;
+  local::CommandResult second;
   std::thread backup([&] { second = Ferry({"backup", "--config", c.config, "--source", "main", "--wal-wait", "3"}); });
   usleep(300000);
   ASSERT_TRUE(c.ferry->Kill9().ok());
@@ -395,12 +395,12 @@ TEST(RestoreTrustTest, BackupIsKeptOnlyWithItsEndWalAndLatestStillRestores) {
   // As root, a restore without --start hands the directory to the postgres user and says how
   // to start it as that user.
   EXPECT_NE(r->out.find("start it with: runuser -u postgres -- "), std::string::npos) << r->out;
-  EXPECT_NE(r->out.find(tools::PgBinDir().value_or("?") + "/pg_ctl -D " + c.dir + "/latest"), std::string::npos)
+  EXPECT_NE(r->out.find(local::PgBinDir().value_or("?") + "/pg_ctl -D " + c.dir + "/latest"), std::string::npos)
       << r->out;
   struct stat data_dir;
   ASSERT_EQ(stat((c.dir + "/latest").c_str(), &data_dir), 0);
   EXPECT_EQ(data_dir.st_uid, getpwnam("postgres")->pw_uid);
-  auto pg = tools::StartRestoredPostgres(c.dir + "/latest", 0, 300);
+  auto pg = restore::StartRestoredPostgres(c.dir + "/latest", 0, 300);
   ASSERT_TRUE(pg.ok()) << pg.status();
   EXPECT_EQ(TableChecksums(*pg->server), sums);
   ASSERT_TRUE(pg->server->Stop().ok());

@@ -16,16 +16,16 @@
 #include <httplib.h>
 
 #include "absl/strings/str_cat.h"
+#include "local/local_postgres.h"
+#include "local/local_redis.h"
+#include "local/process.h"
 #include "tests/fixtures/ferry_process.h"
 #include "tests/fixtures/pg_cluster.h"
-#include "tools/sandbox/local_postgres.h"
-#include "tools/sandbox/local_redis.h"
-#include "tools/sandbox/process.h"
 
 namespace ferry::testing {
 namespace {
 
-using tools::LocalPostgres;
+using local::LocalPostgres;
 
 double FreeFraction(const std::string& path) {
   struct statvfs fs;
@@ -34,7 +34,7 @@ double FreeFraction(const std::string& path) {
 }
 
 TEST(DiskGuardTest, FullArchiveFileSystemStopsAcksAndSpaceResumesThem) {
-  auto dir = tools::MakeTempDir("ferry-disk-test");
+  auto dir = local::MakeTempDir("ferry-disk-test");
   ASSERT_TRUE(dir.ok());
   const std::string fs_dir = *dir + "/fs";
   std::filesystem::create_directories(fs_dir);
@@ -50,7 +50,7 @@ TEST(DiskGuardTest, FullArchiveFileSystemStopsAcksAndSpaceResumesThem) {
 
   auto pg = LocalPostgres::Create({.settings = {"synchronous_standby_names = 'ferry_main'"}});
   ASSERT_TRUE(pg.ok()) << pg.status();
-  auto port = tools::FindFreeLoopbackPort();
+  auto port = local::FindFreeLoopbackPort();
   ASSERT_TRUE(port.ok());
   const std::string config = *dir + "/ferry.toml";
   std::ofstream(config) << "[archive]\npath = \"" << archive << "\"\nwriter = \"posix\"\nsegment_mb = 1\n"
@@ -103,11 +103,11 @@ TEST(DiskGuardTest, FullArchiveFileSystemStopsAcksAndSpaceResumesThem) {
 // /metrics; it restarts (same data directory and port): 200 again, streaming on. The
 // endpoint requires the bearer token of [http] token_file.
 TEST(PgHealthTest, ServerStopIsUnhealthyWithinTenSecondsAndRestartHeals) {
-  auto dir = tools::MakeTempDir("ferry-pghealth-test");
+  auto dir = local::MakeTempDir("ferry-pghealth-test");
   ASSERT_TRUE(dir.ok());
   auto pg = LocalPostgres::Create({});
   ASSERT_TRUE(pg.ok()) << pg.status();
-  auto port = tools::FindFreeLoopbackPort();
+  auto port = local::FindFreeLoopbackPort();
   ASSERT_TRUE(port.ok());
   const std::string config = *dir + "/ferry.toml";
   std::ofstream(*dir + "/token") << "s3cret-token\n";
@@ -160,13 +160,13 @@ TEST(PgHealthTest, ServerStopIsUnhealthyWithinTenSecondsAndRestartHeals) {
 // while the other source streams on; SIGTERM under load exits 0 and the slot never
 // claims more than the archive holds.
 TEST(ReloadTest, SighupAddsAndRemovesSourcesAndSigtermUnderLoadExitsZero) {
-  auto dir = tools::MakeTempDir("ferry-reload-test");
+  auto dir = local::MakeTempDir("ferry-reload-test");
   ASSERT_TRUE(dir.ok());
   auto pg = LocalPostgres::Create({});
   ASSERT_TRUE(pg.ok()) << pg.status();
-  tools::LocalRedisOptions ro;
+  local::LocalRedisOptions ro;
   ro.args = {"--repl-diskless-sync-delay", "0"};
-  auto redis = tools::LocalRedis::Start(ro);
+  auto redis = local::LocalRedis::Start(ro);
   ASSERT_TRUE(redis.ok()) << redis.status();
   const std::string archive = *dir + "/archive";
   MakeArchiveDir(archive);
@@ -187,7 +187,7 @@ TEST(ReloadTest, SighupAddsAndRemovesSourcesAndSigtermUnderLoadExitsZero) {
 
   write_config(true);
   ferry.Signal(SIGHUP);
-  EXPECT_TRUE(tools::WaitReplicaAcked(**redis, 30).ok()) << ferry.Log();
+  EXPECT_TRUE(local::WaitReplicaAcked(**redis, 30).ok()) << ferry.Log();
   EXPECT_NE(ferry.Log().find("source=cache event=reload action=start"), std::string::npos) << ferry.Log();
   Q(**pg, "create table t (id int)");
   WaitUntilArchived(**pg);

@@ -13,30 +13,31 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "ingest/pg/replication_conn.h"
+#include "client/pg/replication_conn.h"
+#include "local/local_postgres.h"
+#include "local/pg_tools.h"
+#include "local/process.h"
 #include "pipeline/position.h"
+#include "restore/recover.h"
 #include "tests/fixtures/ferry_process.h"
 #include "tests/fixtures/pg_cluster.h"
-#include "tools/sandbox/local_postgres.h"
-#include "tools/sandbox/pg_steps.h"
-#include "tools/sandbox/process.h"
 
 namespace ferry::testing {
 namespace {
 
 using pipeline::Lsn;
-using tools::LocalPostgres;
+using local::LocalPostgres;
 
 
 std::string TakeBaseBackup(const Cluster& c) {
   const std::string backup = c.dir + "/base";
-  absl::Status st = tools::TakeBaseBackupWithoutWal(*c.pg, backup);
+  absl::Status st = local::TakeBaseBackupWithoutWal(*c.pg, backup);
   EXPECT_TRUE(st.ok()) << st;
   return backup;
 }
 
 std::unique_ptr<LocalPostgres> Restore(const Cluster& c, const std::string& backup, const std::string& name) {
-  auto restored = tools::RecoverFromArchive(backup, c.dir + "/" + name, FERRY_BINARY, c.archive, "main", 180);
+  auto restored = restore::RecoverFromArchive(backup, c.dir + "/" + name, FERRY_BINARY, c.archive, "main", 180);
   EXPECT_TRUE(restored.ok()) << restored.status();
   return restored.ok() ? std::move(*restored) : nullptr;
 }
@@ -79,7 +80,7 @@ TEST_P(SpineTest, PgbenchArchivesAndRecoversIdenticalTables) {
   const uint64_t seg = 16 << 20;
   std::vector<std::string> names;
   for (uint64_t segno = start->value() / seg; (segno + 1) * seg <= end->value(); ++segno) {
-    const std::string name = ingest::pg::WalFileName(pipeline::TimelineId(1), segno, seg);
+    const std::string name = client::pg::WalFileName(pipeline::TimelineId(1), segno, seg);
     auto f = RunFerry({"wal-fetch", "--archive", c.archive, "--source", "main", name, waldir + "/" + name});
     ASSERT_TRUE(f.ok());
     ASSERT_EQ(f->exit_code, 0) << name << ": " << f->err;
@@ -132,11 +133,11 @@ TEST(SpineSyncTest, SynchronousCommitsSurviveKillOfFerryAndPrimary) {
 // and back when it no longer does; /metrics shows the delay the batcher uses, and commits
 // that wait on ferry meanwhile all return.
 TEST(SpineSyncTest, AutoCommitDelayFollowsSynchronousStandbyNames) {
-  auto pg = LocalPostgres::Create(tools::LocalPostgresOptions{});
+  auto pg = LocalPostgres::Create(local::LocalPostgresOptions{});
   ASSERT_TRUE(pg.ok()) << pg.status();
-  auto dir = tools::MakeTempDir("ferry-it");
+  auto dir = local::MakeTempDir("ferry-it");
   ASSERT_TRUE(dir.ok()) << dir.status();
-  auto port = tools::FindFreeLoopbackPort();
+  auto port = local::FindFreeLoopbackPort();
   ASSERT_TRUE(port.ok()) << port.status();
   FerryService ferry(WriteConfig(*dir, *dir + "/archive", (*pg)->Conninfo(), "io_uring",
                                  absl::StrCat("scheduled_backups = false\n[http]\nlisten = \"127.0.0.1:", *port, "\"\n")),
@@ -245,11 +246,11 @@ TEST(SpineTimelineTest, FollowsPromotionToTheNextTimeline) {
   ASSERT_TRUE(primary.ok()) << primary.status();
   Q(**primary, "create table t (id int primary key, tl int)");
   Q(**primary, "insert into t select g, 1 from generate_series(1, 1000) g");
-  auto made = tools::MakeTempDir("ferry-tl");
+  auto made = local::MakeTempDir("ferry-tl");
   ASSERT_TRUE(made.ok()) << made.status();
   const std::string dir = *made;
   const std::string standby_dir = dir + "/standby";
-  ASSERT_TRUE(tools::GiveToServerUser(dir).ok());  // pg_basebackup runs as postgres
+  ASSERT_TRUE(local::GiveToServerUser(dir).ok());  // pg_basebackup runs as postgres
   auto r = (*primary)->RunTool({"pg_basebackup", "-h", "127.0.0.1", "-p", std::to_string((*primary)->port()), "-U",
                                 "postgres", "-D", standby_dir, "-X", "stream", "-R", "--checkpoint=fast"});
   ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->err : r.status().ToString());

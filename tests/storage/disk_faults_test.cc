@@ -91,7 +91,7 @@ absl::Status AppendRecords(pipeline::Batcher* b, int n, uint64_t* pos, std::mt19
     *pos += r.payload.size();
     r.end_pos = *pos;
     model->append(r.payload);
-    FERRY_RETURN_IF_ERROR(b->Append(1, start, std::move(r)));
+    FERRY_RETURN_IF_ERROR(b->Append({1, start}, std::move(r)));
   }
   return absl::OkStatus();
 }
