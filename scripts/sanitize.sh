@@ -20,7 +20,7 @@ ninja -C "$BUILD" -j2 ferry_unit_tests fuzz_targets
 
 # halt_on_error: the first report fails the run. Leaks are reported at exit (LeakSanitizer).
 export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:strict_string_checks=1"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$PWD/scripts/ubsan.supp"
 
 status=0
 echo "sanitize: unit tests under ASan+UBSan"
