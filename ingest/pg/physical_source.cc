@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "ingest/pg/copy_loop.h"
+#include "ingest/pg/server_version.h"
 #include "pipeline/check.h"
 
 namespace ferry::ingest::pg {
@@ -43,6 +44,7 @@ void PgPhysicalSource::RequestStop() {
 absl::StatusOr<client::pg::SystemInfo> PgPhysicalSource::Connect() {
   FERRY_ASSIGN_OR_RETURN(conn_, client::pg::ReplicationConnection::Connect(options_.conninfo,
                                                                options_.application_name));
+  FERRY_ASSIGN_OR_RETURN(major_, SupportedMajor(conn_->ServerVersion()));
   FERRY_ASSIGN_OR_RETURN(system_, conn_->IdentifySystem());
   if (system_.segment_bytes == 0 || (system_.segment_bytes & (system_.segment_bytes - 1)) != 0) {
     return absl::FailedPreconditionError(
@@ -126,6 +128,7 @@ absl::Status PgPhysicalSource::Stream(const ResumePoint& resume) {
   FERRY_CHECK(conn_ != nullptr);
   FERRY_ASSIGN_OR_RETURN(client::pg::SlotInfo slot, ReadOrCreateSlot());
   StreamState s(system_.segment_bytes, system_.system_id);
+  FERRY_CHECK(s.decoder.ExpectMajor(major_));  // SupportedMajor let only a major it reads through
   FERRY_RETURN_IF_ERROR(FindStart(resume, slot, s));
   feedback_cap_ = s.resume_end.value();
   s.decoder.Reset(s.start, s.at_record_boundary);

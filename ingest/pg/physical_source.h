@@ -82,6 +82,7 @@ class PgPhysicalSource {
   pipeline::StreamSink* const sink_;
   std::unique_ptr<client::pg::ReplicationConnection> conn_;
   client::pg::SystemInfo system_;
+  int major_ = 0;  // the server's PostgreSQL major, from Connect
   int stop_fd_ = -1;
   PgSourceStats stats_;
 

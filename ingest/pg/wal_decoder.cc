@@ -1,4 +1,4 @@
-// WalDecoder: page headers, record framing, CRC-32C and commit times of PostgreSQL 15 WAL.
+// WalDecoder: page headers, record framing, CRC-32C and commit times of the WAL of PostgreSQL 14 to 18.
 // Layouts: access/xlog_internal.h, access/xlogrecord.h, access/xact.h (docs/protocols.md,
 // "WAL on disk").
 #include "ingest/pg/wal_decoder.h"
@@ -28,7 +28,6 @@ constexpr uint32_t kRecordHeader = 24;  // SizeOfXLogRecord
 constexpr size_t kCrcOffset = 20;       // xl_crc; the CRC covers the header bytes before it
 constexpr uint32_t kMaxRecordBytes = 1u << 30;
 
-constexpr uint16_t kPageMagic = 0xD110;  // XLOG_PAGE_MAGIC of PostgreSQL 15
 constexpr uint16_t kFirstIsContRecord = 0x0001;
 constexpr uint16_t kLongHeaderFlag = 0x0002;
 constexpr uint16_t kFirstIsOverwriteContRecord = 0x0008;
@@ -43,6 +42,31 @@ constexpr uint8_t kXactCommit = 0x00;
 constexpr uint8_t kXactCommitPrepared = 0x30;
 
 uint64_t MaxAlign(uint64_t v) { return (v + 7) & ~uint64_t{7}; }
+
+}  // namespace
+
+// What differs between the WAL of the supported majors (access/xlog_internal.h,
+// xlogrecord.h): the page magic each bumps, and the bimg_info bits that say a full-page image
+// is compressed (then a hole_length follows its header): 14's BKPIMAGE_IS_COMPRESSED, 15's
+// COMPRESS_PGLZ, _LZ4 and _ZSTD (docs/protocols.md, "WAL on disk").
+struct WalVersion {
+  uint16_t magic;
+  int major;
+  uint8_t compressed_image_bits;
+};
+
+namespace {
+
+constexpr WalVersion kWalVersions[] = {
+    {0xD10D, 14, 0x02}, {0xD110, 15, 0x1C}, {0xD113, 16, 0x1C}, {0xD116, 17, 0x1C}, {0xD118, 18, 0x1C},
+};
+
+const WalVersion* WalVersionOf(uint16_t magic) {
+  for (const WalVersion& v : kWalVersions) {
+    if (v.magic == magic) return &v;
+  }
+  return nullptr;
+}
 
 absl::Status PageError(Lsn page, absl::string_view reason) {
   return absl::DataLossError(absl::StrCat("wal page at ", page.ToString(), ": ", reason));
@@ -108,7 +132,7 @@ __attribute__((target("sse4.2"))) uint32_t Crc32cHardware(uint32_t crc, const ui
 // fragment headers (xlogrecord.h; docs/protocols.md, "WAL on disk"), checks that
 // headers plus payloads add up to the record length, as PostgreSQL's DecodeXLogRecord does,
 // and returns the last bytes.
-absl::Status MainData(absl::string_view body, absl::string_view* main) {
+absl::Status MainData(absl::string_view body, const WalVersion& version, absl::string_view* main) {
   size_t at = 0;
   uint64_t payload = 0;  // block images + block data + main data
   uint32_t main_len = 0;
@@ -148,8 +172,8 @@ absl::Status MainData(absl::string_view body, absl::string_view* main) {
         payload += GetLe16(b + at);
         const uint8_t bimg_info = static_cast<uint8_t>(b[at + 4]);
         at += 5;
-        // PG15 bits: BKPIMAGE_HAS_HOLE 0x01; COMPRESS_PGLZ/LZ4/ZSTD 0x04/0x08/0x10.
-        if ((bimg_info & 0x01) && (bimg_info & (0x04 | 0x08 | 0x10))) {
+        // BKPIMAGE_HAS_HOLE is 0x01 on every major; the compression bits differ.
+        if ((bimg_info & 0x01) && (bimg_info & version.compressed_image_bits)) {
           if (!need(2)) return malformed("block image header");
           at += 2;  // hole_length of a compressed image
         }
@@ -219,7 +243,7 @@ absl::Status WalDecoder::Feed(absl::string_view bytes, std::vector<CommitInfo>* 
     const uint64_t in_page = pos & (kPageBytes - 1);
     size_t used = 0;
     if (mode_ == Mode::kSkipSwitch) {
-      // PostgreSQL 15 zeroes the rest of the segment after XLOG_SWITCH, page headers too
+      // PostgreSQL zeroes the rest of the segment after XLOG_SWITCH, page headers too
       // (xlog.c, CopyXLogRecordToWAL), so there is nothing to check until the next segment.
       const uint64_t seg_end = (pos | (segment_bytes_ - 1)) + 1;
       used = static_cast<size_t>(std::min<uint64_t>(n, seg_end - pos));
@@ -369,7 +393,7 @@ absl::Status WalDecoder::OnRecordComplete(const char* header, uint32_t body_crc,
     // PostgreSQL writes this record where the lost continuation would have been, naming the
     // record that was cut short (xlogrecovery.c checks the same).
     absl::string_view main;
-    absl::Status s = MainData(body, &main);
+    absl::Status s = MainData(body, layout(), &main);
     if (!s.ok()) return RecordError(record_start_, s.message());
     if (rmid != kRmXlog || (info & 0xF0) != kXlogOverwriteContRecord || main.size() < 8 ||
         GetLe64(main.data()) != aborted_record_start_.value()) {
@@ -382,7 +406,7 @@ absl::Status WalDecoder::OnRecordComplete(const char* header, uint32_t body_crc,
   }
   if (IsCommit(rmid, info)) {
     absl::string_view main;
-    absl::Status s = MainData(body, &main);
+    absl::Status s = MainData(body, layout(), &main);
     if (!s.ok()) return RecordError(record_start_, absl::StrCat("commit record: ", s.message()));
     if (main.size() < 8) {
       return RecordError(record_start_,
@@ -419,6 +443,7 @@ absl::Status WalDecoder::OnPageHeader(uint64_t page_start) {
   absl::Status s = CheckPageHeader(page, is_long);
   if (!s.ok()) return s;
   last_page_tli_ = GetLe32(page_header_ + 4);
+  version_ = WalVersionOf(GetLe16(page_header_));  // CheckPageHeader accepted it
 
   const uint16_t info = GetLe16(page_header_ + 2);
   const uint32_t rem_len = GetLe32(page_header_ + 16);
@@ -441,14 +466,34 @@ absl::Status WalDecoder::OnPageHeader(uint64_t page_start) {
   return OnPageInRecords(page, cont, overwrite, rem_len);
 }
 
+bool WalDecoder::ExpectMajor(int major) {
+  for (const WalVersion& v : kWalVersions) {
+    if (v.major == major) {
+      version_ = &v;
+      return true;
+    }
+  }
+  return false;
+}
+
+int WalDecoder::major_version() const { return version_ == nullptr ? 0 : version_->major; }
+
+// Before the first page header (a decoder started mid-page) and without ExpectMajor: 15's
+// layout, which 16 to 18 share.
+const WalVersion& WalDecoder::layout() const { return version_ != nullptr ? *version_ : kWalVersions[1]; }
+
 absl::Status WalDecoder::CheckPageHeader(Lsn page, bool is_long) const {
   const uint16_t magic = GetLe16(page_header_);
   const uint16_t info = GetLe16(page_header_ + 2);
   const uint32_t tli = GetLe32(page_header_ + 4);
   const uint64_t pageaddr = GetLe64(page_header_ + 8);
-  if (magic != kPageMagic) {
-    return PageError(page, absl::StrFormat("bad magic 0x%04X (expected 0x%04X, PostgreSQL 15)",
-                                           magic, kPageMagic));
+  const WalVersion* version = WalVersionOf(magic);
+  if (version == nullptr) {
+    return PageError(page, absl::StrFormat("bad magic 0x%04X (not the WAL of PostgreSQL 14 to 18)", magic));
+  }
+  if (version_ != nullptr && version != version_) {
+    return PageError(page, absl::StrFormat("magic 0x%04X of PostgreSQL %d after pages of PostgreSQL %d", magic,
+                                           version->major, version_->major));
   }
   if ((info & ~kAllPageFlags) != 0)
     return PageError(page, absl::StrFormat("bad flags 0x%04X", info));

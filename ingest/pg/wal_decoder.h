@@ -1,4 +1,4 @@
-// Streaming validator for PostgreSQL 15 WAL: walks page headers and records across arbitrary
+// Streaming validator for the WAL of PostgreSQL 14 to 18: walks page headers and records across arbitrary
 // chunk boundaries, checks every record's CRC-32C as bytes arrive, and extracts commit times.
 // Formats: PostgreSQL's access/xlog_internal.h, access/xlogrecord.h, access/xact.h
 // (summarised in docs/protocols.md, "WAL on disk").
@@ -22,6 +22,8 @@ struct CommitInfo {
 };
 
 // Not thread-safe: one decoder per stream, fed in stream order.
+struct WalVersion;  // the per-major layout facts (wal_decoder.cc)
+
 class WalDecoder {
  public:
   // segment_bytes: the server's wal_segment_size (a power of two). system_id: the expected
@@ -33,6 +35,13 @@ class WalDecoder {
   // Otherwise the decoder ignores bytes up to the next page boundary and resynchronises from
   // that page's header (skipping the continuation of a record that began earlier).
   void Reset(pipeline::Lsn lsn, bool at_record_boundary);
+
+  // The server's major version, when known (a source knows it from its connection): its page
+  // magic is then the only one accepted, and records before the first page header are read
+  // with its layout. False for a major ferry does not read. Kept across Reset.
+  bool ExpectMajor(int major);
+  // The major of the WAL decoded so far (0 before the first page header and ExpectMajor).
+  int major_version() const;
 
   // Feeds the next bytes of WAL; they begin exactly at position(). Validates page headers
   // (magic 0xD110, flags, xlp_pageaddr, xlp_tli not older than the last page's, segment size
@@ -90,6 +99,10 @@ class WalDecoder {
   Mode mode_ = Mode::kSync;
   char page_header_[40];  // a page header being read (it may arrive in pieces)
   uint32_t last_page_tli_ = 0;
+  // The major whose WAL this is: from ExpectMajor, else learnt from the first page header;
+  // every later page must carry the same magic.
+  const WalVersion* version_ = nullptr;
+  const WalVersion& layout() const;
   uint64_t skip_ = 0;  // kSkipCont: continuation bytes left; kRecord: padding left
 
   // The record in progress. Its body is checksummed as it streams past; a body is copied

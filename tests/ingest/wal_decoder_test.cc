@@ -59,7 +59,8 @@ struct Rec {
   uint64_t end = 0;  // byte after the record, page headers included, not MAXALIGNed
 };
 
-// Writes WAL the way PostgreSQL 15 lays it out, from a segment boundary.
+// Writes WAL the way PostgreSQL lays it out (15's page magic unless told), from a segment
+// boundary.
 class WalWriter {
  public:
   explicit WalWriter(uint64_t start) : start_(start) {}
@@ -70,6 +71,7 @@ class WalWriter {
   uint64_t prev() const { return prev_; }
   size_t records() const { return records_; }
   void set_tli(uint32_t tli) { tli_ = tli; }
+  void set_magic(uint16_t magic) { magic_ = magic; }
 
   // Appends a record: the 24-byte header, then `rest` (fragment headers and payloads).
   Rec Add(uint8_t rmid, uint8_t info, const std::string& rest, uint32_t xid = 0) {
@@ -167,7 +169,7 @@ class WalWriter {
   void Header(uint32_t rem_len) {
     const bool is_long = pos() % kSeg == 0;
     std::string h(is_long ? 40 : 24, '\0');
-    PutLe16(h.data(), 0xD110);
+    PutLe16(h.data(), magic_);
     PutLe16(h.data() + 2,
             static_cast<uint16_t>((rem_len ? kContRecord : 0) | (is_long ? 2 : 0) | next_flags_));
     PutLe32(h.data() + 4, tli_);
@@ -185,6 +187,7 @@ class WalWriter {
   uint64_t start_;
   uint64_t prev_ = 0;
   uint32_t tli_ = 1;
+  uint16_t magic_ = 0xD110;
   uint16_t next_flags_ = 0;
   size_t records_ = 0;
   std::string bytes_;
@@ -393,7 +396,9 @@ TEST(WalDecoderTest, BadPageHeadersAreRejected) {
     return bad;
   };
   ExpectError(patched(page1, Le16(0xD111)),
-              "wal page at 0/00102000: bad magic 0xD111 (expected 0xD110, PostgreSQL 15)");
+              "wal page at 0/00102000: bad magic 0xD111 (not the WAL of PostgreSQL 14 to 18)");
+  ExpectError(patched(page1, Le16(0xD118)),
+              "wal page at 0/00102000: magic 0xD118 of PostgreSQL 18 after pages of PostgreSQL 15");
   ExpectError(patched(page1 + 2, Le16(kContRecord | 0x0010)),
               "wal page at 0/00102000: bad flags 0x0011");
   ExpectError(patched(page1 + 8, Le64(kSeg + 5 * kPage)),
@@ -675,6 +680,73 @@ TEST(WalDecoderTest, OverwrittenContinuationAfterACrash) {
                                       ": expected XLOG_OVERWRITE_CONTRECORD for the record cut "
                                       "short at ",
                                       Lsn(cut.start).ToString()));
+}
+
+// The WAL of every supported major, told apart by its page magic (14 0xD10D, 15 0xD110,
+// 16 0xD113, 17 0xD116, 18 0xD118, as their servers write it).
+TEST(WalDecoderTest, ReadsTheWalOfEverySupportedMajor) {
+  const std::vector<std::pair<int, uint16_t>> majors = {
+      {14, 0xD10D}, {15, 0xD110}, {16, 0xD113}, {17, 0xD116}, {18, 0xD118}};
+  for (const auto& [major, magic] : majors) {
+    WalWriter w(kSeg);
+    w.set_magic(magic);
+    for (int i = 0; i < 40; ++i) w.AddSized(100 + 97 * i);
+    WalDecoder d(kSeg, kSysId);
+    d.Reset(Lsn(kSeg), false);
+    ASSERT_TRUE(d.Feed(w.bytes(), nullptr).ok()) << "PostgreSQL " << major;
+    EXPECT_EQ(d.records_verified(), 40u);
+    EXPECT_EQ(d.major_version(), major);
+
+    // Told the server's major, it accepts only that major's pages.
+    WalDecoder expecting(kSeg, kSysId);
+    ASSERT_TRUE(expecting.ExpectMajor(major == 18 ? 17 : 18));
+    expecting.Reset(Lsn(kSeg), false);
+    EXPECT_EQ(expecting.Feed(w.bytes(), nullptr).code(), absl::StatusCode::kDataLoss) << "PostgreSQL " << major;
+  }
+  WalDecoder d(kSeg, kSysId);
+  EXPECT_FALSE(d.ExpectMajor(13));
+  EXPECT_FALSE(d.ExpectMajor(19));
+}
+
+// A full-page image's bimg_info says "compressed" (a hole_length follows its header) with
+// 0x02 on 14 and with 0x04, 0x08 or 0x10 on 15 and later, where 0x02 is BKPIMAGE_APPLY. The
+// decoder walks the fragment headers of the records it reads (commits), so a commit carrying
+// a block image shows which layout it used.
+TEST(WalDecoderTest, CompressedImageBitsFollowTheMajor) {
+  const std::string main = CommitMain(832000000000000, false);
+  // Block 0 with a 40-byte image (hole at 100), same relation, block number 7; then the
+  // commit's main data.
+  auto commit = [&](uint8_t bimg_info, bool hole_length) {
+    std::string rest = std::string("\x00", 1) + std::string(1, static_cast<char>(0x10 | 0x80)) + Le16(0);
+    rest += Le16(40) + Le16(100) + std::string(1, static_cast<char>(bimg_info));
+    if (hole_length) rest += Le16(8152);
+    rest += Le32(7);
+    rest += std::string("\xff", 1) + std::string(1, static_cast<char>(main.size()));
+    return rest + std::string(40, 'i') + main;
+  };
+  struct Case {
+    uint16_t magic;
+    uint8_t bimg_info;
+    bool hole_length;
+  };
+  // 14: HAS_HOLE | IS_COMPRESSED; 15: HAS_HOLE | APPLY, then HAS_HOLE | COMPRESS_LZ4.
+  for (const Case& c : {Case{0xD10D, 0x03, true}, Case{0xD110, 0x03, false}, Case{0xD110, 0x09, true}}) {
+    WalWriter w(kSeg);
+    w.set_magic(c.magic);
+    w.AddSized(100);
+    w.Add(1, 0x00, commit(c.bimg_info, c.hole_length), 700);
+    w.AddSized(100);
+    const Outcome o = RunDecoder(w.bytes(), Lsn(kSeg), false);
+    EXPECT_TRUE(o.status.ok()) << std::hex << c.magic << " " << int{c.bimg_info} << ": " << o.status;
+    EXPECT_EQ(o.records, 3u);
+    EXPECT_EQ(o.commits.size(), 1u);
+  }
+  // 14's compressed image in WAL with 15's magic: the lengths no longer add up.
+  WalWriter w(kSeg);
+  w.AddSized(100);
+  w.Add(1, 0x00, commit(0x03, true), 700);
+  const Outcome o = RunDecoder(w.bytes(), Lsn(kSeg), false);
+  EXPECT_EQ(o.status.code(), absl::StatusCode::kDataLoss) << o.status;
 }
 
 }  // namespace
