@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "local/process.h"
+#include "local/server_user.h"
 
 namespace ferry::local {
 
@@ -21,6 +22,9 @@ struct LocalPostgresOptions {
   // Extra postgresql.conf lines, after ferry's defaults so they win,
   // e.g. "synchronous_standby_names = 'ferry_main'".
   std::vector<std::string> settings;
+  // The server's major: 15 runs Debian's postgresql-15, 14 and 16 to 18 the builds
+  // scripts/fetch-postgres.sh caches. Client tools (psql, pgbench, ...) are 15's either way.
+  int major = 15;
 };
 
 // One running postmaster. Not thread-safe. The destructor stops the server (fast shutdown,
@@ -35,13 +39,14 @@ class LocalPostgres {
   // postgresql.conf gets listen_addresses = '127.0.0.1', the port, the socket dir,
   // wal_level = logical, max_wal_senders = 10, max_replication_slots = 10, fsync = on, then
   // `settings`; pg_hba.conf trusts local and 127.0.0.1 for every user, database and
-  // replication. Fails with kFailedPrecondition (never a skip) when PostgreSQL 15 is not
-  // installed, naming the package, and when a server does not come up, quoting its log.
+  // replication. Fails with kFailedPrecondition (never a skip) when the major's server is not
+  // installed, naming what installs it, and when a server does not come up, quoting its log.
   static absl::StatusOr<std::unique_ptr<LocalPostgres>> Create(const LocalPostgresOptions& options);
 
   // Starts an existing data directory (e.g. one restored from a base backup with recovery
   // settings) on a new free port; its log goes to `<data_dir>.log`. When root, makes the
-  // directory 0700 and hands it to the postgres user first. A postmaster.pid left by a
+  // directory 0700 and hands it to the postgres user first. It runs the server binaries of
+  // the directory's PG_VERSION (PgServerBinDir). A postmaster.pid left by a
   // killed server is removed; one naming a live postgres process is kFailedPrecondition.
   // Returns once the server accepts connections (for archive recovery: once consistent).
   // With port > 0 the server listens there (no retry on another port when it is taken).
@@ -60,6 +65,7 @@ class LocalPostgres {
   LocalPostgres& operator=(const LocalPostgres&) = delete;
 
   int port() const { return port_; }
+  int major() const { return major_; }  // PostgreSQL major of the data directory
   const std::string& data_dir() const { return data_dir_; }
   const std::string& socket_dir() const { return socket_dir_; }
   const std::string& log_path() const { return log_path_; }
@@ -101,31 +107,22 @@ class LocalPostgres {
   std::string socket_dir_;
   std::string log_path_;
   std::vector<std::string> owned_dirs_;  // temp dirs we made; removed by the destructor
+  std::string server_bin_;  // initdb, pg_ctl and postgres of the data directory's major
+  int major_ = 15;
   bool running_ = false;
   bool fixed_port_ = false;
   int port_ = 0;
 };
 
 // The PostgreSQL 15 bin dir, /usr/lib/postgresql/15/bin; kFailedPrecondition naming the
-// Debian package postgresql-15 when its `postgres` is not there.
+// Debian package postgresql-15 when its `postgres` is not there. Its client tools serve
+// every major's server.
 absl::StatusOr<std::string> PgBinDir();
 
-// PostgreSQL refuses to run as root: when we are root, chown `path` (recursively) to the
-// postgres user so the server and its tools can write there. No-op otherwise.
-absl::Status GiveToServerUser(const std::string& path);
-
-// Creates an archive directory the postgres user may read: mode 2750 and, when we are root,
-// group postgres. The archive keeps that group access for everything ferry creates under it
-// (storage::Archive), so a restored server's restore_command (ferry wal-fetch, run as
-// postgres) reads it.
-absl::Status MakeArchiveDirForServerUser(const std::string& path);
-
-// When we are root, a restored server and its restore_command run as the postgres user:
-// kFailedPrecondition naming the fix when that user cannot read `archive_path`. OK otherwise.
-absl::Status CheckServerUserCanRead(const std::string& archive_path);
-// The same for an archive key file (storage/archive_keys.h), mode 600 or 640: as root, the
-// postgres user must own it or be in its group.
-absl::Status CheckServerUserCanReadKeyFile(const std::string& key_file);
+// The server binaries (initdb, pg_ctl, postgres) of `major`: 15's from Debian, the others
+// from ${FERRY_PG_CACHE:-/var/cache/ferry/postgresql}/<major>/bin; kFailedPrecondition naming
+// scripts/install-deps.sh when they are not there.
+absl::StatusOr<std::string> PgServerBinDir(int major);
 
 // A new directory /tmp/<prefix>-XXXXXX (under $TMPDIR when set) with mode 0755, so that the
 // postgres user can reach what we put in it (archives, the ferry binary's inputs).

@@ -84,7 +84,8 @@ bool IsSubcommand(int argc, char** argv, absl::string_view command) {
 
 std::string VersionText() {
   return absl::StrCat("ferry ", FERRY_VERSION, " (commit ", FERRY_GIT_COMMIT,
-                      ")\nPostgreSQL 15 (physical WAL, pgoutput logical); Redis 7 (PSYNC, multi-part AOF)");
+                      ")\nPostgreSQL 14 to 18 (physical WAL; base backups and restores 15 to 18; pgoutput logical 15); "
+                      "Redis 7 (PSYNC, multi-part AOF)");
 }
 
 // A subcommand that runs (a leaf of the command tree) and what runs it once parsing is done.

@@ -90,6 +90,7 @@ absl::Status ReadTablespaces(PGresult* r, BackupPoints* points) {
 
 struct ReplicationConnection::Impl {
   PGconn* conn = nullptr;
+  std::string conninfo;  // the user's, for a plain SQL session beside this one
   char* copy_buf = nullptr;
   ~Impl() {
     if (copy_buf != nullptr) PQfreemem(copy_buf);
@@ -159,6 +160,7 @@ absl::StatusOr<std::unique_ptr<ReplicationConnection>> ReplicationConnection::Co
                           session_options.c_str(), nullptr};
   auto impl = std::make_unique<Impl>();
   impl->conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+  impl->conninfo = conninfo;
   if (impl->conn == nullptr || PQstatus(impl->conn) != CONNECTION_OK) {
     return absl::UnavailableError(absl::StrCat("connect to postgres (", conninfo,
                                                "): ", OneLine(PQerrorMessage(impl->conn))));
@@ -220,6 +222,13 @@ absl::StatusOr<int64_t> ReplicationConnection::SenderTimeoutMillis() {
 absl::StatusOr<BackupPoints> ReplicationConnection::BaseBackup(
     const std::string& label, const std::function<absl::Status(const BackupPoints&)>& on_start,
     const std::function<absl::Status(absl::string_view)>& on_copy_data) {
+  // 14 answers BASE_BACKUP in the older form (one COPY per tablespace, its own option syntax),
+  // which ferry does not read yet: say so instead of sending what it cannot parse.
+  if (ServerVersion() < 150000) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "base backups of PostgreSQL ", ServerVersion() / 10000,
+        " are not supported yet (its WAL streams and archives): use PostgreSQL 15 or later for ferry backup"));
+  }
   PGconn* conn = impl_->conn;
   const std::string cmd = BaseBackupCommand(label);
   // PQexec would keep only the last result: the command answers with several.
@@ -261,6 +270,7 @@ absl::StatusOr<BackupPoints> ReplicationConnection::BaseBackup(
 }
 
 absl::StatusOr<SlotInfo> ReplicationConnection::ReadSlot(const std::string& slot) {
+  if (ServerVersion() < 150000) return ReadSlotBySql(slot);  // READ_REPLICATION_SLOT is 15's
   FERRY_ASSIGN_OR_RETURN(Result r,
                          impl_->Exec(absl::StrCat("READ_REPLICATION_SLOT ", slot), PGRES_TUPLES_OK));
   SlotInfo info;
@@ -281,11 +291,33 @@ absl::StatusOr<SlotInfo> ReplicationConnection::ReadSlot(const std::string& slot
   return info;
 }
 
+// PostgreSQL 14 has neither READ_REPLICATION_SLOT nor SQL on a physical replication
+// connection: pg_replication_slots on a session of its own. It has no restart timeline
+// either; the server's current one stands in (a slot outlives no promotion: a promoted
+// standby has no slots of the old primary).
+absl::StatusOr<SlotInfo> ReplicationConnection::ReadSlotBySql(const std::string& slot) {
+  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<SqlSession> sql, SqlSession::Connect(impl_->conninfo));
+  FERRY_ASSIGN_OR_RETURN(SqlRows rows, sql->Query("SELECT slot_type, restart_lsn::text FROM pg_replication_slots "
+                                                  "WHERE slot_name = $1",
+                                                  {slot}));
+  SlotInfo info;
+  if (rows.rows.empty()) return info;
+  info.exists = true;
+  if (rows.rows[0][0].value_or("") != "physical") {
+    return absl::FailedPreconditionError(absl::StrCat("replication slot \"", slot, "\" is not a physical slot"));
+  }
+  if (rows.rows[0][1].has_value()) {
+    FERRY_ASSIGN_OR_RETURN(info.restart_lsn, Lsn::Parse(*rows.rows[0][1]));
+    FERRY_ASSIGN_OR_RETURN(SystemInfo sys, IdentifySystem());
+    info.restart_tli = sys.timeline;
+  }
+  return info;
+}
+
 absl::Status ReplicationConnection::CreatePhysicalSlot(const std::string& slot) {
-  return impl_
-      ->Exec(absl::StrCat("CREATE_REPLICATION_SLOT ", slot, " PHYSICAL (RESERVE_WAL)"),
-             PGRES_TUPLES_OK)
-      .status();
+  // 15 added the parenthesised options; 14 knows only the bare keyword.
+  const char* reserve = ServerVersion() < 150000 ? " PHYSICAL RESERVE_WAL" : " PHYSICAL (RESERVE_WAL)";
+  return impl_->Exec(absl::StrCat("CREATE_REPLICATION_SLOT ", slot, reserve), PGRES_TUPLES_OK).status();
 }
 
 absl::StatusOr<LogicalSlotCreated> ReplicationConnection::CreateLogicalSlot(const std::string& slot) {

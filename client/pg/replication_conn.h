@@ -169,6 +169,7 @@ class ReplicationConnection {
   const std::string& server_name() const { return server_name_; }
 
  private:
+  absl::StatusOr<SlotInfo> ReadSlotBySql(const std::string& slot);  // PostgreSQL 14
   struct Impl;
   explicit ReplicationConnection(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
