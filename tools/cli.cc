@@ -84,7 +84,7 @@ bool IsSubcommand(int argc, char** argv, absl::string_view command) {
 
 std::string VersionText() {
   return absl::StrCat("ferry ", FERRY_VERSION, " (commit ", FERRY_GIT_COMMIT,
-                      ")\nPostgreSQL 14 to 18 (physical WAL; base backups and restores 15 to 18; pgoutput logical 15); "
+                      ")\nPostgreSQL 14 to 18 (physical WAL; base backups, restores and pgoutput change events 15 to 18); "
                       "Redis 7 (PSYNC, multi-part AOF)");
 }
 

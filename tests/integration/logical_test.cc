@@ -35,8 +35,10 @@ struct Rig {
   bool ok() const { return pg != nullptr && kafka != nullptr && ferry != nullptr; }
 };
 
-// `setup_sql` runs before ferry starts (its rows are the initial snapshot).
-Rig StartRig(const std::string& setup_sql, std::vector<std::string> settings = {}, const std::string& extra = "") {
+// `setup_sql` runs before ferry starts (its rows are the initial snapshot), on a server of
+// PostgreSQL `major`.
+Rig StartRig(const std::string& setup_sql, std::vector<std::string> settings = {}, const std::string& extra = "",
+             int major = 15) {
   Rig r;
   auto dir = local::MakeTempDir("ferry-logical-test");
   EXPECT_TRUE(dir.ok()) << dir.status();
@@ -46,6 +48,7 @@ Rig StartRig(const std::string& setup_sql, std::vector<std::string> settings = {
   MakeArchiveDir(r.archive);
   local::LocalPostgresOptions po;
   po.settings = std::move(settings);
+  po.major = major;
   auto pg = LocalPostgres::Create(po);
   EXPECT_TRUE(pg.ok()) << pg.status();
   if (!pg.ok()) return r;
@@ -138,7 +141,10 @@ std::string Json(const rapidjson::Value& v) {
   return "?";
 }
 
-TEST(LogicalTest, RowChangesBecomeDebeziumEvents) {
+// Every major from 15 (pgoutput protocol 3): the same events, field by field.
+class LogicalMajorsTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(LogicalMajorsTest, RowChangesBecomeDebeziumEvents) {
   Rig r = StartRig(
       "create table typed (id int primary key, i2 smallint, i8 bigint, f8 float8, n numeric(10,2), b boolean, "
       "t text, j jsonb, ts timestamp, tstz timestamptz, d date, u uuid, by bytea, ia int[], ta text[]);"
@@ -147,7 +153,8 @@ TEST(LogicalTest, RowChangesBecomeDebeziumEvents) {
       "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x0102ff', '{1,NULL,3}', '{\"x y\",z}');"
       "create table fullt (id int primary key, v text); alter table fullt replica identity full;"
       "create table toasty (id int primary key, other int, payload text);"
-      "alter table toasty alter column payload set storage external;");
+      "alter table toasty alter column payload set storage external;",
+      {}, "", GetParam());
   ASSERT_TRUE(r.ok());
   ASSERT_TRUE(WaitSlotCaughtUp(*r.pg)) << r.ferry->Log();
   Q(*r.pg, "insert into typed (id, t) values (2, 'two')");
@@ -263,6 +270,9 @@ TEST(LogicalTest, RowChangesBecomeDebeziumEvents) {
   EXPECT_GT(synced, 0x1000000u);  // an LSN, not the shifted stream position
   EXPECT_LE(synced, confirmed->value());
 }
+
+INSTANTIATE_TEST_SUITE_P(Majors, LogicalMajorsTest, ::testing::Values(15, 16, 17, 18),
+                         [](const ::testing::TestParamInfo<int>& info) { return absl::StrCat("PostgreSQL", info.param); });
 
 // `ferry changes` for the rig's archive: one Debezium envelope per line, whole transactions in
 // commit order.
