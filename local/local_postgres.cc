@@ -29,6 +29,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "client/pg/server_version.h"
 #include "pipeline/check.h"
 
 namespace ferry::local {
@@ -116,10 +117,7 @@ std::string QuoteConninfoValue(absl::string_view value) {
 
 absl::StatusOr<std::string> PgServerBinDir(int major) {
   if (major == 15) return PgBinDir();
-  if (major < 14 || major > 18) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("PostgreSQL ", major, " is not one ferry runs (14 to 18)"));
-  }
+  FERRY_RETURN_IF_ERROR(client::pg::SupportedMajor(major * 10000).status());
   const char* cache = std::getenv("FERRY_PG_CACHE");
   const std::string bin =
       absl::StrCat(cache != nullptr && *cache != '\0' ? cache : kPgCacheDir, "/", major, "/bin");

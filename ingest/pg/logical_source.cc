@@ -14,9 +14,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "client/pg/server_version.h"
 #include "ingest/pg/copy_loop.h"
 #include "ingest/pg/pgoutput.h"
-#include "ingest/pg/server_version.h"
 #include "pipeline/check.h"
 
 namespace ferry::ingest::pg {
@@ -80,7 +80,7 @@ void PgLogicalSource::RequestStop() {
 absl::Status PgLogicalSource::Connect() {
   FERRY_ASSIGN_OR_RETURN(conn_, client::pg::ReplicationConnection::Connect(options_.conninfo, options_.application_name,
                                                                /*logical=*/true, client::pg::kCanonicalTextOptions));
-  FERRY_RETURN_IF_ERROR(SupportedMajor(conn_->ServerVersion()).status());
+  FERRY_RETURN_IF_ERROR(client::pg::SupportedMajor(conn_->ServerVersion()).status());
   FERRY_ASSIGN_OR_RETURN(sql_, client::pg::SqlSession::Connect(options_.conninfo, client::pg::kCanonicalTextOptions));
   FERRY_ASSIGN_OR_RETURN(client::pg::SqlRows db, sql_->Query("SELECT current_database()"));
   database_ = db.rows.at(0).at(0).value_or("");

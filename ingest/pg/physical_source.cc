@@ -7,8 +7,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "client/pg/server_version.h"
 #include "ingest/pg/copy_loop.h"
-#include "ingest/pg/server_version.h"
 #include "pipeline/check.h"
 
 namespace ferry::ingest::pg {
@@ -44,7 +44,7 @@ void PgPhysicalSource::RequestStop() {
 absl::StatusOr<client::pg::SystemInfo> PgPhysicalSource::Connect() {
   FERRY_ASSIGN_OR_RETURN(conn_, client::pg::ReplicationConnection::Connect(options_.conninfo,
                                                                options_.application_name));
-  FERRY_ASSIGN_OR_RETURN(major_, SupportedMajor(conn_->ServerVersion()));
+  FERRY_ASSIGN_OR_RETURN(major_, client::pg::SupportedMajor(conn_->ServerVersion()));
   FERRY_ASSIGN_OR_RETURN(system_, conn_->IdentifySystem());
   if (system_.segment_bytes == 0 || (system_.segment_bytes & (system_.segment_bytes - 1)) != 0) {
     return absl::FailedPreconditionError(

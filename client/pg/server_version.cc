@@ -1,8 +1,8 @@
-#include "ingest/pg/server_version.h"
+#include "client/pg/server_version.h"
 
 #include "absl/strings/str_cat.h"
 
-namespace ferry::ingest::pg {
+namespace ferry::client::pg {
 
 absl::StatusOr<int> SupportedMajor(int server_version_num) {
   const int major = server_version_num / 10000;
@@ -14,4 +14,4 @@ absl::StatusOr<int> SupportedMajor(int server_version_num) {
   return major;
 }
 
-}  // namespace ferry::ingest::pg
+}  // namespace ferry::client::pg

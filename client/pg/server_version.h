@@ -1,10 +1,10 @@
-// The PostgreSQL majors ferry streams from, checked once per connection before anything else
+// The PostgreSQL majors ferry runs: checked once per connection before anything else
 // (no slot is created on a server it cannot read).
 #pragma once
 
 #include "absl/status/statusor.h"
 
-namespace ferry::ingest::pg {
+namespace ferry::client::pg {
 
 inline constexpr int kOldestMajor = 14;
 inline constexpr int kNewestMajor = 18;
@@ -13,4 +13,4 @@ inline constexpr int kNewestMajor = 18;
 // naming the version found and the range supported when it is outside kOldestMajor..kNewestMajor.
 absl::StatusOr<int> SupportedMajor(int server_version_num);
 
-}  // namespace ferry::ingest::pg
+}  // namespace ferry::client::pg

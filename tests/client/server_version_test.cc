@@ -1,9 +1,9 @@
 // The PostgreSQL majors ferry streams from: 14 to 18; others get one line naming both.
-#include "ingest/pg/server_version.h"
+#include "client/pg/server_version.h"
 
 #include <gtest/gtest.h>
 
-namespace ferry::ingest::pg {
+namespace ferry::client::pg {
 namespace {
 
 TEST(ServerVersionTest, FourteenToEighteenAreSupported) {
@@ -21,4 +21,4 @@ TEST(ServerVersionTest, OthersAreRefusedNamingTheVersionAndTheRange) {
 }
 
 }  // namespace
-}  // namespace ferry::ingest::pg
+}  // namespace ferry::client::pg
