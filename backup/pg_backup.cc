@@ -2,12 +2,15 @@
 
 #include <spdlog/spdlog.h>
 
-#include "absl/strings/str_cat.h"
 #include <map>
 
+#include "absl/strings/str_cat.h"
+
+#include "backup/pg_identity.h"
 #include "client/pg/replication_conn.h"
 #include "ingest/pg/backup_manifest.h"
 #include "ingest/pg/base_backup.h"
+#include "ingest/pg/incremental_backup.h"
 #include "pipeline/check.h"
 #include "storage/archive.h"
 
@@ -28,11 +31,7 @@ absl::StatusOr<PgBackupOutcome> TakePostgresBackup(
   FERRY_ASSIGN_OR_RETURN(auto conn, client::pg::ReplicationConnection::Connect(
                                         source.conninfo, source.application_name + "_backup"));
   FERRY_ASSIGN_OR_RETURN(client::pg::SystemInfo sys, conn->IdentifySystem());
-  if (absl::StrCat(sys.system_id) != (*identity)["system_id"]) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "source \"", source.name, "\": server system id ", sys.system_id,
-        " differs from the archive's ", (*identity)["system_id"]));
-  }
+  FERRY_RETURN_IF_ERROR(CheckPostgresIdentity(*identity, archive_path, source.name, sys));
   // The service holds the archive's lock, so the backup writes beside it: the same key checks.
   FERRY_RETURN_IF_ERROR(storage::CheckKeys(archive_path, archive->keys().get(), /*writing=*/true));
   FERRY_ASSIGN_OR_RETURN(auto store, storage::SnapshotStore::Open(archive->SnapshotDir(source.name),
@@ -49,23 +48,91 @@ absl::StatusOr<PgBackupOutcome> TakePostgresBackup(
   options.label = absl::StrCat("ferry ", source.name, " ", pipeline::FormatUnixMicros(start));
   options.progress = progress;
   options.cancel = cancel;
-  FERRY_ASSIGN_OR_RETURN(ingest::pg::BaseBackupResult result,
-                         ingest::pg::TakeBaseBackup(*conn, options, writer.get()));
+  const storage::SnapshotManifest* prior = nullptr;
+  if (snapshot_class == "incremental") {
+    FERRY_ASSIGN_OR_RETURN(prior, IncrementalBase(*conn, *store, sys, source.name));
+  }
+  absl::StatusOr<ingest::pg::BaseBackupResult> result;
+  if (prior != nullptr) {
+    result = TakeBlockIncremental(*conn, *store, *prior, options, writer.get());
+    if (!result.ok() && absl::IsFailedPrecondition(result.status()) && writer->stats().raw_bytes == 0) {
+      // Typically: WAL summaries do not reach back to the prior backup (summarize_wal was
+      // turned on after it). A full backup now, on a new connection; the next one is incremental.
+      spdlog::warn("source={} event=block_incremental_refused reason=\"{}\" action=\"full backup\"", source.name,
+                   std::string(result.status().message()));
+      FERRY_ASSIGN_OR_RETURN(conn, client::pg::ReplicationConnection::Connect(source.conninfo,
+                                                                             source.application_name + "_backup"));
+      prior = nullptr;
+    }
+  }
+  if (prior == nullptr) result = ingest::pg::TakeBaseBackup(*conn, options, writer.get());
+  FERRY_RETURN_IF_ERROR(result.status());
+  writer->SetMeta("received_bytes", absl::StrCat(result->bytes));
+  if (prior != nullptr) writer->SetMeta("increment_of", prior->id);
   // The end time is taken after the server has finished the backup: any commit later than
   // it follows the backup's end in the WAL, which is what a --time restore relies on.
   writer->SetMeta("end_time", pipeline::FormatUnixMicros(pipeline::NowUnixMicros()));
-  writer->SetMeta("start_lsn", result.points.start.ToString());
-  writer->SetMeta("start_tli", absl::StrCat(result.points.start_tli.value()));
-  writer->SetMeta("end_lsn", result.points.end.ToString());
-  writer->SetMeta("end_tli", absl::StrCat(result.points.end_tli.value()));
-  writer->SetMeta("files", absl::StrCat(result.files));
+  writer->SetMeta("start_lsn", result->points.start.ToString());
+  writer->SetMeta("start_tli", absl::StrCat(result->points.start_tli.value()));
+  writer->SetMeta("end_lsn", result->points.end.ToString());
+  writer->SetMeta("end_tli", absl::StrCat(result->points.end_tli.value()));
+  writer->SetMeta("files", absl::StrCat(result->files));
   // A backup restores only with its WAL up to its end: it is committed once that is durable
   // in the archive, never before (ferry run streams it; a stopped stream fails the backup).
-  FERRY_RETURN_IF_ERROR(WaitForArchivedWal(archive_path, source.name, result.points.end, wal_wait, cancel));
+  FERRY_RETURN_IF_ERROR(WaitForArchivedWal(archive_path, source.name, result->points.end, wal_wait, cancel));
   PgBackupOutcome outcome;
   FERRY_ASSIGN_OR_RETURN(outcome.manifest, writer->Commit());
   outcome.stats = writer->stats();
   return outcome;
+}
+
+absl::StatusOr<const storage::SnapshotManifest*> IncrementalBase(client::pg::ReplicationConnection& conn,
+                                                                const storage::SnapshotStore& store,
+                                                                const client::pg::SystemInfo& sys,
+                                                                const std::string& source) {
+  if (sys.server_version < 170000) return nullptr;
+  FERRY_ASSIGN_OR_RETURN(const std::string summarize, conn.Show("summarize_wal"));
+  if (summarize != "on") {
+    spdlog::info("source={} event=backup_not_block_incremental reason=\"summarize_wal is off\" "
+                 "hint=\"set summarize_wal = on and the server sends only changed blocks\"",
+                 source);
+    return nullptr;
+  }
+  const std::string system_id = absl::StrCat(sys.system_id);
+  for (auto it = store.snapshots().rbegin(); it != store.snapshots().rend(); ++it) {
+    if (it->Get("kind") == "pg-base-backup" && it->Get("system_id") == system_id) return &*it;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<ingest::pg::BaseBackupResult> TakeBlockIncremental(client::pg::ReplicationConnection& conn,
+                                                                  const storage::SnapshotStore& store,
+                                                                  const storage::SnapshotManifest& prior,
+                                                                  ingest::pg::BaseBackupOptions options,
+                                                                  pipeline::SnapshotSink* out) {
+  std::map<std::string, const storage::SnapshotEntry*> files;
+  for (const storage::SnapshotEntry& e : prior.entries) {
+    if (e.type == storage::SnapshotEntry::Type::kFile) files[e.path] = &e;
+  }
+  auto read_prior = [&](const std::string& path, const std::function<absl::Status(absl::string_view)>& sink) {
+    auto it = files.find(path);
+    if (it == files.end()) return absl::NotFoundError(path);
+    return store.ReadFile(*it->second, sink);
+  };
+  absl::Status manifest = read_prior("backup_manifest", [&](absl::string_view bytes) {
+    options.prior_manifest.append(bytes.data(), bytes.size());
+    return absl::OkStatus();
+  });
+  if (absl::IsNotFound(manifest)) {
+    return absl::DataLossError(absl::StrCat("snapshot ", prior.id, " has no backup_manifest to be incremental to"));
+  }
+  FERRY_RETURN_IF_ERROR(manifest);
+  ingest::pg::IncrementalCombiner combiner(out, read_prior);
+  FERRY_ASSIGN_OR_RETURN(ingest::pg::BaseBackupResult result, ingest::pg::TakeBaseBackup(conn, options, &combiner));
+  FERRY_RETURN_IF_ERROR(combiner.Finish());
+  spdlog::info("event=block_incremental increment_of={} rebuilt_files={} changed_blocks={} received_bytes={}", prior.id,
+               combiner.rebuilt_files(), combiner.changed_blocks(), result.bytes);
+  return result;
 }
 
 absl::Status WaitForArchivedWal(const std::string& archive_path, const std::string& source, pipeline::Lsn end,

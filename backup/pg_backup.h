@@ -9,7 +9,9 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/optional.h"
+#include "client/pg/replication_conn.h"
 #include "config/config.h"
+#include "ingest/pg/base_backup.h"
 #include "pipeline/position.h"
 #include "storage/snapshot_store.h"
 
@@ -31,6 +33,23 @@ absl::StatusOr<PgBackupOutcome> TakePostgresBackup(
     const std::string& archive_path, const config::SourceConfig& source, const std::string& snapshot_class,
     const std::atomic<bool>* cancel, const std::function<void(uint64_t, uint64_t)>& progress,
     absl::Duration wal_wait = absl::Seconds(60));
+
+// The snapshot an incremental backup of `sys` is taken against, by PostgreSQL's own block
+// increments: the newest base backup of the same system, when the server is 17+ with
+// summarize_wal on; null otherwise (the backup is then a whole one, deduplicated in store).
+absl::StatusOr<const storage::SnapshotManifest*> IncrementalBase(client::pg::ReplicationConnection& conn,
+                                                                const storage::SnapshotStore& store,
+                                                                const client::pg::SystemInfo& sys,
+                                                                const std::string& source);
+
+// Takes a block-incremental backup against `prior` (UPLOAD_MANIFEST of its backup_manifest,
+// BASE_BACKUP INCREMENTAL) and stores it in `out` whole: each INCREMENTAL file rebuilt from
+// prior's copy (ingest::pg::IncrementalCombiner), with a backup_manifest of what is stored.
+absl::StatusOr<ingest::pg::BaseBackupResult> TakeBlockIncremental(client::pg::ReplicationConnection& conn,
+                                                                  const storage::SnapshotStore& store,
+                                                                  const storage::SnapshotManifest& prior,
+                                                                  ingest::pg::BaseBackupOptions options,
+                                                                  pipeline::SnapshotSink* out);
 
 // Returns once the archive's WAL of `source` reaches `end` (the service is streaming it);
 // kUnavailable naming both positions after `timeout` or on *cancel.

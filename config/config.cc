@@ -92,10 +92,15 @@ absl::Status ParsePostgresSource(TableReader& r, SourceConfig* s) {
   FERRY_RETURN_IF_ERROR(r.String("physical_slot", &s->physical_slot));
   FERRY_RETURN_IF_ERROR(r.String("application_name", &s->application_name));
   FERRY_RETURN_IF_ERROR(r.Bool("create_slot", &s->create_slot));
+  FERRY_RETURN_IF_ERROR(r.String("pg_bin", &s->pg_bin));
   FERRY_RETURN_IF_ERROR(r.String("logical_slot", &s->logical_slot));
+  FERRY_RETURN_IF_ERROR(r.Bool("logical_slot_failover", &s->logical_slot_failover));
   FERRY_RETURN_IF_ERROR(r.String("publication", &s->publication));
   FERRY_RETURN_IF_ERROR(r.StringList("publication_tables", &s->publication_tables));
   if (!s->logical_slot.empty() && s->publication.empty()) s->publication = absl::StrCat("ferry_", s->name);
+  if (s->logical_slot_failover && s->logical_slot.empty()) {
+    return r.Error("logical_slot_failover", "set logical_slot too: it is that slot's setting");
+  }
   if (s->logical_slot.empty() && (!s->publication.empty() || !s->publication_tables.empty())) {
     return r.Error("publication", "set logical_slot too: change events stream from a logical slot");
   }

@@ -24,10 +24,16 @@ struct SourceConfig {
   std::string physical_slot;     // default "ferry_<name>"
   std::string application_name;  // default "ferry_<name>"
   bool create_slot = true;
+  // The server binaries restores and drills of this source run (`--pg-bin`); empty: found
+  // by the backup's major (local::PgServerBinDir).
+  std::string pg_bin;
   // Change events (the pg-changes stream) come from this logical slot when it is set; the
   // publication (default "ferry_<name>") is created if missing, for publication_tables or, when
   // that is empty, for all tables.
   std::string logical_slot;
+  // PostgreSQL 17+: the logical slot is created with FAILOVER, so that a physical standby
+  // syncing slots (sync_replication_slots) has it after a promotion.
+  bool logical_slot_failover = false;
   std::string publication;
   std::vector<std::string> publication_tables;
   absl::Duration full_backup_every = absl::Hours(24);

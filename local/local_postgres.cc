@@ -115,16 +115,59 @@ std::string QuoteConninfoValue(absl::string_view value) {
 
 }  // namespace
 
-absl::StatusOr<std::string> PgServerBinDir(int major) {
-  if (major == 15) return PgBinDir();
+absl::StatusOr<int> ServerBinMajor(const std::string& bin) {
+  const std::string postgres = bin + "/postgres";
+  if (access(postgres.c_str(), X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat("no PostgreSQL server in ", bin, " (", postgres, ": ",
+                                                      std::strerror(errno), ")"));
+  }
+  // "postgres (PostgreSQL) 18.4" (a distribution may add its own words after the number).
+  FERRY_ASSIGN_OR_RETURN(CommandResult r, RunCommand({postgres, "--version"}));
+  const size_t at = r.out.find(") ");
+  int major = 0;
+  if (r.exit_code != 0 || at == std::string::npos ||
+      !absl::SimpleAtoi(r.out.substr(at + 2, r.out.find_first_not_of("0123456789", at + 2) - at - 2), &major)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(postgres, " --version said \"", OneLine(r.out + r.err), "\", not a PostgreSQL version"));
+  }
+  return major;
+}
+
+absl::StatusOr<int> DataDirMajor(const std::string& data_dir) {
+  std::ifstream version_file(data_dir + "/PG_VERSION");
+  std::string version;
+  std::getline(version_file, version);
+  int major = 0;
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(version), &major)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "PostgreSQL in ", data_dir, ": not a PostgreSQL data directory (PG_VERSION ",
+        version.empty() ? "missing" : absl::StrCat("is \"", version, "\""), ")"));
+  }
+  return major;
+}
+
+absl::StatusOr<std::string> PgServerBinDir(int major, const std::string& pg_bin) {
+  if (!pg_bin.empty()) {
+    FERRY_ASSIGN_OR_RETURN(const int found, ServerBinMajor(pg_bin));
+    if (found != major) {
+      return absl::FailedPreconditionError(absl::StrCat("--pg-bin ", pg_bin, " holds the server of PostgreSQL ", found,
+                                                        ", but this needs PostgreSQL ", major,
+                                                        ": name the bin directory of ", major));
+    }
+    return pg_bin;
+  }
   FERRY_RETURN_IF_ERROR(client::pg::SupportedMajor(major * 10000).status());
+  // Debian's packages first (postgresql-N, e.g. from apt.postgresql.org), then the install
+  // step's cache.
+  const std::string debian = absl::StrCat("/usr/lib/postgresql/", major, "/bin");
+  if (access((debian + "/postgres").c_str(), X_OK) == 0) return debian;
   const char* cache = std::getenv("FERRY_PG_CACHE");
   const std::string bin =
       absl::StrCat(cache != nullptr && *cache != '\0' ? cache : kPgCacheDir, "/", major, "/bin");
   if (access((bin + "/postgres").c_str(), X_OK) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat("PostgreSQL ", major, " is not installed (", bin,
-                                                      "/postgres: ", std::strerror(errno),
-                                                      "): run scripts/install-deps.sh, which fetches it"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "PostgreSQL ", major, " is not installed (neither ", debian, " nor ", bin,
+        " has a postgres): run scripts/install-deps.sh, which fetches it, or name its bin directory with --pg-bin"));
   }
   return bin;
 }
@@ -150,7 +193,7 @@ absl::StatusOr<std::string> MakeTempDir(absl::string_view prefix) {
 }
 
 absl::StatusOr<std::unique_ptr<LocalPostgres>> LocalPostgres::Create(const LocalPostgresOptions& options) {
-  FERRY_ASSIGN_OR_RETURN(const std::string bin, PgServerBinDir(options.major));
+  FERRY_ASSIGN_OR_RETURN(const std::string bin, PgServerBinDir(options.major, options.pg_bin));
   std::unique_ptr<LocalPostgres> pg(new LocalPostgres());
   pg->server_bin_ = bin;
   pg->major_ = options.major;
@@ -207,24 +250,29 @@ absl::StatusOr<std::unique_ptr<LocalPostgres>> LocalPostgres::Create(const Local
   return pg;
 }
 
-absl::StatusOr<std::unique_ptr<LocalPostgres>> LocalPostgres::StartExisting(const std::string& data_dir,
-                                                                            int port) {
+absl::StatusOr<std::unique_ptr<LocalPostgres>> LocalPostgres::ForDataDir(const std::string& data_dir,
+                                                                         const std::string& pg_bin) {
   std::unique_ptr<LocalPostgres> pg(new LocalPostgres());
   std::string dir = fs::absolute(data_dir).lexically_normal().string();
   if (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   pg->data_dir_ = dir;
   pg->log_path_ = dir + ".log";
+  FERRY_ASSIGN_OR_RETURN(pg->major_, DataDirMajor(dir));
+  FERRY_ASSIGN_OR_RETURN(pg->server_bin_, PgServerBinDir(pg->major_, pg_bin));
+  return pg;
+}
 
-  std::ifstream version_file(dir + "/PG_VERSION");
-  std::string version;
-  std::getline(version_file, version);
-  // The server binaries of the data directory's own major.
-  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(version), &pg->major_)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "start PostgreSQL in ", dir, ": not a PostgreSQL data directory (PG_VERSION ",
-        version.empty() ? "missing" : absl::StrCat("is \"", version, "\""), ")"));
-  }
-  FERRY_ASSIGN_OR_RETURN(pg->server_bin_, PgServerBinDir(pg->major_));
+absl::StatusOr<std::unique_ptr<LocalPostgres>> LocalPostgres::Adopt(const std::string& data_dir, int port) {
+  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, ForDataDir(data_dir));
+  pg->port_ = port;
+  pg->running_ = true;
+  return pg;
+}
+
+absl::StatusOr<std::unique_ptr<LocalPostgres>> LocalPostgres::StartExisting(const std::string& data_dir, int port,
+                                                                            const std::string& pg_bin) {
+  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, ForDataDir(data_dir, pg_bin));
+  const std::string& dir = pg->data_dir_;
   // A postmaster.pid naming a dead process (or one reused by something else) is what a
   // crash leaves; PostgreSQL itself would refuse to start if the pid is alive at all.
   if (absl::StatusOr<int> pid = pg->PostmasterPid(); pid.ok()) {
@@ -283,7 +331,7 @@ absl::Status LocalPostgres::StartOnce() {
       running_ = true;
       (void)Kill();
     }
-    return absl::FailedPreconditionError(absl::StrCat("start PostgreSQL 15 in ", data_dir_, " on 127.0.0.1:", port_,
+    return absl::FailedPreconditionError(absl::StrCat("start PostgreSQL ", major_, " in ", data_dir_, " on 127.0.0.1:", port_,
                                                       ": pg_ctl exit ", r.exit_code, ": ", OneLine(r.err),
                                                       "; server log ", log_path_, ": ", LogTail()));
   }

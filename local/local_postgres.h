@@ -1,4 +1,4 @@
-// LocalPostgres: a real PostgreSQL 15 server in a directory of its own on 127.0.0.1 and a free
+// LocalPostgres: a real PostgreSQL server (14 to 18) in a directory of its own on 127.0.0.1 and a free
 // port, run as the unprivileged `postgres` OS user when we are root (PostgreSQL refuses to run
 // as root), stopped by pid. Used by `ferry sandbox` and by the integration tests.
 #pragma once
@@ -25,6 +25,8 @@ struct LocalPostgresOptions {
   // The server's major: 15 runs Debian's postgresql-15, 14 and 16 to 18 the builds
   // scripts/fetch-postgres.sh caches. Client tools (psql, pgbench, ...) are 15's either way.
   int major = 15;
+  // The server binaries to run (`--pg-bin`); empty: PgServerBinDir(major) finds them.
+  std::string pg_bin;
 };
 
 // One running postmaster. Not thread-safe. The destructor stops the server (fast shutdown,
@@ -50,8 +52,14 @@ class LocalPostgres {
   // killed server is removed; one naming a live postgres process is kFailedPrecondition.
   // Returns once the server accepts connections (for archive recovery: once consistent).
   // With port > 0 the server listens there (no retry on another port when it is taken).
-  static absl::StatusOr<std::unique_ptr<LocalPostgres>> StartExisting(const std::string& data_dir,
-                                                                      int port = 0);
+  // pg_bin names the server binaries (see PgServerBinDir).
+  static absl::StatusOr<std::unique_ptr<LocalPostgres>> StartExisting(const std::string& data_dir, int port = 0,
+                                                                      const std::string& pg_bin = "");
+
+  // Takes charge of a server already running in `data_dir` on 127.0.0.1:`port` (as
+  // `ferry restore --start` leaves one): Query and RunTool reach it, and it is stopped like
+  // any other when this object goes.
+  static absl::StatusOr<std::unique_ptr<LocalPostgres>> Adopt(const std::string& data_dir, int port);
 
   // Leaves the server running (and its socket dir in place) when this object goes away:
   // for `ferry restore --start`, whose server outlives ferry.
@@ -98,6 +106,9 @@ class LocalPostgres {
 
  private:
   LocalPostgres() = default;
+  // An object for the data directory (path, log path, major, server binaries), not started.
+  static absl::StatusOr<std::unique_ptr<LocalPostgres>> ForDataDir(const std::string& data_dir,
+                                                                    const std::string& pg_bin = "");
   absl::Status Start();
   absl::Status StartOnce();
   absl::StatusOr<int> PostmasterPid() const;
@@ -119,10 +130,16 @@ class LocalPostgres {
 // every major's server.
 absl::StatusOr<std::string> PgBinDir();
 
-// The server binaries (initdb, pg_ctl, postgres) of `major`: 15's from Debian, the others
-// from ${FERRY_PG_CACHE:-/var/cache/ferry/postgresql}/<major>/bin; kFailedPrecondition naming
-// scripts/install-deps.sh when they are not there.
-absl::StatusOr<std::string> PgServerBinDir(int major);
+// The server binaries (initdb, pg_ctl, postgres) of `major`. pg_bin, when set, is the
+// user's choice (`--pg-bin`, `pg_bin` in the config): used if its postgres is that major,
+// else kFailedPrecondition naming both. Unset: Debian's /usr/lib/postgresql/<major>/bin, then
+// ${FERRY_PG_CACHE:-/var/cache/ferry/postgresql}/<major>/bin (scripts/fetch-postgres.sh);
+// kFailedPrecondition naming scripts/install-deps.sh and --pg-bin when neither has it.
+absl::StatusOr<std::string> PgServerBinDir(int major, const std::string& pg_bin = "");
+// The major of a data directory (its PG_VERSION).
+absl::StatusOr<int> DataDirMajor(const std::string& data_dir);
+// The major of the `postgres` in bin (its --version).
+absl::StatusOr<int> ServerBinMajor(const std::string& bin);
 
 // A new directory /tmp/<prefix>-XXXXXX (under $TMPDIR when set) with mode 0755, so that the
 // postgres user can reach what we put in it (archives, the ferry binary's inputs).

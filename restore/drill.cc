@@ -80,7 +80,7 @@ SourceDrill DrillPostgres(const config::Config& config, const config::SourceConf
   auto restored = RestorePostgresTo(config.archive_path, sc.name, t, scratch, ferry_binary);
   Check(d, "restore", restored.status());
   if (!restored.ok()) return d;
-  auto started = StartRestoredPostgres(scratch, 0, 3600, restored.ok() ? restored->must_reach : pipeline::Lsn());
+  auto started = StartRestoredPostgres(scratch, 0, 3600, restored->must_reach, sc.pg_bin);
   Check(d, "recovery", started.status(), started.ok() ? started->reached : "");
   if (!started.ok()) return d;
   d.rto_seconds = SecondsSince(t0);

@@ -117,9 +117,9 @@ absl::StatusOr<std::vector<SourceRestored>> RestoreAllTo(const std::string& arch
 }
 
 absl::StatusOr<PgStarted> StartRestoredPostgres(const std::string& dir, int port, int timeout_seconds,
-                                                 pipeline::Lsn must_reach) {
+                                                 pipeline::Lsn must_reach, const std::string& pg_bin) {
   PgStarted s;
-  FERRY_ASSIGN_OR_RETURN(s.server, local::LocalPostgres::StartExisting(dir, port));
+  FERRY_ASSIGN_OR_RETURN(s.server, local::LocalPostgres::StartExisting(dir, port, pg_bin));
   FERRY_RETURN_IF_ERROR(WaitForRecoveryEnd(*s.server, timeout_seconds));
   FERRY_ASSIGN_OR_RETURN(
       std::string reached,

@@ -37,14 +37,16 @@ absl::StatusOr<std::vector<SourceRestored>> RestoreAllTo(const std::string& arch
 
 // Starts a restored PostgreSQL data directory, waits until recovery has finished, and
 // describes the point reached (last replayed commit, LSN, timeline). A valid `must_reach`
-// (PgRestored's) that replay fell short of is kDataLoss, with the server stopped.
+// (PgRestored's) that replay fell short of is kDataLoss, with the server stopped. pg_bin
+// names the server binaries (local::PgServerBinDir; empty: found by the directory's major).
 struct PgStarted {
   std::unique_ptr<local::LocalPostgres> server;
   std::string reached;
   pipeline::UnixMicros last_commit = 0;  // 0 when no commit was replayed
 };
 absl::StatusOr<PgStarted> StartRestoredPostgres(const std::string& dir, int port, int timeout_seconds,
-                                                 pipeline::Lsn must_reach = pipeline::Lsn());
+                                                 pipeline::Lsn must_reach = pipeline::Lsn(),
+                                                 const std::string& pg_bin = "");
 
 // Starts redis-server on a restored AOF directory and waits until all of it has loaded.
 absl::StatusOr<std::unique_ptr<local::LocalRedis>> StartRestoredRedis(const std::string& dir, int port);

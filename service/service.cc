@@ -144,7 +144,8 @@ bool SameSource(const config::SourceConfig& a, const config::SourceConfig& b) {
          a.redis.password == b.redis.password && a.ack == b.ack && a.scheduled_backups == b.scheduled_backups &&
          a.full_backup_every == b.full_backup_every && a.incremental_every == b.incremental_every &&
          a.snapshot_every == b.snapshot_every && a.status_interval_ms == b.status_interval_ms &&
-         a.down_after == b.down_after && a.logical_slot == b.logical_slot && a.publication == b.publication &&
+         a.down_after == b.down_after && a.logical_slot == b.logical_slot &&
+         a.logical_slot_failover == b.logical_slot_failover && a.publication == b.publication &&
          a.publication_tables == b.publication_tables && a.commit_delay == b.commit_delay &&
          a.commit_delay_auto == b.commit_delay_auto &&
          a.repl_timeout == b.repl_timeout;

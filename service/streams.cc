@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "backup/pg_identity.h"
 #include "backup/redis_snapshot.h"
 #include "client/pg/replication_conn.h"
 #include "client/redis/replication_file.h"
@@ -21,26 +22,6 @@ namespace ferry::service {
 using pipeline::Lsn;
 
 namespace {
-
-// The archive belongs to one PostgreSQL system: the first connection records its identity,
-// every later one must match it, so another system's WAL is never mixed in.
-absl::Status ClaimPostgresIdentity(storage::Archive& archive, const config::SourceConfig& sc,
-                                   const client::pg::SystemInfo& sys) {
-  auto identity = archive.GetIdentity(sc.name);
-  const std::string sysid = absl::StrCat(sys.system_id);
-  if (absl::IsNotFound(identity.status())) {
-    return archive.SetIdentity(sc.name, {{"kind", "postgres"},
-                                         {"system_id", sysid},
-                                         {"wal_segment_size", absl::StrCat(sys.segment_bytes)}});
-  }
-  if (!identity.ok()) return identity.status();
-  if ((*identity)["system_id"] != sysid) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "source \"", sc.name, "\": server system id ", sysid, " differs from the archive's ",
-        (*identity)["system_id"], " (", archive.path(), "): point the source at the right server or use a new archive"));
-  }
-  return absl::OkStatus();
-}
 
 // A Redis source's name may not already belong to a source of another kind.
 absl::Status ClaimRedisIdentity(storage::Archive& archive, const config::SourceConfig& sc) {
@@ -111,7 +92,7 @@ absl::Status Service::RunPostgres(SourceRunner* runner) {
   FERRY_RETURN_IF_ERROR(runner->Supervise(batcher, [&]() -> absl::Status {
     ingest::pg::PgPhysicalSource source(po, &batcher);
     FERRY_ASSIGN_OR_RETURN(client::pg::SystemInfo sys, source.Connect());
-    FERRY_RETURN_IF_ERROR(ClaimPostgresIdentity(*archive_, sc, sys));
+    FERRY_RETURN_IF_ERROR(backup::ClaimPostgresIdentity(*archive_, sc.name, sys));
     // Resume from what is durable: wait for anything still queued from a lost connection.
     FERRY_RETURN_IF_ERROR(batcher.Drain());
     ingest::pg::ResumePoint resume;
@@ -152,6 +133,7 @@ absl::Status Service::RunPgChanges(SourceRunner* runner) {
   lo.tables = sc.publication_tables;
   lo.application_name = StreamApplicationName(sc);
   lo.create_slot = sc.create_slot;
+  lo.slot_failover = sc.logical_slot_failover;
   lo.status_interval_ms = sc.status_interval_ms;
 
   FERRY_RETURN_IF_ERROR(runner->Supervise(batcher, [&]() -> absl::Status {

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "client/pg/server_version.h"
 #include "config/config.h"
 #include "pipeline/check.h"
 #include "restore/wal_fetch.h"
@@ -47,6 +48,10 @@ std::string JsonString(const std::string& s) {
 }
 
 namespace {
+
+constexpr char kPgBinHelp[] =
+    "the bin directory of the PostgreSQL server to run (default: found by the backup's major: "
+    "/usr/lib/postgresql/N/bin, then the install step's cache)";
 
 // The keys every command seals and opens archive data with (storage/archive_keys.h): a
 // config's [archive] encryption_key_file (none if it has none: what `config check` shows is
@@ -84,7 +89,8 @@ bool IsSubcommand(int argc, char** argv, absl::string_view command) {
 
 std::string VersionText() {
   return absl::StrCat("ferry ", FERRY_VERSION, " (commit ", FERRY_GIT_COMMIT,
-                      ")\nPostgreSQL 14 to 18 (physical WAL; base backups, restores and pgoutput change events 15 to 18); "
+                      ")\nPostgreSQL ", client::pg::kOldestMajor, " to ", client::pg::kNewestMajor,
+                      " (block-level incremental backups from 17); "
                       "Redis 7 (PSYNC, multi-part AOF)");
 }
 
@@ -113,6 +119,7 @@ struct Cli {
   AllRestoreArgs restore_all;
   int mark_wait = 30;
   std::string drill_target = "latest";
+  std::string pg_bin;
   std::string config_file;
   std::vector<std::string> help_topic;
 
@@ -203,9 +210,10 @@ void AddSandbox(CLI::App& app, Cli& cli) {
   sandbox->add_option("--dir", cli.sandbox_dir, "working directory (default: a new temp dir)");
   sandbox->add_option("--seconds", cli.sandbox_seconds, "seconds of pgbench load")->check(CLI::Range(1, 3600));
   sandbox->add_flag("--keep", cli.sandbox_keep, "keep the working directory and servers' files");
+  sandbox->add_option("--pg-bin", cli.pg_bin, "run this PostgreSQL's server binaries (any major from 14 to 18)");
   sandbox->footer("Example: ferry sandbox --seconds 20");
   cli.commands.push_back(
-      {sandbox, [&cli] { return CmdSandbox(cli.sandbox_dir, cli.sandbox_seconds, cli.sandbox_keep); }});
+      {sandbox, [&cli] { return CmdSandbox(cli.sandbox_dir, cli.sandbox_seconds, cli.sandbox_keep, cli.pg_bin); }});
 }
 
 // backup and retention: what the archive keeps.
@@ -246,6 +254,7 @@ void AddRestorePostgres(CLI::App& restore, Cli& cli) {
                        "with --latest: a warm standby that keeps replaying what the archive receives until promoted");
   restore_pg->add_option("--to", pr.to, "new (or empty) data directory")->required();
   restore_pg->add_flag("--start", pr.start, "start the server and wait until recovery has finished");
+  restore_pg->add_option("--pg-bin", pr.pg_bin, kPgBinHelp);
   restore_pg->add_option("--port", pr.port, "port for --start (default: a free one)")->check(CLI::Range(1, 65535));
   restore_pg->add_option("--timeout", pr.timeout_seconds, "seconds to wait for recovery with --start")
       ->check(CLI::Range(1, 86400));
@@ -285,6 +294,7 @@ void AddRestoreAll(CLI::App& restore, Cli& cli) {
   restore_all->add_flag("--latest", ra.latest, "everything archived");
   restore_all->add_option("--to", ra.to, "new (or empty) directory; each source goes to DIR/<source>")->required();
   restore_all->add_flag("--start", ra.start, "start every server and wait until it has recovered or loaded");
+  restore_all->add_option("--pg-bin", ra.pg_bin, kPgBinHelp);
   restore_all->add_option("--timeout", ra.timeout_seconds, "seconds to wait for PostgreSQL recovery with --start");
   restore_all->footer(
       "PostgreSQL goes to the WAL position ferry had synced at T (or the mark's restore point),\n"
@@ -319,12 +329,13 @@ void AddMarkAndDrill(CLI::App& app, Cli& cli) {
   drill->add_option("--target", cli.drill_target, "latest, random (inside each window) or an RFC 3339 time")
       ->default_val("latest");
   drill->add_flag("--json", cli.json, "machine-readable report");
+  drill->add_option("--pg-bin", cli.pg_bin, kPgBinHelp);
   drill->footer(
       "PostgreSQL: recovery reaches the target and accepts queries, pg_amcheck finds no corruption,\n"
       "every table's rows are counted. Redis: the AOF loads, keys are counted. Reports RTO (restore\n"
       "start to a server answering) and RPO (target vs point reached); exit 1 naming each failed check.\n"
       "Example: ferry drill --config /etc/ferry/ferry.toml --target random");
-  cli.commands.push_back({drill, [&cli] { return CmdDrill(cli.config, cli.drill_target, cli.json); }});
+  cli.commands.push_back({drill, [&cli] { return CmdDrill(cli.config, cli.drill_target, cli.json, cli.pg_bin); }});
 }
 
 // status and config check: commands about a service and its config.

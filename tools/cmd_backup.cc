@@ -2,6 +2,7 @@
 // `ferry run`, which keeps streaming WAL meanwhile).
 #include <cstdio>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "backup/pg_backup.h"
 #include "backup/redis_snapshot.h"
@@ -61,11 +62,11 @@ int CmdBackup(const std::string& config_path, const std::string& source_name, bo
   const auto& m = outcome->manifest;
   const auto& st = outcome->stats;
   if (json) {
-    std::printf("{\"id\":%s,\"class\":%s,\"start_lsn\":%s,\"end_lsn\":%s,\"end_time\":%s,"
-                "\"bytes\":%llu,\"chunks\":%llu,\"new_chunks\":%llu,\"new_stored_bytes\":%llu}\n",
-                JsonString(m.id).c_str(), JsonString(m.Get("class")).c_str(),
+    std::printf("{\"id\":%s,\"class\":%s,\"increment_of\":%s,\"start_lsn\":%s,\"end_lsn\":%s,\"end_time\":%s,"
+                "\"received_bytes\":%s,\"bytes\":%llu,\"chunks\":%llu,\"new_chunks\":%llu,\"new_stored_bytes\":%llu}\n",
+                JsonString(m.id).c_str(), JsonString(m.Get("class")).c_str(), JsonString(m.Get("increment_of")).c_str(),
                 JsonString(m.Get("start_lsn")).c_str(), JsonString(m.Get("end_lsn")).c_str(),
-                JsonString(m.Get("end_time")).c_str(),
+                JsonString(m.Get("end_time")).c_str(), m.Get("received_bytes").c_str(),
                 static_cast<unsigned long long>(st.raw_bytes),
                 static_cast<unsigned long long>(st.chunks),
                 static_cast<unsigned long long>(st.new_chunks),
@@ -79,6 +80,12 @@ int CmdBackup(const std::string& config_path, const std::string& source_name, bo
                 static_cast<double>(st.new_stored_bytes) / (1 << 20),
                 static_cast<unsigned long long>(st.new_chunks),
                 static_cast<unsigned long long>(st.chunks));
+    if (!m.Get("increment_of").empty()) {
+      uint64_t received = 0;
+      (void)absl::SimpleAtoi(m.Get("received_bytes"), &received);
+      std::printf("block-incremental against %s: the server sent %.1f MiB of changed blocks; stored whole\n",
+                  m.Get("increment_of").c_str(), static_cast<double>(received) / (1 << 20));
+    }
   }
   return 0;
 }

@@ -8,9 +8,12 @@
 
 namespace ferry::tools {
 
-int CmdDrill(const std::string& config_path, const std::string& target, bool json) {
+int CmdDrill(const std::string& config_path, const std::string& target, bool json, const std::string& pg_bin) {
   auto config = config::LoadConfig(config_path);
   if (!config.ok()) return Fail("drill", config.status());
+  if (!pg_bin.empty()) {
+    for (config::SourceConfig& sc : config->sources) sc.pg_bin = pg_bin;
+  }
   auto report = restore::RunDrill(*config, target, local::SelfExecutable());
   if (!report.ok()) return Fail("drill", report.status());
   std::printf("%s", json ? (restore::DrillJson(*report) + "\n").c_str() : restore::DrillTable(*report).c_str());

@@ -46,14 +46,23 @@ absl::StatusOr<restore::PgTarget> ParseTarget(const PgRestoreArgs& a) {
 int CmdRestorePostgres(const PgRestoreArgs& args) {
   auto target = ParseTarget(args);
   if (!target.ok()) return Fail("restore postgres", target.status());
+  if (!args.pg_bin.empty()) {
+    // A --pg-bin without a server is named before anything is written.
+    if (auto major = local::ServerBinMajor(args.pg_bin); !major.ok()) return Fail("restore postgres", major.status());
+  }
   auto summary = restore::RestorePostgresTo(args.archive, args.source, *target, args.to, local::SelfExecutable());
   if (!summary.ok()) return Fail("restore postgres", summary.status());
   std::printf("%s\n", summary->summary.c_str());
+  // The server binaries of the backup's major (or --pg-bin, if it is that major).
+  const absl::StatusOr<int> major = local::DataDirMajor(args.to);
+  if (!major.ok()) return Fail("restore postgres", major.status());
+  const absl::StatusOr<std::string> bin = local::PgServerBinDir(*major, args.pg_bin);
+  if (!bin.ok()) return Fail("restore postgres", bin.status());
+  const std::string pg_ctl = *bin + "/pg_ctl";
   if (!args.start) {
     // PostgreSQL runs as its own user: as root, hand it the directory and say how to start it
-    // as that user, with the full path of this server's pg_ctl (not on Debian's PATH).
+    // as that user, with the full path of the server's pg_ctl (not on Debian's PATH).
     if (absl::Status st = local::GiveToServerUser(args.to); !st.ok()) return Fail("restore postgres", st);
-    const std::string pg_ctl = local::PgBinDir().value_or("/usr/lib/postgresql/15/bin") + "/pg_ctl";
     const std::string as_server = geteuid() == 0 ? "runuser -u postgres -- " : "";
     std::printf("start it with: %s%s -D %s -l %s/restore.log start\n", as_server.c_str(), pg_ctl.c_str(),
                 args.to.c_str(), args.to.c_str());
@@ -64,14 +73,15 @@ int CmdRestorePostgres(const PgRestoreArgs& args) {
   }
   if (args.standby) {
     // A standby never ends recovery: started, it is ready once it accepts (read-only) queries.
-    auto standby = local::LocalPostgres::StartExisting(args.to, args.port);
+    auto standby = local::LocalPostgres::StartExisting(args.to, args.port, *bin);
     if (!standby.ok()) return Fail("restore postgres", standby.status());
-    std::printf("standby running on 127.0.0.1:%d (log %s), replaying from %s; promote it with: pg_ctl -D %s promote\n",
-                (*standby)->port(), (*standby)->log_path().c_str(), args.archive.c_str(), args.to.c_str());
+    std::printf("standby running on 127.0.0.1:%d (log %s), replaying from %s; promote it with: %s -D %s promote\n",
+                (*standby)->port(), (*standby)->log_path().c_str(), args.archive.c_str(), pg_ctl.c_str(),
+                args.to.c_str());
     (*standby)->Detach();
     return 0;
   }
-  auto started = restore::StartRestoredPostgres(args.to, args.port, args.timeout_seconds, summary->must_reach);
+  auto started = restore::StartRestoredPostgres(args.to, args.port, args.timeout_seconds, summary->must_reach, *bin);
   if (!started.ok()) return Fail("restore postgres", started.status());
   std::printf("recovered: %s; running on 127.0.0.1:%d (log %s)\n", started->reached.c_str(),
               started->server->port(), started->server->log_path().c_str());

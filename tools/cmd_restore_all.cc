@@ -26,7 +26,7 @@ int CmdRestoreAll(const AllRestoreArgs& args) {
   if (!args.start) return 0;
   for (const restore::SourceRestored& r : *restored) {
     if (r.kind == "postgres") {
-      auto pg = restore::StartRestoredPostgres(r.dir, 0, args.timeout_seconds, r.must_reach);
+      auto pg = restore::StartRestoredPostgres(r.dir, 0, args.timeout_seconds, r.must_reach, args.pg_bin);
       if (!pg.ok()) return Fail("restore all", absl::Status(pg.status().code(), r.source + ": " + std::string(pg.status().message())));
       std::printf("%s: %s; running on 127.0.0.1:%d\n", r.source.c_str(), pg->reached.c_str(), pg->server->port());
       pg->server->Detach();

@@ -65,8 +65,8 @@ struct PrimaryState {
 // it stops the mirror and the service (on any error) before the servers go.
 class Sandbox {
  public:
-  Sandbox(const std::string& dir, int seconds)
-      : dir_(dir), seconds_(seconds), archive_(dir + "/archive"), mirror_archive_(dir + "/mirror") {}
+  Sandbox(const std::string& dir, int seconds, const std::string& pg_bin)
+      : dir_(dir), seconds_(seconds), pg_bin_(pg_bin), archive_(dir + "/archive"), mirror_archive_(dir + "/mirror") {}
   Sandbox(const Sandbox&) = delete;
   Sandbox& operator=(const Sandbox&) = delete;
   ~Sandbox() {
@@ -98,6 +98,7 @@ class Sandbox {
 
   const std::string dir_;
   const int seconds_;
+  const std::string pg_bin_;  // --pg-bin: the PostgreSQL to run; empty: Debian's 15
   const std::string archive_;
   const std::string mirror_archive_;
   std::unique_ptr<local::LocalPostgres> pg_;
@@ -132,8 +133,13 @@ absl::Status Sandbox::StartPrimaries() {
   po.base_dir = dir_ + "/primary";
   // ferry is the synchronous standby: a commit returns only once it is durable in the archive.
   po.settings = {"synchronous_standby_names = 'ferry_main'"};
+  if (!pg_bin_.empty()) {
+    FERRY_ASSIGN_OR_RETURN(po.major, local::ServerBinMajor(pg_bin_));
+    po.pg_bin = pg_bin_;
+  }
   FERRY_ASSIGN_OR_RETURN(pg_, local::LocalPostgres::Create(po));
-  std::printf("sandbox: PostgreSQL 15 on 127.0.0.1:%d (synchronous_standby_names = 'ferry_main')\n", pg_->port());
+  std::printf("sandbox: PostgreSQL %d on 127.0.0.1:%d (synchronous_standby_names = 'ferry_main')\n", pg_->major(),
+              pg_->port());
 
   local::LocalRedisOptions ro;
   ro.dir = dir_ + "/redis";
@@ -152,7 +158,9 @@ absl::Status Sandbox::StartService() {
       // The sandbox takes its backup itself, at a known moment, instead of on a schedule.
       "scheduled_backups = false\n",
       // Row-level change events too (pg-changes), published per table as Debezium JSON.
-      "logical_slot = \"ferry_main_cdc\"\n\n",
+      "logical_slot = \"ferry_main_cdc\"\n",
+      // Restores and the drill run the same server binaries.
+      pg_bin_.empty() ? "" : absl::StrCat("pg_bin = \"", pg_bin_, "\"\n"), "\n",
       // Kafka: librdkafka's mock cluster inside the service; a second region mirrors it.
       "[kafka]\nbrokers = \"mock:1\"\n\n",
       "[[source]]\nname = \"cache\"\nkind = \"redis\"\naddress = \"", redis_->Address(), "\"\n");
@@ -351,7 +359,7 @@ absl::Status Sandbox::CheckRestore(const char* name, const restore::AllTarget& t
 
 absl::Status Sandbox::CheckRestoredPostgres(const char* name, const restore::SourceRestored& sr, const PrimaryState& expected,
                                             std::chrono::steady_clock::time_point t0) {
-  FERRY_ASSIGN_OR_RETURN(restore::PgStarted pg_restored, restore::StartRestoredPostgres(sr.dir, 0, 600, sr.must_reach));
+  FERRY_ASSIGN_OR_RETURN(restore::PgStarted pg_restored, restore::StartRestoredPostgres(sr.dir, 0, 600, sr.must_reach, pg_bin_));
   const double rto = SecondsSince(t0);
   FERRY_ASSIGN_OR_RETURN(std::string restored_sums, local::TableChecksums(*pg_restored.server, kPgbenchTables));
   FERRY_RETURN_IF_ERROR(pg_restored.server->Stop());
@@ -387,9 +395,9 @@ absl::Status Sandbox::CheckDrill() {
   return absl::OkStatus();
 }
 
-absl::Status RunSandbox(const std::string& dir, int seconds) {
+absl::Status RunSandbox(const std::string& dir, int seconds, const std::string& pg_bin) {
   std::printf("sandbox: working in %s\n", dir.c_str());
-  Sandbox sandbox(dir, seconds);
+  Sandbox sandbox(dir, seconds, pg_bin);
   FERRY_RETURN_IF_ERROR(sandbox.StartPrimaries());
   FERRY_RETURN_IF_ERROR(sandbox.StartService());
   FERRY_RETURN_IF_ERROR(sandbox.WaitStreaming());
@@ -404,7 +412,7 @@ absl::Status RunSandbox(const std::string& dir, int seconds) {
 
 }  // namespace
 
-int CmdSandbox(const std::string& dir_flag, int seconds, bool keep) {
+int CmdSandbox(const std::string& dir_flag, int seconds, bool keep, const std::string& pg_bin) {
   std::string dir = dir_flag;
   if (dir.empty()) {
     auto made = local::MakeTempDir("ferry-sandbox");
@@ -417,7 +425,7 @@ int CmdSandbox(const std::string& dir_flag, int seconds, bool keep) {
   std::filesystem::permissions(dir, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
                                         std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
                                         std::filesystem::perms::others_exec, ec);
-  absl::Status st = RunSandbox(dir, seconds);
+  absl::Status st = RunSandbox(dir, seconds, pg_bin);
   if (!keep && st.ok()) std::filesystem::remove_all(dir, ec);
   if (!st.ok()) {
     std::fprintf(stderr, "sandbox: files kept in %s\n", dir.c_str());

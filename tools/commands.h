@@ -38,6 +38,7 @@ struct PgRestoreArgs {
   bool start = false;
   int port = 0;
   int timeout_seconds = 3600;
+  std::string pg_bin;  // the server binaries; empty: found by the backup's major
 };
 int CmdRestorePostgres(const PgRestoreArgs& args);
 struct RedisRestoreArgs {
@@ -54,14 +55,17 @@ struct AllRestoreArgs {
   bool latest = false;
   bool start = false;
   int timeout_seconds = 3600;
+  std::string pg_bin;
 };
 int CmdRestoreAll(const AllRestoreArgs& args);
 int CmdMark(const std::string& config_path, const std::string& name, int wait_seconds);
-int CmdDrill(const std::string& config_path, const std::string& target, bool json);
+// pg_bin, when set, replaces every PostgreSQL source's pg_bin.
+int CmdDrill(const std::string& config_path, const std::string& target, bool json, const std::string& pg_bin);
 int CmdStatus(const std::string& config_path, bool json);
 int CmdConfigCheck(const std::string& config_path);
 int CmdRetention(const std::string& config_path, bool dry_run);
-int CmdSandbox(const std::string& dir, int seconds, bool keep);
+// pg_bin: run the sandbox's PostgreSQL from there (its major); empty: Debian's 15.
+int CmdSandbox(const std::string& dir, int seconds, bool keep, const std::string& pg_bin);
 
 // Prints "ferry <command>: <message>" and returns the exit code for the status
 // (kInvalidArgument: 2, anything else: 1).

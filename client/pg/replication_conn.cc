@@ -45,17 +45,57 @@ absl::StatusOr<uint64_t> ParseSize(absl::string_view text) {
   return absl::FailedPreconditionError(absl::StrCat("unexpected wal_segment_size \"", text, "\""));
 }
 
-// BASE_BACKUP with ferry's options (see BaseBackup in the header).
-std::string BaseBackupCommand(const std::string& label) {
+// BASE_BACKUP with ferry's options (see BaseBackup in the header), in the syntax of the
+// server's major: 15 brought the parenthesised list; 14 has bare keywords, and its defaults
+// already leave the WAL out.
+std::string BaseBackupCommand(const std::string& label, int server_version, bool incremental) {
   // The label is a string literal in the command: escape quotes the SQL way.
   std::string quoted;
   for (char c : label) {
     quoted += c;
     if (c == '\'') quoted += c;
   }
+  if (server_version < 150000) {
+    return absl::StrCat("BASE_BACKUP LABEL '", quoted, "' PROGRESS FAST NOWAIT MANIFEST 'yes' ",
+                        "MANIFEST_CHECKSUMS 'CRC32C'");
+  }
   return absl::StrCat("BASE_BACKUP ( LABEL '", quoted, "', PROGRESS, CHECKPOINT 'fast', WAL false, ",
-                      "WAIT false, MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C' )");
+                      "WAIT false, MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C'", incremental ? ", INCREMENTAL" : "",
+                      " )");
 }
+
+// PostgreSQL 14 answers BASE_BACKUP in the older form: one COPY per tablespace holding bare
+// tar bytes without its two end-of-archive blocks, then one COPY holding the manifest. This
+// turns that into 15's typed CopyData messages ('n', 'd', 'm'), so that one reader serves both.
+class LegacyBackupCopies {
+ public:
+  explicit LegacyBackupCopies(std::function<absl::Status(absl::string_view)> on_copy_data)
+      : on_copy_data_(std::move(on_copy_data)) {}
+  void set_tablespaces(int n) { tablespaces_ = n; }
+
+  // At each COPY's start: a new archive while tablespaces remain, then the manifest.
+  absl::Status BeginCopy() {
+    ++copies_;
+    return on_copy_data_(InArchive() ? "n" : "m");
+  }
+  absl::Status Data(absl::string_view bytes) {
+    typed_.assign(1, 'd');
+    typed_.append(bytes.data(), bytes.size());
+    return on_copy_data_(typed_);
+  }
+  absl::Status EndCopy() {
+    if (!InArchive()) return absl::OkStatus();
+    return Data(absl::string_view(kEndOfArchive, sizeof(kEndOfArchive)));
+  }
+
+ private:
+  bool InArchive() const { return copies_ <= tablespaces_; }
+  static constexpr char kEndOfArchive[1024] = {};
+  std::function<absl::Status(absl::string_view)> on_copy_data_;
+  std::string typed_;
+  int tablespaces_ = 0;
+  int copies_ = 0;
+};
 
 // BASE_BACKUP's start or end point: a one-row result (lsn, timeline).
 absl::Status ParseBackupPoint(PGresult* r, Lsn* lsn, TimelineId* tli) {
@@ -135,6 +175,12 @@ struct ReplicationConnection::Impl {
     }
   }
 
+  // Sends `cmd` and returns its first result (e.g. a CopyIn), waiting at most kServerSilenceMs.
+  absl::StatusOr<Result> FirstResultOf(const std::string& cmd) {
+    if (PQsendQuery(conn, cmd.c_str()) != 1) return Error(cmd);
+    return FirstResult(cmd);
+  }
+
   // The first result of a command just sent, waiting at most kServerSilenceMs of silence.
   absl::StatusOr<Result> FirstResult(const std::string& cmd) {
     FERRY_RETURN_IF_ERROR(AwaitResult(conn, kServerSilenceMs, cmd));
@@ -185,6 +231,7 @@ absl::StatusOr<SystemInfo> ReplicationConnection::IdentifySystem() {
   FERRY_ASSIGN_OR_RETURN(info.xlogpos, Lsn::Parse(PQgetvalue(r.get(), 0, 2)));
   FERRY_ASSIGN_OR_RETURN(Result s, impl_->Exec("SHOW wal_segment_size", PGRES_TUPLES_OK));
   FERRY_ASSIGN_OR_RETURN(info.segment_bytes, ParseSize(PQgetvalue(s.get(), 0, 0)));
+  info.server_version = ServerVersion();
   return info;
 }
 
@@ -219,18 +266,37 @@ absl::StatusOr<int64_t> ReplicationConnection::SenderTimeoutMillis() {
   return absl::FailedPreconditionError(absl::StrCat("unexpected wal_sender_timeout \"", text, "\""));
 }
 
-absl::StatusOr<BackupPoints> ReplicationConnection::BaseBackup(
-    const std::string& label, const std::function<absl::Status(const BackupPoints&)>& on_start,
-    const std::function<absl::Status(absl::string_view)>& on_copy_data) {
-  // 14 answers BASE_BACKUP in the older form (one COPY per tablespace, its own option syntax),
-  // which ferry does not read yet: say so instead of sending what it cannot parse.
-  if (ServerVersion() < 150000) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "base backups of PostgreSQL ", ServerVersion() / 10000,
-        " are not supported yet (its WAL streams and archives): use PostgreSQL 15 or later for ferry backup"));
+absl::Status ReplicationConnection::UploadManifest(absl::string_view manifest) {
+  if (ServerVersion() < 170000) {
+    return absl::FailedPreconditionError(absl::StrCat("incremental base backups need PostgreSQL 17 or later; the server is ",
+                                                      ServerVersion() / 10000));
   }
   PGconn* conn = impl_->conn;
-  const std::string cmd = BaseBackupCommand(label);
+  FERRY_ASSIGN_OR_RETURN(Result r, impl_->FirstResultOf("UPLOAD_MANIFEST"));
+  if (PQresultStatus(r.get()) != PGRES_COPY_IN) return impl_->Error("UPLOAD_MANIFEST");
+  for (size_t at = 0; at < manifest.size(); at += 1 << 20) {
+    const absl::string_view piece = manifest.substr(at, 1 << 20);
+    if (PQputCopyData(conn, piece.data(), static_cast<int>(piece.size())) != 1) return impl_->Error("UPLOAD_MANIFEST");
+  }
+  if (PQputCopyEnd(conn, nullptr) != 1) return impl_->Error("UPLOAD_MANIFEST");
+  absl::Status failure;
+  while (PGresult* raw = PQgetResult(conn)) {
+    Result done(raw);
+    if (PQresultStatus(done.get()) != PGRES_COMMAND_OK && failure.ok()) {
+      failure = absl::FailedPreconditionError(
+          absl::StrCat("UPLOAD_MANIFEST: ", OneLine(PQresultErrorMessage(done.get()))));
+    }
+  }
+  return failure;
+}
+
+absl::StatusOr<BackupPoints> ReplicationConnection::BaseBackup(
+    const std::string& label, bool incremental, const std::function<absl::Status(const BackupPoints&)>& on_start,
+    const std::function<absl::Status(absl::string_view)>& on_copy_data) {
+  PGconn* conn = impl_->conn;
+  const bool legacy = ServerVersion() < 150000;
+  LegacyBackupCopies legacy_copies(on_copy_data);
+  const std::string cmd = BaseBackupCommand(label, ServerVersion(), incremental);
   // PQexec would keep only the last result: the command answers with several.
   if (PQsendQuery(conn, cmd.c_str()) != 1) return impl_->Error("BASE_BACKUP");
   BackupPoints points;
@@ -239,6 +305,15 @@ absl::StatusOr<BackupPoints> ReplicationConnection::BaseBackup(
   while (PGresult* raw = PQgetResult(conn)) {
     Result r(raw);
     const ExecStatusType st = PQresultStatus(r.get());
+    if (st == PGRES_COPY_OUT && legacy) {
+      if (failure.ok()) {
+        failure = legacy_copies.BeginCopy();
+        if (!failure.ok()) PQrequestCancel(conn);
+      }
+      impl_->ReadBackupCopy([&](absl::string_view bytes) { return legacy_copies.Data(bytes); }, &failure);
+      if (failure.ok()) failure = legacy_copies.EndCopy();
+      continue;
+    }
     if (st == PGRES_COPY_OUT) {
       impl_->ReadBackupCopy(on_copy_data, &failure);
       continue;
@@ -250,6 +325,7 @@ absl::StatusOr<BackupPoints> ReplicationConnection::BaseBackup(
         failure = ParseBackupPoint(r.get(), &points.start, &points.start_tli);
       } else if (tuple_sets == 2) {
         failure = ReadTablespaces(r.get(), &points);
+        legacy_copies.set_tablespaces(PQntuples(r.get()));
         if (failure.ok()) failure = on_start(points);
         if (!failure.ok()) PQrequestCancel(conn);
       } else {
@@ -320,10 +396,19 @@ absl::Status ReplicationConnection::CreatePhysicalSlot(const std::string& slot) 
   return impl_->Exec(absl::StrCat("CREATE_REPLICATION_SLOT ", slot, reserve), PGRES_TUPLES_OK).status();
 }
 
-absl::StatusOr<LogicalSlotCreated> ReplicationConnection::CreateLogicalSlot(const std::string& slot) {
+absl::StatusOr<LogicalSlotCreated> ReplicationConnection::CreateLogicalSlot(const std::string& slot, bool failover) {
+  // 14 knows only the bare keyword; FAILOVER is 17's.
+  std::string options = ServerVersion() < 150000 ? "EXPORT_SNAPSHOT" : "(SNAPSHOT 'export')";
+  if (failover) {
+    if (ServerVersion() < 170000) {
+      return absl::FailedPreconditionError(absl::StrCat("logical_slot_failover needs PostgreSQL 17 or later; the server is ",
+                                                        ServerVersion() / 10000, ": remove the setting"));
+    }
+    options = "(SNAPSHOT 'export', FAILOVER true)";
+  }
   FERRY_ASSIGN_OR_RETURN(
       // Waits for the transactions running at the time to end: no silence limit.
-      Result r, impl_->Exec(absl::StrCat("CREATE_REPLICATION_SLOT ", slot, " LOGICAL pgoutput (SNAPSHOT 'export')"),
+      Result r, impl_->Exec(absl::StrCat("CREATE_REPLICATION_SLOT ", slot, " LOGICAL pgoutput ", options),
                             PGRES_TUPLES_OK, 0));
   if (PQntuples(r.get()) != 1 || PQnfields(r.get()) < 3 || PQgetisnull(r.get(), 0, 2)) {
     return absl::FailedPreconditionError("CREATE_REPLICATION_SLOT returned an unexpected shape");

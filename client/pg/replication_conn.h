@@ -23,6 +23,7 @@ struct SystemInfo {
   pipeline::TimelineId timeline;
   pipeline::Lsn xlogpos;
   uint64_t segment_bytes = 0;  // SHOW wal_segment_size
+  int server_version = 0;      // 180004 for 18.4
 };
 
 struct SlotInfo {
@@ -120,8 +121,9 @@ class ReplicationConnection {
   absl::StatusOr<int64_t> SenderTimeoutMillis();
   absl::StatusOr<SlotInfo> ReadSlot(const std::string& slot);
   absl::Status CreatePhysicalSlot(const std::string& slot);
-  // CREATE_REPLICATION_SLOT s LOGICAL pgoutput, exporting its snapshot.
-  absl::StatusOr<LogicalSlotCreated> CreateLogicalSlot(const std::string& slot);
+  // CREATE_REPLICATION_SLOT s LOGICAL pgoutput, exporting its snapshot; with `failover`
+  // (17+; kFailedPrecondition before) a slot that standbys syncing slots keep.
+  absl::StatusOr<LogicalSlotCreated> CreateLogicalSlot(const std::string& slot, bool failover = false);
   absl::Status DropSlot(const std::string& slot);
   // The server's version number (150004 for 15.4).
   int ServerVersion() const;
@@ -147,14 +149,21 @@ class ReplicationConnection {
   // Returns true if extra_fd is readable.
   absl::StatusOr<bool> Wait(int timeout_ms, int extra_fd1, int extra_fd2);
 
-  // BASE_BACKUP with PostgreSQL 15's options: fast checkpoint, no WAL (the WAL archive has
-  // it), a manifest with CRC32C checksums (docs/protocols.md, "Base backups"). Each CopyData payload (its type byte first: 'n' new archive, 'd' data,
-  // 'p' progress, 'm' manifest) goes to on_copy_data, in order; an error from it cancels the
+  // BASE_BACKUP with these options: fast checkpoint, no WAL (the WAL archive has it), a
+  // manifest with CRC32C checksums (docs/protocols.md, "Base backups"). Each CopyData payload
+  // in 15's form (its type byte first: 'n' new archive, 'd' data, 'p' progress, 'm'
+  // manifest) goes to on_copy_data, in order; 14's older form is translated to it; an error from it cancels the
   // backup and is returned. `on_start` runs once the start point and the tablespace list are
   // known. Tablespaces outside the data directory are kFailedPrecondition (not supported yet).
+  // With `incremental` (17+), the backup is relative to the manifest UploadManifest sent.
   absl::StatusOr<BackupPoints> BaseBackup(
-      const std::string& label, const std::function<absl::Status(const BackupPoints&)>& on_start,
+      const std::string& label, bool incremental, const std::function<absl::Status(const BackupPoints&)>& on_start,
       const std::function<absl::Status(absl::string_view)>& on_copy_data);
+
+  // UPLOAD_MANIFEST (17+): the prior backup's backup_manifest, which the next BASE_BACKUP
+  // (INCREMENTAL) on this connection is relative to. kFailedPrecondition before 17 or when
+  // the server refuses it (its words).
+  absl::Status UploadManifest(absl::string_view manifest);
 
   // Standby status update 'r' (write / flush / apply are byte positions + 1).
   absl::Status SendStatus(pipeline::Lsn write, pipeline::Lsn flush, pipeline::Lsn apply,

@@ -188,7 +188,10 @@ absl::StatusOr<BaseBackupResult> TakeBaseBackup(client::pg::ReplicationConnectio
             absl::StrCat("BASE_BACKUP sent an unknown CopyData type '", std::string(1, type), "'"));
     }
   };
-  FERRY_ASSIGN_OR_RETURN(client::pg::BackupPoints points, conn.BaseBackup(options.label, on_start, on_copy));
+  const bool incremental = !options.prior_manifest.empty();
+  if (incremental) FERRY_RETURN_IF_ERROR(conn.UploadManifest(options.prior_manifest));
+  FERRY_ASSIGN_OR_RETURN(client::pg::BackupPoints points,
+                         conn.BaseBackup(options.label, incremental, on_start, on_copy));
   if (part != Part::kManifest) {
     return absl::DataLossError("BASE_BACKUP ended without a backup_manifest");
   }

@@ -26,6 +26,9 @@ struct BaseBackupOptions {
   // Called now and then with bytes done and the server's estimate (0 when unknown).
   std::function<void(uint64_t done, uint64_t total)> progress;
   const std::atomic<bool>* cancel = nullptr;  // set: stop at the next message (kCancelled)
+  // Set (PostgreSQL 17+): the prior backup's backup_manifest; the server then sends only the
+  // blocks changed since (INCREMENTAL files: see incremental_backup.h for what reads them).
+  std::string prior_manifest;
 };
 
 // Runs BASE_BACKUP on `conn` (a replication connection of its own: the WAL stream keeps

@@ -502,21 +502,24 @@ absl::StatusOr<Lsn> PgLogicalSource::PrepareSlot() {
     return absl::FailedPreconditionError(
         absl::StrCat("logical slot \"", options_.slot, "\" does not exist: create it or set create_slot = true"));
   }
-  FERRY_ASSIGN_OR_RETURN(client::pg::LogicalSlotCreated created, conn_->CreateLogicalSlot(options_.slot));
+  FERRY_ASSIGN_OR_RETURN(client::pg::LogicalSlotCreated created, conn_->CreateLogicalSlot(options_.slot, options_.slot_failover));
   FERRY_RETURN_IF_ERROR(TakeSnapshot(created));
   return created.consistent_point;
 }
 
 std::string PgLogicalSource::StreamOptions() const {
   const int version = conn_->ServerVersion();
-  const int proto = version >= 150000 ? 3 : version >= 140000 ? 2 : 1;
+  // The highest protocol each major speaks: 2 (14) streams large transactions before they
+  // commit, 3 (15) adds two-phase, 4 (16+) parallel streaming, whose stream aborts carry
+  // their LSN and time. Streamed changes are held until their commit either way.
+  const int proto = version >= 160000 ? 4 : version >= 150000 ? 3 : 2;
   std::string pub;  // publication_names takes identifiers inside a string literal
   for (char ch : client::pg::SqlSession::Ident(options_.publication)) {
     pub += ch;
     if (ch == '\'') pub += ch;
   }
   std::string opts = absl::StrCat("proto_version '", proto, "', publication_names '", pub, "'");
-  if (proto >= 2) absl::StrAppend(&opts, ", streaming 'on'");
+  absl::StrAppend(&opts, proto >= 4 ? ", streaming 'parallel'" : ", streaming 'on'");
   return opts;
 }
 

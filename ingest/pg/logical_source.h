@@ -30,6 +30,7 @@ struct PgLogicalOptions {
   std::vector<std::string> tables;
   std::string application_name;
   bool create_slot = true;
+  bool slot_failover = false;  // create the slot with FAILOVER (17+)
   int status_interval_ms = 10000;
   size_t max_record_bytes = 1 << 20;  // a transaction's record is cut into parts of about this size
   size_t snapshot_fetch_rows = 2000;  // rows per FETCH while reading the initial snapshot

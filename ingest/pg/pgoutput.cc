@@ -206,6 +206,11 @@ void ParseStreamCommit(Cursor& c, PgOutputMessage& m) {
 void ParseStreamAbort(Cursor& c, PgOutputMessage& m) {
   m.xid = c.I32();
   m.subxid = c.I32();
+  // Protocol 4 with streaming 'parallel' adds the abort's LSN and time.
+  if (!c.done()) {
+    m.end_lsn = c.I64();
+    m.ts = c.Timestamp();
+  }
 }
 
 // 'b': Begin Prepare.

@@ -1,4 +1,4 @@
-// pgoutput message decoding (protocol versions 1 to 3, PostgreSQL 15). Message layouts:
+// pgoutput message decoding (protocol versions 1 to 4, PostgreSQL 14 to 18). Message layouts:
 // docs/protocols.md, "pgoutput". Pure parsing: no connection, no state.
 #pragma once
 

@@ -37,8 +37,9 @@ struct Rig {
 
 // `setup_sql` runs before ferry starts (its rows are the initial snapshot), on a server of
 // PostgreSQL `major`.
+// `extra` goes into the config's top level, `source_extra` into the source's table.
 Rig StartRig(const std::string& setup_sql, std::vector<std::string> settings = {}, const std::string& extra = "",
-             int major = 15) {
+             int major = 15, const std::string& source_extra = "") {
   Rig r;
   auto dir = local::MakeTempDir("ferry-logical-test");
   EXPECT_TRUE(dir.ok()) << dir.status();
@@ -66,7 +67,7 @@ Rig StartRig(const std::string& setup_sql, std::vector<std::string> settings = {
                           << "\"\n[archive]\npath = \"" << r.archive
                           << "\"\nsegment_mb = 4\n\n[kafka]\nbrokers = \"" << r.kafka->bootstrap() << "\"\n" << extra
                           << "\n[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << r.pg->Conninfo()
-                          << "\"\nscheduled_backups = false\nlogical_slot = \"ferry_main_cdc\"\n";
+                          << "\"\nscheduled_backups = false\nlogical_slot = \"ferry_main_cdc\"\n" << source_extra;
   r.ferry = std::make_unique<FerryService>(r.config, r.dir + "/ferry.log");
   EXPECT_TRUE(r.ferry->Start().ok());
   return r;
@@ -141,7 +142,31 @@ std::string Json(const rapidjson::Value& v) {
   return "?";
 }
 
-// Every major from 15 (pgoutput protocol 3): the same events, field by field.
+// `ferry changes` for the rig's archive: one Debezium envelope per line, whole transactions in
+// commit order.
+std::vector<rapidjson::Document> ArchivedChanges(const Rig& r) {
+  std::vector<rapidjson::Document> out;
+  auto changes = RunFerrySucceeding({"changes", "--archive", r.archive, "--source", "main"}, "changes");
+  if (!changes) return out;
+  for (absl::string_view line : absl::StrSplit(changes->out, '\n', absl::SkipEmpty())) {
+    rapidjson::Document d;
+    d.Parse(line.data(), line.size());
+    EXPECT_FALSE(d.HasParseError()) << line;
+    if (!d.HasParseError()) out.push_back(std::move(d));
+  }
+  return out;
+}
+
+std::vector<std::string> Keys(const rapidjson::Value& row) {
+  std::vector<std::string> keys;
+  for (const auto& m : row.GetObject()) keys.push_back(m.name.GetString());
+  return keys;
+}
+
+// Every major, each with the highest pgoutput protocol it speaks (2 on 14, 3 on 15, 4 with
+// parallel streaming on 16+): the same events, field by field; transactions larger than
+// logical_decoding_work_mem, streamed before they end, arrive whole or not at all; on 17+
+// the slot is made with FAILOVER when the config asks.
 class LogicalMajorsTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(LogicalMajorsTest, RowChangesBecomeDebeziumEvents) {
@@ -153,8 +178,10 @@ TEST_P(LogicalMajorsTest, RowChangesBecomeDebeziumEvents) {
       "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x0102ff', '{1,NULL,3}', '{\"x y\",z}');"
       "create table fullt (id int primary key, v text); alter table fullt replica identity full;"
       "create table toasty (id int primary key, other int, payload text);"
-      "alter table toasty alter column payload set storage external;",
-      {}, "", GetParam());
+      "alter table toasty alter column payload set storage external;"
+      "create table big (id int primary key, v text);",
+      {"logical_decoding_work_mem = '64kB'"}, "", GetParam(),
+      GetParam() >= 17 ? "logical_slot_failover = true\n" : "");
   ASSERT_TRUE(r.ok());
   ASSERT_TRUE(WaitSlotCaughtUp(*r.pg)) << r.ferry->Log();
   Q(*r.pg, "insert into typed (id, t) values (2, 'two')");
@@ -269,31 +296,26 @@ TEST_P(LogicalMajorsTest, RowChangesBecomeDebeziumEvents) {
   const uint64_t synced = std::stoull(body.substr(at + key.size()));
   EXPECT_GT(synced, 0x1000000u);  // an LSN, not the shifted stream position
   EXPECT_LE(synced, confirmed->value());
-}
-
-INSTANTIATE_TEST_SUITE_P(Majors, LogicalMajorsTest, ::testing::Values(15, 16, 17, 18),
-                         [](const ::testing::TestParamInfo<int>& info) { return absl::StrCat("PostgreSQL", info.param); });
-
-// `ferry changes` for the rig's archive: one Debezium envelope per line, whole transactions in
-// commit order.
-std::vector<rapidjson::Document> ArchivedChanges(const Rig& r) {
-  std::vector<rapidjson::Document> out;
-  auto changes = RunFerrySucceeding({"changes", "--archive", r.archive, "--source", "main"}, "changes");
-  if (!changes) return out;
-  for (absl::string_view line : absl::StrSplit(changes->out, '\n', absl::SkipEmpty())) {
-    rapidjson::Document d;
-    d.Parse(line.data(), line.size());
-    EXPECT_FALSE(d.HasParseError()) << line;
-    if (!d.HasParseError()) out.push_back(std::move(d));
+  if (GetParam() >= 17) {
+    EXPECT_EQ(Q(*r.pg, "select failover from pg_replication_slots where slot_name = 'ferry_main_cdc'"), "t");
   }
-  return out;
+
+  // Streamed while in progress: one transaction that commits, one that rolls back.
+  Q(*r.pg, "insert into big select g, repeat('x', 100) from generate_series(1, 3000) g");
+  Q(*r.pg, "begin; insert into big select g, 'r' from generate_series(100001, 103000) g; rollback");
+  Q(*r.pg, "insert into big values (200001, 'after')");
+  ASSERT_TRUE(WaitSlotCaughtUp(*r.pg)) << r.ferry->Log();
+  std::vector<int64_t> big;
+  for (const auto& e : ArchivedChanges(r)) {
+    if (std::string(e["source"]["table"].GetString()) == "big") big.push_back(e["after"]["id"].GetInt64());
+  }
+  ASSERT_EQ(big.size(), 3001u) << "PostgreSQL " << GetParam();
+  for (int64_t i = 0; i < 3000; ++i) ASSERT_EQ(big[i], i + 1);
+  EXPECT_EQ(big.back(), 200001);
 }
 
-std::vector<std::string> Keys(const rapidjson::Value& row) {
-  std::vector<std::string> keys;
-  for (const auto& m : row.GetObject()) keys.push_back(m.name.GetString());
-  return keys;
-}
+INSTANTIATE_TEST_SUITE_P(Majors, LogicalMajorsTest, ::testing::Values(14, 15, 16, 17, 18),
+                         [](const ::testing::TestParamInfo<int>& info) { return absl::StrCat("PostgreSQL", info.param); });
 
 TEST(LogicalTest, LargeTransactionsAndSchemaChangesArriveWholeAndInOrder) {
   // 64kB of decoded changes and the server streams the transaction while it is in progress.

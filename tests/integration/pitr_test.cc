@@ -11,7 +11,6 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "local/local_postgres.h"
 #include "tests/fixtures/pg_cluster.h"
 
@@ -19,9 +18,6 @@ namespace ferry::testing {
 namespace {
 
 using local::LocalPostgres;
-
-constexpr char kSum[] =
-    "select count(*) || ':' || coalesce(md5(string_agg(id || '=' || v, ',' order by id)), '') from t";
 
 // The "new_stored_bytes" of `ferry backup --json` output.
 uint64_t NewBytes(const std::string& json) {
@@ -43,35 +39,16 @@ local::CommandResult Backup(const Cluster& c) {
 }
 
 // `ferry restore postgres ... --start` into dir/name; returns the table checksum reached.
-std::string RestoreAndSum(const Cluster& c, const std::string& name,
-                          const std::vector<std::string>& target) {
-  const std::string to = c.dir + "/" + name;
-  std::vector<std::string> args = {"restore", "postgres", "--archive", c.archive, "--source",
-                                   "main",    "--to",     to,        "--start"};
-  args.insert(args.end(), target.begin(), target.end());
-  auto r = RunFerrySucceeding(args, name);
-  if (!r) return "";
-  EXPECT_NE(r->out.find("recovered: last replayed commit at"), std::string::npos) << r->out;
-  // --start leaves the server running on the port it prints; stop it after the query.
-  int port = 0;
-  const size_t at = r->out.find("127.0.0.1:");
-  EXPECT_NE(at, std::string::npos) << r->out;
-  EXPECT_TRUE(absl::SimpleAtoi(r->out.substr(at + 10, r->out.find(' ', at) - at - 10), &port));
-  auto sum = local::RunCommand({"psql", "-X", "-A", "-t", "-q", "-h", "127.0.0.1", "-p",
-                                std::to_string(port), "-U", "postgres", "-d", "postgres", "-c", kSum});
-  local::RunOptions as_server;
-  as_server.as_user = "postgres";
-  auto stop = local::RunCommand(
-      {local::PgBinDir().value_or("") + "/pg_ctl", "-D", to, "-m", "fast", "-w", "stop"}, as_server);
-  EXPECT_TRUE(stop.ok() && stop->exit_code == 0) << (stop.ok() ? stop->err : stop.status().ToString());
-  EXPECT_TRUE(sum.ok() && sum->exit_code == 0);
+std::string RestoreAndSum(const Cluster& c, const std::string& name, const std::vector<std::string>& target) {
+  std::string out;
+  std::unique_ptr<LocalPostgres> restored = RestoreStarted(c, name, target, &out);
+  if (restored == nullptr) return "";
+  EXPECT_NE(out.find("recovered: last replayed commit at"), std::string::npos) << out;
+  const std::string sum = Q(*restored, kSumOfT);
+  EXPECT_TRUE(restored->Stop().ok());
   // recovery_end_command removed wal-fetch's decompress-ahead spool.
-  EXPECT_FALSE(std::filesystem::exists(to + "/pg_wal/.ferry-prefetch")) << name;
-  return sum.ok() ? std::string(absl::StripAsciiWhitespace(sum->out)) : "";
-}
-
-std::string Now(const LocalPostgres& pg) {
-  return Q(pg, "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
+  EXPECT_FALSE(std::filesystem::exists(c.dir + "/" + name + "/pg_wal/.ferry-prefetch")) << name;
+  return sum;
 }
 
 TEST(PitrTest, BackupsDedupAndRestoreToTimesLsnAndXid) {
@@ -90,21 +67,15 @@ TEST(PitrTest, BackupsDedupAndRestoreToTimesLsnAndXid) {
       << "the second backup of an unchanged database stored " << second_bytes << " of " << first_bytes;
 
   // The workload: states S1 < S2 < S3, with commits after each so recovery can stop there.
-  Q(*c.pg, "insert into t select g, 'a' from generate_series(1, 1000) g");
-  const std::string s1 = Q(*c.pg, kSum);
+  const TwoStates states = WriteTwoStates(*c.pg);
+  const std::string &s1 = states.sum1, &t1 = states.time1, &s2 = states.sum2, &lsn2 = states.lsn2;
   usleep(200000);
-  const std::string t1 = Now(*c.pg);
-  usleep(200000);
-  Q(*c.pg, "update t set v = 'b' where id <= 500");
-  const std::string s2 = Q(*c.pg, kSum);
-  const std::string lsn2 = Q(*c.pg, "select pg_current_wal_insert_lsn()");
-  usleep(200000);
-  const std::string t2 = Now(*c.pg);
+  const std::string t2 = ServerNow(*c.pg);
   usleep(200000);
   const std::string xid3 = Q(*c.pg, "begin; delete from t where id > 900; select txid_current(); commit;");
-  const std::string s3 = Q(*c.pg, kSum);
+  const std::string s3 = Q(*c.pg, kSumOfT);
   usleep(200000);
-  const std::string t3 = Now(*c.pg);
+  const std::string t3 = ServerNow(*c.pg);
   usleep(200000);
   Q(*c.pg, "insert into t values (5000, 'after')");
   Q(*c.pg, "select pg_switch_wal()");
@@ -201,7 +172,7 @@ TEST(PitrTest, RetentionExpiresWhatNoKeptBackupNeeds) {
   Q(*c.pg, "create table t (id int primary key, v text)");
   Q(*c.pg, "insert into t select g, 'a' from generate_series(1, 1000) g");
   Backup(c);
-  const std::string before_second = Now(*c.pg);
+  const std::string before_second = ServerNow(*c.pg);
   // WAL that only the first backup needs, spread over several archive segments.
   Q(*c.pg, "create table junk as select g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) "
            "from generate_series(1, 400000) g");
@@ -210,7 +181,7 @@ TEST(PitrTest, RetentionExpiresWhatNoKeptBackupNeeds) {
   sleep(2);
   const std::string second = Backup(c).out;
   Q(*c.pg, "update t set v = 'b' where id <= 10");
-  const std::string sum = Q(*c.pg, kSum);
+  const std::string sum = Q(*c.pg, kSumOfT);
   Q(*c.pg, "select pg_switch_wal()");
   WaitUntilArchived(*c.pg);
   sleep(2);
