@@ -35,11 +35,12 @@ int Log2(size_t v) {
   return n;
 }
 
-}  // namespace
-
-size_t FindChunkBoundary(absl::string_view data, const ChunkerOptions& options) {
+// The scan for a cut point, resumable: it goes on from (*i, *h) over data (the chunk from
+// its first byte) and returns the chunk's length once it finds one, else 0 with (*i, *h)
+// where it stopped. The hash starts at min_bytes (no cut before it).
+size_t ScanForBoundary(absl::string_view data, const ChunkerOptions& options, size_t* i, uint64_t* h) {
   const size_t n = data.size();
-  if (n <= options.min_bytes) return n;
+  if (n <= options.min_bytes) return 0;
   // Normalised chunking: a stricter mask before the average size and a looser one after, so
   // chunk sizes cluster around the average.
   const int bits = Log2(options.avg_bytes);
@@ -48,28 +49,41 @@ size_t FindChunkBoundary(absl::string_view data, const ChunkerOptions& options) 
   const size_t limit = n < options.max_bytes ? n : options.max_bytes;
   const size_t normal = options.avg_bytes < limit ? options.avg_bytes : limit;
   const auto* p = reinterpret_cast<const unsigned char*>(data.data());
-  uint64_t h = 0;
+  for (; *i < normal; ++*i) {
+    *h = (*h << 1) + kGear[p[*i]];
+    if ((*h & strict) == 0) return ++*i;
+  }
+  for (; *i < limit; ++*i) {
+    *h = (*h << 1) + kGear[p[*i]];
+    if ((*h & loose) == 0) return ++*i;
+  }
+  return limit == options.max_bytes ? limit : 0;
+}
+
+}  // namespace
+
+size_t FindChunkBoundary(absl::string_view data, const ChunkerOptions& options) {
   size_t i = options.min_bytes;
-  for (; i < normal; ++i) {
-    h = (h << 1) + kGear[p[i]];
-    if ((h & strict) == 0) return i + 1;
-  }
-  for (; i < limit; ++i) {
-    h = (h << 1) + kGear[p[i]];
-    if ((h & loose) == 0) return i + 1;
-  }
-  return limit;
+  uint64_t h = 0;
+  const size_t len = ScanForBoundary(data, options, &i, &h);
+  return len == 0 ? data.size() : len;
 }
 
 bool Chunker::Next(bool at_end, absl::string_view* chunk) {
   if (consumed_ > 0) {
     pending_.erase(0, consumed_);
     consumed_ = 0;
+    scan_at_ = options_.min_bytes;  // a new chunk: its scan starts over
+    scan_hash_ = 0;
   }
   if (pending_.empty()) return false;
-  const size_t len = FindChunkBoundary(pending_, options_);
-  // Without a cut point short of max_bytes the chunk may still grow: wait for more bytes.
-  if (len == pending_.size() && len < options_.max_bytes && !at_end) return false;
+  // Goes on where the last call stopped: small writes cost no rescan of what is pending.
+  size_t len = ScanForBoundary(pending_, options_, &scan_at_, &scan_hash_);
+  if (len == 0) {
+    // Without a cut point short of max_bytes the chunk may still grow: wait for more bytes.
+    if (!at_end) return false;
+    len = pending_.size();
+  }
   *chunk = absl::string_view(pending_.data(), len);
   consumed_ = len;
   return true;

@@ -38,6 +38,9 @@ class Chunker {
   ChunkerOptions options_;
   std::string pending_;
   size_t consumed_ = 0;  // bytes at the front of pending_ already handed out
+  // Where the scan of the chunk at the front of pending_ stopped, and its hash there.
+  size_t scan_at_ = options_.min_bytes;
+  uint64_t scan_hash_ = 0;
 };
 
 }  // namespace ferry::storage
