@@ -16,6 +16,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "local/local_postgres.h"
+#include "pipeline/check.h"
 
 namespace ferry::bench {
 
@@ -72,6 +74,27 @@ absl::StatusOr<pipeline::Lsn> QueryLsn(const local::LocalPostgres& pg, const std
   auto s = pg.Query(sql);
   if (!s.ok()) return s.status();
   return pipeline::Lsn::Parse(*s);
+}
+
+absl::StatusOr<std::unique_ptr<BenchService>> BenchService::Start(const std::string& dir, const std::string& archive,
+                                                                  const std::string& conninfo) {
+  FERRY_RETURN_IF_ERROR(local::MakeArchiveDirForServerUser(archive));
+  const std::string text = absl::StrCat(
+      "region = \"bench\"\ndrill_every = \"0s\"\n[archive]\npath = \"", archive, "\"\nwriter = \"posix\"\n\n",
+      "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"", conninfo, "\"\nscheduled_backups = false\n");
+  std::unique_ptr<BenchService> s(new BenchService());
+  FERRY_ASSIGN_OR_RETURN(s->config_, config::ParseConfig(text, dir + "/ferry.toml"));
+  FERRY_ASSIGN_OR_RETURN(s->service_, service::Service::Create(s->config_));
+  BenchService* raw = s.get();
+  s->runner_ = std::thread([raw] { raw->result_ = raw->service_->Run(); });
+  return s;
+}
+
+absl::Status BenchService::Stop() {
+  if (!runner_.joinable()) return result_;
+  service_->Stop();
+  runner_.join();
+  return result_;
 }
 
 }  // namespace ferry::bench

@@ -5,12 +5,16 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "config/config.h"
 #include "local/local_postgres.h"
 #include "pipeline/position.h"
+#include "service/service.h"
 
 namespace ferry::bench {
 
@@ -32,6 +36,26 @@ double ProcessCpuSeconds(pid_t pid);
 
 // Bytes allocated to the files under `dir`.
 uint64_t DiskBytes(const std::string& dir);
+
+// The ferry service for one PostgreSQL source "main" (posix writer, no scheduled backups or
+// drills: a drill's restore_command would run the benchmark binary, not ferry), running on a
+// thread of this process into `archive` until Stop.
+class BenchService {
+ public:
+  static absl::StatusOr<std::unique_ptr<BenchService>> Start(const std::string& dir, const std::string& archive,
+                                                             const std::string& conninfo);
+  ~BenchService() { (void)Stop(); }
+  const config::SourceConfig& source() const { return config_.sources[0]; }
+  // Stops the service; its result.
+  absl::Status Stop();
+
+ private:
+  BenchService() = default;
+  config::Config config_;
+  std::unique_ptr<service::Service> service_;
+  std::thread runner_;
+  absl::Status result_;
+};
 
 // One LSN from a query, e.g. "select pg_current_wal_lsn()".
 absl::StatusOr<pipeline::Lsn> QueryLsn(const local::LocalPostgres& pg, const std::string& sql);

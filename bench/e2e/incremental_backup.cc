@@ -23,10 +23,8 @@
 #include "absl/strings/str_format.h"
 #include "backup/pg_backup.h"
 #include "bench/e2e/harness.h"
-#include "config/config.h"
 #include "local/local_postgres.h"
 #include "pipeline/check.h"
-#include "service/service.h"
 #include "storage/durable_file.h"
 
 namespace ferry::bench {
@@ -103,16 +101,7 @@ absl::StatusOr<std::vector<Measured>> Run(const std::string& dir, int major, int
   po.settings = {"summarize_wal = on"};
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::Create(po));
   const std::string archive = dir + "/archive";
-  FERRY_RETURN_IF_ERROR(local::MakeArchiveDirForServerUser(archive));
-  const std::string config_text = absl::StrCat(
-      // No scheduled drill: its restore_command would run this binary, not ferry.
-      "region = \"bench\"\ndrill_every = \"0s\"\n[archive]\npath = \"", archive, "\"\nwriter = \"posix\"\n\n",
-      "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"", pg->Conninfo(), "\"\n",
-      "scheduled_backups = false\n");
-  FERRY_ASSIGN_OR_RETURN(config::Config config, config::ParseConfig(config_text, dir + "/ferry.toml"));
-  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<service::Service> service, service::Service::Create(config));
-  absl::Status service_result;
-  std::thread runner([&] { service_result = service->Run(); });
+  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<BenchService> service, BenchService::Start(dir, archive, pg->Conninfo()));
   std::vector<Measured> out;
   absl::Status st = [&]() -> absl::Status {
     std::printf("bench: pgbench -i -s %d on PostgreSQL %d...\n", scale, major);
@@ -123,23 +112,22 @@ absl::StatusOr<std::vector<Measured>> Run(const std::string& dir, int major, int
     FERRY_RETURN_IF_ERROR(pg->Query("checkpoint").status());
     FERRY_ASSIGN_OR_RETURN(std::string size, pg->Query("select pg_database_size('postgres')"));
     (void)absl::SimpleAtoi(size, db_bytes);
-    FERRY_ASSIGN_OR_RETURN(Measured first, Backup(*pg, archive, config.sources[0], "full"));
+    FERRY_ASSIGN_OR_RETURN(Measured first, Backup(*pg, archive, service->source(), "full"));
     // The first rows of pgbench_accounts, in the table's order: about that share of its blocks
     // (old versions marked, new ones appended) and of its index.
     FERRY_RETURN_IF_ERROR(pg->Query(absl::StrCat("update pgbench_accounts set abalance = abalance + 1 where aid <= ",
                                                  int64_t{scale} * 100000 * changed_percent / 100))
                               .status());
     FERRY_RETURN_IF_ERROR(pg->Query("checkpoint").status());
-    FERRY_ASSIGN_OR_RETURN(Measured incremental, Backup(*pg, archive, config.sources[0], "incremental"));
+    FERRY_ASSIGN_OR_RETURN(Measured incremental, Backup(*pg, archive, service->source(), "incremental"));
     // The same state, whole: what every backup cost the server before 17.
-    FERRY_ASSIGN_OR_RETURN(Measured whole, Backup(*pg, archive, config.sources[0], "full"));
+    FERRY_ASSIGN_OR_RETURN(Measured whole, Backup(*pg, archive, service->source(), "full"));
     out = {incremental, whole};
     return absl::OkStatus();
   }();
-  service->Stop();
-  runner.join();
+  const absl::Status stopped = service->Stop();
   FERRY_RETURN_IF_ERROR(st);
-  FERRY_RETURN_IF_ERROR(service_result);
+  FERRY_RETURN_IF_ERROR(stopped);
   return out;
 }
 

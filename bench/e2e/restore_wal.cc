@@ -17,14 +17,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "backup/pg_backup.h"
+#include "bench/e2e/harness.h"
 #include "client/pg/replication_conn.h"
-#include "config/config.h"
 #include "local/local_postgres.h"
 #include "pipeline/check.h"
 #include "restore/pg_restore.h"
 #include "restore/recover.h"
 #include "restore/wal_fetch.h"
-#include "service/service.h"
 #include "storage/archive.h"
 #include "storage/durable_file.h"
 #include "storage/snapshot_store.h"
@@ -49,11 +48,6 @@ absl::Status Pgbench(const LocalPostgres& pg, std::vector<std::string> args) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<pipeline::Lsn> QueryLsn(const LocalPostgres& pg, const std::string& sql) {
-  FERRY_ASSIGN_OR_RETURN(std::string s, pg.Query(sql));
-  return pipeline::Lsn::Parse(s);
-}
-
 // A primary with ferry streaming into `dir`/archive: a base backup, then pgbench until
 // `wal_mb` of WAL follow it, all synced.
 absl::StatusOr<Setup> Prepare(const std::string& dir, uint64_t wal_mb) {
@@ -62,19 +56,11 @@ absl::StatusOr<Setup> Prepare(const std::string& dir, uint64_t wal_mb) {
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::Create(po));
   Setup s;
   s.archive = dir + "/archive";
-  FERRY_RETURN_IF_ERROR(local::MakeArchiveDirForServerUser(s.archive));
-  const std::string config_text = absl::StrCat(
-      "region = \"bench\"\n[archive]\npath = \"", s.archive, "\"\nwriter = \"posix\"\n\n",
-      "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"", pg->Conninfo(), "\"\n",
-      "scheduled_backups = false\n");
-  FERRY_ASSIGN_OR_RETURN(config::Config config, config::ParseConfig(config_text, dir + "/ferry.toml"));
-  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<service::Service> service, service::Service::Create(config));
-  absl::Status service_result;
-  std::thread runner([&] { service_result = service->Run(); });
+  FERRY_ASSIGN_OR_RETURN(std::unique_ptr<BenchService> service, BenchService::Start(dir, s.archive, pg->Conninfo()));
   absl::Status st = [&]() -> absl::Status {
     FERRY_RETURN_IF_ERROR(Pgbench(*pg, {"-i", "-s", "20", "-q"}));
     FERRY_ASSIGN_OR_RETURN(backup::PgBackupOutcome backup,
-                           backup::TakePostgresBackup(s.archive, config.sources[0], "full", nullptr, nullptr));
+                           backup::TakePostgresBackup(s.archive, service->source(), "full", nullptr, nullptr));
     s.snapshot_id = backup.manifest.id;
     FERRY_ASSIGN_OR_RETURN(s.start, pipeline::Lsn::Parse(backup.manifest.Get("start_lsn")));
     std::printf("bench: backup %s; generating %llu MiB of WAL with pgbench...\n", s.snapshot_id.c_str(),
@@ -91,10 +77,9 @@ absl::StatusOr<Setup> Prepare(const std::string& dir, uint64_t wal_mb) {
     }
     return absl::DeadlineExceededError("ferry did not sync the WAL within 60 s");
   }();
-  service->Stop();
-  runner.join();
+  const absl::Status stopped = service->Stop();
   FERRY_RETURN_IF_ERROR(st);
-  FERRY_RETURN_IF_ERROR(service_result);
+  FERRY_RETURN_IF_ERROR(stopped);
   FERRY_RETURN_IF_ERROR(pg->Stop());
   return s;
 }
