@@ -23,6 +23,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/pg/replication_conn.h"
+#include "client/pg/server_version.h"
 #include "local/local_postgres.h"
 #include "local/process.h"
 #include "restore/restore_all.h"
@@ -131,12 +132,13 @@ std::string Prepare(Cluster& c) {
 struct FlipCase {
   const char* writer;
   bool encrypted;
+  int major;  // the server's (its WAL format is what is flipped and decoded)
 };
 
 class FlipTest : public ::testing::TestWithParam<FlipCase> {};
 
 TEST_P(FlipTest, AFlippedByteNeverRestoresLessAndRecoveryNeverEndsEarly) {
-  Cluster c = StartCluster(GetParam().writer);
+  Cluster c = StartCluster(GetParam().writer, {}, GetParam().major);
   ASSERT_NE(c.pg, nullptr);
   if (GetParam().encrypted) Encrypt(c);
   // Readers find the archive (and, encrypted, its key) through the config.
@@ -200,10 +202,8 @@ TEST_P(FlipTest, AFlippedByteNeverRestoresLessAndRecoveryNeverEndsEarly) {
     const size_t p = r->out.find("127.0.0.1:");
     ASSERT_NE(p, std::string::npos);
     ASSERT_TRUE(absl::SimpleAtoi(r->out.substr(p + 10, r->out.find(' ', p) - p - 10), &port));
-    local::RunOptions as_server;
-    as_server.as_user = "postgres";
-    (void)local::RunCommand({local::PgBinDir().value_or("") + "/pg_ctl", "-D", c.dir + "/hint", "-m", "fast", "-w", "stop"},
-                            as_server);
+    auto started = local::LocalPostgres::Adopt(c.dir + "/hint", port);  // stopped as it goes
+    EXPECT_TRUE(started.ok()) << started.status();
   }
 
   // wal-fetch on the damaged segment: the fatal status, one line naming file and offset.
@@ -310,10 +310,12 @@ TEST_P(FlipTest, AFlippedByteNeverRestoresLessAndRecoveryNeverEndsEarly) {
 }
 
 INSTANTIATE_TEST_SUITE_P(WritersAndKeys, FlipTest,
-                         ::testing::Values(FlipCase{"io_uring", false}, FlipCase{"posix", true}),
+                         ::testing::Values(FlipCase{"io_uring", false, 15}, FlipCase{"posix", true, 15},
+                                           FlipCase{"io_uring", false, client::pg::kNewestMajor}),
                          [](const ::testing::TestParamInfo<FlipCase>& info) {
                            return absl::StrCat(info.param.writer == std::string("io_uring") ? "IoUring" : "Posix",
-                                               info.param.encrypted ? "Encrypted" : "Clear");
+                                               info.param.encrypted ? "Encrypted" : "Clear", "PostgreSQL",
+                                               info.param.major);
                          });
 
 // A drill fails on damage anywhere in the restorable window. kill -9 of ferry run while a
