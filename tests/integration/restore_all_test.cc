@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "client/pg/server_version.h"
 #include "local/local_postgres.h"
 #include "local/local_redis.h"
 #include "local/pg_tools.h"
@@ -81,9 +82,9 @@ struct Servers {
 };
 
 // `head` goes before every table of the config (top-level keys), `archive_extra` into [archive].
-Servers Start(const std::string& archive_extra = "", const std::string& head = "") {
+Servers Start(const std::string& archive_extra = "", const std::string& head = "", int major = 15) {
   Servers s;
-  Primaries p = StartPrimaries("ferry-all-test");
+  Primaries p = StartPrimaries("ferry-all-test", major);
   s.dir = p.dir;
   s.archive = s.dir + "/archive";
   MakeArchiveDir(s.archive);
@@ -131,8 +132,10 @@ Pair RestoreAll(const Servers& s, const std::string& name, const std::vector<std
   return Orders(**pg, **redis);
 }
 
-TEST(RestoreAllTest, OneInstantAndAMarkForPostgresAndRedis) {
-  Servers s = Start();
+class RestoreAllTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(RestoreAllTest, OneInstantAndAMarkForPostgresAndRedis) {
+  Servers s = Start("", "", GetParam());
   ASSERT_TRUE(s.pg && s.redis && s.ferry);
   std::vector<Pair> expected;
   std::vector<std::string> times;
@@ -191,6 +194,9 @@ TEST(RestoreAllTest, OneInstantAndAMarkForPostgresAndRedis) {
   EXPECT_NE(missing->err.find("no mark \"nope\""), std::string::npos) << missing->err;
   EXPECT_FALSE(std::filesystem::exists(s.dir + "/nope/main"));
 }
+
+INSTANTIATE_TEST_SUITE_P(Majors, RestoreAllTest, ::testing::Values(15, client::pg::kNewestMajor),
+                         [](const ::testing::TestParamInfo<int>& info) { return absl::StrCat("PostgreSQL", info.param); });
 
 // Prometheus text format: "name{labels} value" per sample; comments and blank lines skipped.
 std::map<std::string, double> ParseMetrics(const std::string& text) {
