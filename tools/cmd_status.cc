@@ -98,9 +98,10 @@ int CmdConfigCheck(const std::string& config_path) {
                   "incremental_every = \"%s\"\n",
                   s.conninfo.c_str(), s.physical_slot.c_str(), s.application_name.c_str(), d(s.full_backup_every).c_str(),
                   d(s.incremental_every).c_str());
+      if (!s.pg_bin.empty()) std::printf("pg_bin = \"%s\"\n", s.pg_bin.c_str());
       if (!s.logical_slot.empty()) {
-        std::printf("logical_slot = \"%s\"\npublication = \"%s\"\npublication_tables = [%s]\n", s.logical_slot.c_str(),
-                    s.publication.c_str(),
+        std::printf("logical_slot = \"%s\"\nlogical_slot_failover = %s\npublication = \"%s\"\npublication_tables = [%s]\n",
+                    s.logical_slot.c_str(), s.logical_slot_failover ? "true" : "false", s.publication.c_str(),
                     s.publication_tables.empty() ? "" : absl::StrCat("\"", absl::StrJoin(s.publication_tables, "\", \""), "\"").c_str());
       }
     } else {

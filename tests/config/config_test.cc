@@ -154,18 +154,23 @@ name = "main"
 kind = "postgres"
 conninfo = "host=db"
 logical_slot = "ferry_main_cdc"
+logical_slot_failover = true
 publication_tables = ["public.orders", "items"]
+pg_bin = "/usr/lib/postgresql/17/bin"
 )", "ferry.toml");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_FALSE(c->kafka_tombstones);
   EXPECT_EQ(c->mirror_apply_postgres, "host=standby dbname=app");
   EXPECT_EQ(c->sources[0].publication, "ferry_main");  // the default names the source
   EXPECT_EQ(c->sources[0].publication_tables, (std::vector<std::string>{"public.orders", "items"}));
+  EXPECT_TRUE(c->sources[0].logical_slot_failover);
+  EXPECT_EQ(c->sources[0].pg_bin, "/usr/lib/postgresql/17/bin");
 
   const std::string pg = "[archive]\npath=\"/a\"\n[[source]]\nname=\"main\"\nkind=\"postgres\"\nconninfo=\"host=h\"\n";
   ExpectError(pg + "logical_slot=\"Bad-Slot\"\n", "source[0].logical_slot");
   ExpectError(pg + "logical_slot=\"ferry_main\"\n", "must differ from physical_slot");
   ExpectError(pg + "publication=\"pub\"\n", "set logical_slot too");
+  ExpectError(pg + "logical_slot_failover=true\n", "source[0].logical_slot_failover");
 }
 
 }  // namespace
