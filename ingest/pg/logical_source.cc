@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 
 #include <spdlog/spdlog.h>
 
@@ -17,6 +18,7 @@
 #include "client/pg/server_version.h"
 #include "ingest/pg/copy_loop.h"
 #include "ingest/pg/pgoutput.h"
+#include "ingest/pg/spill_file.h"
 #include "pipeline/check.h"
 
 namespace ferry::ingest::pg {
@@ -57,6 +59,12 @@ struct PgLogicalSource::Txn {
   bool started = false;  // its first record is appended
   std::vector<Change> changes;
   size_t bytes = 0;
+  // A streamed transaction's earlier changes, in encoded parts, until its commit (nullptr
+  // while it fits in memory); with each spilled event's sub-transaction, and the
+  // sub-transactions aborted since, whose events are dropped when the parts are read back.
+  std::unique_ptr<SpillFile> spill;
+  std::vector<uint32_t> spilled_subxids;
+  std::set<uint32_t> aborted_subxids;
 };
 
 PgLogicalSource::PgLogicalSource(PgLogicalOptions options, pipeline::StreamSink* sink)
@@ -101,16 +109,8 @@ absl::Status PgLogicalSource::Connect() {
   return absl::OkStatus();
 }
 
-absl::Status PgLogicalSource::EmitPart(Txn* txn, bool last, uint64_t end_lsn) {
+ChangeBatch PgLogicalSource::TakeBatch(Txn* txn) {
   ChangeBatch b;
-  b.kind = txn->kind;
-  b.first = !txn->started;
-  b.last = last;
-  b.xid = txn->xid;
-  b.commit_lsn = txn->commit_lsn;
-  b.end_lsn = last ? end_lsn : 0;
-  b.commit_ts = txn->commit_ts;
-  b.database = database_;
   // Each record carries the relations its events use (as they were at the change), so it
   // can be read alone.
   std::map<const ChangeRelation*, uint32_t> index;
@@ -125,6 +125,24 @@ absl::Status PgLogicalSource::EmitPart(Txn* txn, bool last, uint64_t end_lsn) {
     for (const auto& t : c.truncated) c.event.truncated.push_back(relation_index(t));
     b.events.push_back(std::move(c.event));
   }
+  txn->changes.clear();
+  txn->bytes = 0;
+  return b;
+}
+
+absl::Status PgLogicalSource::EmitPart(Txn* txn, bool last, uint64_t end_lsn) {
+  return AppendBatch(txn, TakeBatch(txn), last, end_lsn);
+}
+
+absl::Status PgLogicalSource::AppendBatch(Txn* txn, ChangeBatch b, bool last, uint64_t end_lsn) {
+  b.kind = txn->kind;
+  b.first = !txn->started;
+  b.last = last;
+  b.xid = txn->xid;
+  b.commit_lsn = txn->commit_lsn;
+  b.end_lsn = last ? end_lsn : 0;
+  b.commit_ts = txn->commit_ts;
+  b.database = database_;
   uint64_t pos;
   if (last) {
     if (end_lsn > pipeline::kMaxChangeLsn) {
@@ -154,8 +172,38 @@ absl::Status PgLogicalSource::EmitPart(Txn* txn, bool last, uint64_t end_lsn) {
   FERRY_RETURN_IF_ERROR(sink_->Append({kEpoch, tail_pos_}, std::move(rec)));
   tail_pos_ = pos;
   txn->started = true;
-  txn->changes.clear();
-  txn->bytes = 0;
+  return absl::OkStatus();
+}
+
+absl::Status PgLogicalSource::Spill(Txn* txn) {
+  if (txn->spill == nullptr) {
+    FERRY_ASSIGN_OR_RETURN(txn->spill, SpillFile::Create(options_.spill_dir));
+    spdlog::info("event=transaction_spilled xid={} reason=\"streamed before its commit, larger than {} bytes\"",
+                 txn->xid, options_.max_record_bytes);
+  }
+  for (const Change& c : txn->changes) txn->spilled_subxids.push_back(c.subxid);
+  stats_.spilled_bytes.fetch_add(txn->bytes, std::memory_order_relaxed);
+  return txn->spill->Append(pipeline::EncodeChangeBatch(TakeBatch(txn)));
+}
+
+absl::Status PgLogicalSource::EmitSpilled(Txn* txn) {
+  size_t next = 0;  // index into spilled_subxids
+  FERRY_RETURN_IF_ERROR(txn->spill->ForEach([&](absl::string_view part) -> absl::Status {
+    FERRY_ASSIGN_OR_RETURN(ChangeBatch b, pipeline::DecodeChangeBatch(part));
+    if (next + b.events.size() > txn->spilled_subxids.size()) {
+      return absl::DataLossError(absl::StrCat("transaction ", txn->xid, ": its spill file has more events than spilled"));
+    }
+    std::vector<ChangeEvent> kept;
+    kept.reserve(b.events.size());
+    for (ChangeEvent& e : b.events) {
+      if (txn->aborted_subxids.count(txn->spilled_subxids[next++]) == 0) kept.push_back(std::move(e));
+    }
+    if (kept.empty()) return absl::OkStatus();
+    b.events = std::move(kept);
+    return AppendBatch(txn, std::move(b), false, 0);
+  }));
+  txn->spill.reset();
+  txn->spilled_subxids.clear();
   return absl::OkStatus();
 }
 
@@ -342,9 +390,9 @@ absl::Status PgLogicalSource::AddChange(Txn* txn, uint32_t subxid, Change&& c) {
   txn->bytes += c.bytes;
   txn->changes.push_back(std::move(c));
   // A plain transaction goes out in parts as it grows; a streamed one waits for its commit
-  // (it may still abort) and goes out whole then.
-  if (!in_stream_ && txn->bytes >= options_.max_record_bytes) return EmitPart(txn, false, 0);
-  return absl::OkStatus();
+  // (it may still abort), its parts kept in a spill file meanwhile, and goes out whole then.
+  if (txn->bytes < options_.max_record_bytes) return absl::OkStatus();
+  return in_stream_ ? Spill(txn) : EmitPart(txn, false, 0);
 }
 
 absl::Status PgLogicalSource::CommitTxn(std::unique_ptr<Txn> txn, const PgOutputMessage& m) {
@@ -354,6 +402,10 @@ absl::Status PgLogicalSource::CommitTxn(std::unique_ptr<Txn> txn, const PgOutput
   // Committed before the archive's end: this server sent it again after a restart.
   if (txn->skip || m.commit_lsn < skip_below_lsn_) return absl::OkStatus();
   stats_.transactions.fetch_add(1, std::memory_order_relaxed);
+  if (txn->spill != nullptr) {
+    // What was spilled comes first; then what is left in memory, dropped below if aborted.
+    FERRY_RETURN_IF_ERROR(EmitSpilled(txn.get()));
+  }
   if (txn->bytes > options_.max_record_bytes) {
     // A streamed transaction arrives whole at its commit: out in parts of the usual size.
     std::vector<Change> all = std::move(txn->changes);
@@ -461,6 +513,8 @@ absl::Status PgLogicalSource::OnStreamAbort(const PgOutputMessage& m) {
     auto& changes = it->second->changes;
     changes.erase(std::remove_if(changes.begin(), changes.end(), [&](const Change& c) { return c.subxid == m.subxid; }),
                   changes.end());
+    // Its spilled events are dropped when the parts are read back at the commit.
+    if (it->second->spill != nullptr) it->second->aborted_subxids.insert(m.subxid);
   }
   return absl::OkStatus();
 }

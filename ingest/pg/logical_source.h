@@ -33,6 +33,9 @@ struct PgLogicalOptions {
   bool slot_failover = false;  // create the slot with FAILOVER (17+)
   int status_interval_ms = 10000;
   size_t max_record_bytes = 1 << 20;  // a transaction's record is cut into parts of about this size
+  // Where a streamed transaction larger than max_record_bytes waits for its commit (an
+  // unlinked file; empty: $TMPDIR or /tmp). Memory holds at most max_record_bytes of it.
+  std::string spill_dir;
   size_t snapshot_fetch_rows = 2000;  // rows per FETCH while reading the initial snapshot
 };
 
@@ -43,6 +46,7 @@ struct PgLogicalStats {
   std::atomic<uint64_t> transactions{0};
   std::atomic<uint64_t> events{0};
   std::atomic<uint64_t> snapshot_rows{0};
+  std::atomic<uint64_t> spilled_bytes{0};  // of streamed transactions, kept on disk until their commit
 };
 
 // Runs on one thread (Stream); RequestStop may be called from any thread.
@@ -100,6 +104,14 @@ class PgLogicalSource {
   // Appends the transaction's buffered events as one record; `last` ends the transaction at
   // `end_lsn` (its commit record's end).
   absl::Status EmitPart(Txn* txn, bool last, uint64_t end_lsn);
+  // The buffered events as a batch (with the relations they use), leaving none buffered.
+  pipeline::ChangeBatch TakeBatch(Txn* txn);
+  // Appends `b` as the transaction's next record (EmitPart's second half).
+  absl::Status AppendBatch(Txn* txn, pipeline::ChangeBatch b, bool last, uint64_t end_lsn);
+  // A streamed transaction's buffered events go to its spill file.
+  absl::Status Spill(Txn* txn);
+  // At its commit: the spilled parts, read back in order without aborted sub-transactions.
+  absl::Status EmitSpilled(Txn* txn);
   absl::Status SendFeedback(bool reply_requested = false);
   bool StopRequested() const;
   uint64_t ConfirmableLsn() const;

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/pg/replication_conn.h"
+#include "client/pg/server_version.h"
 #include "local/local_postgres.h"
 #include "local/pg_tools.h"
 #include "local/process.h"
@@ -238,25 +239,37 @@ TEST(SpineDamageTest, CorruptByteIsNamedAndBadConfigExitsTwo) {
 namespace ferry::testing {
 namespace {
 
-// ferry streams from a standby that is then promoted: it follows the server to timeline 2,
-// archives 00000002.history, and a restore through wal-fetch (which stitches the segment of
-// the fork from both timelines) has every row from before and after the promotion.
-TEST(SpineTimelineTest, FollowsPromotionToTheNextTimeline) {
-  auto primary = LocalPostgres::Create({});
-  ASSERT_TRUE(primary.ok()) << primary.status();
-  Q(**primary, "create table t (id int primary key, tl int)");
-  Q(**primary, "insert into t select g, 1 from generate_series(1, 1000) g");
+// ferry streams from a standby that is then promoted (on 15 and the newest major): it follows
+// the server to timeline 2, archives 00000002.history, and a restore through wal-fetch (which
+// stitches the segment of the fork from both timelines) has every row from before and after
+// the promotion.
+class SpineTimelineTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(SpineTimelineTest, FollowsPromotionToTheNextTimeline) {
+  // The primary, streamed by a first ferry whose archive seeds the standby (restore
+  // --standby, then streaming from the primary): no client tool of another major needed.
+  Cluster seed = StartCluster("posix", {}, GetParam());
+  ASSERT_NE(seed.pg, nullptr);
+  LocalPostgres* primary = seed.pg.get();
+  Q(*primary, "create table t (id int primary key, tl int)");
+  Q(*primary, "insert into t select g, 1 from generate_series(1, 1000) g");
+  ASSERT_TRUE(RunFerrySucceeding({"backup", "--config", seed.config, "--source", "main"}, "seed backup"));
   auto made = local::MakeTempDir("ferry-tl");
   ASSERT_TRUE(made.ok()) << made.status();
   const std::string dir = *made;
   const std::string standby_dir = dir + "/standby";
-  ASSERT_TRUE(local::GiveToServerUser(dir).ok());  // pg_basebackup runs as postgres
-  auto r = (*primary)->RunTool({"pg_basebackup", "-h", "127.0.0.1", "-p", std::to_string((*primary)->port()), "-U",
-                                "postgres", "-D", standby_dir, "-X", "stream", "-R", "--checkpoint=fast"});
-  ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->err : r.status().ToString());
+  ASSERT_TRUE(RunFerrySucceeding({"restore", "postgres", "--archive", seed.archive, "--source", "main", "--latest",
+                                  "--standby", "--to", standby_dir},
+                                 "restore --standby"));
+  // Streaming only, as pg_basebackup -R would set it up: the seed archive trails the primary,
+  // and at the promotion recovery would take its shorter copy of the last segment.
+  std::ofstream(standby_dir + "/postgresql.auto.conf", std::ios::app)
+      << "primary_conninfo = '" << primary->Conninfo() << "'\nrestore_command = ''\n";
   auto standby = LocalPostgres::StartExisting(standby_dir);
   ASSERT_TRUE(standby.ok()) << standby.status();
   ASSERT_TRUE(WaitFor([&] { return (*standby)->Query("select count(*) from t").value_or("") == "1000"; }, 60));
+  ASSERT_TRUE(WaitFor([&] { return Q(*primary, "select count(*) from pg_stat_replication where state = 'streaming'") == "2"; }, 60))
+      << "the standby does not stream from the primary";
 
   const std::string archive = dir + "/archive";
   FerryService ferry(WriteConfig(dir, archive, (*standby)->Conninfo(), "io_uring"), dir + "/ferry.log");
@@ -268,9 +281,10 @@ TEST(SpineTimelineTest, FollowsPromotionToTheNextTimeline) {
   auto backup = RunFerry({"backup", "--config", config, "--source", "main"});
   ASSERT_TRUE(backup.ok());
   ASSERT_EQ(backup->exit_code, 0) << backup->err;
-  Q(**primary, "insert into t select g, 1 from generate_series(1001, 2000) g");
+  Q(*primary, "insert into t select g, 1 from generate_series(1001, 2000) g");
   ASSERT_TRUE(WaitFor([&] { return (*standby)->Query("select count(*) from t").value_or("") == "2000"; }, 60));
-  ASSERT_TRUE((*primary)->Stop().ok());
+  ASSERT_TRUE(seed.ferry->Terminate().ok());
+  ASSERT_TRUE(primary->Stop().ok());
 
   Q(**standby, "select pg_promote()");
   ASSERT_TRUE(WaitFor([&] { return (*standby)->Query("select pg_is_in_recovery()").value_or("") == "f"; }, 60));
@@ -305,6 +319,9 @@ TEST(SpineTimelineTest, FollowsPromotionToTheNextTimeline) {
       << "recovery did not finish; see " << (*restored)->log_path();
   EXPECT_EQ(Q(**restored, "select count(*) || '/' || sum(tl) from t"), "3000/4000");
 }
+
+INSTANTIATE_TEST_SUITE_P(Majors, SpineTimelineTest, ::testing::Values(15, client::pg::kNewestMajor),
+                         [](const ::testing::TestParamInfo<int>& info) { return absl::StrCat("PostgreSQL", info.param); });
 
 }  // namespace
 }  // namespace ferry::testing
