@@ -2,7 +2,7 @@
 // librdkafka's mock cluster, ack = "local+kafka") against pg_recvlogical with test_decoding
 // writing to a file, on the same WAL in one run. Measures only (never pass/fail).
 //
-// Both slots exist before the load; the load runs with neither consumer attached; then each
+// Kafka is `ferry kafka-mock` in a process of its own. Both slots exist before the load; the load runs with neither consumer attached; then each
 // consumer starts in turn and is timed until its slot has confirmed the load's end. So both
 // decode the same transactions, and the time is the consumer's catch-up throughput. ferry's
 // CPU (wait4) also covers its physical WAL stream of the same load.
@@ -62,7 +62,20 @@ absl::Status Main(int scale, int seconds, int clients, const std::string& out_di
   FERRY_ASSIGN_OR_RETURN(std::unique_ptr<LocalPostgres> pg, LocalPostgres::Create(po));
   const std::string archive = dir + "/archive";
   const std::string config = dir + "/ferry.toml";
-  std::ofstream(config) << "drill_every = \"0s\"\n[archive]\npath = \"" << archive << "\"\n\n[kafka]\nbrokers = \"mock:1\"\n\n"
+  // Kafka in a process of its own, as it is in production: the mock broker keeps every
+  // message in memory, which is not ferry's to count.
+  const pid_t kafka = Spawn({FERRY_BINARY, "kafka-mock", "--brokers", "1"}, dir + "/kafka.log");
+  std::string bootstrap;
+  for (int i = 0; i < 100 && bootstrap.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::ifstream log(dir + "/kafka.log");
+    for (std::string line; std::getline(log, line);) {
+      if (!absl::StartsWith(line, "ferry") && absl::StrContains(line, ":")) bootstrap = line;
+    }
+  }
+  if (bootstrap.empty()) return absl::UnavailableError("ferry kafka-mock printed no bootstrap address");
+  std::ofstream(config) << "drill_every = \"0s\"\n[archive]\npath = \"" << archive << "\"\n\n[kafka]\nbrokers = \""
+                        << bootstrap << "\"\n\n"
                         << "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << pg->Conninfo()
                         << "\"\nscheduled_backups = false\nlogical_slot = \"ferry_main_cdc\"\nack = \"local+kafka\"\n";
   const std::vector<std::string> ferry = {FERRY_BINARY, "run", "--config", config};
@@ -132,6 +145,7 @@ absl::Status Main(int scale, int seconds, int clients, const std::string& out_di
   md << absl::StrFormat("\npgbench -i -s %d, then -c %d -j 2 for %d s, consumers detached; each then catches up alone. "
                         "Equal event counts mean both saw the same changes.\n",
                         scale, clients, seconds);
+  Reap(kafka, SIGTERM);
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   return absl::OkStatus();
