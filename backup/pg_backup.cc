@@ -5,7 +5,6 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
-
 #include "backup/pg_identity.h"
 #include "client/pg/replication_conn.h"
 #include "ingest/pg/backup_manifest.h"
@@ -55,7 +54,7 @@ absl::StatusOr<PgBackupOutcome> TakePostgresBackup(
   absl::StatusOr<ingest::pg::BaseBackupResult> result;
   if (prior != nullptr) {
     result = TakeBlockIncremental(*conn, *store, *prior, options, writer.get());
-    if (!result.ok() && absl::IsFailedPrecondition(result.status()) && writer->stats().raw_bytes == 0) {
+    if (!result.ok() && absl::IsFailedPrecondition(result.status()) && writer->empty()) {
       // Typically: WAL summaries do not reach back to the prior backup (summarize_wal was
       // turned on after it). A full backup now, on a new connection; the next one is incremental.
       spdlog::warn("source={} event=block_incremental_refused reason=\"{}\" action=\"full backup\"", source.name,

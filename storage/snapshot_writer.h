@@ -43,6 +43,7 @@ class SnapshotWriter final : public pipeline::SnapshotSink {
   void SetMeta(const std::string& key, const std::string& value) { manifest_.meta[key] = value; }
   absl::StatusOr<SnapshotManifest> Commit();
   const SnapshotWriteStats& stats() const { return stats_; }
+  bool empty() const { return manifest_.entries.empty(); }  // no directory or file added yet
 
   // Importing a snapshot another archive made (the standby mirror): its chunks arrive one by
   // one, then its manifest. ImportChunk stores a chunk unless the store has it (the id is the

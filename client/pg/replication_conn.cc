@@ -280,7 +280,10 @@ absl::Status ReplicationConnection::UploadManifest(absl::string_view manifest) {
   }
   if (PQputCopyEnd(conn, nullptr) != 1) return impl_->Error("UPLOAD_MANIFEST");
   absl::Status failure;
-  while (PGresult* raw = PQgetResult(conn)) {
+  while (true) {
+    FERRY_RETURN_IF_ERROR(AwaitResult(conn, kServerSilenceMs, "UPLOAD_MANIFEST"));
+    PGresult* raw = PQgetResult(conn);
+    if (raw == nullptr) break;
     Result done(raw);
     if (PQresultStatus(done.get()) != PGRES_COMMAND_OK && failure.ok()) {
       failure = absl::FailedPreconditionError(

@@ -41,8 +41,11 @@ absl::StatusOr<IncrementalHeader> ParseIncrementalHeader(absl::string_view file,
   if (GetLe32(file.data()) != kIncrementalMagic) return bad("bad magic number");
   const uint32_t count = GetLe32(file.data() + 4);
   IncrementalHeader h;
-  h.truncation_blocks = GetLe32(file.data() + 8);
-  if (count > kPgSegmentBlocks || h.truncation_blocks > kPgSegmentBlocks) return bad("block count beyond a segment");
+  // 17.0 to 17.2 can write a truncation length past the segment after a VACUUM truncated a
+  // relation of more than 1 GiB; it means "none of this segment's blocks is cut", as later
+  // releases (and pg_combinebackup) read it.
+  h.truncation_blocks = std::min(GetLe32(file.data() + 8), kPgSegmentBlocks);
+  if (count > kPgSegmentBlocks) return bad("block count beyond a segment");
   size_t header = 12 + size_t{4} * count;
   if (file.size() < header) return bad("shorter than its block list");
   for (uint32_t i = 0; i < count; ++i) {
@@ -155,9 +158,7 @@ absl::Status IncrementalCombiner::Rebuild() {
   };
   FERRY_RETURN_IF_ERROR(BeginOut(real, file_mode_, mtime_));
   std::string partial;  // a prior block cut between two reads
-  uint64_t prior_bytes = 0;
   absl::Status read = prior_(real, [&](absl::string_view bytes) -> absl::Status {
-    prior_bytes += bytes.size();
     while (!bytes.empty()) {
       if (next >= length) return absl::OkStatus();  // the rest was truncated away
       if (partial.empty() && bytes.size() >= kPgBlockBytes) {
@@ -180,10 +181,8 @@ absl::Status IncrementalCombiner::Rebuild() {
                                             ", but the prior backup has no such file to apply it to"));
   }
   FERRY_RETURN_IF_ERROR(read);
-  if (prior_bytes % kPgBlockBytes != 0) {
-    return absl::DataLossError(absl::StrCat("the prior backup's ", real, " has ", prior_bytes,
-                                            " bytes, not whole blocks of ", kPgBlockBytes));
-  }
+  // A partial last block of the prior copy (a file being extended while it was backed up)
+  // counts as absent, as pg_combinebackup counts it.
   while (next < length) FERRY_RETURN_IF_ERROR(emit_block(nullptr));
   return EndOut();
 }

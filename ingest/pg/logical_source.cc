@@ -510,11 +510,13 @@ absl::Status PgLogicalSource::OnStreamAbort(const PgOutputMessage& m) {
   if (m.subxid == m.xid) {
     streamed_.erase(it);
   } else {
-    auto& changes = it->second->changes;
-    changes.erase(std::remove_if(changes.begin(), changes.end(), [&](const Change& c) { return c.subxid == m.subxid; }),
-                  changes.end());
+    Txn& txn = *it->second;
+    auto aborted = std::remove_if(txn.changes.begin(), txn.changes.end(),
+                                  [&](const Change& c) { return c.subxid == m.subxid; });
+    for (auto c = aborted; c != txn.changes.end(); ++c) txn.bytes -= c->bytes;
+    txn.changes.erase(aborted, txn.changes.end());
     // Its spilled events are dropped when the parts are read back at the commit.
-    if (it->second->spill != nullptr) it->second->aborted_subxids.insert(m.subxid);
+    if (txn.spill != nullptr) txn.aborted_subxids.insert(m.subxid);
   }
   return absl::OkStatus();
 }

@@ -10,17 +10,23 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <rapidjson/document.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "cross_region/kafka.h"
 #include "local/local_postgres.h"
 #include "local/local_redis.h"
@@ -451,6 +457,98 @@ TEST(KafkaMirrorTest, WarmStandbyRedisFollowsTheMirror) {
   // Promoted, it takes writes.
   ASSERT_TRUE((*standby)->Command({"REPLICAOF", "NO", "ONE"}).ok());
   EXPECT_TRUE((*standby)->Command({"SET", "after", "promotion"}).ok());
+}
+
+}  // namespace
+}  // namespace ferry::testing
+
+namespace ferry::testing {
+namespace {
+
+// The metric names an expression or a rule file uses: ferry_... words.
+void CollectMetricNames(const std::string& text, std::set<std::string>* names) {
+  for (size_t at = text.find("ferry_"); at != std::string::npos; at = text.find("ferry_", at)) {
+    size_t end = at;
+    while (end < text.size() && (std::islower(static_cast<unsigned char>(text[end])) || text[end] == '_')) ++end;
+    // "ferry_kafka_connected." in prose is the name without the dot; a label value such as
+    // ferry_main (an application name) never appears in the kit.
+    names->insert(text.substr(at, end - at));
+    at = end;
+  }
+}
+
+// The families a /metrics page declares ("# TYPE name kind"), with a histogram's series.
+std::set<std::string> ExportedNames(const std::string& page) {
+  std::set<std::string> names;
+  for (absl::string_view line : absl::StrSplit(page, '\n')) {
+    if (!absl::ConsumePrefix(&line, "# TYPE ")) continue;
+    std::vector<std::string> f = absl::StrSplit(line, ' ');
+    if (f.size() != 2) continue;
+    names.insert(f[0]);
+    if (f[1] == "histogram") {
+      for (const char* s : {"_bucket", "_sum", "_count"}) names.insert(f[0] + s);
+    }
+  }
+  return names;
+}
+
+// The operators' kit in ops/: promtool accepts the alert rules and their unit tests pass (each
+// alert fires on its series, with its rendered text); the Grafana dashboard is JSON whose panels
+// all have queries; and every metric the rules and the dashboard name is one that a running
+// `ferry run` (PostgreSQL, Redis, Kafka, after a drill) or `ferry mirror` exports.
+TEST(OpsKitTest, AlertRulesAndDashboardUseOnlyWhatFerryExports) {
+  const std::string ops = std::string(FERRY_TESTDATA_DIR) + "/../../ops";
+  const std::string rules = ops + "/prometheus/ferry-alerts.yml";
+  for (const std::vector<std::string>& cmd :
+       {std::vector<std::string>{"promtool", "check", "rules", rules},
+        std::vector<std::string>{"promtool", "test", "rules", ops + "/prometheus/ferry-alerts-test.yml"}}) {
+    auto r = local::RunCommand(cmd);
+    ASSERT_TRUE(r.ok()) << r.status();  // promtool comes from Debian's prometheus (install-deps.sh)
+    EXPECT_EQ(r->exit_code, 0) << absl::StrJoin(cmd, " ") << "\n" << r->out << r->err;
+  }
+  std::set<std::string> used;
+  {
+    std::ifstream in(rules);
+    CollectMetricNames(std::string(std::istreambuf_iterator<char>(in), {}), &used);
+  }
+  std::ifstream dash_file(ops + "/grafana/ferry-dashboard.json");
+  const std::string dash_text((std::istreambuf_iterator<char>(dash_file)), {});
+  rapidjson::Document dash;
+  dash.Parse(dash_text.c_str());
+  ASSERT_FALSE(dash.HasParseError()) << "ferry-dashboard.json is not JSON";
+  ASSERT_TRUE(dash.HasMember("panels") && dash["panels"].IsArray() && dash["panels"].Size() > 0);
+  for (const auto& panel : dash["panels"].GetArray()) {
+    ASSERT_TRUE(panel.HasMember("targets") && panel["targets"].IsArray() && panel["targets"].Size() > 0)
+        << panel["title"].GetString();
+    for (const auto& t : panel["targets"].GetArray()) CollectMetricNames(t["expr"].GetString(), &used);
+  }
+  ASSERT_GE(used.size(), 15u);
+
+  auto run_port = local::FindFreeLoopbackPort();
+  auto mirror_port = local::FindFreeLoopbackPort();
+  ASSERT_TRUE(run_port.ok() && mirror_port.ok());
+  Regions s = Start(absl::StrCat("\n[http]\nlisten = \"127.0.0.1:", *run_port, "\"\n"));
+  ASSERT_TRUE(s.kafka && s.pg && s.redis && s.ferry && s.mirror);
+  // The mirror's [http] (its config ends with [mirror]).
+  ASSERT_TRUE(s.mirror->Terminate().ok());
+  std::ofstream(s.mirror_config, std::ios::app) << "\n[http]\nlisten = \"127.0.0.1:" << *mirror_port << "\"\n";
+  ASSERT_TRUE(s.mirror->Start().ok());
+  ASSERT_TRUE(RunFerrySucceeding({"drill", "--config", s.config}, "drill"));
+  Q(*s.pg, "insert into t (v) values ('x')");
+  httplib::Client run("127.0.0.1", *run_port), mirror("127.0.0.1", *mirror_port);
+  std::string run_page, mirror_page;
+  ASSERT_TRUE(WaitFor([&] {
+    auto a = run.Get("/metrics");
+    auto b = mirror.Get("/metrics");
+    run_page = a ? a->body : "";
+    mirror_page = b ? b->body : "";
+    return absl::StrContains(run_page, "ferry_drill_success{") && absl::StrContains(mirror_page, "ferry_mirror_lag_seconds{");
+  }, 60)) << run_page << "\n---\n" << mirror_page << "\n" << s.mirror->Log();
+  std::set<std::string> exported = ExportedNames(run_page);
+  exported.merge(ExportedNames(mirror_page));
+  for (const std::string& name : used) {
+    EXPECT_EQ(exported.count(name), 1u) << name << " is used by ops/ but ferry does not export it";
+  }
 }
 
 }  // namespace
