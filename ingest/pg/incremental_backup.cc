@@ -33,7 +33,8 @@ std::string ManifestPathField(const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<IncrementalHeader> ParseIncrementalHeader(absl::string_view file, const std::string& path) {
+absl::StatusOr<IncrementalHeader> ParseIncrementalHeader(absl::string_view file, uint64_t file_bytes,
+                                                         const std::string& path) {
   auto bad = [&](absl::string_view why) {
     return absl::DataLossError(absl::StrCat("incremental backup file ", path, ": ", why));
   };
@@ -56,8 +57,8 @@ absl::StatusOr<IncrementalHeader> ParseIncrementalHeader(absl::string_view file,
   // With blocks, the header is padded so that they start at a block boundary.
   if (count > 0 && header % kPgBlockBytes != 0) header += kPgBlockBytes - header % kPgBlockBytes;
   h.data_offset = header;
-  if (file.size() != header + size_t{count} * kPgBlockBytes) {
-    return bad(absl::StrCat(file.size(), " bytes, but its header lists ", count, " blocks"));
+  if (file_bytes != header + uint64_t{count} * kPgBlockBytes) {
+    return bad(absl::StrCat(file_bytes, " bytes, but its header lists ", count, " blocks"));
   }
   return h;
 }
@@ -71,6 +72,7 @@ absl::Status IncrementalCombiner::BeginFile(absl::string_view path, uint32_t mod
   file_mode_ = mode;
   mtime_ = mtime;
   buffer_.clear();
+  spilled_.reset();
   const size_t slash = path.rfind('/');
   const absl::string_view name = slash == absl::string_view::npos ? path : path.substr(slash + 1);
   if (path == "backup_manifest") {
@@ -94,10 +96,21 @@ absl::Status IncrementalCombiner::Write(absl::string_view bytes) {
       server_manifest_.append(bytes.data(), bytes.size());
       return absl::OkStatus();
     case Mode::kLabel:
-    case Mode::kIncrement:
-      // An INCREMENTAL file holds only the changed blocks of one 1 GiB segment.
       buffer_.append(bytes.data(), bytes.size());
       return absl::OkStatus();
+    case Mode::kIncrement:
+      // The changed blocks of one 1 GiB segment: in memory up to in_memory_bytes_.
+      if (spilled_ == nullptr && buffer_.size() + bytes.size() <= in_memory_bytes_) {
+        buffer_.append(bytes.data(), bytes.size());
+        return absl::OkStatus();
+      }
+      if (spilled_ == nullptr) {
+        FERRY_ASSIGN_OR_RETURN(spilled_, SpillFile::Create());
+        FERRY_RETURN_IF_ERROR(spilled_->AppendRaw(buffer_));
+        buffer_.clear();
+        buffer_.shrink_to_fit();
+      }
+      return spilled_->AppendRaw(bytes);
   }
   return absl::OkStatus();
 }
@@ -129,7 +142,26 @@ absl::Status IncrementalCombiner::EndFile() {
 // from the prior copy when it is before the truncation length and the copy has it, else it
 // is zeros (extended but never written).
 absl::Status IncrementalCombiner::Rebuild() {
-  FERRY_ASSIGN_OR_RETURN(const IncrementalHeader h, ParseIncrementalHeader(buffer_, path_));
+  // The header from the file's first bytes; a changed block's data from memory or the spill.
+  std::string head_bytes, spilled_block;
+  absl::string_view head = buffer_;
+  const uint64_t file_bytes = spilled_ != nullptr ? spilled_->bytes() : buffer_.size();
+  if (spilled_ != nullptr) {
+    FERRY_RETURN_IF_ERROR(
+        spilled_->ReadAt(0, static_cast<size_t>(std::min<uint64_t>(file_bytes, kIncrementalHeaderMaxBytes)), &head_bytes));
+    head = head_bytes;
+  }
+  FERRY_ASSIGN_OR_RETURN(const IncrementalHeader h, ParseIncrementalHeader(head, file_bytes, path_));
+  auto changed_block = [&](size_t i, absl::string_view* block) -> absl::Status {
+    const uint64_t at = h.data_offset + uint64_t{i} * kPgBlockBytes;
+    if (spilled_ == nullptr) {
+      *block = absl::string_view(buffer_).substr(static_cast<size_t>(at), kPgBlockBytes);
+      return absl::OkStatus();
+    }
+    FERRY_RETURN_IF_ERROR(spilled_->ReadAt(at, kPgBlockBytes, &spilled_block));
+    *block = spilled_block;
+    return absl::OkStatus();
+  };
   const size_t slash = path_.rfind('/');
   const std::string dir = slash == std::string::npos ? "" : path_.substr(0, slash + 1);
   const std::string real = dir + path_.substr(dir.size() + kIncrementalPrefix.size());
@@ -147,7 +179,7 @@ absl::Status IncrementalCombiner::Rebuild() {
     const int64_t i = changed_at[next];
     absl::string_view block;
     if (i >= 0) {
-      block = absl::string_view(buffer_).substr(h.data_offset + static_cast<size_t>(i) * kPgBlockBytes, kPgBlockBytes);
+      FERRY_RETURN_IF_ERROR(changed_block(static_cast<size_t>(i), &block));
     } else if (prior_block != nullptr && next < h.truncation_blocks) {
       block = absl::string_view(prior_block, kPgBlockBytes);
     } else {
@@ -184,6 +216,7 @@ absl::Status IncrementalCombiner::Rebuild() {
   // A partial last block of the prior copy (a file being extended while it was backed up)
   // counts as absent, as pg_combinebackup counts it.
   while (next < length) FERRY_RETURN_IF_ERROR(emit_block(nullptr));
+  spilled_.reset();
   return EndOut();
 }
 

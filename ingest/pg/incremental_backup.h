@@ -10,12 +10,14 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "ingest/pg/backup_manifest.h"
+#include "ingest/pg/spill_file.h"
 #include "pipeline/sink.h"
 
 namespace ferry::ingest::pg {
@@ -30,9 +32,17 @@ struct IncrementalHeader {
   size_t data_offset = 0;          // where the first block's data starts
 };
 
-// Parses an INCREMENTAL file's header and checks that its length is header plus blocks;
-// kDataLoss naming `path` otherwise.
-absl::StatusOr<IncrementalHeader> ParseIncrementalHeader(absl::string_view file, const std::string& path);
+// Parses an INCREMENTAL file's header from its first bytes (`head`: at least the header, or
+// the whole file when shorter) and checks that `file_bytes` is header plus blocks; kDataLoss
+// naming `path` otherwise.
+absl::StatusOr<IncrementalHeader> ParseIncrementalHeader(absl::string_view head, uint64_t file_bytes,
+                                                         const std::string& path);
+inline absl::StatusOr<IncrementalHeader> ParseIncrementalHeader(absl::string_view file, const std::string& path) {
+  return ParseIncrementalHeader(file, file.size(), path);
+}
+// The most an INCREMENTAL file's header takes: a block number for every block of a segment,
+// padded to a block.
+inline constexpr size_t kIncrementalHeaderMaxBytes = 12 + 4 * size_t{kPgSegmentBlocks} + kPgBlockBytes;
 
 // Hands the prior backup's copy of `path` to `sink`, in order; kNotFound when it has none.
 using PriorFileReader =
@@ -44,7 +54,10 @@ using PriorFileReader =
 // server's backup_manifest (it lists the INCREMENTAL files) for Finish.
 class IncrementalCombiner final : public pipeline::SnapshotSink {
  public:
-  IncrementalCombiner(pipeline::SnapshotSink* out, PriorFileReader prior) : out_(out), prior_(std::move(prior)) {}
+  // An INCREMENTAL file larger than `in_memory_bytes` waits for its rebuild in a SpillFile
+  // (under $TMPDIR): it can hold up to 90 % of a 1 GiB segment's blocks.
+  IncrementalCombiner(pipeline::SnapshotSink* out, PriorFileReader prior, size_t in_memory_bytes = 64 << 20)
+      : out_(out), prior_(std::move(prior)), in_memory_bytes_(in_memory_bytes) {}
 
   absl::Status AddDir(absl::string_view path, uint32_t mode, int64_t mtime) override;
   absl::Status BeginFile(absl::string_view path, uint32_t mode, int64_t mtime) override;
@@ -67,6 +80,8 @@ class IncrementalCombiner final : public pipeline::SnapshotSink {
 
   pipeline::SnapshotSink* out_;
   PriorFileReader prior_;
+  const size_t in_memory_bytes_;
+  std::unique_ptr<SpillFile> spilled_;  // the INCREMENTAL file being received, once too large
   Mode mode_ = Mode::kPass;
   std::string path_;  // the file the server is sending
   uint32_t file_mode_ = 0;

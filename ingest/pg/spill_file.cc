@@ -67,27 +67,37 @@ absl::StatusOr<std::unique_ptr<SpillFile>> SpillFile::Create(const std::string& 
 
 SpillFile::~SpillFile() { close(fd_); }
 
+absl::Status SpillFile::AppendRaw(absl::string_view bytes) {
+  FERRY_RETURN_IF_ERROR(WriteAll(fd_, bytes.data(), bytes.size(), size_, where_));
+  size_ += bytes.size();
+  return absl::OkStatus();
+}
+
+absl::Status SpillFile::ReadAt(uint64_t offset, size_t n, std::string* out) const {
+  if (offset > size_ || n > size_ - offset) {
+    return absl::DataLossError(absl::StrCat("spill file in ", where_, ": ", n, " bytes at ", offset, " are past its end"));
+  }
+  out->resize(n);
+  return ReadAll(fd_, out->data(), n, offset, where_);
+}
+
 absl::Status SpillFile::Append(absl::string_view blob) {
   char len[8];
   pipeline::PutBe64(len, blob.size());
-  FERRY_RETURN_IF_ERROR(WriteAll(fd_, len, sizeof(len), size_, where_));
-  FERRY_RETURN_IF_ERROR(WriteAll(fd_, blob.data(), blob.size(), size_ + sizeof(len), where_));
-  size_ += sizeof(len) + blob.size();
+  FERRY_RETURN_IF_ERROR(AppendRaw(absl::string_view(len, sizeof(len))));
+  FERRY_RETURN_IF_ERROR(AppendRaw(blob));
   ++blobs_;
   return absl::OkStatus();
 }
 
 absl::Status SpillFile::ForEach(const std::function<absl::Status(absl::string_view)>& fn) const {
-  std::string blob;
+  std::string len, blob;
   uint64_t at = 0;
   for (uint64_t i = 0; i < blobs_; ++i) {
-    char len[8];
-    FERRY_RETURN_IF_ERROR(ReadAll(fd_, len, sizeof(len), at, where_));
-    const uint64_t n = pipeline::GetBe64(len);
-    if (n > size_ - at - sizeof(len)) return absl::DataLossError(absl::StrCat("spill file in ", where_, ": bad length"));
-    blob.resize(n);
-    FERRY_RETURN_IF_ERROR(ReadAll(fd_, blob.data(), n, at + sizeof(len), where_));
-    at += sizeof(len) + n;
+    FERRY_RETURN_IF_ERROR(ReadAt(at, 8, &len));
+    const uint64_t n = pipeline::GetBe64(len.data());
+    FERRY_RETURN_IF_ERROR(ReadAt(at + 8, n, &blob));
+    at += 8 + n;
     FERRY_RETURN_IF_ERROR(fn(blob));
   }
   return absl::OkStatus();

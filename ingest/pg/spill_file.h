@@ -1,7 +1,8 @@
-// SpillFile: an anonymous temporary file of length-prefixed blobs, appended and then read back
-// in order. The logical source keeps a streamed transaction here while it is in progress, so
-// memory is bounded by max_record_bytes whatever the transaction's size (the file is gone when
-// the object is, or the process).
+// SpillFile: an anonymous temporary file, appended to and read back: raw bytes by offset, or
+// length-prefixed blobs in order. The logical source keeps a streamed transaction here while it
+// is in progress, and an incremental backup a large INCREMENTAL file while it is rebuilt, so
+// that memory is bounded whatever their size (the file is gone when the object is, or the
+// process).
 #pragma once
 
 #include <cstdint>
@@ -22,6 +23,12 @@ class SpillFile {
   SpillFile(const SpillFile&) = delete;
   SpillFile& operator=(const SpillFile&) = delete;
 
+  // Raw bytes at the end, and `n` bytes from `offset` into *out (kDataLoss past the end).
+  absl::Status AppendRaw(absl::string_view bytes);
+  absl::Status ReadAt(uint64_t offset, size_t n, std::string* out) const;
+
+  // A blob (its length, then its bytes) at the end; ForEach reads the blobs back. A file holds
+  // blobs or raw bytes, not both.
   absl::Status Append(absl::string_view blob);
   // Calls fn with each blob, in the order appended; the first error stops it.
   absl::Status ForEach(const std::function<absl::Status(absl::string_view)>& fn) const;

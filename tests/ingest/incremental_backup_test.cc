@@ -72,20 +72,26 @@ std::string ServerManifest() {
                       "\"}\n");
 }
 
-TEST(IncrementalBackupTest, RebuildsFilesTheWayPgCombinebackupDoes) {
+// in_memory_bytes: where an INCREMENTAL file starts to wait in a spill file instead of memory.
+void RebuildsFilesTheWayPgCombinebackupDoes(size_t in_memory_bytes) {
   // The prior copy: 4 blocks a b c d.
   std::map<std::string, std::string> prior = {{"base/5/16384", Block('a') + Block('b') + Block('c') + Block('d')},
                                               {"base/5/16385", Block('p') + Block('q')},
                                               // a partial last block: being extended when it was backed up
                                               {"base/5/16386", Block('m') + "xyz"}};
   MemorySink out;
-  IncrementalCombiner combiner(&out, [&](const std::string& path, const std::function<absl::Status(absl::string_view)>& sink) {
-    auto it = prior.find(path);
-    if (it == prior.end()) return absl::NotFoundError(path);
-    // Cut at odd places: blocks may arrive split.
-    for (size_t at = 0; at < it->second.size(); at += 3000) FERRY_RETURN_IF_ERROR(sink(absl::string_view(it->second).substr(at, 3000)));
-    return absl::OkStatus();
-  });
+  IncrementalCombiner combiner(
+      &out,
+      [&](const std::string& path, const std::function<absl::Status(absl::string_view)>& sink) {
+        auto it = prior.find(path);
+        if (it == prior.end()) return absl::NotFoundError(path);
+        // Cut at odd places: blocks may arrive split.
+        for (size_t at = 0; at < it->second.size(); at += 3000) {
+          FERRY_RETURN_IF_ERROR(sink(absl::string_view(it->second).substr(at, 3000)));
+        }
+        return absl::OkStatus();
+      },
+      in_memory_bytes);
   auto file = [&](const std::string& path, const std::string& bytes) {
     ASSERT_TRUE(combiner.BeginFile(path, 0600, 1796637600).ok());
     for (size_t at = 0; at < bytes.size(); at += 5000) ASSERT_TRUE(combiner.Write(absl::string_view(bytes).substr(at, 5000)).ok());
@@ -127,6 +133,13 @@ TEST(IncrementalBackupTest, RebuildsFilesTheWayPgCombinebackupDoes) {
   EXPECT_NE(manifest.find("\"System-Identifier\": 7447"), std::string::npos) << manifest;
   EXPECT_NE(manifest.find("\"Start-LSN\": \"0/5000028\""), std::string::npos) << manifest;
   EXPECT_EQ(manifest.find("INCREMENTAL."), std::string::npos) << manifest;
+}
+
+TEST(IncrementalBackupTest, RebuildsFilesTheWayPgCombinebackupDoes) { RebuildsFilesTheWayPgCombinebackupDoes(64 << 20); }
+
+// The same with every INCREMENTAL file past 10,000 bytes waiting in a spill file.
+TEST(IncrementalBackupTest, LargeIncrementsWaitInASpillFileWithTheSameResult) {
+  RebuildsFilesTheWayPgCombinebackupDoes(10000);
 }
 
 TEST(IncrementalBackupTest, DamageAndAMissingPriorFileAreDataLoss) {
