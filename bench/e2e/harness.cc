@@ -7,13 +7,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "local/local_postgres.h"
@@ -74,6 +77,19 @@ absl::StatusOr<pipeline::Lsn> QueryLsn(const local::LocalPostgres& pg, const std
   auto s = pg.Query(sql);
   if (!s.ok()) return s.status();
   return pipeline::Lsn::Parse(*s);
+}
+
+absl::StatusOr<std::string> StartKafkaMock(const std::string& ferry, const std::string& log, pid_t* pid) {
+  *pid = Spawn({ferry, "kafka-mock", "--brokers", "1"}, log);
+  // Its stdout is the address alone; its stderr lines start with "ferry".
+  for (int i = 0; i < 100; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::ifstream in(log);
+    for (std::string line; std::getline(in, line);) {
+      if (!absl::StartsWith(line, "ferry") && absl::StrContains(line, ":")) return line;
+    }
+  }
+  return absl::UnavailableError(absl::StrCat("ferry kafka-mock printed no bootstrap address; see ", log));
 }
 
 absl::StatusOr<std::unique_ptr<BenchService>> BenchService::Start(const std::string& dir, const std::string& archive,

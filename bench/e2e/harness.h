@@ -57,6 +57,10 @@ class BenchService {
   absl::Status result_;
 };
 
+// `ferry kafka-mock --brokers 1` as a child (its pid in *pid, for Reap), logging to `log`;
+// returns its bootstrap address once it has printed it.
+absl::StatusOr<std::string> StartKafkaMock(const std::string& ferry, const std::string& log, pid_t* pid);
+
 // One LSN from a query, e.g. "select pg_current_wal_lsn()".
 absl::StatusOr<pipeline::Lsn> QueryLsn(const local::LocalPostgres& pg, const std::string& sql);
 

@@ -55,6 +55,30 @@ absl::StatusOr<double> WaitConfirmed(const LocalPostgres& pg, const std::string&
   return absl::DeadlineExceededError(absl::StrCat("slot ", slot, " did not reach ", end.ToString(), " in 10 min"));
 }
 
+// The rows on stdout, and as logical.md and logical.csv in out_dir.
+void WriteTables(const std::vector<Row>& rows, const std::string& out_dir, int scale, int clients, int seconds) {
+  for (const Row& r : rows) {
+    std::printf("bench: %-48s %9llu events  %7.2f s  %9.0f events/s  CPU %.2f s  RSS %.0f MiB\n", r.consumer.c_str(),
+                static_cast<unsigned long long>(r.events), r.seconds, r.events_per_s(), r.cpu_s, r.max_rss_mib);
+  }
+
+  std::filesystem::create_directories(out_dir);
+  std::ofstream csv(out_dir + "/logical.csv");
+  csv << "consumer,events,seconds,events_per_s,cpu_s,max_rss_mib\n";
+  std::ofstream md(out_dir + "/logical.md");
+  md << "| consumer | events | seconds | events/s | vs pg_recvlogical | CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|\n";
+  for (const Row& r : rows) {
+    csv << absl::StrFormat("\"%s\",%d,%.3f,%.0f,%.3f,%.1f\n", r.consumer, r.events, r.seconds, r.events_per_s(), r.cpu_s,
+                           r.max_rss_mib);
+    md << absl::StrFormat("| %s | %d | %.2f | %.0f | %.2fx | %.2f | %.0f |\n", r.consumer, r.events, r.seconds,
+                          r.events_per_s(), r.events_per_s() / std::max(1.0, rows[0].events_per_s()), r.cpu_s,
+                          r.max_rss_mib);
+  }
+  md << absl::StrFormat("\npgbench -i -s %d, then -c %d -j 2 for %d s, consumers detached; each then catches up alone. "
+                        "Equal event counts mean both saw the same changes.\n",
+                        scale, clients, seconds);
+}
+
 absl::Status Main(int scale, int seconds, int clients, const std::string& out_dir) {
   FERRY_ASSIGN_OR_RETURN(std::string dir, local::MakeTempDir("ferry-bench-logical"));
   local::LocalPostgresOptions po;
@@ -64,16 +88,8 @@ absl::Status Main(int scale, int seconds, int clients, const std::string& out_di
   const std::string config = dir + "/ferry.toml";
   // Kafka in a process of its own, as it is in production: the mock broker keeps every
   // message in memory, which is not ferry's to count.
-  const pid_t kafka = Spawn({FERRY_BINARY, "kafka-mock", "--brokers", "1"}, dir + "/kafka.log");
-  std::string bootstrap;
-  for (int i = 0; i < 100 && bootstrap.empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    std::ifstream log(dir + "/kafka.log");
-    for (std::string line; std::getline(log, line);) {
-      if (!absl::StartsWith(line, "ferry") && absl::StrContains(line, ":")) bootstrap = line;
-    }
-  }
-  if (bootstrap.empty()) return absl::UnavailableError("ferry kafka-mock printed no bootstrap address");
+  pid_t kafka = 0;
+  FERRY_ASSIGN_OR_RETURN(const std::string bootstrap, StartKafkaMock(FERRY_BINARY, dir + "/kafka.log", &kafka));
   std::ofstream(config) << "drill_every = \"0s\"\n[archive]\npath = \"" << archive << "\"\n\n[kafka]\nbrokers = \""
                         << bootstrap << "\"\n\n"
                         << "[[source]]\nname = \"main\"\nkind = \"postgres\"\nconninfo = \"" << pg->Conninfo()
@@ -125,26 +141,7 @@ absl::Status Main(int scale, int seconds, int clients, const std::string& out_di
     for (char c : changes.out) r.events += c == '\n' ? 1 : 0;
     rows.push_back(r);
   }
-  for (const Row& r : rows) {
-    std::printf("bench: %-48s %9llu events  %7.2f s  %9.0f events/s  CPU %.2f s  RSS %.0f MiB\n", r.consumer.c_str(),
-                static_cast<unsigned long long>(r.events), r.seconds, r.events_per_s(), r.cpu_s, r.max_rss_mib);
-  }
-
-  std::filesystem::create_directories(out_dir);
-  std::ofstream csv(out_dir + "/logical.csv");
-  csv << "consumer,events,seconds,events_per_s,cpu_s,max_rss_mib\n";
-  std::ofstream md(out_dir + "/logical.md");
-  md << "| consumer | events | seconds | events/s | vs pg_recvlogical | CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|\n";
-  for (const Row& r : rows) {
-    csv << absl::StrFormat("\"%s\",%d,%.3f,%.0f,%.3f,%.1f\n", r.consumer, r.events, r.seconds, r.events_per_s(), r.cpu_s,
-                           r.max_rss_mib);
-    md << absl::StrFormat("| %s | %d | %.2f | %.0f | %.2fx | %.2f | %.0f |\n", r.consumer, r.events, r.seconds,
-                          r.events_per_s(), r.events_per_s() / std::max(1.0, rows[0].events_per_s()), r.cpu_s,
-                          r.max_rss_mib);
-  }
-  md << absl::StrFormat("\npgbench -i -s %d, then -c %d -j 2 for %d s, consumers detached; each then catches up alone. "
-                        "Equal event counts mean both saw the same changes.\n",
-                        scale, clients, seconds);
+  WriteTables(rows, out_dir, scale, clients, seconds);
   Reap(kafka, SIGTERM);
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);

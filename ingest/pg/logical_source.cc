@@ -182,7 +182,6 @@ absl::Status PgLogicalSource::Spill(Txn* txn) {
                  txn->xid, options_.max_record_bytes);
   }
   for (const Change& c : txn->changes) txn->spilled_subxids.push_back(c.subxid);
-  stats_.spilled_bytes.fetch_add(txn->bytes, std::memory_order_relaxed);
   return txn->spill->Append(pipeline::EncodeChangeBatch(TakeBatch(txn)));
 }
 
@@ -403,7 +402,7 @@ absl::Status PgLogicalSource::CommitTxn(std::unique_ptr<Txn> txn, const PgOutput
   if (txn->skip || m.commit_lsn < skip_below_lsn_) return absl::OkStatus();
   stats_.transactions.fetch_add(1, std::memory_order_relaxed);
   if (txn->spill != nullptr) {
-    // What was spilled comes first; then what is left in memory, dropped below if aborted.
+    // What was spilled comes first (without aborted sub-transactions), then what is in memory.
     FERRY_RETURN_IF_ERROR(EmitSpilled(txn.get()));
   }
   if (txn->bytes > options_.max_record_bytes) {
@@ -511,10 +510,9 @@ absl::Status PgLogicalSource::OnStreamAbort(const PgOutputMessage& m) {
     streamed_.erase(it);
   } else {
     Txn& txn = *it->second;
-    auto aborted = std::remove_if(txn.changes.begin(), txn.changes.end(),
-                                  [&](const Change& c) { return c.subxid == m.subxid; });
-    for (auto c = aborted; c != txn.changes.end(); ++c) txn.bytes -= c->bytes;
-    txn.changes.erase(aborted, txn.changes.end());
+    auto of_subxact = [&](const Change& c) { return c.subxid == m.subxid; };
+    for (const Change& c : txn.changes) txn.bytes -= of_subxact(c) ? c.bytes : 0;
+    txn.changes.erase(std::remove_if(txn.changes.begin(), txn.changes.end(), of_subxact), txn.changes.end());
     // Its spilled events are dropped when the parts are read back at the commit.
     if (txn.spill != nullptr) txn.aborted_subxids.insert(m.subxid);
   }

@@ -46,7 +46,6 @@ struct PgLogicalStats {
   std::atomic<uint64_t> transactions{0};
   std::atomic<uint64_t> events{0};
   std::atomic<uint64_t> snapshot_rows{0};
-  std::atomic<uint64_t> spilled_bytes{0};  // of streamed transactions, kept on disk until their commit
 };
 
 // Runs on one thread (Stream); RequestStop may be called from any thread.
