@@ -20,7 +20,7 @@ PACKAGES=(
   # the TLS test makes its CA and server certificate with the openssl command
   openssl
   # promtool checks ops/prometheus's alert rules (Debian ships it only inside the server's
-  # package, whose service a systemd machine then runs on :9090; ferry never uses it)
+  # package; the server itself is stopped and disabled below)
   prometheus
   # bench/plot.sh draws the benchmarks' PNG charts (python3 reads the CSVs)
   gnuplot-nox python3
@@ -79,4 +79,10 @@ if [ ${#still_missing[@]} -ne 0 ]; then
   exit 1
 fi
 echo "install-deps: installed ${#missing[@]} packages"
+# prometheus came for its promtool alone: its server, which the package starts under systemd,
+# is stopped and disabled again.
+if printf '%s\n' "${missing[@]}" | grep -qx prometheus && [ -d /run/systemd/system ]; then
+  "${SUDO[@]}" systemctl disable --now prometheus </dev/null || true
+  echo "install-deps: stopped and disabled the prometheus service (ferry needs only promtool)"
+fi
 fetch_postgres
