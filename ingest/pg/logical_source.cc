@@ -177,7 +177,7 @@ absl::Status PgLogicalSource::AppendBatch(Txn* txn, ChangeBatch b, bool last, ui
 
 absl::Status PgLogicalSource::Spill(Txn* txn) {
   if (txn->spill == nullptr) {
-    FERRY_ASSIGN_OR_RETURN(txn->spill, SpillFile::Create(options_.spill_dir));
+    FERRY_ASSIGN_OR_RETURN(txn->spill, SpillFile::Create());
     spdlog::info("event=transaction_spilled xid={} reason=\"streamed before its commit, larger than {} bytes\"",
                  txn->xid, options_.max_record_bytes);
   }

@@ -32,10 +32,9 @@ struct PgLogicalOptions {
   bool create_slot = true;
   bool slot_failover = false;  // create the slot with FAILOVER (17+)
   int status_interval_ms = 10000;
-  size_t max_record_bytes = 1 << 20;  // a transaction's record is cut into parts of about this size
-  // Where a streamed transaction larger than max_record_bytes waits for its commit (an
-  // unlinked file; empty: $TMPDIR or /tmp). Memory holds at most max_record_bytes of it.
-  std::string spill_dir;
+  // A transaction's record is cut into parts of about this size; a streamed transaction
+  // larger than it waits for its commit in a SpillFile ($TMPDIR, else /tmp), not in memory.
+  size_t max_record_bytes = 1 << 20;
   size_t snapshot_fetch_rows = 2000;  // rows per FETCH while reading the initial snapshot
 };
 
