@@ -25,7 +25,9 @@ Batcher::~Batcher() { (void)Stop(); }
 
 absl::Status Batcher::Admit(size_t bytes) {
   // Back-pressure: wait for room, but always admit into an empty queue so that one record (or
-  // run) larger than the limit cannot deadlock.
+  // run) larger than the limit cannot deadlock. A burst that fills the queue is handed to the
+  // worker: the producer cannot write it while it waits here.
+  if (queued_bytes_ >= options_.max_queued_bytes) burst_ = false;
   mu_.Await(absl::Condition(
       +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
         return !b->error_.ok() || b->stopping_ ||
@@ -128,16 +130,67 @@ absl::Status Batcher::Stop() {
   return error_;
 }
 
+void Batcher::BeginBurst() {
+  absl::MutexLock lock(&mu_);
+  // Only an immediate sink writes on the producer's thread: one that waits between commits
+  // gathers them on the worker, and a held one (disk space) waits there too.
+  burst_ = commit_delay_ == absl::ZeroDuration() && !held_;
+}
+
+absl::Status Batcher::EndBurst() {
+  std::deque<Item> batch;
+  {
+    absl::MutexLock lock(&mu_);
+    const bool mine = burst_;
+    burst_ = false;
+    if (!error_.ok()) return error_;
+    // Under way (busy_): the worker takes this burst with whatever follows once it is done.
+    if (!mine || busy_ || stopping_ || queue_.empty()) return absl::OkStatus();
+    if (options_.hold && (held_ = options_.hold())) return absl::OkStatus();  // the worker waits for space
+    TakeBatch(&batch);
+  }
+  absl::Status status = WriteBatch(batch, /*on_producer=*/true);
+  absl::MutexLock lock(&mu_);
+  FinishBatch(status);
+  return status;
+}
+
+void Batcher::TakeBatch(std::deque<Item>* batch) {
+  // Everything that queued while the last batch was syncing, up to the batch limit: that is
+  // the group commit.
+  size_t taken = 0;
+  while (!queue_.empty() && (batch->empty() || taken < options_.max_batch_bytes)) {
+    taken += queue_.front().record.payload.size() + kQueuedRecordOverhead;
+    batch->push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  queued_bytes_ -= std::min(queued_bytes_, taken);
+  busy_ = true;
+}
+
+void Batcher::FinishBatch(const absl::Status& status) {
+  last_write_end_ = std::chrono::steady_clock::now();
+  busy_ = false;
+  if (!status.ok() && error_.ok()) {
+    error_ = status;
+    queue_.clear();
+    progress_.Notify();
+  }
+}
+
 void Batcher::Run() {
   std::deque<Item> batch;
   while (true) {
     {
       absl::MutexLock lock(&mu_);
+      // A burst is the producer's to write (EndBurst) unless the batcher is stopping; a batch
+      // under way (EndBurst's) is waited for.
       mu_.Await(absl::Condition(
           +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
-            return !b->queue_.empty() || b->stopping_;
+            return !b->busy_ && ((!b->queue_.empty() && !b->burst_) || b->stopping_ || !b->error_.ok());
           },
           this));
+      if (!error_.ok()) return;  // a write on the producer's thread failed
       if (queue_.empty()) return;  // stopping and drained
       // Gathers a larger group commit. A full batch or stopping ends the wait, so the delay
       // never caps throughput; a new delay (SetCommitDelay) is taken into account at once.
@@ -155,6 +208,8 @@ void Batcher::Run() {
                                  this),
                              absl::FromChrono(ready - now));
       }
+      // The producer may have started and written a burst while the delay was waited out.
+      if (busy_ || (burst_ && !stopping_) || queue_.empty()) continue;
       if (options_.hold) {
         held_ = options_.hold();
         if (held_) {
@@ -166,32 +221,17 @@ void Batcher::Run() {
           continue;
         }
       }
-      // Take everything that queued while the last batch was syncing, up to the batch limit:
-      // that is the group commit.
-      size_t taken = 0;
-      while (!queue_.empty() && (batch.empty() || taken < options_.max_batch_bytes)) {
-        taken += queue_.front().record.payload.size() + kQueuedRecordOverhead;
-        batch.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-      queued_bytes_ -= std::min(queued_bytes_, taken);
-      busy_ = true;
+      TakeBatch(&batch);
     }
-    absl::Status status = WriteBatch(batch);
+    absl::Status status = WriteBatch(batch, /*on_producer=*/false);
     batch.clear();
     absl::MutexLock lock(&mu_);
-    last_write_end_ = std::chrono::steady_clock::now();
-    busy_ = false;
-    if (!status.ok()) {
-      error_ = status;
-      queue_.clear();
-      progress_.Notify();
-      return;
-    }
+    FinishBatch(status);
+    if (!status.ok()) return;
   }
 }
 
-absl::Status Batcher::WriteBatch(std::deque<Item>& batch) {
+absl::Status Batcher::WriteBatch(std::deque<Item>& batch, bool on_producer) {
   EncodedFrames& frames = encoded_;
   frames.bytes.clear();
   frames.headers.clear();
@@ -236,7 +276,7 @@ absl::Status Batcher::WriteBatch(std::deque<Item>& batch) {
       last_end_ = h.end_pos;
     }
     progress_.SetWritten(last_end_);
-    progress_.SetSynced(last_end_);
+    progress_.SetSynced(last_end_, /*wake=*/!on_producer);
     if (options_.on_synced) options_.on_synced();
     frames.bytes.clear();
     frames.headers.clear();

@@ -22,8 +22,12 @@ namespace ferry::pipeline {
 
 struct BatcherOptions {
   size_t max_frame_raw_bytes = 1 << 20;   // a frame closes when its payload reaches this
-  size_t max_batch_bytes = 16 << 20;      // one group commit writes at most this much payload
-  size_t max_queued_bytes = 64 << 20;     // Append blocks above this (back-pressure)
+  // One group commit writes at most this much payload, and Append blocks above max_queued_bytes
+  // (back-pressure). They bound the stream's memory (queue, and the encode buffer that keeps a
+  // batch's size). 4 MiB is one fdatasync per ~10 ms of a fast disk's bandwidth: larger batches
+  // buy no measurable throughput (ferry_bench_physical --load bulk), only memory.
+  size_t max_batch_bytes = 4 << 20;
+  size_t max_queued_bytes = 16 << 20;
   int zstd_level = 1;                     // 0 = store uncompressed
   // A group commit starts at least this long after the previous one ended, or once a full
   // batch (max_batch_bytes) is queued: under a steady stream, fewer and larger writes and
@@ -71,6 +75,8 @@ class Batcher final : public StreamSink {
   absl::Status AppendRun(StreamPosition start, std::vector<Record>* records) override;
   absl::Status PutFile(absl::string_view name, absl::string_view contents) override;
   absl::Status Drain() override;
+  void BeginBurst() override;
+  absl::Status EndBurst() override;
   StreamProgress& progress() override { return progress_; }
   const BatcherStats& stats() const { return stats_; }
 
@@ -105,7 +111,12 @@ class Batcher final : public StreamSink {
   // or kCancelled when stopping.
   absl::Status Admit(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Run();
-  absl::Status WriteBatch(std::deque<Item>& batch);
+  // Moves what is queued, up to max_batch_bytes, into *batch and marks the batcher busy.
+  void TakeBatch(std::deque<Item>* batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a batch's write, on the thread that wrote it: not busy, and a failure recorded.
+  void FinishBatch(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `on_producer`: EndBurst's write, on the thread that waits for its progress.
+  absl::Status WriteBatch(std::deque<Item>& batch, bool on_producer);
   // consumer_->Write, retried while the disk is full (see BatcherOptions::on_disk_full).
   absl::Status WriteFrames(const EncodedFrames& frames);
 
@@ -120,14 +131,16 @@ class Batcher final : public StreamSink {
   std::chrono::steady_clock::time_point last_write_end_ ABSL_GUARDED_BY(mu_);  // epoch: never written
   absl::Duration commit_delay_ ABSL_GUARDED_BY(mu_);  // options_.commit_delay, then SetCommitDelay's
   bool delay_changed_ ABSL_GUARDED_BY(mu_) = false;   // SetCommitDelay was called during a wait
-  bool busy_ ABSL_GUARDED_BY(mu_) = false;  // the worker holds a batch
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;  // a batch is being written (by the worker or EndBurst)
+  bool burst_ ABSL_GUARDED_BY(mu_) = false;  // between BeginBurst and EndBurst: the worker waits
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool held_ ABSL_GUARDED_BY(mu_) = false;  // options_.hold() said so at the last poll
   bool stop_if_held_ ABSL_GUARDED_BY(mu_) = false;  // StopIfHeld was called
   absl::Status error_ ABSL_GUARDED_BY(mu_);
 
-  // Worker state (set by Resume before the first Append, then only by the worker): where the
-  // stream ends as appended (tail_, for gap checks) and as synced (last_, for epoch changes).
+  // Writing state (set by Resume before the first Append, then only by whichever thread holds
+  // busy_: the worker, or the producer in EndBurst): where the stream ends as appended (tail_,
+  // for gap checks) and as synced (last_, for epoch changes).
   bool have_tail_ = false;
   uint32_t tail_epoch_ = 0;
   uint64_t tail_end_ = 0;

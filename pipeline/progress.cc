@@ -20,9 +20,9 @@ void StreamProgress::Advance(std::atomic<uint64_t>& level, uint64_t pos) {
   }
 }
 
-void StreamProgress::SetSynced(uint64_t pos) {
+void StreamProgress::SetSynced(uint64_t pos, bool wake) {
   Advance(synced_, pos);
-  Notify();
+  if (wake) Notify();
 }
 
 void StreamProgress::SetShipped(uint64_t pos) {

@@ -25,8 +25,9 @@ class StreamProgress {
 
   void SetReceived(uint64_t pos) { Advance(received_, pos); }
   void SetWritten(uint64_t pos) { Advance(written_, pos); }
-  // Wakes the source (notify_fd) so a synchronous commit is acknowledged at once.
-  void SetSynced(uint64_t pos);
+  // Wakes the source (notify_fd) so a synchronous commit is acknowledged at once; `wake`
+  // false when the source's own thread synced it (Batcher::EndBurst) and sees it on return.
+  void SetSynced(uint64_t pos, bool wake = true);
   void SetShipped(uint64_t pos);
 
   uint64_t received() const { return received_.load(std::memory_order_acquire); }

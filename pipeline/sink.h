@@ -38,6 +38,16 @@ class StreamSink {
 
   virtual StreamProgress& progress() = 0;
 
+  // For a source that reads its input in bursts (everything its connection has buffered):
+  // records appended between BeginBurst and EndBurst do not wake the sink's writer thread, and
+  // EndBurst makes them durable on the calling thread when no group commit is under way. On
+  // the path a synchronous commit waits on, there is then no hand-off between threads at all:
+  // receive, write, sync and acknowledge happen on the source's thread, as in pg_receivewal.
+  // When a group commit is under way, or the sink waits between commits (commit_delay), EndBurst
+  // leaves the records to the writer thread and returns at once. The default does neither.
+  virtual void BeginBurst() {}
+  virtual absl::Status EndBurst() { return absl::OkStatus(); }
+
   // How long the sink waits between group commits (0: it writes as soon as it can). Nothing a
   // source hands over becomes durable sooner, so a source may read its input in bursts this
   // far apart: fewer wake-ups for the same latency.

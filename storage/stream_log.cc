@@ -35,6 +35,17 @@ absl::Status MakeDirs(const std::string& path) {
   return absl::OkStatus();
 }
 
+// Writes zeros to file[from, to) without syncing.
+absl::Status WriteZeros(DurableFile& file, uint64_t from, uint64_t to) {
+  static const std::string* const kZeros = new std::string(1 << 20, '\0');
+  for (uint64_t at = from; at < to;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(kZeros->size(), to - at));
+    FERRY_RETURN_IF_ERROR(file.WriteAt(at, absl::string_view(*kZeros).substr(0, n)));
+    at += n;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ReadRange(const std::string& path, uint64_t offset, size_t len) {
   std::string out;
   FERRY_RETURN_IF_ERROR(ReadRangeInto(path, offset, len, &out));
@@ -43,7 +54,7 @@ absl::StatusOr<std::string> ReadRange(const std::string& path, uint64_t offset, 
 
 }  // namespace
 
-absl::Status ReadRangeInto(const std::string& path, uint64_t offset, size_t len, std::string* out) {
+absl::Status ReadRangeInto(const std::string& path, uint64_t offset, size_t len, std::string* out, bool to_eof) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open", path, errno);
   out->resize(len);
@@ -55,6 +66,10 @@ absl::Status ReadRangeInto(const std::string& path, uint64_t offset, size_t len,
       int err = n < 0 ? errno : 0;
       close(fd);
       if (err != 0) return ErrnoStatus("read", path, err);
+      if (to_eof) {
+        out->resize(done);
+        return absl::OkStatus();
+      }
       return absl::DataLossError(absl::StrCat("read ", path, ": unexpected end of file at offset ",
                                               offset + done));
     }
@@ -123,7 +138,12 @@ absl::Status StreamLog::Load() {
   // the active segment is never trusted after a restart).
   active_seq_ = segments_.back();
   FERRY_ASSIGN_OR_RETURN(active_, OpenDurableFile(SegmentPath(active_seq_), options_.writer, false));
-  FERRY_ASSIGN_OR_RETURN(active_size_, FileSize(SegmentPath(active_seq_)));
+  FERRY_ASSIGN_OR_RETURN(zeroed_end_, FileSize(SegmentPath(active_seq_)));
+  // Appending resumes after the last frame; what follows it is zeros written ahead (the scan
+  // cut anything else away as a torn tail).
+  active_size_ = frames_.empty() || frames_.back().segment_seq != active_seq_
+                     ? kSegmentHeaderSize
+                     : frames_.back().offset + frames_.back().header.frame_size();
   const std::string index_path = absl::StrCat(dir_, "/", IndexFileName(active_seq_));
   FERRY_ASSIGN_OR_RETURN(active_index_, OpenDurableFile(index_path, WriterKind::kPosix, true));
   FERRY_RETURN_IF_ERROR(active_index_->Truncate(0));
@@ -181,6 +201,7 @@ absl::Status StreamLog::StartSegment(uint64_t seq) {
   h.created_us = pipeline::NowUnixMicros();
   FERRY_ASSIGN_OR_RETURN(auto file, OpenDurableFile(path, options_.writer, true));
   FERRY_RETURN_IF_ERROR(file->Truncate(0));
+  FERRY_RETURN_IF_ERROR(WriteZeros(*file, kSegmentHeaderSize, kSegmentHeaderSize + options_.zero_ahead));
   FERRY_RETURN_IF_ERROR(file->WriteDurably(0, EncodeSegmentHeader(h)));
   FERRY_ASSIGN_OR_RETURN(
       auto index, OpenDurableFile(absl::StrCat(dir_, "/", IndexFileName(seq)), WriterKind::kPosix, true));
@@ -191,6 +212,7 @@ absl::Status StreamLog::StartSegment(uint64_t seq) {
   active_index_ = std::move(index);
   active_seq_ = seq;
   active_size_ = kSegmentHeaderSize;
+  zeroed_end_ = kSegmentHeaderSize + options_.zero_ahead;
   active_index_size_ = 0;
   segments_.push_back(seq);
   return absl::OkStatus();
@@ -203,6 +225,9 @@ absl::Status StreamLog::SealActive() {
     if (!FlushIndex().ok()) index_pending_.clear();
     FERRY_RETURN_IF_ERROR(active_index_->Sync());
   }
+  // A sealed segment ends at its last frame: the zeros written ahead go (durably, before the
+  // next segment exists, so that only the last segment of a stream ever ends in zeros).
+  if (active_ != nullptr && zeroed_end_ > active_size_) FERRY_RETURN_IF_ERROR(active_->Truncate(active_size_));
   active_.reset();
   active_index_.reset();
   return absl::OkStatus();
@@ -243,11 +268,12 @@ absl::Status StreamLog::Write(const pipeline::EncodedFrames& frames, size_t* dur
 absl::Status StreamLog::WriteToActive(absl::string_view bytes, const FrameHeader* headers,
                                       size_t count) {
   const uint64_t at = active_size_;
-  absl::Status st = active_->WriteDurably(at, bytes);
+  absl::Status st = ZeroAhead(at + bytes.size());
+  if (st.ok()) st = active_->WriteDurably(at, bytes);
   if (!st.ok()) {
     // Leave no partial frame behind as if it were good; if even that fails, recovery on the
     // next open truncates the torn tail.
-    (void)active_->Truncate(at);
+    if (active_->Truncate(at).ok()) zeroed_end_ = at;
     return st;
   }
   uint64_t off = at;
@@ -260,6 +286,16 @@ absl::Status StreamLog::WriteToActive(absl::string_view bytes, const FrameHeader
   // The frames are durable whatever happens to their index entries: a failed index write
   // (ENOSPC) is retried with the next write, or the index is rebuilt from the segment at open.
   (void)FlushIndex();
+  return absl::OkStatus();
+}
+
+absl::Status StreamLog::ZeroAhead(uint64_t end) {
+  if (options_.zero_ahead == 0 || end + options_.zero_ahead / 2 <= zeroed_end_) return absl::OkStatus();
+  // Written before the frames and synced with them: a crash between the two leaves zeros (or
+  // a torn frame) after the last durable frame, which recovery tells from damage.
+  const uint64_t to = end + options_.zero_ahead;
+  FERRY_RETURN_IF_ERROR(WriteZeros(*active_, std::max(end, zeroed_end_), to));
+  zeroed_end_ = to;
   return absl::OkStatus();
 }
 
@@ -321,9 +357,10 @@ absl::StatusOr<std::vector<pipeline::RecordView>> StreamLog::ReadRecords(
 
 void StreamLog::CheckFrames(size_t first, size_t last,
                             const std::function<void(size_t, const absl::Status&)>& on_result) const {
-  // Frames that follow each other in one segment are read with one pread (up to 8 MiB): the
-  // cost is the checksums and the decoding, not a file open per frame.
-  constexpr uint64_t kMaxRead = 8 << 20;
+  // Frames that follow each other in one segment are read with one pread (up to 1 MiB): the
+  // cost is the checksums and the decoding, not a file open per frame. The buffer stays with
+  // the thread (the service's verifier), so it is kept small: it counts in the service's RSS.
+  constexpr uint64_t kMaxRead = 1 << 20;
   thread_local std::string bytes;
   std::string scratch;
   size_t i = first;
@@ -457,7 +494,12 @@ uint64_t StreamLog::total_bytes() const {
   uint64_t total = 0;
   for (uint64_t seq : segments_) {
     auto size = FileSize(SegmentPath(seq));
-    if (size.ok()) total += *size;
+    if (!size.ok()) continue;
+    // The last segment's zeros written ahead hold nothing yet.
+    if (seq == segments_.back() && !frames_.empty() && frames_.back().segment_seq == seq) {
+      *size = std::min(*size, frames_.back().offset + frames_.back().header.frame_size());
+    }
+    total += *size;
   }
   return total;
 }

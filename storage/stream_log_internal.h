@@ -11,7 +11,10 @@
 namespace ferry::storage {
 
 // Reads [offset, offset+len) of `path` into *out (resized; its capacity is reused).
-absl::Status ReadRangeInto(const std::string& path, uint64_t offset, size_t len, std::string* out);
+// `to_eof`: a file that ends before offset + len is not an error, *out holds what there is (the
+// last segment, read from its size, may be cut to its last frame by the writer sealing it).
+absl::Status ReadRangeInto(const std::string& path, uint64_t offset, size_t len, std::string* out,
+                           bool to_eof = false);
 
 absl::StatusOr<uint64_t> FileSize(const std::string& path);
 

@@ -118,7 +118,10 @@ absl::StatusOr<bool> StreamLog::CheckSegmentHeader(uint64_t seq, bool is_last, c
   FERRY_RETURN_IF_ERROR(ReadRangeInto(path, 0, std::min<uint64_t>(size, kSegmentHeaderSize), &head));
   auto header = DecodeSegmentHeader(head);
   if (!header.ok()) {
-    if (is_last && size < kSegmentHeaderSize) {
+    // Torn at creation: the header never made it, or only the zeros written ahead did.
+    std::string whole;
+    if (is_last && (size < kSegmentHeaderSize || (ReadRangeInto(path, 0, size, &whole, true).ok() &&
+                                                  whole.find_first_not_of('\0') == std::string::npos))) {
       FERRY_RETURN_IF_ERROR(RemoveTornSegment(seq, path, size));
       return false;
     }
@@ -161,7 +164,7 @@ absl::Status StreamLog::ScanSegment(uint64_t seq, bool is_last, uint64_t from,
   if (!has_frames) return absl::OkStatus();
   // bytes[i] is the segment's byte at offset from + i.
   std::string bytes;
-  FERRY_RETURN_IF_ERROR(ReadRangeInto(path, from, size - from, &bytes));
+  FERRY_RETURN_IF_ERROR(ReadRangeInto(path, from, size - from, &bytes, /*to_eof=*/true));
   size_t off = 0;
   bool damaged_here = false;
   while (off < bytes.size()) {
@@ -171,11 +174,14 @@ absl::Status StreamLog::ScanSegment(uint64_t seq, bool is_last, uint64_t from,
       off += h.frame_size();
       continue;
     }
+    const bool acknowledged = from + off < durable_end;
+    // Zeros from here to the end of the last segment are space its writer filled ahead
+    // (StreamLogOptions::zero_ahead): nothing was written there yet.
+    if (is_last && !acknowledged && bytes.find_first_not_of('\0', off) == std::string::npos) break;
     // A torn tail is what a crash mid-write leaves: damage at the end of the last segment
     // with no complete frame after it. Anything else is corruption of written data.
     const size_t next = NextValidFrame(bytes, off + 1);
     const bool later_frame = is_last && next != absl::string_view::npos;
-    const bool acknowledged = from + off < durable_end;
     if (is_last && !later_frame && !acknowledged) {
       FERRY_RETURN_IF_ERROR(CutTornTail(path, from + off, bytes.size() - off));
       break;

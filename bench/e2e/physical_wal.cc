@@ -17,7 +17,7 @@
 // fast as the primary makes it.
 //
 //   build/bench/ferry_bench_physical [--load pgbench|bulk] [--seconds 20] [--clients 4] [--scale 10]
-//                                    [--commit-delay 0s] [--out bench/results]
+//                                    [--commit-delay 0s] [--rows all|sync] [--out bench/results]
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -230,6 +230,9 @@ int Main(int argc, char** argv) {
   app.add_option("--scale", scale, "pgbench scale");
   app.add_option("--out", out, "directory for physical.md and physical.csv");
   app.add_option("--ferry", ferry, "ferry binary");
+  std::string rows_kind = "all";
+  app.add_option("--rows", rows_kind, "all, or sync: only the synchronous-standby rows (for iterating on the commit path)")
+      ->check(CLI::IsMember({"all", "sync"}));
   CLI11_PARSE(app, argc, argv);
 
   char tmpl[] = "/tmp/ferry-bench-physical-XXXXXX";
@@ -267,6 +270,7 @@ int Main(int argc, char** argv) {
     FERRY_RETURN_IF_ERROR(run(std::nullopt, false));
     FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n), true));
     FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "--synchronous", ++n), true));
+    if (rows_kind == "sync") return pg->Stop();
     FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n), false));
     // The same without reading back what was archived: what the verifier costs.
     FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n, "", 0), false));

@@ -165,7 +165,15 @@ absl::StatusOr<absl::optional<client::pg::TimelineEnd>> PgPhysicalSource::Stream
         loop.Wait([this](bool ask) { return SendFeedback(ask); },
                   [this] { return std::min(sink_->progress().Acked(), feedback_cap_) > last_sent_flush_; }));
     if (stop) return absl::optional<client::pg::TimelineEnd>();
-    FERRY_RETURN_IF_ERROR(ReadMessages(s, loop.silence(), loop.burst_bytes(), &ended));
+    // Everything the connection has buffered is one burst, made durable on this thread when
+    // the sink is idle: a synchronous commit's WAL is received, synced and acknowledged here
+    // without waking another thread.
+    sink_->BeginBurst();
+    absl::Status read = ReadMessages(s, loop.silence(), loop.burst_bytes(), &ended);
+    absl::Status written = sink_->EndBurst();
+    FERRY_RETURN_IF_ERROR(read);
+    FERRY_RETURN_IF_ERROR(written);
+    if (std::min(sink_->progress().Acked(), feedback_cap_) > last_sent_flush_) FERRY_RETURN_IF_ERROR(SendFeedback(false));
     // After draining what arrived: a server that answered nothing for so long is gone.
     if (!ended.has_value()) FERRY_RETURN_IF_ERROR(loop.CheckSilence());
   }

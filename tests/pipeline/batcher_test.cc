@@ -1,7 +1,10 @@
 // The batcher over a real StreamLog: group commits, what "synced" means, holds and commit_delay.
 #include "pipeline/batcher.h"
 
+#include <poll.h>
+
 #include <filesystem>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -140,6 +143,145 @@ TEST(BatcherTest, CommitDelaySpacesGroupCommitsButNotTheFirst) {
   ASSERT_TRUE(batcher.Stop().ok());  // stopping cuts the wait short and writes it
   EXPECT_EQ((*log)->frames().back().header.end_pos, 38u);
   std::filesystem::remove_all(dir);
+}
+
+// A FrameConsumer over a StreamLog that records which thread wrote each batch and can hold a
+// write (the worker's) until released.
+class ThreadRecordingConsumer final : public FrameConsumer {
+ public:
+  explicit ThreadRecordingConsumer(StreamLog* log) : log_(log) {}
+  absl::Status Write(const EncodedFrames& frames, size_t* durable) override {
+    absl::MutexLock lock(&mu_);
+    writers_.push_back(std::this_thread::get_id());
+    ++writing_;
+    mu_.Await(absl::Condition(+[](bool* held) { return !*held; }, &held_));
+    return log_->Write(frames, durable);
+  }
+  absl::Status PutFile(absl::string_view name, absl::string_view contents) override {
+    return log_->PutFile(name, contents);
+  }
+  void Hold(bool held) {
+    absl::MutexLock lock(&mu_);
+    held_ = held;
+  }
+  void AwaitWriting(int n) {
+    absl::MutexLock lock(&mu_);
+    std::pair<int*, int> want(&writing_, n);
+    mu_.Await(absl::Condition(+[](std::pair<int*, int>* w) { return *w->first >= w->second; }, &want));
+  }
+  std::vector<std::thread::id> writers() {
+    absl::MutexLock lock(&mu_);
+    return writers_;
+  }
+
+ private:
+  StreamLog* const log_;
+  absl::Mutex mu_;
+  bool held_ = false;
+  int writing_ = 0;
+  std::vector<std::thread::id> writers_;
+};
+
+// A batcher over a ThreadRecordingConsumer over a StreamLog in a scratch directory.
+struct BurstRig {
+  explicit BurstRig(BatcherOptions options = {})
+      : dir(TestDir("ferry-test")),
+        log(std::move(*StreamLog::Open(dir, StreamKind::kPgWal, Writable()))),
+        consumer(log.get()),
+        batcher(&consumer, AckPolicy::kLocal, options) {
+    batcher.Resume({1, 0});
+  }
+  ~BurstRig() {
+    (void)batcher.Stop();
+    std::filesystem::remove_all(dir);
+  }
+  std::string dir;
+  std::unique_ptr<StreamLog> log;
+  ThreadRecordingConsumer consumer;
+  Batcher batcher;
+};
+
+absl::Status AppendBytes(Batcher* batcher, uint64_t* pos, size_t n) {
+  Record r;
+  r.payload = std::string(n, 'w');
+  r.end_pos = *pos + n;
+  absl::Status st = batcher->Append({1, *pos}, std::move(r));
+  *pos += n;
+  return st;
+}
+
+bool Readable(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return poll(&p, 1, 0) == 1;
+}
+
+// A burst (what a source read in one wake-up) on an idle batcher is written and synced on the
+// caller's thread, with no wake-up of the worker or of the caller's own notify fd.
+TEST(BatcherBurstTest, AnIdleBatcherWritesTheBurstOnTheCallersThread) {
+  BurstRig rig;
+  Batcher& batcher = rig.batcher;
+  ThreadRecordingConsumer& consumer = rig.consumer;
+  uint64_t pos = 0;
+  for (int round = 0; round < 3; ++round) {
+    batcher.BeginBurst();
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(AppendBytes(&batcher, &pos, 100).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_LT(batcher.progress().synced(), pos) << "the worker took a burst that was the caller's";
+    ASSERT_TRUE(batcher.EndBurst().ok());
+    EXPECT_EQ(batcher.progress().synced(), pos) << "EndBurst returned before its burst was durable";
+    EXPECT_FALSE(Readable(batcher.progress().notify_fd())) << "the caller woke itself";
+  }
+  for (std::thread::id id : consumer.writers()) EXPECT_EQ(id, std::this_thread::get_id());
+  EXPECT_EQ(consumer.writers().size(), 3u);
+  ASSERT_TRUE(batcher.Stop().ok());
+  EXPECT_EQ(rig.log->frames().back().header.end_pos, pos);
+}
+
+// While a group commit is under way on the worker, a burst is left to it (EndBurst returns at
+// once, nothing synced yet), and the worker writes it next.
+TEST(BatcherBurstTest, ABurstDuringTheWorkersCommitIsLeftToTheWorker) {
+  BurstRig rig;
+  Batcher& batcher = rig.batcher;
+  ThreadRecordingConsumer& consumer = rig.consumer;
+  uint64_t pos = 0;
+  consumer.Hold(true);
+  ASSERT_TRUE(AppendBytes(&batcher, &pos, 100).ok());  // no burst: the worker's
+  consumer.AwaitWriting(1);
+  batcher.BeginBurst();
+  ASSERT_TRUE(AppendBytes(&batcher, &pos, 100).ok());
+  ASSERT_TRUE(batcher.EndBurst().ok());
+  EXPECT_EQ(batcher.progress().synced(), 0u);
+  consumer.Hold(false);
+  ASSERT_TRUE(batcher.Drain().ok());
+  EXPECT_EQ(batcher.progress().synced(), pos);
+  ASSERT_EQ(consumer.writers().size(), 2u);
+  for (std::thread::id id : consumer.writers()) EXPECT_NE(id, std::this_thread::get_id());
+}
+
+// A burst larger than the queue's limit cannot wait for room it would make itself: it is
+// handed to the worker. And a batcher that waits between commits (commit_delay) never writes
+// on the caller's thread.
+TEST(BatcherBurstTest, AFullQueueOrACommitDelayHandsTheBurstToTheWorker) {
+  for (const bool delay : {false, true}) {
+    BatcherOptions options;
+    options.max_queued_bytes = 16 << 10;
+    options.max_batch_bytes = 4 << 10;
+    if (delay) options.commit_delay = absl::Milliseconds(1);
+    BurstRig rig(options);
+    Batcher& batcher = rig.batcher;
+    ThreadRecordingConsumer& consumer = rig.consumer;
+    uint64_t pos = 0;
+    batcher.BeginBurst();
+    for (int i = 0; i < 100; ++i) ASSERT_TRUE(AppendBytes(&batcher, &pos, 1000).ok());  // 100 KB > 16 KiB
+    ASSERT_TRUE(batcher.EndBurst().ok());
+    ASSERT_TRUE(batcher.Drain().ok());
+    EXPECT_EQ(batcher.progress().synced(), pos);
+    ASSERT_FALSE(consumer.writers().empty());
+    EXPECT_NE(consumer.writers().front(), std::this_thread::get_id()) << "delay " << delay;
+    if (delay) {
+      for (std::thread::id id : consumer.writers()) EXPECT_NE(id, std::this_thread::get_id());
+    }
+  }
 }
 
 }  // namespace

@@ -152,6 +152,8 @@ TEST_P(DiskFaultsTest, ShortWritesInALargeGroupCommitLoseNothing) {
     std::atomic<bool> held{true};
     pipeline::BatcherOptions bo;
     bo.zstd_level = 0;  // the batch stays as large as what was queued
+    bo.max_batch_bytes = 16 << 20;
+    bo.max_queued_bytes = 64 << 20;
     bo.hold = [&] { return held.load(); };
     pipeline::Batcher batcher(log->get(), pipeline::AckPolicy::kLocal, bo);
     std::mt19937 rng(8);

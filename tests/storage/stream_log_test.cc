@@ -356,6 +356,137 @@ TEST(StreamLogRecoveryTest, ZeroFilledTailIsTorn) {
   std::filesystem::remove_all(w.dir);
 }
 
+uint64_t EndOf(const FrameLocation& f) { return f.offset + f.header.frame_size(); }
+
+// The zeros a writer keeps after the active segment's last frame (StreamLogOptions::zero_ahead).
+TEST(StreamLogZeroAheadTest, ActiveSegmentEndsInZerosThatAreNeitherDataNorTorn) {
+  Written w = WriteSome(5);
+  const std::string seg = w.dir + "/" + SegmentFileName(1);
+  const uint64_t data_end = EndOf(w.frames.back());
+  ASSERT_GE(static_cast<uint64_t>(SizeOf(seg)), data_end + StreamLogOptions{}.zero_ahead / 2);
+  std::string tail;
+  {
+    std::ifstream in(seg, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(data_end));
+    tail.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  EXPECT_EQ(tail.find_first_not_of('\0'), std::string::npos);
+  for (const StreamLogOptions& o : {StreamLogOptions{}, Writable()}) {
+    auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, o);
+    ASSERT_TRUE(log.ok()) << log.status();
+    EXPECT_EQ((*log)->frames().size(), 5u);
+    EXPECT_EQ((*log)->repaired_bytes(), 0u);
+    EXPECT_EQ((*log)->total_bytes(), data_end);
+  }
+  // A writer reopened appends right after the last frame, over the zeros.
+  std::mt19937 rng(12);
+  uint64_t pos = w.end;
+  {
+    auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, Writable());
+    ASSERT_TRUE(log.ok()) << log.status();
+    ASSERT_TRUE((*log)->Write(MakeFrames(3, &pos, &rng, &w.model)).ok());
+    EXPECT_EQ((*log)->frames()[5].offset, data_end);
+  }
+  auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, StreamLogOptions{});
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ(ReadAll(**log), w.model);
+  std::vector<Damage> damage;
+  (*log)->Verify(&damage);
+  EXPECT_TRUE(damage.empty()) << damage[0].reason;
+  std::filesystem::remove_all(w.dir);
+}
+
+TEST(StreamLogZeroAheadTest, SealedSegmentsEndAtTheirLastFrame) {
+  const std::string dir = TestDir("ferry-test");
+  std::mt19937 rng(5);
+  uint64_t pos = 0;
+  std::string model;
+  StreamLogOptions o = Writable();
+  o.segment_bytes = 64 << 10;
+  {
+    auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, o);
+    ASSERT_TRUE(log.ok()) << log.status();
+    for (int i = 0; i < 40; ++i) ASSERT_TRUE((*log)->Write(MakeFrames(2, &pos, &rng, &model)).ok());
+    const auto& frames = (*log)->frames();
+    ASSERT_GT(frames.back().segment_seq, 2u);
+    for (size_t i = 0; i + 1 < frames.size(); ++i) {
+      if (frames[i + 1].segment_seq == frames[i].segment_seq) continue;
+      EXPECT_EQ(static_cast<uint64_t>(SizeOf((*log)->SegmentPath(frames[i].segment_seq))), EndOf(frames[i]));
+    }
+  }
+  auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, StreamLogOptions{});
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ(ReadAll(**log), model);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(StreamLogZeroAheadTest, FrameTornIntoTheZerosIsCutAndWritingGoesOn) {
+  Written w = WriteSome(4);
+  const std::string seg = w.dir + "/" + SegmentFileName(1);
+  // A crash mid-write: half of a fifth frame landed in the zeros, its sync never returned.
+  std::mt19937 rng(13);
+  uint64_t pos = w.end;
+  std::string unacknowledged;
+  EncodedFrames torn = MakeFrames(1, &pos, &rng, &unacknowledged);
+  const uint64_t data_end = EndOf(w.frames.back());
+  {
+    std::fstream f(seg, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(data_end));
+    f << torn.bytes.substr(0, torn.bytes.size() / 2);
+  }
+  auto ro = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, StreamLogOptions{});
+  ASSERT_TRUE(ro.ok()) << ro.status();
+  EXPECT_EQ((*ro)->frames().size(), 4u);
+  {
+    auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, Writable());
+    ASSERT_TRUE(log.ok()) << log.status();
+    EXPECT_EQ(static_cast<uint64_t>(SizeOf(seg)), data_end);  // cut at the torn frame, zeros and all
+    pos = w.end;
+    ASSERT_TRUE((*log)->Write(MakeFrames(2, &pos, &rng, &w.model)).ok());
+  }
+  auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, StreamLogOptions{});
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ((*log)->frames().size(), 6u);
+  EXPECT_EQ(ReadAll(**log), w.model);
+  std::filesystem::remove_all(w.dir);
+}
+
+TEST(StreamLogZeroAheadTest, ZerosBeforeALaterFrameAreDamageNotTheEnd) {
+  Written w = WriteSome(6);
+  const std::string seg = w.dir + "/" + SegmentFileName(1);
+  // Frames 3 and 4 zeroed (a lost block), the index cut so it vouches for none of them: the
+  // later frames show that this is not where the writer stopped.
+  const std::string zeros(EndOf(w.frames[4]) - w.frames[3].offset, '\0');
+  {
+    std::fstream f(seg, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(w.frames[3].offset));
+    f << zeros;
+  }
+  ASSERT_EQ(truncate((w.dir + "/" + IndexFileName(1)).c_str(), static_cast<off_t>(2 * kIndexEntrySize)), 0);
+  for (const StreamLogOptions& o : {StreamLogOptions{}, Writable()}) {
+    auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, o);
+    ASSERT_FALSE(log.ok());
+    EXPECT_EQ(log.status().code(), absl::StatusCode::kDataLoss) << log.status();
+    EXPECT_NE(log.status().message().find("offset " + std::to_string(w.frames[3].offset)), absl::string_view::npos)
+        << log.status();
+  }
+  std::filesystem::remove_all(w.dir);
+}
+
+TEST(StreamLogZeroAheadTest, SegmentTornAtCreationIsRemoved) {
+  Written w = WriteSome(3);
+  // A crash while the second segment was created (after the first was sealed, i.e. cut at
+  // its last frame): its zeros landed, its header did not.
+  ASSERT_EQ(truncate((w.dir + "/" + SegmentFileName(1)).c_str(), static_cast<off_t>(EndOf(w.frames.back()))), 0);
+  const std::string seg2 = w.dir + "/" + SegmentFileName(2);
+  std::ofstream(seg2, std::ios::binary) << std::string(StreamLogOptions{}.zero_ahead, '\0');
+  auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, Writable());
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_FALSE(std::filesystem::exists(seg2));
+  EXPECT_EQ((*log)->frames().size(), 3u);
+  std::filesystem::remove_all(w.dir);
+}
+
 TEST(StreamLogRecoveryTest, FlippedByteMidSegmentIsDataLossNamingFileAndOffset) {
   Written w = WriteSome(6);
   const std::string seg = w.dir + "/" + SegmentFileName(1);
@@ -368,6 +499,7 @@ TEST(StreamLogRecoveryTest, FlippedByteMidSegmentIsDataLossNamingFileAndOffset) 
   c ^= 0x40;
   ASSERT_EQ(pwrite(fd, &c, 1, at), 1);
   close(fd);
+  const off_t size = SizeOf(seg);
   auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, Writable());
   ASSERT_FALSE(log.ok());
   EXPECT_EQ(log.status().code(), absl::StatusCode::kDataLoss);
@@ -375,8 +507,7 @@ TEST(StreamLogRecoveryTest, FlippedByteMidSegmentIsDataLossNamingFileAndOffset) 
   EXPECT_NE(log.status().message().find("offset " + std::to_string(victim.offset)),
             absl::string_view::npos)
       << log.status();
-  EXPECT_EQ(SizeOf(seg), static_cast<off_t>(w.frames.back().offset + w.frames.back().header.frame_size()))
-      << "damaged data must not be truncated away";
+  EXPECT_EQ(SizeOf(seg), size) << "damaged data must not be truncated away";
   std::filesystem::remove_all(w.dir);
 }
 
