@@ -204,7 +204,7 @@ absl::Status ParseTable(const toml::table& root, TableReader& top, absl::string_
 
 absl::Status ParseArchive(TableReader& r, Config& c) {
   FERRY_RETURN_IF_ERROR(r.String("path", &c.archive_path, true));
-  std::string writer = "io_uring";
+  std::string writer = std::string(storage::WriterKindName(c.writer));
   FERRY_RETURN_IF_ERROR(r.String("writer", &writer));
   auto kind = storage::ParseWriterKind(writer);
   if (!kind.ok()) return r.Error("writer", kind.status().message());

@@ -63,7 +63,10 @@ struct SourceConfig {
 struct Config {
   std::string region;
   std::string archive_path;
-  storage::WriterKind writer = storage::WriterKind::kIoUring;
+  // posix: each group commit's pwrite and fdatasync on the committing thread. io_uring sends
+  // a buffered write and every fdatasync to an io-wq worker, a thread hop per commit: as a
+  // synchronous standby it measured 1.3x posix's CPU (docs/benchmarks.md), for no gain.
+  storage::WriterKind writer = storage::WriterKind::kPosix;
   uint64_t segment_bytes = 64ull << 20;
   int zstd_level = 1;
   // [archive] encryption_key_file and the keys it holds: every frame and snapshot chunk is

@@ -24,7 +24,7 @@ namespace ferry::cross_region {
 struct MirrorOptions {
   KafkaOptions kafka;  // topic_prefix: the primary region's
   std::string archive_path;
-  storage::WriterKind writer = storage::WriterKind::kIoUring;
+  storage::WriterKind writer = storage::WriterKind::kPosix;
   uint64_t segment_bytes = 64ull << 20;
   std::vector<std::string> sources;
   std::string group_id;

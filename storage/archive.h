@@ -19,7 +19,7 @@ struct ArchiveOptions {
   bool writable = false;  // create if missing, take the lock, repair torn tails
   // Read-only: streams open despite damage, which StreamLog::Verify reports (ferry verify, ls).
   bool survey = false;
-  WriterKind writer = WriterKind::kIoUring;
+  WriterKind writer = WriterKind::kPosix;
   uint64_t segment_bytes = 64 << 20;
   // Seal new data (the caller does: batcher, snapshot writer) and open sealed data with these.
   std::shared_ptr<const pipeline::Keyring> keys = ProcessKeys();

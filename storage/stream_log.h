@@ -17,7 +17,7 @@
 namespace ferry::storage {
 
 struct StreamLogOptions {
-  WriterKind writer = WriterKind::kIoUring;
+  WriterKind writer = WriterKind::kPosix;
   uint64_t segment_bytes = 64 << 20;  // a segment is sealed once it holds at least this much
   // The writer keeps at least this many zero bytes written and synced after the active
   // segment's last frame, so that an append overwrites allocated blocks within the file's size

@@ -2,7 +2,7 @@
 // the same PostgreSQL 15 primary under the same pgbench load. Measures only (never pass/fail).
 //
 //  * synchronous standby: pgbench TPS with no standby, with ferry in synchronous_standby_names,
-//    and with `pg_receivewal --synchronous` there;
+//    with `pg_receivewal --synchronous` there, and with ferry on its other archive writer;
 //  * asynchronous capture: for ferry (its default commit_delay "auto", which is 10 ms for an
 //    asynchronous standby, and again with --commit-delay, default "0s": a group commit per
 //    flush the primary sends), pg_receivewal and `pg_receivewal --compress=lz4`, CPU
@@ -181,7 +181,7 @@ absl::StatusOr<Row> RunOne(const LocalPostgres& pg, const std::optional<Capturer
 Capturer Ferry(const LocalPostgres& pg, const std::string& dir, const std::string& ferry, const std::string& writer,
                int n, const std::string& commit_delay = "", int verify_mb_per_s = -1) {
   Capturer c;
-  c.name = writer == "io_uring" ? "ferry" : absl::StrCat("ferry (", writer, " writer)");
+  c.name = writer == "posix" ? "ferry" : absl::StrCat("ferry (", writer, " writer)");
   if (!commit_delay.empty()) absl::StrAppend(&c.name, ", commit_delay ", commit_delay);
   if (verify_mb_per_s >= 0) absl::StrAppend(&c.name, ", verify_mb_per_s ", verify_mb_per_s);
   c.app_name = "ferry_main";
@@ -219,8 +219,8 @@ int Main(int argc, char** argv) {
   std::string load_kind = "pgbench";
   std::string out = "bench/results";
   std::string ferry = FERRY_BINARY;
-  std::string writer = "io_uring";
-  app.add_option("--writer", writer, "ferry's archive writer: io_uring (default) or posix");
+  std::string writer = "posix";
+  app.add_option("--writer", writer, "ferry's archive writer: posix (the default) or io_uring");
   std::string commit_delay = "0s";
   app.add_option("--commit-delay", commit_delay, "commit_delay of the second asynchronous ferry row (the first: auto)");
   app.add_option("--seconds", load.seconds, "pgbench duration per measurement");
@@ -270,6 +270,9 @@ int Main(int argc, char** argv) {
     FERRY_RETURN_IF_ERROR(run(std::nullopt, false));
     FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n), true));
     FERRY_RETURN_IF_ERROR(run(Receivewal(*pg, dir, "--synchronous", ++n), true));
+    // The other writer as the synchronous standby too: the commit path is where they differ.
+    const std::string other = writer == "posix" ? "io_uring" : "posix";
+    FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, other, ++n), true));
     if (rows_kind == "sync") return pg->Stop();
     FERRY_RETURN_IF_ERROR(run(Ferry(*pg, dir, ferry, writer, ++n), false));
     // The same without reading back what was archived: what the verifier costs.
