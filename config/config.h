@@ -65,7 +65,7 @@ struct Config {
   std::string archive_path;
   // posix: each group commit's pwrite and fdatasync on the committing thread. io_uring sends
   // a buffered write and every fdatasync to an io-wq worker, a thread hop per commit: as a
-  // synchronous standby it measured 1.3x posix's CPU (docs/benchmarks.md), for no gain.
+  // synchronous standby it measured 1.2x posix's CPU (docs/benchmarks.md), for no gain.
   storage::WriterKind writer = storage::WriterKind::kPosix;
   uint64_t segment_bytes = 64ull << 20;
   int zstd_level = 1;

@@ -37,6 +37,9 @@ absl::Status Batcher::Admit(size_t bytes) {
   if (!error_.ok()) return error_;
   if (stopping_) return absl::CancelledError("stream sink is stopping");
   queued_bytes_ += bytes;
+  // A burst as large as a batch is the worker's to write from now on, while the producer
+  // reads on: receiving and writing overlap again when the stream is fast.
+  if (queued_bytes_ >= options_.max_batch_bytes) burst_ = false;
   return absl::OkStatus();
 }
 

@@ -42,12 +42,14 @@ struct BatcherOptions {
   std::function<bool()> hold;
   // A write that fails for lack of space (kResourceExhausted: ENOSPC, EDQUOT) holds the
   // stream like `hold` does and is retried every disk_full_retry until it succeeds; nothing of it
-  // is acknowledged meanwhile. Called on the worker thread with that error when the holding
-  // starts and with OK when the write succeeds again (for logs). May be empty.
+  // is acknowledged meanwhile. Called with that error when the holding starts and with OK when
+  // the write succeeds again (for logs). May be empty. Both callbacks run on the thread that
+  // writes: the worker, or a producer in EndBurst, which a full disk then holds until the write
+  // succeeds or the batcher stops.
   std::function<void(const absl::Status&)> on_disk_full;
   absl::Duration disk_full_retry = absl::Seconds(1);
-  // Called on the worker thread after each group commit is synced (the Kafka shipper's
-  // wake-up). Must not block.
+  // Called after each group commit is synced (the Kafka shipper's wake-up), on the thread that
+  // wrote it. Must not block.
   std::function<void()> on_synced;
 };
 

@@ -43,7 +43,7 @@ if [ "$cmd" = bench ]; then
   failed=()
   "$BUILD/bench/ferry_bench" --benchmark_min_time=0.3 --benchmark_out="$out/micro.json" \
     --benchmark_out_format=json || failed+=(micro)
-  for b in physical redis logical disk restore kafka_lag incremental; do
+  for b in physical redis logical disk restore kafka_lag incremental backup; do
     echo "dev.sh: ferry_bench_$b"
     "$BUILD/bench/ferry_bench_$b" --out "$out" || failed+=("$b")
   done

@@ -22,8 +22,9 @@ PACKAGES=(
   # promtool checks ops/prometheus's alert rules (Debian ships it only inside the server's
   # package; the server itself is stopped and disabled below)
   prometheus
-  # bench/plot.sh draws the benchmarks' PNG charts (python3 reads the CSVs)
-  gnuplot-nox python3
+  # bench/plot.sh draws the benchmarks' PNG charts (python3 reads the CSVs); ferry_bench_backup
+  # runs pgBackRest next to ferry
+  gnuplot-nox python3 pgbackrest
   # scripts/fetch-postgres.sh downloads the other majors' servers from the npm registry
   curl ca-certificates
 )

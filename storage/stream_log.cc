@@ -201,8 +201,10 @@ absl::Status StreamLog::StartSegment(uint64_t seq) {
   h.created_us = pipeline::NowUnixMicros();
   FERRY_ASSIGN_OR_RETURN(auto file, OpenDurableFile(path, options_.writer, true));
   FERRY_RETURN_IF_ERROR(file->Truncate(0));
-  FERRY_RETURN_IF_ERROR(WriteZeros(*file, kSegmentHeaderSize, kSegmentHeaderSize + options_.zero_ahead));
+  // The header first: a reader never sees zeros where it should be (the zeros are synced by
+  // the first frame's write).
   FERRY_RETURN_IF_ERROR(file->WriteDurably(0, EncodeSegmentHeader(h)));
+  FERRY_RETURN_IF_ERROR(WriteZeros(*file, kSegmentHeaderSize, kSegmentHeaderSize + options_.zero_ahead));
   FERRY_ASSIGN_OR_RETURN(
       auto index, OpenDurableFile(absl::StrCat(dir_, "/", IndexFileName(seq)), WriterKind::kPosix, true));
   FERRY_RETURN_IF_ERROR(index->Truncate(0));
@@ -496,8 +498,10 @@ uint64_t StreamLog::total_bytes() const {
     auto size = FileSize(SegmentPath(seq));
     if (!size.ok()) continue;
     // The last segment's zeros written ahead hold nothing yet.
-    if (seq == segments_.back() && !frames_.empty() && frames_.back().segment_seq == seq) {
-      *size = std::min(*size, frames_.back().offset + frames_.back().header.frame_size());
+    if (seq == segments_.back()) {
+      const bool has_frames = !frames_.empty() && frames_.back().segment_seq == seq;
+      *size = std::min(*size, has_frames ? frames_.back().offset + frames_.back().header.frame_size()
+                                         : kSegmentHeaderSize);
     }
     total += *size;
   }

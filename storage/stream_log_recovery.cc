@@ -118,10 +118,12 @@ absl::StatusOr<bool> StreamLog::CheckSegmentHeader(uint64_t seq, bool is_last, c
   FERRY_RETURN_IF_ERROR(ReadRangeInto(path, 0, std::min<uint64_t>(size, kSegmentHeaderSize), &head));
   auto header = DecodeSegmentHeader(head);
   if (!header.ok()) {
-    // Torn at creation: the header never made it, or only the zeros written ahead did.
+    // Torn at creation: the header never made it, or only zeros did, and the index vouches
+    // for no frame (else acknowledged data was lost, and that is reported below).
     std::string whole;
-    if (is_last && (size < kSegmentHeaderSize || (ReadRangeInto(path, 0, size, &whole, true).ok() &&
-                                                  whole.find_first_not_of('\0') == std::string::npos))) {
+    if (is_last && (size < kSegmentHeaderSize ||
+                    (IndexedEnd(seq) <= kSegmentHeaderSize && ReadRangeInto(path, 0, size, &whole, true).ok() &&
+                     whole.find_first_not_of('\0') == std::string::npos))) {
       FERRY_RETURN_IF_ERROR(RemoveTornSegment(seq, path, size));
       return false;
     }

@@ -173,7 +173,10 @@ absl::StatusOr<absl::optional<client::pg::TimelineEnd>> PgPhysicalSource::Stream
     absl::Status written = sink_->EndBurst();
     FERRY_RETURN_IF_ERROR(read);
     FERRY_RETURN_IF_ERROR(written);
-    if (std::min(sink_->progress().Acked(), feedback_cap_) > last_sent_flush_) FERRY_RETURN_IF_ERROR(SendFeedback(false));
+    // Not after the timeline's end: its COPY is closed, the next timeline's feedback tells.
+    if (!ended.has_value() && std::min(sink_->progress().Acked(), feedback_cap_) > last_sent_flush_) {
+      FERRY_RETURN_IF_ERROR(SendFeedback(false));
+    }
     // After draining what arrived: a server that answered nothing for so long is gone.
     if (!ended.has_value()) FERRY_RETURN_IF_ERROR(loop.CheckSilence());
   }

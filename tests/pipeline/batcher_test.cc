@@ -258,9 +258,9 @@ TEST(BatcherBurstTest, ABurstDuringTheWorkersCommitIsLeftToTheWorker) {
   for (std::thread::id id : consumer.writers()) EXPECT_NE(id, std::this_thread::get_id());
 }
 
-// A burst larger than the queue's limit cannot wait for room it would make itself: it is
-// handed to the worker. And a batcher that waits between commits (commit_delay) never writes
-// on the caller's thread.
+// A burst as large as a batch is handed to the worker, which writes while the caller appends on
+// (and a burst past the queue's limit cannot wait for room it would make itself). A batcher that
+// waits between commits (commit_delay) never writes on the caller's thread.
 TEST(BatcherBurstTest, AFullQueueOrACommitDelayHandsTheBurstToTheWorker) {
   for (const bool delay : {false, true}) {
     BatcherOptions options;
@@ -272,7 +272,10 @@ TEST(BatcherBurstTest, AFullQueueOrACommitDelayHandsTheBurstToTheWorker) {
     ThreadRecordingConsumer& consumer = rig.consumer;
     uint64_t pos = 0;
     batcher.BeginBurst();
-    for (int i = 0; i < 100; ++i) ASSERT_TRUE(AppendBytes(&batcher, &pos, 1000).ok());  // 100 KB > 16 KiB
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(AppendBytes(&batcher, &pos, 1000).ok());  // 10 KB > a 4 KiB batch
+    for (int i = 0; i < 500 && consumer.writers().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_FALSE(consumer.writers().empty()) << "a burst of a batch's size waited for EndBurst";
+    for (int i = 0; i < 90; ++i) ASSERT_TRUE(AppendBytes(&batcher, &pos, 1000).ok());  // 100 KB > the 16 KiB queue
     ASSERT_TRUE(batcher.EndBurst().ok());
     ASSERT_TRUE(batcher.Drain().ok());
     EXPECT_EQ(batcher.progress().synced(), pos);

@@ -409,10 +409,13 @@ TEST(StreamLogZeroAheadTest, SealedSegmentsEndAtTheirLastFrame) {
     for (int i = 0; i < 40; ++i) ASSERT_TRUE((*log)->Write(MakeFrames(2, &pos, &rng, &model)).ok());
     const auto& frames = (*log)->frames();
     ASSERT_GT(frames.back().segment_seq, 2u);
+    uint64_t data = 0;
     for (size_t i = 0; i + 1 < frames.size(); ++i) {
       if (frames[i + 1].segment_seq == frames[i].segment_seq) continue;
       EXPECT_EQ(static_cast<uint64_t>(SizeOf((*log)->SegmentPath(frames[i].segment_seq))), EndOf(frames[i]));
+      data += EndOf(frames[i]);
     }
+    EXPECT_EQ((*log)->total_bytes(), data + EndOf(frames.back()));  // not the zeros ahead
   }
   auto log = StreamLog::Open(dir, pipeline::StreamKind::kPgWal, StreamLogOptions{});
   ASSERT_TRUE(log.ok()) << log.status();
@@ -470,6 +473,20 @@ TEST(StreamLogZeroAheadTest, ZerosBeforeALaterFrameAreDamageNotTheEnd) {
     EXPECT_NE(log.status().message().find("offset " + std::to_string(w.frames[3].offset)), absl::string_view::npos)
         << log.status();
   }
+  std::filesystem::remove_all(w.dir);
+}
+
+// The same zeros where the index vouches for frames: acknowledged data was lost, not a segment
+// torn at creation.
+TEST(StreamLogZeroAheadTest, AZeroedSegmentWithIndexedFramesIsDataLoss) {
+  Written w = WriteSome(3);
+  const std::string seg = w.dir + "/" + SegmentFileName(1);
+  const off_t size = SizeOf(seg);
+  std::ofstream(seg, std::ios::binary | std::ios::trunc) << std::string(static_cast<size_t>(size), '\0');
+  auto log = StreamLog::Open(w.dir, pipeline::StreamKind::kPgWal, Writable());
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), absl::StatusCode::kDataLoss) << log.status();
+  EXPECT_TRUE(std::filesystem::exists(seg));
   std::filesystem::remove_all(w.dir);
 }
 
