@@ -41,13 +41,6 @@ struct Measured {
   uint64_t stored = 0;  // bytes its repository grew by
 };
 
-double SelfCpuSeconds() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
-
 // ferry's backup in this process; the service's streaming thread adds its share to the CPU
 // measured, as ferry's own process would carry it.
 absl::StatusOr<Measured> FerryBackup(const std::string& archive, const config::SourceConfig& sc,
@@ -149,9 +142,7 @@ int Main(int argc, char** argv) {
     return 1;
   }
 
-  char tmpl[] = "/tmp/ferry-bench-backup-XXXXXX";
-  const std::string dir = mkdtemp(tmpl);
-  std::filesystem::permissions(dir, std::filesystem::perms::others_exec, std::filesystem::perm_options::add);
+  const std::string dir = ScratchDir("backup");
   uint64_t db_bytes = 0;
   auto measured = Run(dir, scale, pgbench_seconds, &db_bytes);
   std::filesystem::remove_all(dir);

@@ -63,6 +63,20 @@ double ProcessCpuSeconds(pid_t pid) {
   return (std::strtod(fields[11].c_str(), nullptr) + std::strtod(fields[12].c_str(), nullptr)) / ticks;
 }
 
+double SelfCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+std::string ScratchDir(const std::string& name) {
+  std::string dir = absl::StrCat("/tmp/ferry-bench-", name, "-XXXXXX");
+  FERRY_CHECK(mkdtemp(dir.data()) != nullptr);
+  std::filesystem::permissions(dir, std::filesystem::perms::others_exec, std::filesystem::perm_options::add);
+  return dir;
+}
+
 uint64_t DiskBytes(const std::string& dir) {
   uint64_t n = 0;
   std::error_code ec;

@@ -34,6 +34,13 @@ Usage Reap(pid_t pid, int sig);
 // from what Reap reports; 0 when it cannot be read.
 double ProcessCpuSeconds(pid_t pid);
 
+// This process's user + system CPU so far (for work a benchmark runs in-process).
+double SelfCpuSeconds();
+
+// A new directory /tmp/ferry-bench-<name>-XXXXXX that the postgres user may traverse (its
+// servers and tools live below it).
+std::string ScratchDir(const std::string& name);
+
 // Bytes allocated to the files under `dir`.
 uint64_t DiskBytes(const std::string& dir);
 

@@ -40,13 +40,6 @@ struct Measured {
   uint64_t sent = 0;         // file bytes received from the server
 };
 
-double SelfCpuSeconds() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
-
 // The rchar of /proc/<pid>/io (bytes the process read through read(2) and friends).
 uint64_t ReadChars(int pid) {
   std::ifstream io(absl::StrCat("/proc/", pid, "/io"));
@@ -141,9 +134,7 @@ int Main(int argc, char** argv) {
   app.add_option("--out", out, "directory for incremental_backup.md and .csv");
   CLI11_PARSE(app, argc, argv);
 
-  char tmpl[] = "/tmp/ferry-bench-incremental-XXXXXX";
-  const std::string dir = mkdtemp(tmpl);
-  std::filesystem::permissions(dir, std::filesystem::perms::others_exec, std::filesystem::perm_options::add);
+  const std::string dir = ScratchDir("incremental");
   uint64_t db_bytes = 0;
   auto measured = Run(dir, major, scale, changed, &db_bytes);
   std::filesystem::remove_all(dir);

@@ -15,6 +15,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/e2e/harness.h"
 #include "config/config.h"
 #include "cross_region/mirror.h"
 #include "local/local_postgres.h"
@@ -110,9 +111,7 @@ int Main(int argc, char** argv) {
 
   std::vector<Result> results;
   for (const std::string ack : {"local", "local+kafka"}) {
-    char tmpl[] = "/tmp/ferry-bench-kafka-XXXXXX";
-    const std::string dir = mkdtemp(tmpl);
-    std::filesystem::permissions(dir, std::filesystem::perms::others_exec, std::filesystem::perm_options::add);
+    const std::string dir = ScratchDir("kafka");
     std::printf("bench: ack = \"%s\": pgbench -c %d -T %d with ferry shipping to Kafka and a mirror...\n", ack.c_str(),
                 clients, seconds);
     auto r = Run(dir, ack, seconds, clients);

@@ -235,9 +235,7 @@ int Main(int argc, char** argv) {
       ->check(CLI::IsMember({"all", "sync"}));
   CLI11_PARSE(app, argc, argv);
 
-  char tmpl[] = "/tmp/ferry-bench-physical-XXXXXX";
-  const std::string dir = mkdtemp(tmpl);
-  std::filesystem::permissions(dir, std::filesystem::perms::others_exec, std::filesystem::perm_options::add);
+  const std::string dir = ScratchDir("physical");
   std::vector<Row> rows;
   absl::Status st = [&]() -> absl::Status {
     local::LocalPostgresOptions po;

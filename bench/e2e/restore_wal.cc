@@ -183,9 +183,7 @@ int Main(int argc, char** argv) {
   app.add_flag("--keep", keep, "keep the scratch directory (primary, archive) for inspection");
   CLI11_PARSE(app, argc, argv);
 
-  char tmpl[] = "/tmp/ferry-bench-restore-XXXXXX";
-  const std::string dir = mkdtemp(tmpl);
-  std::filesystem::permissions(dir, std::filesystem::perms::others_exec, std::filesystem::perm_options::add);
+  const std::string dir = ScratchDir("restore");
   auto setup = Prepare(dir, wal_mb);
   if (!setup.ok()) {
     std::fprintf(stderr, "bench: %s\n", std::string(setup.status().message()).c_str());
