@@ -43,8 +43,9 @@ class StreamSink {
   // EndBurst makes them durable on the calling thread when no group commit is under way. On
   // the path a synchronous commit waits on, there is then no hand-off between threads at all:
   // receive, write, sync and acknowledge happen on the source's thread, as in pg_receivewal.
-  // When a group commit is under way, or the sink waits between commits (commit_delay), EndBurst
-  // leaves the records to the writer thread and returns at once. The default does neither.
+  // When a group commit is under way, the sink waits between commits (commit_delay), or the
+  // burst grows to a batch's size, the records go to the writer thread instead (EndBurst then
+  // returns at once). The default does neither.
   virtual void BeginBurst() {}
   virtual absl::Status EndBurst() { return absl::OkStatus(); }
 
