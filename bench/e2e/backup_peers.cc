@@ -17,6 +17,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "backup/pg_backup.h"
@@ -103,7 +104,7 @@ absl::StatusOr<std::vector<Measured>> Run(const std::string& dir, int scale, int
     if (init.exit_code != 0) return absl::InternalError(absl::StrCat("pgbench -i: ", init.err));
     FERRY_RETURN_IF_ERROR(pg->Query("checkpoint").status());
     FERRY_ASSIGN_OR_RETURN(std::string size, pg->Query("select pg_database_size('postgres')"));
-    *db_bytes = std::stoull(size);
+    if (!absl::SimpleAtoi(size, db_bytes)) return absl::InternalError(absl::StrCat("pg_database_size: ", size));
     FERRY_RETURN_IF_ERROR(PgBackRest(dir, conf, repo, "stanza-create", "").status());
     for (const std::string kind : {"full", "incremental"}) {
       if (kind == "incremental") {
